@@ -299,7 +299,12 @@ class ArgumentsParser:
                 pos = i + 1
                 closed = True
                 break
-            decoded, consumed = _decode_escape(data, i)
+            try:
+                decoded, consumed = _decode_escape(data, i)
+            except _Invalid:
+                if parts:  # what precedes the bad escape was certain
+                    self._deliver("".join(parts), out)
+                raise
             if consumed == 0:
                 self._pending = data[i:]
                 pos = -1
