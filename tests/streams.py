@@ -1,0 +1,81 @@
+"""Building and reading chat-completion streams in tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+FIXTURES = Path(os.environ.get("GATEWAY_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "recorded"))
+
+
+def recorded_files() -> list[Path]:
+    """The recorded provider streams, or none when the shared folder is absent."""
+    if not FIXTURES.is_dir():
+        return []
+    return sorted(p for p in FIXTURES.iterdir() if p.suffix in (".sse", ".jsonl"))
+
+
+def recorded_body(path: Path) -> bytes:
+    """A recorded stream as the raw SSE body the provider sent."""
+    raw = path.read_bytes()
+    if path.suffix == ".sse":
+        return raw
+    lines = [line for line in raw.splitlines() if line.strip()]
+    return b"".join(b"data: " + line + b"\n\n" for line in lines) + b"data: [DONE]\n\n"
+
+
+def recorded_chunks(path: Path) -> list[dict[str, Any]]:
+    return sse_payloads(recorded_body(path))
+
+
+def sse_payloads(body: bytes) -> list[Any]:
+    """The decoded ``data:`` payloads of an SSE body, without ``[DONE]``."""
+    out = []
+    for event in body.replace(b"\r\n", b"\n").split(b"\n\n"):
+        data = b"\n".join(line[5:].lstrip(b" ") for line in event.split(b"\n") if line.startswith(b"data:"))
+        if data and data != b"[DONE]":
+            out.append(orjson.loads(data))
+    return out
+
+
+def chunk(*choices: dict[str, Any], **top: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {"id": "chatcmpl-test", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    base.update(top)
+    base["choices"] = list(choices)
+    return base
+
+
+def choice(index: int = 0, finish: str | None = None, **delta: Any) -> dict[str, Any]:
+    return {"index": index, "delta": delta, "finish_reason": finish}
+
+
+def call(index: int | None, arguments: str | None = None, *, id: str | None = None, name: str | None = None) -> dict[str, Any]:
+    """One tool-call delta; only the given fields are present."""
+    out: dict[str, Any] = {}
+    if index is not None:
+        out["index"] = index
+    if id is not None:
+        out["id"] = id
+        out["type"] = "function"
+    function: dict[str, Any] = {}
+    if name is not None:
+        function["name"] = name
+    if arguments is not None:
+        function["arguments"] = arguments
+    out["function"] = function
+    return out
+
+
+def agent_stream(arguments: list[str], *, name: str = "send_message", call_id: str = "call_1", finish: str = "tool_calls") -> list[dict[str, Any]]:
+    """An agent-style stream: one message-tool call whose arguments arrive in the given pieces."""
+    chunks = [chunk(choice(role="assistant", content=None, tool_calls=[call(0, "", id=call_id, name=name)]))]
+    chunks += [chunk(choice(tool_calls=[call(0, piece)])) for piece in arguments]
+    chunks.append(chunk(choice(finish=finish)))
+    return chunks
+
+
+def split_evenly(text: str, size: int) -> list[str]:
+    return [text[i : i + size] for i in range(0, len(text), size)]
