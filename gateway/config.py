@@ -1,0 +1,426 @@
+"""The gateway's YAML configuration: schema, loading, and the no-file default.
+
+A config names the upstream providers and the routes that map a requested
+model name to one of them, optionally with the agent rewrite. Loading is
+strict on purpose: an unknown key, a dangling provider reference or a missing
+environment variable is an error naming the file and the path to the field,
+so a typo never silently changes what the gateway does.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from fnmatch import fnmatchcase
+from pathlib import Path
+from types import NoneType, UnionType
+from typing import Annotated, Any, Final, Literal, Union, get_args, get_origin
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+from gateway.core.rewriter import RewriteOptions
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "ModelRoute",
+    "ProviderConfig",
+    "RewriteConfig",
+    "ServerConfig",
+    "Timeouts",
+    "default_config",
+    "load_config",
+    "parse_config",
+]
+
+OPENAI_BASE_URL: Final = "https://api.openai.com/v1"
+DEMO_BASE_URL: Final = "http://demo.invalid/v1"
+
+NonEmptyStr = Annotated[str, Field(min_length=1)]
+Loc = tuple[int | str, ...]
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; the message has one ``source: path: problem`` line per problem."""
+
+
+class _Strict(BaseModel):
+    """Unknown keys are typos, and a loaded config never changes under a running server."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(_Strict):
+    """Where the gateway listens and who may call it."""
+
+    host: NonEmptyStr = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    # Plain strings for cheap comparison, but kept out of reprs all the same.
+    api_keys: tuple[NonEmptyStr, ...] = Field(default=(), repr=False)
+    max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+
+
+class Timeouts(_Strict):
+    """Upstream timeouts in seconds; ``read`` is long because agent turns can think for minutes."""
+
+    connect: float = Field(default=10, gt=0)
+    read: float = Field(default=600, gt=0)
+
+
+class ProviderConfig(_Strict):
+    """One OpenAI-compatible upstream."""
+
+    base_url: str
+    api_key: SecretStr | None = None
+    headers: dict[str, str] = {}
+    timeout: Timeouts = Timeouts()
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value: Any) -> Any:
+        # `${KEY:-}` with KEY unset means "no key", not "send an empty bearer token".
+        return None if value == "" else value
+
+
+class RewriteConfig(_Strict):
+    """The agent rewrite: tools injected into the request, answers turned back into plain chat."""
+
+    inject_tools: bool = True
+    message_tool: NonEmptyStr = "send_message"
+    message_arg: NonEmptyStr = "message"
+    inner_thoughts: Literal["kwarg", "content", "none"] = "kwarg"
+    inner_thoughts_arg: NonEmptyStr = "inner_thoughts"
+    reasoning: Literal["hide", "expose"] = "hide"
+    system_prompt: str | None = None
+    message_tool_description: str | None = None
+    message_arg_description: str | None = None
+    inner_thoughts_description: str | None = None
+
+    @model_validator(mode="after")
+    def _distinct_arguments(self) -> RewriteConfig:
+        if self.inner_thoughts == "kwarg" and self.message_arg == self.inner_thoughts_arg:
+            raise ValueError("message_arg and inner_thoughts_arg must differ when inner_thoughts is 'kwarg'")
+        return self
+
+    def to_options(self, keep_arguments_of: frozenset[str] = frozenset()) -> RewriteOptions:
+        """The response-side half of this config, in the form the rewriter takes."""
+        return RewriteOptions(
+            message_tool=self.message_tool,
+            message_arg=self.message_arg,
+            inner_thoughts=self.inner_thoughts,
+            inner_thoughts_arg=self.inner_thoughts_arg,
+            reasoning=self.reasoning,
+            keep_arguments_of=keep_arguments_of,
+        )
+
+
+class ModelRoute(_Strict):
+    """Maps a requested model name (or glob) to a provider, with or without the rewrite."""
+
+    name: NonEmptyStr
+    provider: NonEmptyStr
+    model: NonEmptyStr | None = None
+    rewrite: RewriteConfig | None = None
+
+    def upstream_model(self, requested: str) -> str:
+        """The name sent upstream: a glob route without ``model`` forwards what the client asked for."""
+        return self.model or requested
+
+
+class Config(_Strict):
+    """The whole gateway config."""
+
+    server: ServerConfig = ServerConfig()
+    providers: dict[NonEmptyStr, ProviderConfig] = Field(min_length=1)
+    models: tuple[ModelRoute, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent_routes(self) -> Config:
+        """Cross-field checks; raised at the top level, so each line names its own path."""
+        problems = []
+        first: dict[str, int] = {}
+        known = ", ".join(map(repr, self.providers))
+        for i, route in enumerate(self.models):
+            if route.provider not in self.providers:
+                problems.append(f"models[{i}].provider: expected one of the providers {known}, got {route.provider!r}")
+            if (earlier := first.setdefault(route.name, i)) != i:
+                problems.append(f"models[{i}].name: duplicate route name {route.name!r}, first at models[{earlier}]")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    @property
+    def is_demo(self) -> bool:
+        """Whether this is default_config's keyless fallback, which has no real upstream to call."""
+        demo = self.providers.get("demo")
+        return len(self.providers) == 1 and demo is not None and urlsplit(demo.base_url).hostname == "demo.invalid"
+
+    def route(self, requested_model: str) -> ModelRoute | None:
+        """The route for a requested model: an exact name wins, else the first matching glob in file order."""
+        for route in self.models:
+            if route.name == requested_model:
+                return route
+        return next((route for route in self.models if fnmatchcase(requested_model, route.name)), None)
+
+    def describe(self) -> str:
+        """The resolved config for humans (``gateway check-config``); secrets are masked."""
+        server = self.server
+        keys = len(server.api_keys)
+        auth = f"on ({keys} key{'s' if keys != 1 else ''})" if keys else "off"
+        lines = [
+            f"server: {server.host}:{server.port}, auth {auth}, max body {server.max_body_bytes} bytes",
+            "providers:",
+        ]
+        for name, provider in self.providers.items():
+            key = _mask(provider.api_key.get_secret_value()) if provider.api_key else "(none)"
+            lines.append(f"  {name}: {_redact_url(provider.base_url)}, api key {key}")
+            lines.append(f"    timeout: connect {provider.timeout.connect:g}s, read {provider.timeout.read:g}s")
+            if provider.headers:
+                headers = ", ".join(f"{header}: {_mask(value)}" for header, value in provider.headers.items())
+                lines.append(f"    headers: {headers}")
+        lines.append("routes:")
+        for route in self.models:
+            upstream = route.model or "(requested name)"
+            behaviour = _rewrite_summary(route.rewrite) if route.rewrite else "pass-through"
+            lines.append(f"  {route.name} -> {route.provider} / {upstream}: {behaviour}")
+        return "\n".join(lines)
+
+
+def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> Config:
+    """Reads and parses a config file; every failure, including I/O, is a ConfigError."""
+    source = os.fspath(path)
+    try:
+        text = Path(source).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: file not found") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{source}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read the file ({exc.strerror})") from None
+    return parse_config(text, source, env)
+
+
+def parse_config(text: str, source: str, env: Mapping[str, str] | None = None) -> Config:
+    """Parses config text; ``source`` names it in error messages."""
+    try:
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+    except yaml.YAMLError as exc:
+        raise ConfigError(_yaml_problem(exc, source)) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping with server, providers and models, got {_show(data)}")
+    problems: list[str] = []
+    data = _expand(data, os.environ if env is None else env, (), problems)
+    if problems:
+        raise ConfigError("\n".join(f"{source}: {problem}" for problem in problems))
+    return _validate(data, source)
+
+
+def default_config(env: Mapping[str, str] | None = None) -> Config:
+    """The config used without a file: agent mode on every model via OpenAI, or the demo provider without a key."""
+    env = os.environ if env is None else env
+    if key := env.get("OPENAI_API_KEY"):
+        name, provider = "openai", {"base_url": env.get("OPENAI_BASE_URL") or OPENAI_BASE_URL, "api_key": key}
+    else:
+        name, provider = "demo", {"base_url": DEMO_BASE_URL}
+    data = {"providers": {name: provider}, "models": [{"name": "*", "provider": name, "rewrite": {}}]}
+    return _validate(data, "default config (from the environment)")
+
+
+class _Loader(yaml.SafeLoader):
+    """A SafeLoader that rejects duplicate keys, which PyYAML would otherwise let the last one win."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[tuple[str, str]] = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                key = (key_node.tag, key_node.value)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key_node.value!r}", key_node.start_mark
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+def _yaml_problem(exc: yaml.YAMLError, source: str) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+    problem = getattr(exc, "problem", None) or str(exc)
+    return f"{where}: invalid YAML: {problem}"
+
+
+_VARIABLE: Final = re.compile(r"\$\{(?:([^}]*)\})?")
+_REFERENCE: Final = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.DOTALL)
+
+
+def _expand(node: Any, env: Mapping[str, str], loc: Loc, problems: list[str]) -> Any:
+    """Expands ``${VAR}`` and ``${VAR:-default}`` in every string value (keys are names, left alone)."""
+    if isinstance(node, str):
+        return _expand_string(node, env, loc, problems)
+    if isinstance(node, dict):
+        return {key: _expand(value, env, (*loc, key), problems) for key, value in node.items()}
+    if isinstance(node, list):
+        items = [_expand(value, env, (*loc, index), problems) for index, value in enumerate(node)]
+        if loc == ("server", "api_keys"):
+            # A key variable that is set but empty means "no such key", so `${KEY:-}` can switch auth off.
+            items = [new for old, new in zip(node, items) if not (new == "" and old != "")]
+        return items
+    return node
+
+
+def _expand_string(text: str, env: Mapping[str, str], loc: Loc, problems: list[str]) -> str:
+    def substitute(match: re.Match[str]) -> str:
+        body = match.group(1)
+        if body is None:
+            problems.append(f"{_path(loc)}: expected '}}' to close '${{'")
+            return ""
+        reference = _REFERENCE.fullmatch(body)
+        if reference is None:
+            problems.append(f"{_path(loc)}: expected ${{NAME}} or ${{NAME:-default}}, got {match.group(0)!r}")
+            return ""
+        name, default = reference.groups()
+        value = env.get(name)
+        if value is None or (value == "" and default is not None):  # shell `:-` semantics
+            if default is None:
+                problems.append(f"{_path(loc)}: environment variable {name} is not set")
+                return ""
+            return default
+        return value
+
+    return _VARIABLE.sub(substitute, text)
+
+
+def _validate(data: Any, source: str) -> Config:
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError("\n".join(_problems(exc, source))) from None
+
+
+# Fields whose values must not be echoed back in an error message.
+_SECRET_FIELDS: Final = frozenset(("api_key", "api_keys", "headers"))
+_BOUNDS: Final = frozenset(("greater_than", "greater_than_equal", "less_than", "less_than_equal"))
+_EXPECTATIONS: Final = {
+    "missing": "required, but missing",
+    "model_type": "expected a mapping",
+    "model_attributes_type": "expected a mapping",
+    "dict_type": "expected a mapping",
+    "tuple_type": "expected a list",
+    "list_type": "expected a list",
+    "string_too_short": "expected a non-empty string",
+    "too_short": "expected at least one entry",
+}
+
+
+def _problems(exc: ValidationError, source: str) -> list[str]:
+    """Pydantic's errors as ``source: path: expected ..., got ...`` lines."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        loc, kind, given = error["loc"], error["type"], error["input"]
+        if kind == "too_short" and given:
+            continue  # pydantic counts only the valid items; the invalid ones have their own errors
+        if kind == "value_error" and not loc:
+            # A cross-field check: each line already starts with its own path.
+            lines += [f"{source}: {line}" for line in str(error["ctx"]["error"]).splitlines()]
+            continue
+        if kind == "value_error":
+            expected = str(error["ctx"]["error"])
+        elif kind == "literal_error":
+            expected = "expected one of " + error["ctx"]["expected"].replace("' or '", "', '")
+        elif kind == "extra_forbidden":
+            model = _model_at(loc[:-1])
+            expected = "unknown key" + (f"; expected one of: {', '.join(model.model_fields)}" if model else "")
+        else:
+            phrase = "expected a number" if kind in _BOUNDS else "expected"
+            expected = _EXPECTATIONS.get(kind) or error["msg"].replace("Input should be", phrase, 1)
+        lines.append(f"{source}: {_path(loc) or '(top level)'}: {expected}{_got(kind, given, loc)}")
+    return lines
+
+
+def _got(kind: str, given: Any, loc: Loc) -> str:
+    """What was found instead, unless that is noise or a secret."""
+    if kind in ("missing", "extra_forbidden", "too_short"):
+        return ""
+    if _is_scalar(given):
+        return "" if _SECRET_FIELDS.intersection(loc) else f", got {_show(given)}"
+    return f", got {_show(given)}" if kind.endswith("_type") else ""
+
+
+def _model_at(loc: Loc) -> type[BaseModel] | None:
+    """The model class an error location points into, found by walking the annotations from Config."""
+    node: Any = Config
+    for part in loc:
+        if get_origin(node) is None and isinstance(node, type) and issubclass(node, BaseModel):
+            field = node.model_fields.get(str(part))
+            if field is None:
+                return None
+            node = field.annotation
+        elif get_origin(node) in (dict, tuple):
+            node = get_args(node)[1 if get_origin(node) is dict else 0]
+        else:
+            return None
+        if get_origin(node) in (Union, UnionType):
+            node = next(arg for arg in get_args(node) if arg is not NoneType)
+    return node if isinstance(node, type) and issubclass(node, BaseModel) else None
+
+
+def _path(loc: Loc) -> str:
+    """``("models", 0, "rewrite")`` as ``models[0].rewrite``; odd keys are quoted."""
+    path = ""
+    for part in loc:
+        if part == "[key]":  # pydantic's marker for a bad mapping key
+            path += " (key)"
+        elif isinstance(part, int) and not isinstance(part, bool):
+            path += f"[{part}]"
+        elif isinstance(part, str) and re.fullmatch(r"[\w-]+", part):
+            path += f".{part}" if path else part
+        else:
+            path += f"[{part!r}]"
+    return path
+
+
+def _is_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, str | int | float | bool)
+
+
+def _show(value: Any) -> str:
+    """A value as it would be written in YAML, for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str | int | float):
+        return repr(value)
+    return {dict: "a mapping", list: "a list"}.get(type(value), type(value).__name__)
+
+
+def _rewrite_summary(rewrite: RewriteConfig) -> str:
+    prompt = {None: "default", "": "none"}.get(rewrite.system_prompt, "custom")
+    return (
+        f"agent mode: {rewrite.message_tool}({rewrite.message_arg}), inner thoughts {rewrite.inner_thoughts},"
+        f" reasoning {rewrite.reasoning}, tools {'injected' if rewrite.inject_tools else 'not injected'},"
+        f" system prompt {prompt}"
+    )
+
+
+def _redact_url(url: str) -> str:
+    password = urlsplit(url).password
+    return url.replace(f":{password}@", ":***@", 1) if password else url
+
+
+def _mask(secret: str) -> str:
+    """Enough of a secret to tell keys apart: ``sk-...abcd``, or nothing at all when it is short."""
+    if len(secret) < 16:
+        return "***"
+    return f"{'sk-' if secret.startswith('sk-') else ''}...{secret[-4:]}"

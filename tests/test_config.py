@@ -1,0 +1,449 @@
+"""The YAML config: env expansion, error messages, route lookup, defaults, masking, the example file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from textwrap import dedent
+
+import pytest
+from pydantic import ValidationError
+
+from gateway.config import Config, ConfigError, ModelRoute, RewriteConfig, default_config, load_config, parse_config
+from gateway.core.rewriter import RewriteOptions
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.yaml"
+SECRET = "sk-proj-0123456789abcdefSECRET"
+
+MINIMAL = """\
+providers:
+  openai:
+    base_url: https://api.openai.com/v1
+models:
+  - name: assistant
+    provider: openai
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(dedent(text), encoding="utf-8")
+    return path
+
+
+def problems(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> list[str]:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env or {})
+    return str(info.value).splitlines()
+
+
+def routes(*names: str, provider: str = "p", **settings: str) -> Config:
+    """One provider, and a pass-through route to it per name."""
+    return Config(
+        providers={provider: {"base_url": "http://up", **settings}},
+        models=[{"name": name, "provider": provider} for name in names],
+    )
+
+
+# Environment expansion
+
+
+def test_env_variables_and_defaults_are_expanded_in_string_values() -> None:
+    text = """\
+        server:
+          host: ${HOST}
+          port: ${PORT:-9000}
+        providers:
+          openai:
+            base_url: ${BASE:-https://api.openai.com/v1}
+            api_key: ${KEY}
+            headers: {X-Team: "team-${TEAM:-none}"}
+        models:
+          - {name: assistant, provider: openai, model: "${MODEL:-gpt-4o}"}
+    """
+    config = parse_config(dedent(text), "c.yaml", {"HOST": "0.0.0.0", "KEY": SECRET, "MODEL": "", "TEAM": "x"})
+    assert config.server.host == "0.0.0.0"
+    assert config.server.port == 9000  # the default is a string, validated to int
+    provider = config.providers["openai"]
+    assert provider.base_url == "https://api.openai.com/v1"
+    assert provider.api_key is not None and provider.api_key.get_secret_value() == SECRET
+    assert provider.headers == {"X-Team": "team-x"}
+    assert config.models[0].model == "gpt-4o"  # `:-` also replaces an empty value
+
+
+def test_set_variable_overrides_default() -> None:
+    config = parse_config(MINIMAL + "server: {port: '${PORT:-9000}'}\n", "c.yaml", {"PORT": "7000"})
+    assert config.server.port == 7000
+
+
+def test_missing_variable_names_variable_path_and_file(tmp_path: Path) -> None:
+    lines = problems(tmp_path, MINIMAL.replace("base_url: https://api.openai.com/v1", "base_url: ${UPSTREAM}"))
+    path = tmp_path / "gateway.yaml"
+    assert lines == [f"{path}: providers.openai.base_url: environment variable UPSTREAM is not set"]
+
+
+def test_every_missing_variable_is_reported() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(MINIMAL + "server: {host: '${A}', api_keys: ['${B}']}\n", "c.yaml", {})
+    assert str(info.value).splitlines() == [
+        "c.yaml: server.host: environment variable A is not set",
+        "c.yaml: server.api_keys[0]: environment variable B is not set",
+    ]
+
+
+@pytest.mark.parametrize("value", ["${NOT-A-NAME}", "${}", "key-${OPEN"])
+def test_malformed_reference_is_an_error(value: str) -> None:
+    with pytest.raises(ConfigError, match=r"c\.yaml: server\.host: expected"):
+        parse_config(MINIMAL + f"server: {{host: '{value}'}}\n", "c.yaml", {"OPEN": "x"})
+
+
+def test_expansion_is_not_recursive() -> None:
+    config = parse_config(MINIMAL + "server: {host: '${HOST}'}\n", "c.yaml", {"HOST": "${OTHER}"})
+    assert config.server.host == "${OTHER}"
+
+
+# API keys
+
+
+@pytest.mark.parametrize("env", [{}, {"GATEWAY_API_KEY": ""}])
+def test_api_key_expanding_to_empty_is_dropped(env: dict[str, str]) -> None:
+    text = MINIMAL + "server: {api_keys: ['${GATEWAY_API_KEY:-}', '${OTHER_KEY}']}\n"
+    config = parse_config(text, "c.yaml", {**env, "OTHER_KEY": "k2"})
+    assert config.server.api_keys == ("k2",)
+
+
+def test_api_keys_from_the_environment_are_kept() -> None:
+    text = MINIMAL + "server: {api_keys: ['${GATEWAY_API_KEY:-}']}\n"
+    assert parse_config(text, "c.yaml", {"GATEWAY_API_KEY": "k1"}).server.api_keys == ("k1",)
+
+
+def test_literal_empty_api_key_is_an_error() -> None:
+    with pytest.raises(ConfigError, match=r"c\.yaml: server\.api_keys\[0\]: expected a non-empty string"):
+        parse_config(MINIMAL + "server: {api_keys: ['']}\n", "c.yaml", {})
+
+
+def test_provider_api_key_expanding_to_empty_means_no_key() -> None:
+    text = MINIMAL.replace("base_url:", "api_key: ${LOCAL_KEY:-}\n    base_url:")
+    assert parse_config(text, "c.yaml", {}).providers["openai"].api_key is None
+
+
+# Error messages
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (
+            "    rewrite: {inner_thoughts: thoughts}\n",
+            "models[0].rewrite.inner_thoughts: expected one of 'kwarg', 'content', 'none', got 'thoughts'",
+        ),
+        ("    rewrite: {reasoning: 3}\n", "models[0].rewrite.reasoning: expected one of 'hide', 'expose', got 3"),
+        ("    rewrite: {inject_tools: maybe}\n", "models[0].rewrite.inject_tools: expected a valid boolean"),
+        ("    rewrite: {reasonning: expose}\n", "models[0].rewrite.reasonning: unknown key; expected one of:"),
+        ("    modle: gpt-4o\n", "models[0].modle: unknown key; expected one of: name, provider, model, rewrite"),
+        ("    model: ''\n", "models[0].model: expected a non-empty string, got ''"),
+        (
+            "    rewrite: {message_arg: x, inner_thoughts_arg: x}\n",
+            "models[0].rewrite: message_arg and inner_thoughts_arg must differ when inner_thoughts is 'kwarg'",
+        ),
+        (
+            "  - {name: chat, provider: opnai}\n",
+            "models[1].provider: expected one of the providers 'openai', got 'opnai'",
+        ),
+        (
+            "  - {name: assistant, provider: openai}\n",
+            "models[1].name: duplicate route name 'assistant', first at models[0]",
+        ),
+        (
+            "server: {port: eighty}\n",
+            "server.port: expected a valid integer, unable to parse string as an integer, got 'eighty'",
+        ),
+        ("server: {port: 70000}\n", "server.port: expected a number less than or equal to 65535, got 70000"),
+        ("server: {prot: 8080}\n", "server.prot: unknown key; expected one of: host, port, api_keys, max_body_bytes"),
+        ("server: [8080]\n", "server: expected a mapping, got a list"),
+        ("sever: {}\n", "sever: unknown key; expected one of: server, providers, models"),
+    ],
+)
+def test_error_names_file_path_and_expectation(tmp_path: Path, extra: str, expected: str) -> None:
+    lines = problems(tmp_path, MINIMAL + extra)
+    assert len(lines) == 1
+    assert lines[0].startswith(f"{tmp_path / 'gateway.yaml'}: {expected}")
+
+
+@pytest.mark.parametrize(
+    ("provider", "expected"),
+    [
+        ("{base_url: ftp://example.com}", "base_url: expected an http:// or https:// URL, got 'ftp://example.com'"),
+        ("{base_url: api.openai.com/v1}", "base_url: expected an http:// or https:// URL, got 'api.openai.com/v1'"),
+        ("{base_url: 'http://u', timeout: {read: 0}}", "timeout.read: expected a number greater than 0, got 0"),
+        ("{base_url: 'http://u', timeout: {conect: 1}}", "timeout.conect: unknown key; expected one of: connect, read"),
+        ("{api_key: x}", "base_url: required, but missing"),
+    ],
+)
+def test_provider_errors(tmp_path: Path, provider: str, expected: str) -> None:
+    text = f"providers:\n  openai: {provider}\nmodels:\n  - {{name: a, provider: openai}}\n"
+    lines = problems(tmp_path, text)
+    assert lines == [f"{tmp_path / 'gateway.yaml'}: providers.openai.{expected}"]
+
+
+def test_every_problem_gets_its_own_line(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    lines = problems(tmp_path, MINIMAL + "    rewrite: {inner_thoughts: x, reasoning: y}\nserver: {port: -1}\n")
+    assert sorted(lines) == sorted(
+        [
+            f"{path}: models[0].rewrite.inner_thoughts: expected one of 'kwarg', 'content', 'none', got 'x'",
+            f"{path}: models[0].rewrite.reasoning: expected one of 'hide', 'expose', got 'y'",
+            f"{path}: server.port: expected a number greater than or equal to 1, got -1",
+        ]
+    )
+
+
+def test_providers_and_models_are_required(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    assert problems(tmp_path, "providers: {}\nmodels: []\n") == [
+        f"{path}: providers: expected at least one entry",
+        f"{path}: models: expected at least one entry",
+    ]
+    assert problems(tmp_path, "server: {}\n") == [
+        f"{path}: providers: required, but missing",
+        f"{path}: models: required, but missing",
+    ]
+
+
+@pytest.mark.parametrize("text", ["", "- just\n- a list\n"])
+def test_top_level_must_be_a_mapping(tmp_path: Path, text: str) -> None:
+    [line] = problems(tmp_path, text)
+    assert line.startswith(f"{tmp_path / 'gateway.yaml'}: expected a mapping with server, providers and models")
+
+
+def test_secrets_are_not_echoed_in_errors(tmp_path: Path) -> None:
+    text = MINIMAL.replace("base_url:", "headers: {X-Token: 987654321}\n    base_url:")
+    [line] = problems(tmp_path, text)
+    assert "providers.openai.headers.X-Token: expected a valid string" in line
+    assert "987654321" not in line
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
+    [line] = problems(tmp_path, "providers:\n  openai:\n    base_url: [unclosed\nmodels: []\n")
+    assert line.startswith(f"{tmp_path / 'gateway.yaml'}:4:")
+    assert "invalid YAML" in line
+
+
+def test_duplicate_yaml_key_is_an_error(tmp_path: Path) -> None:
+    [line] = problems(tmp_path, MINIMAL + "providers: {}\n")
+    assert line == f"{tmp_path / 'gateway.yaml'}:7:1: invalid YAML: duplicate key 'providers'"
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError, match=f"^{path}: file not found$"):
+        load_config(path)
+
+
+def test_direct_construction_is_validated_too() -> None:
+    with pytest.raises(ValidationError, match=r"models\[0\]\.provider"):
+        Config(providers={"p": {"base_url": "http://up"}}, models=[{"name": "a", "provider": "q"}])
+
+
+# Route lookup
+
+
+def test_exact_name_beats_an_earlier_glob() -> None:
+    config = routes("gpt-*", "gpt-4o")
+    assert config.route("gpt-4o") is config.models[1]
+
+
+def test_first_matching_glob_in_file_order_wins() -> None:
+    config = routes("gpt-4*", "gpt-*", "*")
+    assert config.route("gpt-4o") is config.models[0]
+    assert config.route("gpt-3.5") is config.models[1]
+    assert config.route("claude") is config.models[2]
+
+
+def test_glob_matching_is_case_sensitive_and_unmatched_is_none() -> None:
+    config = routes("gpt-*", "assistant")
+    assert config.route("GPT-4o") is None
+    assert config.route("assistant-2") is None
+    assert routes("model-[ab]").route("model-c") is None
+
+
+def test_upstream_model() -> None:
+    assert ModelRoute(name="gpt-*", provider="p").upstream_model("gpt-4o") == "gpt-4o"
+    assert ModelRoute(name="assistant", provider="p", model="gpt-4o-mini").upstream_model("assistant") == "gpt-4o-mini"
+
+
+# Defaults
+
+
+def test_defaults() -> None:
+    config = parse_config(MINIMAL, "c.yaml", {})
+    server, provider, route = config.server, config.providers["openai"], config.models[0]
+    assert (server.host, server.port, server.api_keys, server.max_body_bytes) == ("127.0.0.1", 8080, (), 10485760)
+    assert (provider.api_key, provider.headers, provider.timeout.connect, provider.timeout.read) == (None, {}, 10, 600)
+    assert route.model is None and route.rewrite is None
+    assert parse_config(MINIMAL + "    rewrite: {}\n", "c.yaml", {}).models[0].rewrite == RewriteConfig(
+        inject_tools=True,
+        message_tool="send_message",
+        message_arg="message",
+        inner_thoughts="kwarg",
+        inner_thoughts_arg="inner_thoughts",
+        reasoning="hide",
+    )
+
+
+def test_base_url_trailing_slash_is_stripped() -> None:
+    config = parse_config(MINIMAL.replace("/v1", "/v1/"), "c.yaml", {})
+    assert config.providers["openai"].base_url == "https://api.openai.com/v1"
+
+
+def test_default_config_with_openai_key() -> None:
+    config = default_config({"OPENAI_API_KEY": SECRET})
+    [(name, provider)] = config.providers.items()
+    assert name == "openai"
+    assert provider.base_url == "https://api.openai.com/v1"
+    assert provider.api_key is not None and provider.api_key.get_secret_value() == SECRET
+    [route] = config.models
+    assert (route.name, route.provider, route.model, route.rewrite) == ("*", "openai", None, RewriteConfig())
+    assert config.route("anything") is route and route.upstream_model("gpt-4o") == "gpt-4o"
+    assert not config.is_demo
+
+
+def test_default_config_honours_openai_base_url() -> None:
+    config = default_config({"OPENAI_API_KEY": SECRET, "OPENAI_BASE_URL": "http://127.0.0.1:8000/v1/"})
+    assert config.providers["openai"].base_url == "http://127.0.0.1:8000/v1"
+
+
+def test_default_config_reports_a_bad_openai_base_url() -> None:
+    expected = r"^default config \(from the environment\): providers\.openai\.base_url: expected an http"
+    with pytest.raises(ConfigError, match=expected):
+        default_config({"OPENAI_API_KEY": SECRET, "OPENAI_BASE_URL": "localhost:8000"})
+
+
+@pytest.mark.parametrize("env", [{}, {"OPENAI_API_KEY": ""}])
+def test_default_config_without_key_is_demo(env: dict[str, str]) -> None:
+    config = default_config(env)
+    assert config.is_demo
+    assert list(config.providers) == ["demo"]
+    assert config.providers["demo"].base_url == "http://demo.invalid/v1"
+    assert config.providers["demo"].api_key is None
+    assert config.route("gpt-4o") is config.models[0] and config.models[0].rewrite == RewriteConfig()
+
+
+def test_is_demo_needs_the_demo_host() -> None:
+    assert not routes("*", provider="demo", base_url="http://localhost:9/v1").is_demo
+    assert not routes("*", provider="demo-2", base_url="http://demo.invalid/v1").is_demo
+
+
+# Secrets stay out of reprs and describe()
+
+
+def secret_config() -> Config:
+    text = """\
+        server: {api_keys: ["${GATEWAY_API_KEY}"]}
+        providers:
+          openai:
+            base_url: https://api.openai.com/v1
+            api_key: ${OPENAI_API_KEY}
+            headers: {X-Custom-Auth: "${HEADER_SECRET}"}
+          local: {base_url: "http://127.0.0.1:11434/v1"}
+        models:
+          - {name: assistant, provider: openai, model: gpt-4o-mini, rewrite: {reasoning: expose}}
+          - {name: "llama*", provider: local}
+    """
+    env = {
+        "GATEWAY_API_KEY": "gw-client-key-SECRET-1",
+        "OPENAI_API_KEY": SECRET,
+        "HEADER_SECRET": "hdr-value-SECRET-42",
+    }
+    return parse_config(dedent(text), "c.yaml", env)
+
+
+def test_describe_masks_every_secret() -> None:
+    text = secret_config().describe()
+    for secret in (SECRET, "gw-client-key-SECRET-1", "hdr-value-SECRET-42", "SECRET"):
+        assert secret not in text
+    assert "sk-...CRET" in text
+    assert "auth on (1 key)" in text
+    assert "X-Custom-Auth: ...T-42" in text
+    assert "local: http://127.0.0.1:11434/v1, api key (none)" in text
+    assert "assistant -> openai / gpt-4o-mini: agent mode" in text and "reasoning expose" in text
+    assert "llama* -> local / (requested name): pass-through" in text
+
+
+def test_describe_hides_a_password_in_the_base_url() -> None:
+    text = routes("*", base_url="https://gateway:hunter2hunter2@proxy.example/v1").describe()
+    assert "https://gateway:***@proxy.example/v1" in text and "hunter2" not in text
+
+
+def test_describe_hides_short_secrets_entirely() -> None:
+    text = routes("*", api_key="abc123").describe()
+    assert "api key ***" in text and "abc123" not in text and "c123" not in text
+    assert "auth off" in text
+
+
+def test_repr_hides_secrets() -> None:
+    text = repr(secret_config())
+    assert SECRET not in text and "gw-client-key-SECRET-1" not in text
+
+
+def test_config_is_frozen() -> None:
+    config = secret_config()
+    with pytest.raises(ValidationError):
+        config.server.port = 1  # type: ignore[misc]
+
+
+# Rewrite options
+
+
+def test_to_options_maps_the_response_side_fields() -> None:
+    rewrite = RewriteConfig(
+        inject_tools=False,
+        message_tool="reply",
+        message_arg="text",
+        inner_thoughts="content",
+        inner_thoughts_arg="thinking",
+        reasoning="expose",
+        system_prompt="",
+    )
+    assert rewrite.to_options(frozenset({"search"})) == RewriteOptions(
+        message_tool="reply",
+        message_arg="text",
+        inner_thoughts="content",
+        inner_thoughts_arg="thinking",
+        reasoning="expose",
+        keep_arguments_of=frozenset({"search"}),
+    )
+    assert RewriteConfig().to_options() == RewriteOptions()
+
+
+# The example file
+
+
+def test_example_config_loads() -> None:
+    config = load_config(EXAMPLE, {"OPENAI_API_KEY": SECRET})
+    assert config.server.api_keys == ()
+    assert config.providers["openai"].api_key is not None
+    assert config.providers["openai"].api_key.get_secret_value() == SECRET
+    assistant = config.route("assistant")
+    assert assistant is not None and assistant.rewrite is not None and assistant.rewrite.inject_tools
+    thinking = [route for route in config.models if route.rewrite and route.rewrite.reasoning == "expose"]
+    assert thinking and thinking[0].name != "assistant"
+    passthrough = config.route("gpt-4.1")
+    assert passthrough is not None and passthrough.name == "gpt-*" and passthrough.rewrite is None
+    assert passthrough.upstream_model("gpt-4.1") == "gpt-4.1"
+    assert load_config(EXAMPLE, {"OPENAI_API_KEY": SECRET, "GATEWAY_API_KEY": "k"}).server.api_keys == ("k",)
+
+
+def test_example_config_needs_the_openai_key() -> None:
+    with pytest.raises(ConfigError, match="providers.openai.api_key: environment variable OPENAI_API_KEY is not set"):
+        load_config(EXAMPLE, {})
+
+
+def test_example_local_provider_is_valid_when_uncommented(tmp_path: Path) -> None:
+    lines = EXAMPLE.read_text(encoding="utf-8").splitlines()
+    start = lines.index("  # local:")
+    block = [line.replace("# ", "", 1) for line in lines[start : start + 3]]
+    path = tmp_path / "local.yaml"
+    path.write_text("\n".join([*lines[:start], *block, *lines[start + 3 :]]), encoding="utf-8")
+    local = load_config(path, {"OPENAI_API_KEY": SECRET}).providers["local"]
+    assert local.base_url == "http://127.0.0.1:11434/v1" and local.api_key is None and local.timeout.read == 900
