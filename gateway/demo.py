@@ -1,0 +1,314 @@
+"""A built-in, offline stand-in for an agent-style model.
+
+``gateway serve`` with no config and no API key routes to ``DemoTransport`` so
+a newcomer can try the gateway without a network. It speaks the OpenAI wire
+format and answers the way agent-style models do: through a ``send_message``
+tool call carrying ``inner_thoughts`` and ``message``, plus a call to the
+client's first tool when one is offered. Its streams are deliberately hostile:
+tool arguments are cut inside escapes and surrogate pairs, and the SSE body
+arrives in irregular byte pieces, so the demo exercises the rewrite path a
+real provider would. Answers are deterministic: the same request always gets
+the same bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+import re
+from collections.abc import AsyncIterator
+from typing import Any, Final, NamedTuple
+
+import httpx
+import orjson
+
+__all__ = ["DemoTransport"]
+
+_MODEL: Final = "demo-agent"
+_MESSAGE_TOOL: Final = "send_message"
+_THOUGHTS: Final = "inner_thoughts"
+# Fixed rather than the clock, so that a request always gets the same answer.
+_CREATED: Final = 1_735_689_600
+_ECHO_LIMIT: Final = 200
+_TOPIC_WORDS: Final = 6
+_TOPIC_LIMIT: Final = 40
+_FRAGMENT_SIZES: Final = (1, 7)
+_PIECE_SIZES: Final = (1, 600)
+# One JSON escape: a surrogate pair, another \uXXXX, or a one-character escape.
+_ESCAPE: Final = re.compile(r"\\(?:u[dD][89abAB][0-9a-fA-F]{2}\\u[0-9a-fA-F]{4}|u[0-9a-fA-F]{4}|.)")
+
+
+class _Call(NamedTuple):
+    id: str
+    name: str
+    arguments: str  # JSON text, ASCII-only so that escapes appear
+
+
+class _Reply(NamedTuple):
+    id: str
+    model: str
+    calls: list[_Call]
+    usage: dict[str, int]
+
+
+class DemoTransport(httpx.AsyncBaseTransport):
+    """An in-process OpenAI-compatible upstream serving a fake agent-style model.
+
+    ``delay`` is slept before each streamed byte piece, so the answer appears
+    to be typed rather than arriving at once.
+    """
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        body = await request.aread()
+        seed = f"{request.method} {request.url}\n".encode() + body
+        headers = {"x-request-id": "req_demo_" + _digest(seed, "request")}
+        path = request.url.path.rstrip("/")
+        if request.method == "POST" and path.endswith("/chat/completions"):
+            return self._chat(body, seed, headers)
+        if request.method == "GET" and path.endswith("/models"):
+            model = {"id": _MODEL, "object": "model", "created": _CREATED, "owned_by": "agent-gateway"}
+            return _json(200, {"object": "list", "data": [model]}, headers)
+        unknown = f"Unknown request URL: {request.method} {request.url.path}."
+        return _error(404, f"{unknown} The demo serves chat/completions and models.", "not_found", headers)
+
+    def _chat(self, body: bytes, seed: bytes, headers: dict[str, str]) -> httpx.Response:
+        try:
+            request = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return _error(400, "We could not parse the JSON body of your request.", None, headers)
+        if not isinstance(request, dict):
+            return _error(400, "The request body must be a JSON object.", None, headers)
+        messages = request.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return _error(400, "'messages' must be a non-empty array.", None, headers, param="messages")
+        reply = _reply(request, [m for m in messages if isinstance(m, dict)], seed)
+        if request.get("stream") is not True:
+            return _json(200, _completion(reply), headers)
+        options = request.get("stream_options")
+        include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        events = b"".join(b"data: " + orjson.dumps(chunk) + b"\n\n" for chunk in _chunks(reply, include_usage))
+        stream = _Pieces(_cut_bytes(events + b"data: [DONE]\n\n"), self.delay)
+        return httpx.Response(200, headers={**headers, "content-type": "text/event-stream"}, stream=stream)
+
+
+class _Pieces(httpx.AsyncByteStream):
+    """A body delivered in fixed pieces, paced like a model that is typing."""
+
+    def __init__(self, pieces: list[bytes], delay: float) -> None:
+        self._pieces = pieces
+        self._delay = delay
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for piece in self._pieces:
+            if self._delay > 0:
+                await asyncio.sleep(self._delay)
+            yield piece
+
+
+def _reply(request: dict[str, Any], messages: list[dict[str, Any]], seed: bytes) -> _Reply:
+    """What the fake model says: call the client's tool first if it can, else answer."""
+    said = next((_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
+    last = messages[-1] if messages else {}
+    tool = None if last.get("role") == "tool" else _client_tool(request.get("tools"))
+    if tool is None:
+        result = _text(last.get("content")) if last.get("role") == "tool" else None
+        planned = [(_MESSAGE_TOOL, _answer(said, result))]
+    else:
+        name, parameters = tool
+        topic = " ".join(said.split()[:_TOPIC_WORDS])[:_TOPIC_LIMIT] or "something"
+        announce = {
+            _THOUGHTS: f"(demo) Thinking: I will tell the user that I am calling {name}.",
+            "message": f"Let me check that with {name}.",
+        }
+        planned = [(_MESSAGE_TOOL, announce), (name, _tool_arguments(name, parameters, topic))]
+    # json, not orjson: only json escapes non-ASCII, which a real model's output does.
+    calls = [
+        _Call("call_demo_" + _digest(seed, f"call{index}"), name, json.dumps(arguments))
+        for index, (name, arguments) in enumerate(planned)
+    ]
+    prompt = sum(4 + _tokens(_text(m.get("content"))) for m in messages)
+    if request.get("tools"):
+        prompt += _tokens(orjson.dumps(request["tools"]).decode())
+    completion = sum(_tokens(call.name) + _tokens(call.arguments) for call in calls)
+    usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    model = request.get("model")
+    model = model if isinstance(model, str) else _MODEL
+    return _Reply("chatcmpl-demo-" + _digest(seed, "completion"), model, calls, usage)
+
+
+def _answer(said: str, result: str | None) -> dict[str, str]:
+    """The plain reply, written to need every kind of JSON escape."""
+    lines = [
+        'Hi! This is the "agent-gateway" demo provider: there is no real model behind me, so I echo you.',
+        f"You said: {_clip(said)}" if said else "I could not find any text in your message.",
+    ]
+    if result is not None:
+        lines.append(f"The tool returned: {_clip(result) or 'nothing'}")
+    lines.append("My answer streams in awkward pieces, cut after a \\ and inside é or 😀, to show the gateway copes.")
+    thoughts = "(demo) Thinking: this is only the demo, so I greet the user and echo what they said"
+    thoughts += " and what the tool returned." if result is not None else "."
+    return {_THOUGHTS: thoughts, "message": "\n".join(lines)}
+
+
+def _client_tool(tools: Any) -> tuple[str, dict[str, Any]] | None:
+    """The first function tool of the client's own, with its parameters schema."""
+    for tool in tools if isinstance(tools, list) else ():
+        function = tool.get("function") if isinstance(tool, dict) and tool.get("type") == "function" else None
+        if not isinstance(function, dict):
+            continue
+        name = function.get("name")
+        if isinstance(name, str) and name and name != _MESSAGE_TOOL:
+            parameters = function.get("parameters")
+            return name, parameters if isinstance(parameters, dict) else {}
+    return None
+
+
+def _tool_arguments(name: str, parameters: dict[str, Any], topic: str) -> dict[str, Any]:
+    """Inner thoughts first, then a plausible value for each required property."""
+    thoughts = f'(demo) Thinking: the user asked about "{topic}"; I should call {name} first.'
+    arguments: dict[str, Any] = {_THOUGHTS: thoughts}
+    properties = parameters.get("properties")
+    properties = properties if isinstance(properties, dict) else {}
+    required = parameters.get("required")
+    for key in required if isinstance(required, list) else ():
+        if isinstance(key, str) and key not in arguments:
+            arguments[key] = _placeholder(properties.get(key), topic)
+    return arguments
+
+
+def _placeholder(schema: Any, topic: str) -> Any:
+    if not isinstance(schema, dict):
+        return topic
+    enum = schema.get("enum")
+    if isinstance(enum, list) and enum:
+        return enum[0]
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    match kind:
+        case "number" | "integer":
+            return 1
+        case "boolean":
+            return True
+        case "array":
+            return []
+        case "object":
+            return {}
+        case "null":
+            return None
+        case _:
+            return topic
+
+
+def _completion(reply: _Reply) -> dict[str, Any]:
+    calls = [
+        {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+        for call in reply.calls
+    ]
+    message = {"role": "assistant", "content": None, "tool_calls": calls}
+    choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "tool_calls"}
+    return {**_header(reply, "chat.completion"), "choices": [choice], "usage": reply.usage}
+
+
+def _chunks(reply: _Reply, include_usage: bool) -> list[dict[str, Any]]:
+    """The answer as OpenAI streams tool calls: an opening delta per call, then argument fragments."""
+    header = _header(reply, "chat.completion.chunk")
+    # With include_usage OpenAI sends "usage": null on every chunk but the last.
+    tail = {"usage": None} if include_usage else {}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {**header, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}], **tail}
+
+    chunks: list[dict[str, Any]] = []
+    for index, call in enumerate(reply.calls):
+        opening = {"index": index, "id": call.id, "type": "function", "function": {"name": call.name, "arguments": ""}}
+        first = {"role": "assistant", "content": None} if index == 0 else {}
+        chunks.append(chunk({**first, "tool_calls": [opening]}))
+        for fragment in _fragments(call.arguments):
+            chunks.append(chunk({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]}))
+    chunks.append(chunk({}, "tool_calls"))
+    if include_usage:
+        chunks.append({**header, "choices": [], "usage": reply.usage})
+    return chunks
+
+
+def _header(reply: _Reply, kind: str) -> dict[str, Any]:
+    return {"id": reply.id, "object": kind, "created": _CREATED, "model": reply.model, "system_fingerprint": "demo"}
+
+
+def _fragments(text: str) -> list[str]:
+    """Cut JSON text where a naive incremental parser would break.
+
+    Every escape is cut right after its backslash, a ``\\uXXXX`` escape also
+    mid-hex, a surrogate pair also between its halves; elsewhere the cuts
+    follow a pseudo-random run of sizes seeded by the text itself.
+    """
+    cuts: set[int] = set()
+    for escape in _ESCAPE.finditer(text):
+        start = escape.start()
+        cuts.add(start + 1)
+        if text[start + 1] == "u":
+            cuts.add(start + 4)
+        if escape.end() - start == 12:
+            cuts.update((start + 6, start + 10))
+    rng = random.Random(text)
+    position = 0
+    while position < len(text):
+        position += rng.randint(*_FRAGMENT_SIZES)
+        cuts.add(position)
+    bounds = sorted(cut for cut in cuts if 0 < cut < len(text))
+    return [text[start:end] for start, end in zip([0, *bounds], [*bounds, len(text)])]
+
+
+def _cut_bytes(body: bytes) -> list[bytes]:
+    """Irregular reads: some split an event, some carry several."""
+    rng = random.Random(body)
+    pieces: list[bytes] = []
+    position = 0
+    while position < len(body):
+        size = rng.randint(*_PIECE_SIZES)
+        pieces.append(body[position : position + size])
+        position += size
+    return pieces
+
+
+def _text(content: Any) -> str:
+    """The text of a message's content, a string or a list of parts."""
+    if isinstance(content, str):
+        return content.strip()
+    if isinstance(content, list):
+        parts = (p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text")
+        return " ".join(p.strip() for p in parts if isinstance(p, str) and p.strip())
+    return ""
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _ECHO_LIMIT else text[: _ECHO_LIMIT - 1] + "…"
+
+
+def _tokens(text: str) -> int:
+    """A rough count, about four characters a token; there is no tokenizer offline."""
+    return max(1, -(-len(text) // 4))
+
+
+def _digest(seed: bytes, label: str) -> str:
+    return hashlib.sha256(label.encode() + b"\0" + seed).hexdigest()[:24]
+
+
+def _json(status: int, payload: Any, headers: dict[str, str]) -> httpx.Response:
+    """A JSON response left unread, as a network transport returns it, so streaming reads work too."""
+    body = orjson.dumps(payload)
+    headers = {**headers, "content-type": "application/json", "content-length": str(len(body))}
+    return httpx.Response(status, headers=headers, stream=httpx.ByteStream(body))
+
+
+def _error(
+    status: int, message: str, code: str | None, headers: dict[str, str], param: str | None = None
+) -> httpx.Response:
+    error = {"message": message, "type": "invalid_request_error", "param": param, "code": code}
+    return _json(status, {"error": error}, headers)
