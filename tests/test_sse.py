@@ -1,0 +1,54 @@
+"""The incremental SSE decoder: the same events however the bytes are cut."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from gateway.sse import COMMENT, DATA, SSEDecoder, SSEError
+
+payloads = st.text(alphabet=st.characters(exclude_characters="\r\n", exclude_categories=("Cs",)), min_size=1, max_size=30)
+events = st.lists(st.tuples(st.booleans(), payloads), max_size=8)
+
+
+def body_of(items: list[tuple[bool, str]], newline: str) -> bytes:
+    text = "".join((f":{p}" if is_comment else f"data: {p}") + newline * 2 for is_comment, p in items)
+    return text.encode()
+
+
+def expected(items: list[tuple[bool, str]]) -> list[tuple[int, bytes]]:
+    return [(COMMENT, p.encode().lstrip(b" ")) if is_comment else (DATA, p.encode()) for is_comment, p in items]
+
+
+def decode(pieces: list[bytes], **options: int) -> list[tuple[int, bytes]]:
+    decoder = SSEDecoder(**options)
+    out = [event for piece in pieces for event in decoder.feed(piece)]
+    return out + decoder.close()
+
+
+@given(events, st.sampled_from(["\n", "\r\n", "\r"]), st.data())
+def test_any_split_and_any_line_ending_give_the_same_events(items: list[tuple[bool, str]], newline: str, data: st.DataObject) -> None:
+    body = body_of(items, newline)
+    cuts = sorted(data.draw(st.sets(st.integers(0, len(body)), max_size=12)))
+    pieces = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)])]
+    assert decode(pieces) == expected(items)
+
+
+def test_one_byte_at_a_time_with_multibyte_characters() -> None:
+    body = "data: é😀\r\n\r\ndata: {\"a\": 1}\n\n".encode()
+    assert decode([body[i : i + 1] for i in range(len(body))]) == [(DATA, "é😀".encode()), (DATA, b'{"a": 1}')]
+
+
+def test_multi_line_data_other_fields_and_a_last_event_without_blank_line() -> None:
+    body = b"event: x\nid: 7\ndata: a\ndata:b\nretry: 5\n\ndata: tail"
+    assert decode([body]) == [(DATA, b"a\nb"), (DATA, b"tail")]
+
+
+def test_an_event_over_the_limit_is_refused() -> None:
+    decoder = SSEDecoder(max_event_bytes=100)
+    decoder.feed(b"data: " + b"x" * 60 + b"\n")
+    with pytest.raises(SSEError):
+        decoder.feed(b"data: " + b"y" * 50)
+    with pytest.raises(SSEError):
+        SSEDecoder(max_event_bytes=10).feed(b"data: " + b"z" * 20)
