@@ -1,0 +1,165 @@
+"""Agent mode on the request side: the upstream model answers through the message tool.
+
+With ``inject_tools`` the gateway adds the message tool (and the inner-thoughts
+argument to every client tool), forces a tool call, and rewrites past
+assistant turns into message-tool calls, so any tool-calling model behaves as
+an agent-style model while the client speaks plain chat. Pure functions: the
+client's payload in, the upstream payload out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import orjson
+
+from gateway.config import RewriteConfig
+from gateway.core.rewriter import RewriteOptions
+
+__all__ = ["default_system_prompt", "prepare"]
+
+MESSAGE_TOOL_DESCRIPTION = "Send a message to the user. This is the only way the user sees your reply."
+MESSAGE_ARG_DESCRIPTION = "The reply the user sees."
+INNER_THOUGHTS_DESCRIPTION = (
+    "Private reasoning before acting: what you understood, your plan, what to say. The user never sees it."
+)
+TOOL_RESULT = "Message sent."
+
+
+def default_system_prompt(options: RewriteOptions) -> str:
+    thoughts = (
+        f"Before acting, think privately in the `{options.inner_thoughts_arg}` argument of every tool call; "
+        "the user never sees it. "
+        if options.inner_thoughts == "kwarg"
+        else ""
+    )
+    return (
+        f"You reply to the user only by calling the `{options.message_tool}` tool: "
+        f"its `{options.message_arg}` argument is the reply the user sees. "
+        f"{thoughts}You may call other tools first when you need them; end every turn with `{options.message_tool}`."
+    )
+
+
+def prepare(payload: dict[str, Any], config: RewriteConfig) -> tuple[dict[str, Any], RewriteOptions]:
+    """The upstream payload for a client payload, and the response rewrite that matches it."""
+    tools = payload.get("tools")
+    own = _tools_declaring(tools, config.inner_thoughts_arg) if config.inner_thoughts == "kwarg" else frozenset()
+    options = config.to_options(keep_arguments_of=own)
+    if not config.inject_tools or "functions" in payload:
+        return payload, options
+    upstream = dict(payload)
+    upstream["tools"] = [*(_with_inner_thoughts(tool, options, config) for tool in tools or ()), _message_tool(options, config)]
+    choice = payload.get("tool_choice")
+    if choice is None or choice == "auto":
+        upstream["tool_choice"] = "required"
+    elif choice == "none":
+        upstream["tool_choice"] = {"type": "function", "function": {"name": options.message_tool}}
+    upstream["messages"] = _history(payload["messages"], options)
+    prompt = default_system_prompt(options) if config.system_prompt is None else config.system_prompt
+    if prompt:
+        upstream["messages"] = _with_system_prompt(upstream["messages"], prompt)
+    return upstream, options
+
+
+def _function_of(tool: Any) -> dict[str, Any] | None:
+    if isinstance(tool, dict) and tool.get("type") == "function" and isinstance(tool.get("function"), dict):
+        return tool["function"]
+    return None
+
+
+def _tools_declaring(tools: Any, arg: str) -> frozenset[str]:
+    """Client tools whose schema already has the argument: theirs to keep, not ours to strip."""
+    names = set()
+    for tool in tools or ():
+        function = _function_of(tool)
+        if function is None:
+            continue
+        properties = (function.get("parameters") or {}).get("properties")
+        if isinstance(properties, dict) and arg in properties:
+            names.add(function.get("name"))
+    return frozenset(names)
+
+
+def _string(description: str) -> dict[str, str]:
+    return {"type": "string", "description": description}
+
+
+def _message_tool(options: RewriteOptions, config: RewriteConfig) -> dict[str, Any]:
+    properties = {}
+    if options.inner_thoughts == "kwarg":
+        properties[options.inner_thoughts_arg] = _string(config.inner_thoughts_description or INNER_THOUGHTS_DESCRIPTION)
+    properties[options.message_arg] = _string(config.message_arg_description or MESSAGE_ARG_DESCRIPTION)
+    return {
+        "type": "function",
+        "function": {
+            "name": options.message_tool,
+            "description": config.message_tool_description or MESSAGE_TOOL_DESCRIPTION,
+            "parameters": {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False},
+        },
+    }
+
+
+def _with_inner_thoughts(tool: Any, options: RewriteOptions, config: RewriteConfig) -> Any:
+    """The client tool with the inner-thoughts argument first (kwarg mode), unless it has one already."""
+    function = _function_of(tool)
+    if options.inner_thoughts != "kwarg" or function is None or function.get("name") in options.keep_arguments_of:
+        return tool
+    parameters = function.get("parameters")
+    if not isinstance(parameters, dict):
+        parameters = {"type": "object", "properties": {}}
+    properties = parameters.get("properties")
+    required = parameters.get("required")
+    thoughts = _string(config.inner_thoughts_description or INNER_THOUGHTS_DESCRIPTION)
+    new_parameters = {
+        **parameters,
+        "properties": {options.inner_thoughts_arg: thoughts, **(properties if isinstance(properties, dict) else {})},
+        "required": [options.inner_thoughts_arg, *(required if isinstance(required, list) else ())],
+    }
+    return {**tool, "function": {**function, "parameters": new_parameters}}
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text")
+    return ""
+
+
+def call_id(position: int, text: str) -> str:
+    """Deterministic, so the same conversation gives the same upstream prefix (and prompt caching works)."""
+    return "call_" + hashlib.sha256(f"{position}\x00{text}".encode()).hexdigest()[:24]
+
+
+def _history(messages: list[Any], options: RewriteOptions) -> list[Any]:
+    """Past assistant text becomes a message-tool call and its answer, as the model would have produced it."""
+    out: list[Any] = []
+    for position, message in enumerate(messages):
+        text = _text_of(message.get("content")) if isinstance(message, dict) and message.get("role") == "assistant" else ""
+        if not text:
+            out.append(message)
+            continue
+        identifier = call_id(position, text)
+        arguments = orjson.dumps({options.message_arg: text}).decode()
+        call = {"id": identifier, "type": "function", "function": {"name": options.message_tool, "arguments": arguments}}
+        rewritten = {key: value for key, value in message.items() if key != "content"}
+        rewritten["content"] = None
+        rewritten["tool_calls"] = [call, *(message.get("tool_calls") or ())]
+        out.append(rewritten)
+        out.append({"role": "tool", "tool_call_id": identifier, "content": TOOL_RESULT})
+    return out
+
+
+def _with_system_prompt(messages: list[Any], prompt: str) -> list[Any]:
+    for position, message in enumerate(messages):
+        if isinstance(message, dict) and message.get("role") in ("system", "developer"):
+            content = message.get("content")
+            if isinstance(content, str):
+                merged = {**message, "content": f"{content}\n\n{prompt}" if content else prompt}
+            elif isinstance(content, list):
+                merged = {**message, "content": [*content, {"type": "text", "text": prompt}]}
+            else:
+                merged = {**message, "content": prompt}
+            return [*messages[:position], merged, *messages[position + 1 :]]
+    return [{"role": "system", "content": prompt}, *messages]

@@ -1,0 +1,108 @@
+"""The ``gateway`` command: ``serve`` and ``check-config``."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from gateway import __version__
+from gateway.config import Config, ConfigError, default_config, load_config
+
+__all__ = ["main"]
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gateway", description="An OpenAI-compatible gateway for agent-style models.")
+    parser.add_argument("--version", action="version", version=f"agent-gateway {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", help="YAML config file (default: $GATEWAY_CONFIG, else the built-in default)")
+    serve.add_argument("--host", help="address to listen on (default: server.host, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default: server.port, 8080)")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (default: 1)")
+    serve.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+
+    check = commands.add_parser("check-config", help="validate a config file and print the resolved routes")
+    check.add_argument("path")
+
+    args = parser.parse_args(argv)
+    if args.command == "check-config":
+        return check_config(args.path)
+    return serve_command(args)
+
+
+def check_config(path: str) -> int:
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(config.describe())
+    return 0
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    path = args.config or os.environ.get("GATEWAY_CONFIG") or None
+    try:
+        config = load_config(path) if path else default_config()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    host = args.host or config.server.host
+    port = args.port or config.server.port
+    print(banner(config, path, host, port, args.workers), file=sys.stderr, flush=True)
+    # Workers are separate processes: they find the config through the environment.
+    if path:
+        os.environ["GATEWAY_CONFIG"] = os.path.abspath(path)
+    else:
+        os.environ.pop("GATEWAY_CONFIG", None)
+
+    import uvicorn
+
+    uvicorn.run(
+        "gateway.app:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=args.workers,
+        loop="uvloop",
+        http="httptools",
+        log_level=args.log_level,
+        log_config=log_config(args.log_level),
+        access_log=False,
+        server_header=False,
+    )
+    return 0
+
+
+def banner(config: Config, path: str | None, host: str, port: int, workers: int) -> str:
+    if config.is_demo:
+        source = "DEMO provider (built in, no network): no config file and no OPENAI_API_KEY"
+    elif path:
+        source = f"config {path}"
+    else:
+        source = "every model proxied to OpenAI in agent mode (OPENAI_API_KEY set, no config file)"
+    lines = [
+        f"agent-gateway {__version__} on http://{host}:{port}/v1 ({workers} worker{'s' if workers != 1 else ''})",
+        f"  serving: {source}",
+        f"  routes: {', '.join(route.name for route in config.models)}",
+    ]
+    if not config.server.api_keys:
+        lines.append("  WARNING: no server.api_keys configured: any client that can reach this port may use it")
+    return "\n".join(lines)
+
+
+def log_config(level: str) -> dict[str, Any]:
+    """Uvicorn's logging setup plus the gateway's loggers, applied in every worker process."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["gateway"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
+    return config

@@ -1,0 +1,192 @@
+"""Real servers on 127.0.0.1 for end-to-end tests: a scripted upstream, and uvicorn in a thread."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import uvicorn
+
+from tests.streams import chunk as make_chunk
+
+Scope = dict[str, Any]
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def json(self) -> Any:
+        return orjson.loads(self.body)
+
+
+@dataclass
+class Reply:
+    """One scripted answer.
+
+    ``pieces`` are written one by one, ``delay`` seconds apart. ``then`` says how
+    the answer ends: ``"end"`` normally, ``"break"`` by dropping the connection
+    mid-body, ``"hang"`` by sending nothing more until the peer goes away.
+    """
+
+    pieces: list[bytes]
+    status: int = 200
+    content_type: str = "text/event-stream"
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    first_delay: float = 0.0
+    then: str = "end"
+
+
+def sse(chunks: list[Any], done: bool = True) -> list[bytes]:
+    """SSE events, one piece per chunk."""
+    pieces = [b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks]
+    return pieces + [b"data: [DONE]\n\n"] if done else pieces
+
+
+def stream_reply(chunks: list[Any], **options: Any) -> Reply:
+    return Reply(sse(chunks, done=options.pop("done", True)), **options)
+
+
+def json_reply(body: Any, status: int = 200, **options: Any) -> Reply:
+    return Reply([orjson.dumps(body)], status=status, content_type="application/json", **options)
+
+
+def completion_of(chunks: list[dict[str, Any]]) -> dict[str, Any]:
+    """The non-streaming answer equivalent to an agent stream (one choice)."""
+    message: dict[str, Any] = {"role": "assistant", "content": None}
+    calls: dict[int, dict[str, Any]] = {}
+    finish = None
+    for c in chunks:
+        for ch in c.get("choices", []):
+            finish = ch.get("finish_reason") or finish
+            for position, tc in enumerate(ch.get("delta", {}).get("tool_calls") or ()):
+                slot = calls.setdefault(tc.get("index", position), {"id": tc.get("id"), "type": "function", "function": {"name": "", "arguments": ""}})
+                slot["function"]["name"] += tc.get("function", {}).get("name") or ""
+                slot["function"]["arguments"] += tc.get("function", {}).get("arguments") or ""
+            if ch.get("delta", {}).get("content"):
+                message["content"] = (message["content"] or "") + ch["delta"]["content"]
+    if calls:
+        message["tool_calls"] = [calls[i] for i in sorted(calls)]
+    base = make_chunk()
+    return {**base, "object": "chat.completion", "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}}
+
+
+class ScriptedUpstream:
+    """An OpenAI-compatible upstream that replays scripted replies and records every request.
+
+    Replies are taken from the queue filled by ``reply()``; when it is empty,
+    ``default(request)`` answers. ``hangups`` records, for each reply that was
+    cut short by the gateway, how long after the last byte it noticed.
+    """
+
+    def __init__(self, default: Callable[[Received], Reply] | None = None) -> None:
+        self.requests: list[Received] = []
+        self.script: deque[Reply] = deque()
+        self.default = default
+        self.active = 0
+        self.hangups: list[float] = []
+
+    def reply(self, *replies: Reply) -> None:
+        self.script.extend(replies)
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await receive()  # lifespan.startup
+            await send({"type": "lifespan.startup.complete"})
+            await receive()  # lifespan.shutdown
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        request = Received(scope["method"], scope["path"], headers, body)
+        self.requests.append(request)
+        if self.script:
+            reply = self.script.popleft()
+        elif self.default is not None:
+            reply = self.default(request)
+        else:
+            reply = json_reply({"error": {"message": "no scripted reply", "type": "test"}}, 500)
+        self.active += 1
+        try:
+            await self._play(reply, receive, send)
+        finally:
+            self.active -= 1
+
+    async def _play(self, reply: Reply, receive: Any, send: Any) -> None:
+        disconnected = asyncio.Event()
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            disconnected.set()
+
+        watcher = asyncio.ensure_future(watch())
+        headers = [(b"content-type", reply.content_type.encode())]
+        headers += [(k.encode(), v.encode()) for k, v in reply.headers.items()]
+        last = time.monotonic()
+        try:
+            if reply.first_delay:
+                await asyncio.sleep(reply.first_delay)
+            await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+            for number, piece in enumerate(reply.pieces):
+                if number and reply.delay:
+                    await asyncio.sleep(reply.delay)
+                if disconnected.is_set():
+                    self.hangups.append(time.monotonic() - last)
+                    return
+                await send({"type": "http.response.body", "body": piece, "more_body": True})
+                last = time.monotonic()
+            if reply.then == "break":
+                raise ConnectionAbortedError("scripted break mid-body")
+            if reply.then == "hang":
+                await disconnected.wait()
+                self.hangups.append(time.monotonic() - last)
+                return
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            watcher.cancel()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve(app: Any, **options: Any) -> Iterator[str]:
+    """Run an ASGI app under uvicorn in a thread; yields its base URL."""
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical", lifespan="on", **options)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("server did not start")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
