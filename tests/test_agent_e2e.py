@@ -1,0 +1,134 @@
+"""Agent mode end to end: multi-turn conversations through the gateway, against a model that checks what it gets."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import openai
+import pytest
+from langchain_core.messages import HumanMessage, ToolMessage
+from langchain_core.tools import tool
+from langchain_openai import ChatOpenAI
+
+from gateway.app import create_app
+from gateway.config import parse_config
+from tests.servers import Received, Reply, ScriptedUpstream, completion_of, json_reply, serve, stream_reply
+from tests.streams import agent_stream, call, choice, chunk, split_evenly
+
+CONFIG = """
+providers:
+  up: {{base_url: "{upstream}/v1"}}
+models:
+  - name: agent
+    provider: up
+    model: tool-model
+    rewrite: {{inject_tools: true}}
+"""
+
+
+class AgentModel:
+    """A tool-calling model made agent-style by the gateway: it must receive the injected tools and history."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def check(self, body: dict[str, Any]) -> None:
+        tools = {t["function"]["name"]: t["function"] for t in body.get("tools", [])}
+        if "send_message" not in tools or body.get("tool_choice") != "required":
+            self.problems.append("the message tool was not injected or not required")
+        for name, function in tools.items():
+            if list(function["parameters"]["properties"])[0] != "inner_thoughts":
+                self.problems.append(f"{name} lacks inner_thoughts")
+        messages = body["messages"]
+        if messages[0]["role"] != "system" or "send_message" not in messages[0]["content"]:
+            self.problems.append("no system prompt")
+        for position, message in enumerate(messages):
+            if message["role"] != "assistant":
+                continue
+            if message.get("content"):
+                self.problems.append("assistant text reached the model as text")
+            calls = message.get("tool_calls") or []
+            ids = {c["id"] for c in calls}
+            answered = {m["tool_call_id"] for m in messages[position + 1 : position + 1 + len(calls)] if m["role"] == "tool"}
+            if ids != answered:
+                self.problems.append("a tool call is not answered right after its assistant message")
+
+    def __call__(self, request: Received) -> Reply:
+        body = request.json
+        self.check(body)
+        last = body["messages"][-1]
+        tools = {t["function"]["name"] for t in body["tools"]}
+        if last["role"] == "user" and "weather" in last["content"].lower() and "get_weather" in tools:
+            arguments = [
+                json.dumps({"inner_thoughts": "I need the weather first.", "message": "Checking."}),
+                json.dumps({"inner_thoughts": "Use the tool.", "city": "Oslo"}),
+            ]
+            chunks = [
+                chunk(choice(role="assistant", content=None, tool_calls=[call(0, "", id="call_m", name="send_message")])),
+                *[chunk(choice(tool_calls=[call(0, piece)])) for piece in split_evenly(arguments[0], 4)],
+                chunk(choice(tool_calls=[call(1, "", id="call_weather", name="get_weather")])),
+                *[chunk(choice(tool_calls=[call(1, piece)])) for piece in split_evenly(arguments[1], 4)],
+                chunk(choice(finish="tool_calls")),
+            ]
+        else:
+            said = last["content"] if last["role"] != "tool" else f"the tool said {last['content']}"
+            document = json.dumps({"inner_thoughts": "Reply kindly.", "message": f"Answer to: {said}"})
+            chunks = agent_stream(split_evenly(document, 3))
+        return stream_reply(chunks) if body.get("stream") else json_reply(completion_of(chunks))
+
+
+@pytest.fixture(scope="module")
+def model_and_gateway() -> Iterator[tuple[AgentModel, ScriptedUpstream, str]]:
+    model = AgentModel()
+    upstream = ScriptedUpstream(default=model)
+    with serve(upstream) as upstream_url, serve(create_app(parse_config(CONFIG.format(upstream=upstream_url), "t.yaml", env={}))) as url:
+        yield model, upstream, url
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_multi_turn_conversation_with_the_openai_sdk(model_and_gateway: tuple[AgentModel, ScriptedUpstream, str], stream: bool) -> None:
+    model, upstream, url = model_and_gateway
+    sdk = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0)
+    history: list[dict[str, Any]] = [{"role": "user", "content": "Hello"}]
+
+    def turn() -> str:
+        if stream:
+            return "".join(c.choices[0].delta.content or "" for c in sdk.chat.completions.create(model="agent", messages=history, stream=True) if c.choices)
+        return sdk.chat.completions.create(model="agent", messages=history).choices[0].message.content or ""
+
+    first = turn()
+    assert first == "Answer to: Hello"
+    history += [{"role": "assistant", "content": first}, {"role": "user", "content": "And again"}]
+    assert turn() == "Answer to: And again"
+    sent = upstream.requests[-1].json
+    assert sent["model"] == "tool-model"
+    assistant = [m for m in sent["messages"] if m["role"] == "assistant"]
+    assert json.loads(assistant[0]["tool_calls"][0]["function"]["arguments"]) == {"message": "Answer to: Hello"}
+    assert model.problems == []
+
+
+def test_langchain_tool_round_trip_then_final_answer(model_and_gateway: tuple[AgentModel, ScriptedUpstream, str]) -> None:
+    model, upstream, url = model_and_gateway
+
+    @tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        return f"sunny in {city}"
+
+    chat = ChatOpenAI(model="agent", base_url=url + "/v1", api_key="none", max_retries=0).bind_tools([get_weather])
+    history: list[Any] = [HumanMessage("What's the weather in Oslo?")]
+    first = chat.invoke(history)
+    assert first.content == "Checking."
+    assert first.tool_calls == [{"name": "get_weather", "args": {"city": "Oslo"}, "id": "call_weather", "type": "tool_call"}]
+    history += [first, ToolMessage(get_weather.invoke(first.tool_calls[0]["args"]), tool_call_id="call_weather")]
+    final = chat.invoke(history)
+    assert final.content == "Answer to: the tool said sunny in Oslo" and not final.tool_calls
+    sent = upstream.requests[-1].json["messages"]
+    roles = [m["role"] for m in sent]
+    assert roles == ["system", "user", "assistant", "tool", "tool"]
+    message_call, weather_call = sent[2]["tool_calls"]
+    assert message_call["function"]["name"] == "send_message" and weather_call["id"] == "call_weather"
+    assert sent[3]["tool_call_id"] == message_call["id"] and sent[4]["tool_call_id"] == "call_weather"
+    assert model.problems == []
