@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import hmac
 import logging
 import os
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+import signal
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from types import FrameType
+from typing import Any, TypeVar
 
 import httpx
 import orjson
@@ -17,19 +20,17 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from gateway import agent
 from gateway.access import AccessLog, request_id_of
-from gateway.config import Config, ModelRoute, default_config, load_config
-from gateway.core.rewriter import StreamRewriter, rewrite_completion
-from gateway.errors import GatewayError, error_body
-from gateway.relay import relay_stream
-from gateway.upstream import HOP_BY_HOP, Provider, relayed_headers
+from gateway.config import Config, default_config, load_config
+from gateway.dispatch import Gateway
+from gateway.errors import GatewayError
+from gateway.upstream import HOP_BY_HOP
 
-__all__ = ["Gateway", "app_from_env", "create_app"]
+__all__ = ["app_from_env", "create_app"]
+
+T = TypeVar("T")
 
 logger = logging.getLogger("gateway")
-
-_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 # Client request headers never forwarded on pass-through paths: the gateway key and hop-by-hop fields.
 _NOT_FORWARDED = HOP_BY_HOP | {"authorization", "cookie", "x-request-id"}
 
@@ -43,45 +44,6 @@ class ChatRequest(BaseModel):
     messages: list[dict[str, Any]]
     stream: StrictBool | None = None
     tools: list[dict[str, Any]] | None = None
-
-
-class Gateway:
-    """One process's config and provider clients."""
-
-    def __init__(self, config: Config, transports: Mapping[str, httpx.AsyncBaseTransport] | None = None) -> None:
-        self.config = config
-        self.providers: dict[str, Provider] = {}
-        self.ready = False
-        self._transports = dict(transports or {})
-        self._api_keys = [key.encode() for key in config.server.api_keys]
-
-    async def start(self) -> None:
-        for name, provider in self.config.providers.items():
-            self.providers[name] = Provider(name, provider, self._transports.get(name))
-        self.ready = True
-
-    async def stop(self) -> None:
-        self.ready = False
-        for provider in self.providers.values():
-            await provider.aclose()
-
-    def authorize(self, request: Request) -> None:
-        if not self._api_keys:
-            return
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        presented = token.strip().encode()
-        # Compare against every key, so the time taken says nothing about which one nearly matched.
-        matched = False
-        for key in self._api_keys:
-            matched |= hmac.compare_digest(presented, key)
-        if scheme.lower() != "bearer" or not matched:
-            raise GatewayError(401, "Invalid or missing API key: send 'Authorization: Bearer <key>'.", code="invalid_api_key")
-
-    def route(self, model: str) -> ModelRoute:
-        route = self.config.route(model)
-        if route is None:
-            raise GatewayError(404, f"The model {model!r} does not exist or you do not have access to it.", param="model", code="model_not_found")
-        return route
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -116,97 +78,61 @@ def parse_chat_request(body: bytes) -> dict[str, Any]:
     return payload
 
 
-async def upstream_error(response: httpx.Response, provider: str, headers: dict[str, str]) -> Response:
-    """Keep the upstream status; keep its body when it is an OpenAI error, wrap it otherwise."""
-    try:
-        body = await response.aread()
-    except httpx.HTTPError:
-        body = b""
-    finally:
-        await response.aclose()
-    with contextlib.suppress(orjson.JSONDecodeError):
-        data = orjson.loads(body)
-        if isinstance(data, dict) and isinstance(data.get("error"), dict):
-            return Response(body, response.status_code, headers, media_type="application/json")
-    detail = body.decode("utf-8", "replace").strip()[:500] or response.reason_phrase
-    kind = "api_error" if response.status_code >= 500 else "invalid_request_error"
-    wrapped = error_body(f"The upstream provider {provider!r} answered {response.status_code}: {detail}", kind, "upstream_error")
-    return Response(orjson.dumps(wrapped), response.status_code, headers, media_type="application/json")
-
-
 async def chat_completions(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
-    gateway.authorize(request)
+    gateway.authorize(request.headers.get("authorization", ""))
+    gateway.refuse_when_draining()
     payload = parse_chat_request(await read_body(request, gateway.config.server.max_body_bytes))
-    requested = payload["model"]
-    route = gateway.route(requested)
+    route = gateway.route(payload["model"])
     request.state.route = route.name
-    provider = gateway.providers[route.provider]
-    payload["model"] = route.upstream_model(requested)
-    rewriter_options = None
-    if route.rewrite is not None:
-        payload, rewriter_options = agent.prepare(payload, route.rewrite)
-    stream = payload.get("stream") is True
-    upstream = await provider.send(
-        "POST",
-        "/chat/completions",
-        content=orjson.dumps(payload),
-        headers={
-            "content-type": "application/json",
-            "accept": "text/event-stream" if stream else "application/json",
-            "x-request-id": request_id_of(request.scope),
-        },
-    )
-    headers = _client_headers(upstream.headers)
-    if upstream.status_code >= 400:
-        return await upstream_error(upstream, provider.name, headers)
-    if stream:
-        rewriter = StreamRewriter(rewriter_options) if rewriter_options is not None else None
-        body = relay_stream(upstream, rewriter, provider.name)
-        return StreamingResponse(body, headers={**headers, **_SSE_HEADERS}, media_type="text/event-stream")
+    served = await _unless_disconnected(request, gateway.chat(payload, route, request_id_of(request.scope)))
+    if served is None:
+        return Response(status_code=499)  # nobody is listening; the status is for the access log
+    response, serving = served
+    request.state.route = serving.name
+    response.headers["x-gateway-route"] = serving.name
+    return response
+
+
+async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T | None:
+    """Await ``work``, cancelling it (and so its upstream request) if the client goes away first."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnect(request))
     try:
-        data = await upstream.aread()
-    except httpx.TimeoutException:
-        raise GatewayError.upstream_timeout(provider.name) from None
-    except httpx.TransportError:
-        raise GatewayError.upstream_unreachable(provider.name) from None
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
     finally:
-        await upstream.aclose()
-    if rewriter_options is None:
-        return Response(data, headers=headers, media_type="application/json")
-    try:
-        completion = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        raise GatewayError(502, f"The upstream provider {provider.name!r} returned a body that is not JSON.", "api_error", "upstream_invalid_response") from None
-    return Response(orjson.dumps(rewrite_completion(completion, rewriter_options)), headers=headers, media_type="application/json")
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    return None if task.cancelled() else task.result()
 
 
-def _client_headers(upstream: httpx.Headers) -> dict[str, str]:
-    headers = relayed_headers(upstream)
-    upstream_id = headers.pop("x-request-id", None)
-    if upstream_id is not None:
-        headers["x-upstream-request-id"] = upstream_id
-    return headers
+async def _disconnect(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 async def list_models(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
-    gateway.authorize(request)
-    data = [{"id": route.name, "object": "model", "created": 0, "owned_by": route.provider} for route in gateway.config.models]
+    gateway.authorize(request.headers.get("authorization", ""))
+    data = [{"id": r.name, "object": "model", "created": 0, "owned_by": ", ".join(r.providers)} for r in gateway.config.models]
     return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
 
 
 async def passthrough(request: Request) -> Response:
     """Any other ``/v1/`` endpoint, forwarded verbatim to the provider of the route its body names."""
     gateway: Gateway = request.app.state.gateway
-    gateway.authorize(request)
+    gateway.authorize(request.headers.get("authorization", ""))
+    gateway.refuse_when_draining()
     body = await read_body(request, gateway.config.server.max_body_bytes)
     provider = next(iter(gateway.providers.values()))
     model = _json_model(body) if "json" in request.headers.get("content-type", "") else None
     if model is not None:
         route = gateway.route(model)
         request.state.route = route.name
-        provider = gateway.providers[route.provider]
+        provider = gateway.pick(route, set())
         payload = orjson.loads(body)
         payload["model"] = route.upstream_model(model)
         body = orjson.dumps(payload)
@@ -260,6 +186,28 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
     return GatewayError(500, "The gateway failed to handle the request.", "server_error").response()
 
 
+def _drain_on_signals(gateway: Gateway) -> Callable[[], None]:
+    """Start draining on SIGTERM/SIGINT, then let the server's own handler begin its shutdown.
+
+    Installed from the lifespan, so it wraps whatever handler the server (or
+    each uvicorn worker process) set up. Returns what puts the old ones back.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    loop = asyncio.get_running_loop()
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        loop.call_soon_threadsafe(gateway.drain)
+        handler = previous[signal.Signals(signum)]
+        if callable(handler):
+            handler(signum, frame)
+
+    for sig in previous:
+        signal.signal(sig, handle)
+    return lambda: [signal.signal(sig, handler) for sig, handler in previous.items()] and None
+
+
 def create_app(config: Config, transports: Mapping[str, httpx.AsyncBaseTransport] | None = None) -> AccessLog:
     """The ASGI app; ``transports`` replace the network for named providers (the demo, tests)."""
     gateway = Gateway(config, transports)
@@ -267,9 +215,11 @@ def create_app(config: Config, transports: Mapping[str, httpx.AsyncBaseTransport
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await gateway.start()
+        restore = _drain_on_signals(gateway)
         try:
             yield
         finally:
+            restore()
             await gateway.stop()
 
     app = Starlette(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -66,6 +67,9 @@ def serve_command(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    # Uvicorn re-raises SIGTERM once its graceful shutdown is over; by then the
+    # gateway has drained, so ending here is success (exit status 0).
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
     uvicorn.run(
         "gateway.app:app_from_env",
         factory=True,
@@ -78,6 +82,8 @@ def serve_command(args: argparse.Namespace) -> int:
         log_config=log_config(args.log_level),
         access_log=False,
         server_header=False,
+        # Past the gateway's own grace period, so the streams it ends get their error event out first.
+        timeout_graceful_shutdown=config.server.shutdown_grace + 5,
     )
     return 0
 

@@ -61,13 +61,39 @@ class ServerConfig(_Strict):
     # Plain strings for cheap comparison, but kept out of reprs all the same.
     api_keys: tuple[NonEmptyStr, ...] = Field(default=(), repr=False)
     max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    # Bounded memory per stream: one upstream event, or one tool call's arguments, beyond these ends the stream.
+    max_event_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    max_arguments_chars: int = Field(default=4 * 1024 * 1024, gt=0)
+    # On SIGTERM/SIGINT, in-flight streams may run this long before they are ended with an error event.
+    shutdown_grace: float = Field(default=30, ge=0)
+    # Retries: exponential backoff from `retry_backoff` seconds, capped at `retry_backoff_max`, with jitter;
+    # an upstream Retry-After is honoured up to `retry_after_max`.
+    retry_backoff: float = Field(default=0.25, ge=0)
+    retry_backoff_max: float = Field(default=8, ge=0)
+    retry_after_max: float = Field(default=30, ge=0)
 
 
 class Timeouts(_Strict):
-    """Upstream timeouts in seconds; ``read`` is long because agent turns can think for minutes."""
+    """Upstream timeouts in seconds; long by default because agent turns can think for minutes."""
 
     connect: float = Field(default=10, gt=0)
-    read: float = Field(default=600, gt=0)
+    read: float = Field(default=600, gt=0)  # longest wait for any bytes
+    first_byte: float = Field(default=600, gt=0)  # until the response headers
+    idle: float = Field(default=600, gt=0)  # longest gap between two stream events
+    total: float | None = Field(default=None, gt=0)  # the whole exchange; null = no limit
+
+
+class TimeoutOverrides(_Strict):
+    """A route's changes to its providers' timeouts; fields left out keep the provider's value."""
+
+    connect: float | None = Field(default=None, gt=0)
+    read: float | None = Field(default=None, gt=0)
+    first_byte: float | None = Field(default=None, gt=0)
+    idle: float | None = Field(default=None, gt=0)
+    total: float | None = Field(default=None, gt=0)
+
+    def apply(self, timeouts: Timeouts) -> Timeouts:
+        return timeouts.model_copy(update=self.model_dump(exclude_none=True))
 
 
 class ProviderConfig(_Strict):
@@ -77,6 +103,12 @@ class ProviderConfig(_Strict):
     api_key: SecretStr | None = None
     headers: dict[str, str] = {}
     timeout: Timeouts = Timeouts()
+    # Concurrent upstream requests; beyond it requests wait up to `queue_timeout` seconds, then get 503.
+    max_concurrency: int | None = Field(default=None, gt=0)
+    queue_timeout: float = Field(default=10, ge=0)
+    # After `max_failures` failures in a row, a deployment is skipped for `cooldown` seconds.
+    max_failures: int = Field(default=3, gt=0)
+    cooldown: float = Field(default=30, ge=0)
 
     @field_validator("base_url")
     @classmethod
@@ -129,9 +161,25 @@ class ModelRoute(_Strict):
     """Maps a requested model name (or glob) to a provider, with or without the rewrite."""
 
     name: NonEmptyStr
-    provider: NonEmptyStr
+    # One provider, or several deployments of the same model spread by least in-flight requests.
+    provider: NonEmptyStr | tuple[NonEmptyStr, ...]
     model: NonEmptyStr | None = None
     rewrite: RewriteConfig | None = None
+    timeout: TimeoutOverrides = TimeoutOverrides()
+    max_retries: int = Field(default=2, ge=0)
+    # Other routes tried in order once this one's attempts are exhausted by retryable failures.
+    fallbacks: tuple[NonEmptyStr, ...] = ()
+
+    @field_validator("provider")
+    @classmethod
+    def _some_provider(cls, value: str | tuple[str, ...]) -> str | tuple[str, ...]:
+        if isinstance(value, tuple) and not value:
+            raise ValueError("expected a provider name or a non-empty list of them")
+        return value
+
+    @property
+    def providers(self) -> tuple[str, ...]:
+        return (self.provider,) if isinstance(self.provider, str) else self.provider
 
     def upstream_model(self, requested: str) -> str:
         """The name sent upstream: a glob route without ``model`` forwards what the client asked for."""
@@ -151,11 +199,16 @@ class Config(_Strict):
         problems = []
         first: dict[str, int] = {}
         known = ", ".join(map(repr, self.providers))
+        names = {route.name for route in self.models}
         for i, route in enumerate(self.models):
-            if route.provider not in self.providers:
-                problems.append(f"models[{i}].provider: expected one of the providers {known}, got {route.provider!r}")
+            for provider in route.providers:
+                if provider not in self.providers:
+                    problems.append(f"models[{i}].provider: expected one of the providers {known}, got {provider!r}")
             if (earlier := first.setdefault(route.name, i)) != i:
                 problems.append(f"models[{i}].name: duplicate route name {route.name!r}, first at models[{earlier}]")
+            for j, fallback in enumerate(route.fallbacks):
+                if fallback not in names or fallback == route.name:
+                    problems.append(f"models[{i}].fallbacks[{j}]: expected the name of another route, got {fallback!r}")
         if problems:
             raise ValueError("\n".join(problems))
         return self
@@ -165,6 +218,9 @@ class Config(_Strict):
         """Whether this is default_config's keyless fallback, which has no real upstream to call."""
         demo = self.providers.get("demo")
         return len(self.providers) == 1 and demo is not None and urlsplit(demo.base_url).hostname == "demo.invalid"
+
+    def route_named(self, name: str) -> ModelRoute:
+        return next(route for route in self.models if route.name == name)
 
     def route(self, requested_model: str) -> ModelRoute | None:
         """The route for a requested model: an exact name wins, else the first matching glob in file order."""
@@ -185,7 +241,12 @@ class Config(_Strict):
         for name, provider in self.providers.items():
             key = _mask(provider.api_key.get_secret_value()) if provider.api_key else "(none)"
             lines.append(f"  {name}: {_redact_url(provider.base_url)}, api key {key}")
-            lines.append(f"    timeout: connect {provider.timeout.connect:g}s, read {provider.timeout.read:g}s")
+            t = provider.timeout
+            total = f"{t.total:g}s" if t.total else "none"
+            lines.append(
+                f"    timeout: connect {t.connect:g}s, read {t.read:g}s, first byte {t.first_byte:g}s,"
+                f" idle {t.idle:g}s, total {total}"
+            )
             if provider.headers:
                 headers = ", ".join(f"{header}: {_mask(value)}" for header, value in provider.headers.items())
                 lines.append(f"    headers: {headers}")
@@ -193,7 +254,8 @@ class Config(_Strict):
         for route in self.models:
             upstream = route.model or "(requested name)"
             behaviour = _rewrite_summary(route.rewrite) if route.rewrite else "pass-through"
-            lines.append(f"  {route.name} -> {route.provider} / {upstream}: {behaviour}")
+            extras = f", fallbacks {', '.join(route.fallbacks)}" if route.fallbacks else ""
+            lines.append(f"  {route.name} -> {', '.join(route.providers)} / {upstream}: {behaviour}{extras}")
         return "\n".join(lines)
 
 

@@ -26,8 +26,10 @@ class GatewayError(Exception):
         code: str | None = None,
         param: str | None = None,
         headers: Mapping[str, str] | None = None,
+        retryable: bool = False,
     ) -> None:
         super().__init__(message)
+        self.retryable = retryable  # whether another attempt upstream may succeed
         self.status = status
         self.message = message
         self.type = type
@@ -48,8 +50,9 @@ class GatewayError(Exception):
 
     @classmethod
     def upstream_unreachable(cls, provider: str) -> GatewayError:
-        return cls(502, f"The upstream provider {provider!r} could not be reached.", "api_error", "upstream_unreachable")
+        message = f"The upstream provider {provider!r} could not be reached."
+        return cls(502, message, "api_error", "upstream_unreachable", retryable=True)
 
     @classmethod
     def upstream_timeout(cls, provider: str) -> GatewayError:
-        return cls(504, f"The upstream provider {provider!r} timed out.", "api_error", "upstream_timeout")
+        return cls(504, f"The upstream provider {provider!r} timed out.", "api_error", "upstream_timeout", retryable=True)

@@ -2,13 +2,14 @@
 
 What arrives in one upstream read leaves in one write. Chunks the rewriter
 leaves untouched are forwarded as their original bytes. A stream that breaks,
-times out or ends before every choice has finished ends with an OpenAI error
-event, never with a clean-looking ``[DONE]``.
+stalls, times out or ends before every choice has finished ends with an
+OpenAI error event, never with a clean-looking ``[DONE]``.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
@@ -16,16 +17,17 @@ import httpx
 import orjson
 
 from gateway.core.rewriter import StreamRewriter
-from gateway.errors import error_body
+from gateway.errors import GatewayError, error_body
 from gateway.sse import COMMENT, DONE, SSEDecoder, SSEError, encode_comment, encode_data
 
-__all__ = ["relay_stream"]
+__all__ = ["StreamRelay"]
 
 
 class _FinishTracker:
     """Which choices of a pass-through stream have finished (the rewriter tracks its own)."""
 
     __slots__ = ("open", "seen")
+    failure = None
 
     def __init__(self) -> None:
         self.open: set[Any] = set()
@@ -36,8 +38,8 @@ class _FinishTracker:
         if isinstance(choices, list):
             for position, choice in enumerate(choices):
                 if isinstance(choice, dict):
-                    index = choice.get("index", position)
                     self.seen = True
+                    index = choice.get("index", position)
                     if choice.get("finish_reason") is None:
                         self.open.add(index)
                     else:
@@ -52,82 +54,183 @@ class _FinishTracker:
         return self.seen and not self.open
 
 
-def _error_event(message: str, code: str) -> bytes:
+def error_event(message: str, code: str) -> bytes:
     return encode_data(orjson.dumps(error_body(message, "api_error", code)))
 
 
-class _Relay:
-    """Turns decoded upstream events into client bytes, remembering how the stream stands."""
+class _StreamFailed(Exception):
+    """The stream cannot go on; ``code`` and the message become the client's error event."""
 
-    __slots__ = ("rewrite", "done", "upstream_error")
+    def __init__(self, message: str, code: str, status: int, retryable: bool) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+        self.retryable = retryable
 
-    def __init__(self, rewriter: StreamRewriter | None) -> None:
-        self.rewrite: StreamRewriter | _FinishTracker = rewriter if rewriter is not None else _FinishTracker()
-        self.done = False
-        self.upstream_error = False
+    def as_error(self) -> GatewayError:
+        return GatewayError(self.status, str(self), "api_error", self.code, retryable=self.retryable)
 
-    def events(self, events: list[tuple[int, bytes]], out: list[bytes]) -> None:
+
+class StreamRelay:
+    """One upstream stream on its way to the client.
+
+    ``start`` reads up to the first data event, so an upstream that fails
+    before it can still be retried; ``body`` is the client's SSE body. The
+    upstream response is closed, and ``on_close`` called, on every exit.
+    """
+
+    def __init__(
+        self,
+        response: httpx.Response,
+        rewriter: StreamRewriter | None,
+        provider: str,
+        *,
+        idle: float,
+        deadline: float | None,
+        max_event_bytes: int,
+        on_close: Callable[[StreamRelay], None],
+    ) -> None:
+        self._response = response
+        self._reads = response.aiter_bytes()
+        self._rewrite: StreamRewriter | _FinishTracker = rewriter if rewriter is not None else _FinishTracker()
+        self._provider = provider
+        self._decoder = SSEDecoder(max_event_bytes)
+        self._idle = idle
+        self._deadline = deadline
+        self._on_close = on_close
+        self._loop = asyncio.get_running_loop()
+        self._last_event = self._loop.time()
+        self._timeout: asyncio.Timeout | None = None
+        self._first = b""
+        self._events = 0
+        self._eof = False
+        self._done = False
+        self._upstream_error = False
+        self._aborted: str | None = None
+        self._closed = False
+
+    async def start(self) -> None:
+        """Read until the first data event; failures here raise ``GatewayError`` with ``retryable`` set."""
+        out: list[bytes] = []
+        try:
+            while not self._events:
+                if not await self._read_into(out) and not self._events:
+                    raise _StreamFailed(
+                        f"The upstream provider {self._provider!r} ended the stream before sending anything.",
+                        "upstream_incomplete", 502, retryable=True,
+                    )
+        except _StreamFailed as failed:
+            await self.close()
+            raise failed.as_error() from None
+        except BaseException:
+            await self.close()
+            raise
+        self._first = b"".join(out)
+
+    async def body(self) -> AsyncIterator[bytes]:
+        try:
+            if self._first:
+                yield self._first
+            try:
+                while not (self._done or self._eof):
+                    out: list[bytes] = []
+                    more = await self._read_into(out)
+                    if out:
+                        yield b"".join(out)
+                    if not more:
+                        break
+            except _StreamFailed as failed:
+                yield error_event(str(failed), failed.code)
+                return
+            yield self._end()
+        finally:
+            await self.close()
+
+    def abort(self, message: str) -> None:
+        """End the stream at its next read with an error event (graceful shutdown's last resort)."""
+        self._aborted = message
+        if self._timeout is not None:
+            self._timeout.reschedule(self._loop.time())
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with anyio.CancelScope(shield=True):
+            await self._response.aclose()
+        self._on_close(self)
+
+    async def _read_into(self, out: list[bytes]) -> bool:
+        """One upstream read turned into client bytes; False at the end of the upstream body."""
+        deadline = self._last_event + self._idle
+        if self._deadline is not None:
+            deadline = min(deadline, self._deadline)
+        try:
+            async with asyncio.timeout_at(deadline) as self._timeout:
+                if self._aborted is not None:
+                    self._timeout.reschedule(self._loop.time())
+                raw = await anext(self._reads)
+        except StopAsyncIteration:
+            self._eof = True
+            self._translate_checked(None, out)
+            return False
+        except TimeoutError:
+            if self._aborted is not None:
+                raise _StreamFailed(self._aborted, "gateway_shutdown", 503, retryable=False) from None
+            raise _StreamFailed(
+                f"The upstream provider {self._provider!r} timed out mid-stream.", "upstream_timeout", 504, retryable=True
+            ) from None
+        except httpx.TimeoutException:
+            raise _StreamFailed(
+                f"The upstream provider {self._provider!r} timed out mid-stream.", "upstream_timeout", 504, retryable=True
+            ) from None
+        except httpx.TransportError:
+            raise _StreamFailed(
+                f"The connection to the upstream provider {self._provider!r} broke mid-stream.",
+                "upstream_disconnected", 502, retryable=True,
+            ) from None
+        finally:
+            self._timeout = None
+        self._translate_checked(raw, out)
+        return not self._done
+
+    def _translate_checked(self, raw: bytes | None, out: list[bytes]) -> None:
+        """Translate a read (``None``: the end of the body), mapping bad input to a stream failure."""
+        try:
+            self._translate(self._decoder.close() if raw is None else self._decoder.feed(raw), out)
+        except (orjson.JSONDecodeError, SSEError):
+            raise _StreamFailed(
+                f"The upstream provider {self._provider!r} sent an invalid event stream.",
+                "upstream_invalid_event", 502, retryable=False,
+            ) from None
+        failure = self._rewrite.failure
+        if failure is not None:
+            raise _StreamFailed(f"The answer was cut: {failure}.", "upstream_too_large", 502, retryable=False)
+
+    def _translate(self, events: list[tuple[int, bytes]], out: list[bytes]) -> None:
         for kind, payload in events:
             if kind == COMMENT:
                 out.append(encode_comment(payload))
                 continue
             if payload == b"[DONE]":
-                self.done = True
+                self._done = True
                 return
+            self._events += 1
+            self._last_event = self._loop.time()
             chunk = orjson.loads(payload)
             if isinstance(chunk, dict) and "error" in chunk and "choices" not in chunk:
-                self.upstream_error = True
-            for sent in self.rewrite.feed(chunk):
+                self._upstream_error = True
+            for sent in self._rewrite.feed(chunk):
                 out.append(encode_data(payload) if sent is chunk else encode_data(orjson.dumps(sent)))
 
-    def end(self, provider: str) -> bytes:
+    def _end(self) -> bytes:
         """The last bytes: what the rewriter settled, then ``[DONE]`` or an error event."""
-        out = [encode_data(orjson.dumps(sent)) for sent in self.rewrite.finish()]
-        if self.upstream_error:  # the provider's own error event is the last word
+        out = [encode_data(orjson.dumps(sent)) for sent in self._rewrite.finish()]
+        if self._upstream_error:  # the provider's own error event is the last word
             return b"".join(out)
-        if self.rewrite.finished:
+        if self._rewrite.finished:
             out.append(DONE)
         else:
-            message = f"The upstream provider {provider!r} ended the stream before the answer was finished."
-            out.append(_error_event(message, "upstream_incomplete"))
+            message = f"The upstream provider {self._provider!r} ended the stream before the answer was finished."
+            out.append(error_event(message, "upstream_incomplete"))
         return b"".join(out)
-
-
-async def relay_stream(
-    response: httpx.Response,
-    rewriter: StreamRewriter | None,
-    provider: str,
-    decoder: SSEDecoder | None = None,
-) -> AsyncIterator[bytes]:
-    """Yield the client's SSE body for an upstream streaming response, closing it on every exit."""
-    decoder = decoder or SSEDecoder()
-    relay = _Relay(rewriter)
-    try:
-        try:
-            async for raw in response.aiter_bytes():
-                out: list[bytes] = []
-                relay.events(decoder.feed(raw), out)
-                if out:
-                    yield b"".join(out)
-                if relay.done:
-                    break
-            else:
-                out = []
-                relay.events(decoder.close(), out)
-                if out:
-                    yield b"".join(out)
-        except (orjson.JSONDecodeError, SSEError):
-            message = f"The upstream provider {provider!r} sent an invalid event stream."
-            yield _error_event(message, "upstream_invalid_event")
-            return
-        except httpx.TimeoutException:
-            yield _error_event(f"The upstream provider {provider!r} timed out mid-stream.", "upstream_timeout")
-            return
-        except httpx.TransportError:
-            message = f"The connection to the upstream provider {provider!r} broke mid-stream."
-            yield _error_event(message, "upstream_disconnected")
-            return
-        yield relay.end(provider)
-    finally:
-        with anyio.CancelScope(shield=True):
-            await response.aclose()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Mapping
 
 import httpx
 
-from gateway.config import ProviderConfig
+from gateway.config import ProviderConfig, Timeouts
 from gateway.errors import GatewayError
 
 __all__ = ["HOP_BY_HOP", "Provider", "relayed_headers"]
@@ -42,22 +44,62 @@ def relayed_headers(headers: httpx.Headers) -> dict[str, str]:
 
 
 class Provider:
-    """An OpenAI-compatible upstream; its key is attached here and nowhere else."""
+    """An OpenAI-compatible upstream deployment; its key is attached here and nowhere else.
+
+    It also keeps what request routing needs: requests in flight, an optional
+    cap on them, and a cool-down after repeated failures.
+    """
 
     def __init__(self, name: str, config: ProviderConfig, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.name = name
+        self.config = config
         headers = dict(config.headers)
         if config.api_key is not None:
             headers["authorization"] = f"Bearer {config.api_key.get_secret_value()}"
-        timeout = config.timeout
         self.client = httpx.AsyncClient(
             base_url=config.base_url,
             headers=headers,
-            timeout=httpx.Timeout(connect=timeout.connect, read=timeout.read, write=timeout.read, pool=timeout.connect),
+            timeout=http_timeout(config.timeout),
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=256, keepalive_expiry=60),
             transport=transport,
             follow_redirects=False,
         )
+        self.in_flight = 0
+        self.cooldown_until = 0.0
+        self._failures = 0
+        self._slots = asyncio.Semaphore(config.max_concurrency) if config.max_concurrency else None
+
+    @property
+    def cooling_down(self) -> bool:
+        return time.monotonic() < self.cooldown_until
+
+    async def acquire(self) -> None:
+        """Take a slot for one upstream request, waiting up to the queue timeout when the provider is at its cap."""
+        if self._slots is not None:
+            try:
+                async with asyncio.timeout(self.config.queue_timeout):
+                    await self._slots.acquire()
+            except TimeoutError:
+                retry_after = str(max(1, round(self.config.queue_timeout)))
+                raise GatewayError(
+                    503, f"The upstream provider {self.name!r} is at its concurrency limit.", "api_error",
+                    "provider_busy", headers={"retry-after": retry_after},
+                ) from None
+        self.in_flight += 1
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        if self._slots is not None:
+            self._slots.release()
+
+    def succeeded(self) -> None:
+        self._failures = 0
+
+    def failed(self) -> None:
+        self._failures += 1
+        if self._failures >= self.config.max_failures:
+            self._failures = 0
+            self.cooldown_until = time.monotonic() + self.config.cooldown
 
     async def send(
         self,
@@ -67,15 +109,25 @@ class Provider:
         content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         params: str | bytes | None = None,
+        timeouts: Timeouts | None = None,
     ) -> httpx.Response:
         """Send a request and return the response with its body still unread."""
-        request = self.client.build_request(method, path.lstrip("/"), content=content, headers=headers, params=params)
+        timeouts = timeouts or self.config.timeout
+        request = self.client.build_request(
+            method, path.lstrip("/"), content=content, headers=headers, params=params, timeout=http_timeout(timeouts)
+        )
+        first_byte = min(timeouts.first_byte, timeouts.total or timeouts.first_byte)
         try:
-            return await self.client.send(request, stream=True)
-        except httpx.TimeoutException:
+            async with asyncio.timeout(first_byte):
+                return await self.client.send(request, stream=True)
+        except (TimeoutError, httpx.TimeoutException):
             raise GatewayError.upstream_timeout(self.name) from None
         except httpx.TransportError:
             raise GatewayError.upstream_unreachable(self.name) from None
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+
+def http_timeout(timeouts: Timeouts) -> httpx.Timeout:
+    return httpx.Timeout(connect=timeouts.connect, read=timeouts.read, write=timeouts.read, pool=timeouts.connect)

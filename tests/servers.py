@@ -143,15 +143,21 @@ class ScriptedUpstream:
         headers = [(b"content-type", reply.content_type.encode())]
         headers += [(k.encode(), v.encode()) for k, v in reply.headers.items()]
         last = time.monotonic()
+
+        async def hung_up_during(pause: float) -> bool:
+            """Wait, noting how long after the last byte (or the request) the peer went away, if it did."""
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(disconnected.wait(), pause)
+            if disconnected.is_set():
+                self.hangups.append(time.monotonic() - last)
+            return disconnected.is_set()
+
         try:
-            if reply.first_delay:
-                await asyncio.sleep(reply.first_delay)
+            if reply.first_delay and await hung_up_during(reply.first_delay):
+                return
             await send({"type": "http.response.start", "status": reply.status, "headers": headers})
             for number, piece in enumerate(reply.pieces):
-                if number and reply.delay:
-                    await asyncio.sleep(reply.delay)
-                if disconnected.is_set():
-                    self.hangups.append(time.monotonic() - last)
+                if await hung_up_during(reply.delay if number else 0):
                     return
                 await send({"type": "http.response.body", "body": piece, "more_body": True})
                 last = time.monotonic()

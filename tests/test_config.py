@@ -176,7 +176,7 @@ def test_error_names_file_path_and_expectation(tmp_path: Path, extra: str, expec
         ("{base_url: ftp://example.com}", "base_url: expected an http:// or https:// URL, got 'ftp://example.com'"),
         ("{base_url: api.openai.com/v1}", "base_url: expected an http:// or https:// URL, got 'api.openai.com/v1'"),
         ("{base_url: 'http://u', timeout: {read: 0}}", "timeout.read: expected a number greater than 0, got 0"),
-        ("{base_url: 'http://u', timeout: {conect: 1}}", "timeout.conect: unknown key; expected one of: connect, read"),
+        ("{base_url: 'http://u', timeout: {conect: 1}}", "timeout.conect: unknown key; expected one of: connect, read, first_byte, idle, total"),
         ("{api_key: x}", "base_url: required, but missing"),
     ],
 )

@@ -491,3 +491,12 @@ def test_recorded_tool_as_client_tool(path: Path) -> None:
         assert "reasoning_content" not in orjson.dumps(hidden).decode()
     top = {k for c in chunks for k in c if k != "choices"}
     assert top <= {k for c in out for k in c}, "every top-level field survives"
+
+
+def test_arguments_beyond_the_limit_stop_the_rewrite() -> None:
+    rewriter = StreamRewriter(RewriteOptions(max_arguments_chars=70))
+    chunks = agent_stream(['{"inner_thoughts": "x", ', '"message": "' + "y" * 30, "z" * 10])
+    sent = [out for c in chunks[:3] for out in rewriter.feed(c)]
+    assert rewriter.failure is None and text(sent) == "y" * 30
+    assert rewriter.feed(chunks[3]) == [] and "70 characters" in (rewriter.failure or "")
+    assert rewriter.feed(chunks[4]) == []

@@ -44,16 +44,20 @@ models:
     provider: up
     model: upstream-model
     rewrite: {{inject_tools: false}}
+    max_retries: 0
   - name: exposed
     provider: up
     rewrite: {{inject_tools: false, reasoning: expose}}
+    max_retries: 0
   - name: plain
     provider: up
     model: upstream-plain
+    max_retries: 0
   - name: gpt-*
     provider: up
   - name: unreachable
     provider: down
+    max_retries: 0
 """
 
 

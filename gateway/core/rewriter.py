@@ -38,6 +38,8 @@ class RewriteOptions:
     reasoning: Literal["hide", "expose"] = "hide"
     # Client tools that declare the inner-thoughts argument themselves keep it.
     keep_arguments_of: frozenset[str] = field(default_factory=frozenset)
+    # One tool call's arguments beyond this many characters end the rewrite (see ``failure``).
+    max_arguments_chars: int | None = None
 
 
 @dataclass(slots=True)
@@ -77,7 +79,9 @@ class _Channel:
 class _Call:
     """One upstream tool call, undecided until its name is certain."""
 
-    __slots__ = ("id", "type", "name", "legacy", "is_message", "decided", "settled", "fed", "parser", "index", "extra")
+    __slots__ = (
+        "id", "type", "name", "legacy", "is_message", "decided", "settled", "fed", "size", "parser", "index", "extra"
+    )
 
     def __init__(self, call_id: str | None, call_type: str | None, legacy: bool) -> None:
         self.id = call_id
@@ -88,6 +92,7 @@ class _Call:
         self.decided = False
         self.settled = False
         self.fed = False
+        self.size = 0
         self.parser: ArgumentsParser | None = None
         self.index = -1  # the client-visible index, once decided as a client call
         self.extra: dict[str, Any] = {}
@@ -116,12 +121,14 @@ class StreamRewriter:
     ``feed`` takes a decoded ``chat.completion.chunk`` and returns the chunks
     to send: the very same object when nothing changed (so the caller may
     forward the original bytes), a rewritten copy, or nothing. ``finish``
-    settles what the stream left open.
+    settles what the stream left open. ``failure`` says why the rewrite had
+    to stop (a limit was exceeded); from then on nothing more is sent.
     """
 
     def __init__(self, options: RewriteOptions | None = None) -> None:
         self.options = options = options or RewriteOptions()
         self.stats = RewriteStats()
+        self.failure: str | None = None
         self._choices: dict[Any, _Choice] = {}
         self._template: Chunk = {}
         self._kwarg = options.inner_thoughts == "kwarg"
@@ -137,6 +144,8 @@ class StreamRewriter:
         return bool(self._choices) and all(state.finished for state in self._choices.values())
 
     def feed(self, chunk: Chunk) -> list[Chunk]:
+        if self.failure is not None:
+            return []
         choices = chunk.get("choices")
         if not isinstance(choices, list) or not choices:
             return [chunk]
@@ -296,6 +305,11 @@ class StreamRewriter:
             self._decide(state, call)
         if arguments:
             call.fed = True
+            call.size += len(arguments)
+            limit = self.options.max_arguments_chars
+            if limit is not None and call.size > limit:
+                self.failure = f"a tool call's arguments exceed {limit} characters"
+                return
             self._arguments(state, call, arguments)
 
     def _decide(self, state: _Choice, call: _Call) -> None:

@@ -1,0 +1,289 @@
+"""Getting an answer from upstream: deployment choice, retries with backoff, fallbacks, draining.
+
+Retries happen only before any byte has reached the client: on connect
+errors, timeouts before the first event, and 408/429/500/502/503/504. A
+streamed answer is committed to the client once its first event has
+arrived, so a stream that dies before that is retried like any other
+failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import email.utils
+import hmac
+import itertools
+import random
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+import orjson
+from starlette.responses import Response, StreamingResponse
+
+from gateway import agent
+from gateway.config import Config, ModelRoute
+from gateway.core.rewriter import RewriteOptions, StreamRewriter, rewrite_completion
+from gateway.errors import GatewayError, error_body
+from gateway.relay import StreamRelay
+from gateway.upstream import Provider, relayed_headers
+
+__all__ = ["Gateway", "RETRYABLE_STATUS"]
+
+RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+class _Failed(Exception):
+    """One attempt failed before the client saw anything; ``response`` is what it gets if none succeeds."""
+
+    def __init__(self, response: Response, retryable: bool, retry_after: float | None = None) -> None:
+        self.response = response
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+    @classmethod
+    def of(cls, error: GatewayError) -> _Failed:
+        return cls(error.response(), error.retryable, _retry_after(error.headers))
+
+
+class Gateway:
+    """One process's config, provider clients and in-flight streams."""
+
+    def __init__(self, config: Config, transports: Mapping[str, httpx.AsyncBaseTransport] | None = None) -> None:
+        self.config = config
+        self.providers: dict[str, Provider] = {}
+        self.streams: set[StreamRelay] = set()
+        self.ready = False
+        self.draining = False
+        self._transports = dict(transports or {})
+        self._api_keys = [key.encode() for key in config.server.api_keys]
+        self._turn = itertools.count()
+
+    async def start(self) -> None:
+        for name, provider in self.config.providers.items():
+            self.providers[name] = Provider(name, provider, self._transports.get(name))
+        self.ready = True
+
+    async def stop(self) -> None:
+        self.ready = False
+        for provider in self.providers.values():
+            await provider.aclose()
+
+    def drain(self) -> None:
+        """Stop taking requests; streams still running after the grace period are ended with an error event."""
+        if self.draining:
+            return
+        self.draining = True
+        self.ready = False
+        asyncio.get_running_loop().call_later(self.config.server.shutdown_grace, self._abort_streams)
+
+    def _abort_streams(self) -> None:
+        for relay in list(self.streams):
+            relay.abort("The gateway is shutting down; the answer was cut.")
+
+    def authorize(self, authorization: str) -> None:
+        if not self._api_keys:
+            return
+        scheme, _, token = authorization.partition(" ")
+        presented = token.strip().encode()
+        # Compare against every key, so the time taken says nothing about which one nearly matched.
+        matched = False
+        for key in self._api_keys:
+            matched |= hmac.compare_digest(presented, key)
+        if scheme.lower() != "bearer" or not matched:
+            raise GatewayError(401, "Invalid or missing API key: send 'Authorization: Bearer <key>'.", code="invalid_api_key")
+
+    def refuse_when_draining(self) -> None:
+        if self.draining:
+            raise GatewayError(503, "The gateway is shutting down.", "api_error", "gateway_shutdown", headers={"retry-after": "1"})
+
+    def route(self, model: str) -> ModelRoute:
+        route = self.config.route(model)
+        if route is None:
+            raise GatewayError(404, f"The model {model!r} does not exist or you do not have access to it.", param="model", code="model_not_found")
+        return route
+
+    def pick(self, route: ModelRoute, tried: set[str]) -> Provider:
+        """The deployment to try: not cooling down, not yet tried, fewest requests in flight; ties rotate."""
+        names = route.providers
+        start = next(self._turn) % len(names)
+        candidates = [self.providers[name] for name in names[start:] + names[:start]]
+        return min(candidates, key=lambda p: (p.cooling_down, p.name in tried, p.in_flight))
+
+    def backoff(self, attempt: int, retry_after: float | None) -> float:
+        server = self.config.server
+        delay = min(server.retry_backoff * 2 ** (attempt - 1), server.retry_backoff_max) * random.uniform(0.5, 1.0)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, server.retry_after_max))
+        return delay
+
+    async def chat(self, payload: dict[str, Any], route: ModelRoute, request_id: str) -> tuple[Response, ModelRoute]:
+        """Answer a chat request through its route, then its fallbacks; returns the response and the route that served it."""
+        requested = payload["model"]
+        failed: _Failed | None = None
+        for current in (route, *(self.config.route_named(name) for name in route.fallbacks)):
+            upstream_payload = {**payload, "model": current.upstream_model(requested)}
+            options = None
+            if current.rewrite is not None:
+                upstream_payload, options = agent.prepare(upstream_payload, current.rewrite)
+                options = dataclasses.replace(options, max_arguments_chars=self.config.server.max_arguments_chars)
+            body = orjson.dumps(upstream_payload)
+            tried: set[str] = set()
+            for attempt in range(current.max_retries + 1):
+                if attempt:
+                    await asyncio.sleep(self.backoff(attempt, failed.retry_after if failed else None))
+                provider = self.pick(current, tried)
+                tried.add(provider.name)
+                try:
+                    response = await self._attempt(provider, current, body, upstream_payload.get("stream") is True, options, request_id)
+                except _Failed as failure:
+                    failed = failure
+                    if not failure.retryable:
+                        return failure.response, current
+                    provider.failed()
+                    continue
+                provider.succeeded()
+                return response, current
+        assert failed is not None
+        return failed.response, route
+
+    async def _attempt(
+        self,
+        provider: Provider,
+        route: ModelRoute,
+        body: bytes,
+        stream: bool,
+        options: RewriteOptions | None,
+        request_id: str,
+    ) -> Response:
+        timeouts = route.timeout.apply(provider.config.timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeouts.total if timeouts.total else None
+        try:
+            await provider.acquire()
+        except GatewayError as error:
+            raise _Failed.of(error) from None
+        handed_over = False
+        try:
+            try:
+                upstream = await provider.send(
+                    "POST",
+                    "/chat/completions",
+                    content=body,
+                    headers={
+                        "content-type": "application/json",
+                        "accept": "text/event-stream" if stream else "application/json",
+                        "x-request-id": request_id,
+                    },
+                    timeouts=timeouts,
+                )
+            except GatewayError as error:
+                raise _Failed.of(error) from None
+            headers = client_headers(upstream.headers)
+            if upstream.status_code >= 400:
+                response = await upstream_error(upstream, provider.name, headers)
+                raise _Failed(response, upstream.status_code in RETRYABLE_STATUS, _retry_after(upstream.headers))
+            if stream:
+                relay = StreamRelay(
+                    upstream,
+                    StreamRewriter(options) if options is not None else None,
+                    provider.name,
+                    idle=timeouts.idle,
+                    deadline=deadline,
+                    max_event_bytes=self.config.server.max_event_bytes,
+                    on_close=lambda closed: self._stream_closed(closed, provider),
+                )
+                handed_over = True
+                try:
+                    await relay.start()
+                except GatewayError as error:
+                    raise _Failed.of(error) from None
+                self.streams.add(relay)
+                return StreamingResponse(relay.body(), headers={**headers, **_SSE_HEADERS}, media_type="text/event-stream")
+            return await self._complete(upstream, provider.name, headers, options, deadline)
+        finally:
+            if not handed_over:
+                provider.release()
+
+    def _stream_closed(self, relay: StreamRelay, provider: Provider) -> None:
+        self.streams.discard(relay)
+        provider.release()
+
+    async def _complete(
+        self,
+        upstream: httpx.Response,
+        provider: str,
+        headers: dict[str, str],
+        options: RewriteOptions | None,
+        deadline: float | None,
+    ) -> Response:
+        try:
+            async with asyncio.timeout_at(deadline):
+                data = await upstream.aread()
+        except (TimeoutError, httpx.TimeoutException):
+            raise _Failed.of(GatewayError.upstream_timeout(provider)) from None
+        except httpx.TransportError:
+            raise _Failed.of(GatewayError.upstream_unreachable(provider)) from None
+        finally:
+            await upstream.aclose()
+        if options is None:
+            return Response(data, headers=headers, media_type="application/json")
+        try:
+            completion = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            message = f"The upstream provider {provider!r} returned a body that is not JSON."
+            raise _Failed(GatewayError(502, message, "api_error", "upstream_invalid_response").response(), retryable=False) from None
+        return Response(orjson.dumps(rewrite_completion(completion, options)), headers=headers, media_type="application/json")
+
+
+def client_headers(upstream: httpx.Headers) -> dict[str, str]:
+    """Upstream headers for the client; the provider's request id is kept apart from the gateway's."""
+    headers = relayed_headers(upstream)
+    upstream_id = headers.pop("x-request-id", None)
+    if upstream_id is not None:
+        headers["x-upstream-request-id"] = upstream_id
+    return headers
+
+
+async def upstream_error(response: httpx.Response, provider: str, headers: dict[str, str]) -> Response:
+    """Keep the upstream status; keep its body when it is an OpenAI error, wrap it otherwise."""
+    try:
+        body = await response.aread()
+    except httpx.HTTPError:
+        body = b""
+    finally:
+        await response.aclose()
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("error"), dict):
+        return Response(body, response.status_code, headers, media_type="application/json")
+    detail = body.decode("utf-8", "replace").strip()[:500] or response.reason_phrase
+    kind = "api_error" if response.status_code >= 500 else "invalid_request_error"
+    wrapped = error_body(f"The upstream provider {provider!r} answered {response.status_code}: {detail}", kind, "upstream_error")
+    return Response(orjson.dumps(wrapped), response.status_code, headers, media_type="application/json")
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date)."""
+    if (milliseconds := headers.get("retry-after-ms")) is not None:
+        try:
+            return max(0.0, float(milliseconds) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
