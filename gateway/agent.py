@@ -145,7 +145,8 @@ def _history(messages: list[Any], options: RewriteOptions) -> list[Any]:
         call = {"id": identifier, "type": "function", "function": {"name": options.message_tool, "arguments": arguments}}
         rewritten = {key: value for key, value in message.items() if key != "content"}
         rewritten["content"] = None
-        rewritten["tool_calls"] = [call, *(message.get("tool_calls") or ())]
+        client_calls = message.get("tool_calls")
+        rewritten["tool_calls"] = [call, *(client_calls if isinstance(client_calls, list) else ())]
         out.append(rewritten)
         out.append({"role": "tool", "tool_call_id": identifier, "content": TOOL_RESULT})
     return out
