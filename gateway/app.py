@@ -14,17 +14,20 @@ from typing import Any, TypeVar
 
 import httpx
 import orjson
+from prometheus_client import multiprocess as prometheus_multiprocess
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from gateway.access import AccessLog, request_id_of
+from gateway import body as json_body
+from gateway.metrics import multiprocess_mode
+from gateway.observe import Observe, record_of
 from gateway.config import Config, default_config, load_config
 from gateway.dispatch import Gateway
 from gateway.errors import GatewayError
-from gateway.upstream import HOP_BY_HOP
+from gateway.upstream import HOP_BY_HOP, client_headers
 
 __all__ = ["app_from_env", "create_app"]
 
@@ -64,8 +67,8 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 def parse_chat_request(body: bytes) -> dict[str, Any]:
     try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError:
+        payload = json_body.loads(body)
+    except ValueError:
         raise GatewayError.bad_request("The request body is not valid JSON.") from None
     if not isinstance(payload, dict):
         raise GatewayError.bad_request("The request body must be a JSON object.")
@@ -84,13 +87,15 @@ async def chat_completions(request: Request) -> Response:
     gateway.refuse_when_draining()
     payload = parse_chat_request(await read_body(request, gateway.config.server.max_body_bytes))
     route = gateway.route(payload["model"])
-    request.state.route = route.name
-    served = await _unless_disconnected(request, gateway.chat(payload, route, request_id_of(request.scope)))
-    if served is None:
+    record = record_of(request.scope)
+    record.route = route.name
+    if gateway.config.server.log_content:
+        logger.debug("request content", extra={"fields": {"request_id": record.request_id, "messages": payload["messages"]}})
+    response = await _unless_disconnected(request, gateway.chat(payload, route, record))
+    if response is None:
+        record.disconnected = True
         return Response(status_code=499)  # nobody is listening; the status is for the access log
-    response, serving = served
-    request.state.route = serving.name
-    response.headers["x-gateway-route"] = serving.name
+    response.headers["x-gateway-route"] = record.route
     return response
 
 
@@ -128,31 +133,28 @@ async def passthrough(request: Request) -> Response:
     gateway.refuse_when_draining()
     body = await read_body(request, gateway.config.server.max_body_bytes)
     provider = next(iter(gateway.providers.values()))
-    model = _json_model(body) if "json" in request.headers.get("content-type", "") else None
-    if model is not None:
+    payload = _json_object(body) if "json" in request.headers.get("content-type", "") else None
+    model = payload.get("model") if payload is not None else None
+    record = record_of(request.scope)
+    if isinstance(model, str):
         route = gateway.route(model)
-        request.state.route = route.name
+        record.route = route.name
         provider = gateway.pick(route, set())
-        payload = orjson.loads(body)
-        payload["model"] = route.upstream_model(model)
-        body = orjson.dumps(payload)
+        body = json_body.dumps({**payload, "model": route.upstream_model(model)})
     headers = {name: value for name, value in request.headers.items() if name not in _NOT_FORWARDED}
-    headers["x-request-id"] = request_id_of(request.scope)
+    headers["x-request-id"] = record.request_id
     upstream = await provider.send(
         request.method, request.url.path.removeprefix("/v1"), content=body, headers=headers, params=request.url.query
     )
-    response_headers = {name: value for name, value in upstream.headers.items() if name not in HOP_BY_HOP}
-    response_headers.pop("x-request-id", None)
-    return StreamingResponse(_raw_body(upstream), upstream.status_code, response_headers)
+    return StreamingResponse(_raw_body(upstream), upstream.status_code, client_headers(upstream.headers, every=True))
 
 
-def _json_model(body: bytes) -> str | None:
+def _json_object(body: bytes) -> dict[str, Any] | None:
     try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError:
+        payload = json_body.loads(body)
+    except ValueError:
         return None
-    model = payload.get("model") if isinstance(payload, dict) else None
-    return model if isinstance(model, str) else None
+    return payload if isinstance(payload, dict) else None
 
 
 async def _raw_body(response: httpx.Response) -> AsyncIterator[bytes]:
@@ -163,6 +165,12 @@ async def _raw_body(response: httpx.Response) -> AsyncIterator[bytes]:
         return
     finally:
         await response.aclose()
+
+
+async def metrics(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    body, content_type = gateway.metrics.render()
+    return Response(body, headers={"content-type": content_type})
 
 
 async def healthz(request: Request) -> Response:
@@ -182,7 +190,7 @@ async def _gateway_error(request: Request, exc: Exception) -> Response:
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
-    logger.exception("unhandled error", extra={"request_id": request.scope.get("state", {}).get("request_id")})
+    logger.exception("unhandled error", extra={"fields": {"request_id": record_of(request.scope).request_id}})
     return GatewayError(500, "The gateway failed to handle the request.", "server_error").response()
 
 
@@ -208,7 +216,7 @@ def _drain_on_signals(gateway: Gateway) -> Callable[[], None]:
     return lambda: [signal.signal(sig, handler) for sig, handler in previous.items()] and None
 
 
-def create_app(config: Config, transports: Mapping[str, httpx.AsyncBaseTransport] | None = None) -> AccessLog:
+def create_app(config: Config, transports: Mapping[str, httpx.AsyncBaseTransport] | None = None) -> Observe:
     """The ASGI app; ``transports`` replace the network for named providers (the demo, tests)."""
     gateway = Gateway(config, transports)
 
@@ -221,12 +229,15 @@ def create_app(config: Config, transports: Mapping[str, httpx.AsyncBaseTransport
         finally:
             restore()
             await gateway.stop()
+            if multiprocess_mode():
+                prometheus_multiprocess.mark_process_dead(os.getpid())
 
     app = Starlette(
         routes=[
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/v1/{path:path}", passthrough, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+            Route("/metrics", metrics, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
         ],
@@ -234,10 +245,10 @@ def create_app(config: Config, transports: Mapping[str, httpx.AsyncBaseTransport
         lifespan=lifespan,
     )
     app.state.gateway = gateway
-    return AccessLog(app)
+    return Observe(app, gateway.metrics)
 
 
-def app_from_env() -> AccessLog:
+def app_from_env() -> Observe:
     """The factory uvicorn's workers call: the config named by ``GATEWAY_CONFIG``, else the default."""
     path = os.environ.get("GATEWAY_CONFIG")
     config = load_config(path) if path else default_config()

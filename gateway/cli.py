@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -64,27 +66,37 @@ def serve_command(args: argparse.Namespace) -> int:
         os.environ["GATEWAY_CONFIG"] = os.path.abspath(path)
     else:
         os.environ.pop("GATEWAY_CONFIG", None)
+    # Several workers share their metrics through files (prometheus-client's multiprocess mode),
+    # which must be chosen before any worker imports the metrics.
+    metrics_dir = None
+    if args.workers > 1 and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
 
     import uvicorn
 
     # Uvicorn re-raises SIGTERM once its graceful shutdown is over; by then the
     # gateway has drained, so ending here is success (exit status 0).
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    uvicorn.run(
-        "gateway.app:app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=args.workers,
-        loop="uvloop",
-        http="httptools",
-        log_level=args.log_level,
-        log_config=log_config(args.log_level),
-        access_log=False,
-        server_header=False,
-        # Past the gateway's own grace period, so the streams it ends get their error event out first.
-        timeout_graceful_shutdown=config.server.shutdown_grace + 5,
-    )
+    try:
+        uvicorn.run(
+            "gateway.app:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=args.workers,
+            loop="uvloop",
+            http="httptools",
+            log_level=args.log_level,
+            log_config=log_config(args.log_level, config.server.log_format),
+            access_log=False,
+            server_header=False,
+            # Past the gateway's own grace period, so the streams it ends get their error event out first.
+            timeout_graceful_shutdown=config.server.shutdown_grace + 5,
+        )
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 
@@ -105,10 +117,13 @@ def banner(config: Config, path: str | None, host: str, port: int, workers: int)
     return "\n".join(lines)
 
 
-def log_config(level: str) -> dict[str, Any]:
+def log_config(level: str, log_format: str) -> dict[str, Any]:
     """Uvicorn's logging setup plus the gateway's loggers, applied in every worker process."""
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
-    config["loggers"]["gateway"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
+    formatter = "JsonFormatter" if log_format == "json" else "TextFormatter"
+    config["formatters"]["gateway"] = {"()": f"gateway.logs.{formatter}"}
+    config["handlers"]["gateway"] = {"class": "logging.StreamHandler", "formatter": "gateway", "stream": "ext://sys.stderr"}
+    config["loggers"]["gateway"] = {"handlers": ["gateway"], "level": level.upper(), "propagate": False}
     return config

@@ -61,6 +61,10 @@ class ServerConfig(_Strict):
     # Plain strings for cheap comparison, but kept out of reprs all the same.
     api_keys: tuple[NonEmptyStr, ...] = Field(default=(), repr=False)
     max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    # One line per request on stderr: a JSON object, or key=value text.
+    log_format: Literal["json", "text"] = "json"
+    # With --log-level debug, also log request messages. Off by default: content stays out of logs.
+    log_content: bool = False
     # Bounded memory per stream: one upstream event, or one tool call's arguments, beyond these ends the stream.
     max_event_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     max_arguments_chars: int = Field(default=4 * 1024 * 1024, gt=0)

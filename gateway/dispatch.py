@@ -24,11 +24,13 @@ import orjson
 from starlette.responses import Response, StreamingResponse
 
 from gateway import agent
+from gateway import body as json_body
 from gateway.config import Config, ModelRoute
 from gateway.core.rewriter import RewriteOptions, StreamRewriter, rewrite_completion
 from gateway.errors import GatewayError, error_body
+from gateway.metrics import Metrics, RequestRecord
 from gateway.relay import StreamRelay
-from gateway.upstream import Provider, relayed_headers
+from gateway.upstream import Provider, client_headers
 
 __all__ = ["Gateway", "RETRYABLE_STATUS"]
 
@@ -36,17 +38,29 @@ RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
+# Upstream failure kinds, for metrics and logs, by the error code the client sees.
+_KINDS = {
+    "upstream_unreachable": "connect",
+    "upstream_timeout": "timeout",
+    "provider_busy": "busy",
+    "upstream_disconnected": "connect",
+    "upstream_incomplete": "status",
+}
+
+
 class _Failed(Exception):
     """One attempt failed before the client saw anything; ``response`` is what it gets if none succeeds."""
 
-    def __init__(self, response: Response, retryable: bool, retry_after: float | None = None) -> None:
+    def __init__(self, response: Response, retryable: bool, kind: str, retry_after: float | None = None) -> None:
         self.response = response
         self.retryable = retryable
+        self.kind = kind
         self.retry_after = retry_after
 
     @classmethod
     def of(cls, error: GatewayError) -> _Failed:
-        return cls(error.response(), error.retryable, _retry_after(error.headers))
+        kind = _KINDS.get(error.code or "", "invalid")
+        return cls(error.response(), error.retryable, kind, _retry_after(error.headers))
 
 
 class Gateway:
@@ -54,6 +68,7 @@ class Gateway:
 
     def __init__(self, config: Config, transports: Mapping[str, httpx.AsyncBaseTransport] | None = None) -> None:
         self.config = config
+        self.metrics = Metrics()
         self.providers: dict[str, Provider] = {}
         self.streams: set[StreamRelay] = set()
         self.ready = False
@@ -120,35 +135,50 @@ class Gateway:
             delay = max(delay, min(retry_after, server.retry_after_max))
         return delay
 
-    async def chat(self, payload: dict[str, Any], route: ModelRoute, request_id: str) -> tuple[Response, ModelRoute]:
-        """Answer a chat request through its route, then its fallbacks; returns the response and the route that served it."""
+    async def chat(self, payload: dict[str, Any], route: ModelRoute, record: RequestRecord) -> Response:
+        """Answer a chat request through its route, then its fallbacks; ``record.route`` says which one served."""
         requested = payload["model"]
+        record.stream = payload.get("stream") is True
         failed: _Failed | None = None
-        for current in (route, *(self.config.route_named(name) for name in route.fallbacks)):
-            upstream_payload = {**payload, "model": current.upstream_model(requested)}
+        for position, current in enumerate((route, *(self.config.route_named(name) for name in route.fallbacks))):
+            if position:
+                record.fallbacks += 1
+                self.metrics.fallbacks.labels(record.route, current.name).inc()
+            record.route = current.name
+            record.upstream_model = current.upstream_model(requested)
+            upstream_payload = {**payload, "model": record.upstream_model}
             options = None
             if current.rewrite is not None:
                 upstream_payload, options = agent.prepare(upstream_payload, current.rewrite)
                 options = dataclasses.replace(options, max_arguments_chars=self.config.server.max_arguments_chars)
-            body = orjson.dumps(upstream_payload)
+            record.reasoning_exposed = options is not None and options.reasoning == "expose"
+            body = json_body.dumps(upstream_payload)
             tried: set[str] = set()
             for attempt in range(current.max_retries + 1):
                 if attempt:
-                    await asyncio.sleep(self.backoff(attempt, failed.retry_after if failed else None))
+                    record.retries += 1
+                    self.metrics.retries.labels(current.name).inc()
+                    pause = self.backoff(attempt, failed.retry_after if failed else None)
+                    await asyncio.sleep(pause)
+                    record.upstream_seconds += pause
                 provider = self.pick(current, tried)
                 tried.add(provider.name)
+                record.provider = provider.name
                 try:
-                    response = await self._attempt(provider, current, body, upstream_payload.get("stream") is True, options, request_id)
+                    response = await self._attempt(provider, current, body, record.stream, options, record)
                 except _Failed as failure:
                     failed = failure
+                    record.error_kind = failure.kind
+                    self.metrics.upstream_errors.labels(provider.name, failure.kind).inc()
                     if not failure.retryable:
-                        return failure.response, current
+                        return failure.response
                     provider.failed()
                     continue
                 provider.succeeded()
-                return response, current
+                record.error_kind = None
+                return response
         assert failed is not None
-        return failed.response, route
+        return failed.response
 
     async def _attempt(
         self,
@@ -157,7 +187,7 @@ class Gateway:
         body: bytes,
         stream: bool,
         options: RewriteOptions | None,
-        request_id: str,
+        record: RequestRecord,
     ) -> Response:
         timeouts = route.timeout.apply(provider.config.timeout)
         loop = asyncio.get_running_loop()
@@ -167,6 +197,7 @@ class Gateway:
         except GatewayError as error:
             raise _Failed.of(error) from None
         handed_over = False
+        waiting = loop.time()
         try:
             try:
                 upstream = await provider.send(
@@ -176,24 +207,28 @@ class Gateway:
                     headers={
                         "content-type": "application/json",
                         "accept": "text/event-stream" if stream else "application/json",
-                        "x-request-id": request_id,
+                        "x-request-id": record.request_id,
                     },
                     timeouts=timeouts,
                 )
             except GatewayError as error:
                 raise _Failed.of(error) from None
+            finally:
+                record.upstream_seconds += loop.time() - waiting
             headers = client_headers(upstream.headers)
             if upstream.status_code >= 400:
                 response = await upstream_error(upstream, provider.name, headers)
-                raise _Failed(response, upstream.status_code in RETRYABLE_STATUS, _retry_after(upstream.headers))
+                retryable = upstream.status_code in RETRYABLE_STATUS
+                raise _Failed(response, retryable, "status", _retry_after(upstream.headers))
             if stream:
                 relay = StreamRelay(
                     upstream,
-                    StreamRewriter(options) if options is not None else None,
+                    StreamRewriter(options, record.rewrite) if options is not None else None,
                     provider.name,
                     idle=timeouts.idle,
                     deadline=deadline,
                     max_event_bytes=self.config.server.max_event_bytes,
+                    record=record,
                     on_close=lambda closed: self._stream_closed(closed, provider),
                 )
                 handed_over = True
@@ -202,14 +237,17 @@ class Gateway:
                 except GatewayError as error:
                     raise _Failed.of(error) from None
                 self.streams.add(relay)
+                self.metrics.streams.inc()
                 return StreamingResponse(relay.body(), headers={**headers, **_SSE_HEADERS}, media_type="text/event-stream")
-            return await self._complete(upstream, provider.name, headers, options, deadline)
+            return await self._complete(upstream, provider.name, headers, options, deadline, record)
         finally:
             if not handed_over:
                 provider.release()
 
     def _stream_closed(self, relay: StreamRelay, provider: Provider) -> None:
-        self.streams.discard(relay)
+        if relay in self.streams:
+            self.streams.discard(relay)
+            self.metrics.streams.dec()
         provider.release()
 
     async def _complete(
@@ -219,7 +257,10 @@ class Gateway:
         headers: dict[str, str],
         options: RewriteOptions | None,
         deadline: float | None,
+        record: RequestRecord,
     ) -> Response:
+        loop = asyncio.get_running_loop()
+        waiting = loop.time()
         try:
             async with asyncio.timeout_at(deadline):
                 data = await upstream.aread()
@@ -229,23 +270,20 @@ class Gateway:
             raise _Failed.of(GatewayError.upstream_unreachable(provider)) from None
         finally:
             await upstream.aclose()
-        if options is None:
-            return Response(data, headers=headers, media_type="application/json")
+            record.upstream_seconds += loop.time() - waiting
         try:
             completion = orjson.loads(data)
         except orjson.JSONDecodeError:
-            message = f"The upstream provider {provider!r} returned a body that is not JSON."
-            raise _Failed(GatewayError(502, message, "api_error", "upstream_invalid_response").response(), retryable=False) from None
-        return Response(orjson.dumps(rewrite_completion(completion, options)), headers=headers, media_type="application/json")
-
-
-def client_headers(upstream: httpx.Headers) -> dict[str, str]:
-    """Upstream headers for the client; the provider's request id is kept apart from the gateway's."""
-    headers = relayed_headers(upstream)
-    upstream_id = headers.pop("x-request-id", None)
-    if upstream_id is not None:
-        headers["x-upstream-request-id"] = upstream_id
-    return headers
+            completion = None
+        if isinstance(completion, dict):
+            record.usage(completion.get("usage"))
+        if options is None:
+            return Response(data, headers=headers, media_type="application/json")
+        if not isinstance(completion, dict):
+            message = f"The upstream provider {provider!r} returned a body that is not a JSON object."
+            raise _Failed(GatewayError(502, message, "api_error", "upstream_invalid_response").response(), False, "invalid")
+        rewritten = rewrite_completion(completion, options, record.rewrite)
+        return Response(orjson.dumps(rewritten), headers=headers, media_type="application/json")
 
 
 async def upstream_error(response: httpx.Response, provider: str, headers: dict[str, str]) -> Response:

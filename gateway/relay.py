@@ -18,6 +18,7 @@ import orjson
 
 from gateway.core.rewriter import StreamRewriter
 from gateway.errors import GatewayError, error_body
+from gateway.metrics import RequestRecord
 from gateway.sse import COMMENT, DONE, SSEDecoder, SSEError, encode_comment, encode_data
 
 __all__ = ["StreamRelay"]
@@ -33,8 +34,8 @@ class _FinishTracker:
         self.open: set[Any] = set()
         self.seen = False
 
-    def feed(self, chunk: Any) -> list[Any]:
-        choices = chunk.get("choices") if isinstance(chunk, dict) else None
+    def feed(self, chunk: dict[str, Any]) -> list[Any]:
+        choices = chunk.get("choices")
         if isinstance(choices, list):
             for position, choice in enumerate(choices):
                 if isinstance(choice, dict):
@@ -88,6 +89,7 @@ class StreamRelay:
         idle: float,
         deadline: float | None,
         max_event_bytes: int,
+        record: RequestRecord,
         on_close: Callable[[StreamRelay], None],
     ) -> None:
         self._response = response
@@ -97,6 +99,7 @@ class StreamRelay:
         self._decoder = SSEDecoder(max_event_bytes)
         self._idle = idle
         self._deadline = deadline
+        self._record = record
         self._on_close = on_close
         self._loop = asyncio.get_running_loop()
         self._last_event = self._loop.time()
@@ -140,9 +143,13 @@ class StreamRelay:
                     if not more:
                         break
             except _StreamFailed as failed:
+                self._record.error_kind = "gateway_shutdown" if failed.code == "gateway_shutdown" else "mid_stream"
                 yield error_event(str(failed), failed.code)
                 return
             yield self._end()
+        except (asyncio.CancelledError, GeneratorExit):
+            self._record.disconnected = True
+            raise
         finally:
             await self.close()
 
@@ -165,6 +172,7 @@ class StreamRelay:
         deadline = self._last_event + self._idle
         if self._deadline is not None:
             deadline = min(deadline, self._deadline)
+        waiting = self._loop.time()
         try:
             async with asyncio.timeout_at(deadline) as self._timeout:
                 if self._aborted is not None:
@@ -191,6 +199,7 @@ class StreamRelay:
             ) from None
         finally:
             self._timeout = None
+            self._record.upstream_seconds += self._loop.time() - waiting
         self._translate_checked(raw, out)
         return not self._done
 
@@ -218,8 +227,13 @@ class StreamRelay:
             self._events += 1
             self._last_event = self._loop.time()
             chunk = orjson.loads(payload)
-            if isinstance(chunk, dict) and "error" in chunk and "choices" not in chunk:
+            if not isinstance(chunk, dict):
+                raise SSEError("an event is not a JSON object")
+            if "error" in chunk and "choices" not in chunk:
                 self._upstream_error = True
+                self._record.error_kind = "mid_stream"
+            if chunk.get("usage"):
+                self._record.usage(chunk["usage"])
             for sent in self._rewrite.feed(chunk):
                 out.append(encode_data(payload) if sent is chunk else encode_data(orjson.dumps(sent)))
 
@@ -231,6 +245,7 @@ class StreamRelay:
         if self._rewrite.finished:
             out.append(DONE)
         else:
+            self._record.error_kind = "mid_stream"
             message = f"The upstream provider {self._provider!r} ended the stream before the answer was finished."
             out.append(error_event(message, "upstream_incomplete"))
         return b"".join(out)

@@ -11,7 +11,7 @@ import httpx
 from gateway.config import ProviderConfig, Timeouts
 from gateway.errors import GatewayError
 
-__all__ = ["HOP_BY_HOP", "Provider", "relayed_headers"]
+__all__ = ["HOP_BY_HOP", "Provider", "client_headers"]
 
 # Never forwarded in either direction (RFC 9110 §7.6.1), plus what the gateway sets itself.
 HOP_BY_HOP = frozenset(
@@ -34,13 +34,19 @@ HOP_BY_HOP = frozenset(
 _RELAYED = frozenset({"x-request-id", "openai-processing-ms", "openai-version", "retry-after", "retry-after-ms"})
 
 
-def relayed_headers(headers: httpx.Headers) -> dict[str, str]:
-    """The upstream response headers worth passing to the client of a rewritten answer."""
-    return {
-        name: value
-        for name, value in headers.items()
-        if name in _RELAYED or name.startswith("x-ratelimit-")
-    }
+def client_headers(upstream: httpx.Headers, every: bool = False) -> dict[str, str]:
+    """Upstream response headers for the client: the ones clients use (``every``: all but hop-by-hop).
+
+    The provider's request id comes back as ``x-upstream-request-id``: ``x-request-id`` is the gateway's own.
+    """
+    if every:
+        headers = {name: value for name, value in upstream.items() if name not in HOP_BY_HOP}
+    else:
+        headers = {name: value for name, value in upstream.items() if name in _RELAYED or name.startswith("x-ratelimit-")}
+    upstream_id = headers.pop("x-request-id", None)
+    if upstream_id is not None:
+        headers["x-upstream-request-id"] = upstream_id
+    return headers
 
 
 class Provider:

@@ -500,3 +500,9 @@ def test_arguments_beyond_the_limit_stop_the_rewrite() -> None:
     assert rewriter.failure is None and text(sent) == "y" * 30
     assert rewriter.feed(chunks[3]) == [] and "70 characters" in (rewriter.failure or "")
     assert rewriter.feed(chunks[4]) == []
+
+
+@pytest.mark.parametrize("value", [[1, 2], None, "text", 42])
+def test_values_that_are_not_objects_pass_without_raising(value: Any) -> None:
+    assert StreamRewriter().feed(value) == [value]  # type: ignore[arg-type]
+    assert rewrite_completion(value) == value  # type: ignore[arg-type]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -433,18 +432,3 @@ def test_models_health_and_readiness(gateway_url: str) -> None:
     assert [m.id for m in models.data] == ["agent", "exposed", "plain", "gpt-*", "unreachable"]
     assert httpx.get(gateway_url + "/healthz").status_code == 200
     assert httpx.get(gateway_url + "/readyz").status_code == 200
-
-
-def test_access_log_has_one_line_without_content_or_keys(gateway_url: str, scripted: ScriptedUpstream, caplog: pytest.LogCaptureFixture) -> None:
-    scripted.reply(agent_reply())
-    with caplog.at_level(logging.INFO, logger="gateway.access"):
-        response = post(gateway_url, {"model": "agent", "messages": [{"role": "user", "content": "SECRET-USER-TEXT"}], "stream": True})
-        deadline = time.monotonic() + 2
-        while not caplog.records and time.monotonic() < deadline:
-            time.sleep(0.01)
-    [record] = [r for r in caplog.records if r.name == "gateway.access"]
-    line = record.getMessage()
-    assert "POST /v1/chat/completions" in line and "route=agent" in line and "status=200" in line
-    assert "duration_ms=" in line and "ttfb_ms=" in line and response.headers["x-request-id"] in line
-    for secret in (GATEWAY_KEY, PROVIDER_KEY, "SECRET-USER-TEXT", "PRIVATE", "friend"):
-        assert secret not in line

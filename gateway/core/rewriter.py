@@ -125,9 +125,9 @@ class StreamRewriter:
     to stop (a limit was exceeded); from then on nothing more is sent.
     """
 
-    def __init__(self, options: RewriteOptions | None = None) -> None:
+    def __init__(self, options: RewriteOptions | None = None, stats: RewriteStats | None = None) -> None:
         self.options = options = options or RewriteOptions()
-        self.stats = RewriteStats()
+        self.stats = stats if stats is not None else RewriteStats()
         self.failure: str | None = None
         self._choices: dict[Any, _Choice] = {}
         self._template: Chunk = {}
@@ -146,7 +146,7 @@ class StreamRewriter:
     def feed(self, chunk: Chunk) -> list[Chunk]:
         if self.failure is not None:
             return []
-        choices = chunk.get("choices")
+        choices = chunk.get("choices") if isinstance(chunk, dict) else None
         if not isinstance(choices, list) or not choices:
             return [chunk]
         self._template = chunk
@@ -375,13 +375,13 @@ class StreamRewriter:
             self._settle(state, call)
 
 
-def rewrite_completion(completion: Chunk, options: RewriteOptions | None = None) -> Chunk:
+def rewrite_completion(completion: Chunk, options: RewriteOptions | None = None, stats: RewriteStats | None = None) -> Chunk:
     """Rewrite a non-streaming ``chat.completion`` with the streaming semantics.
 
     Each message is replayed as a one-chunk stream, so both paths share every
     rule; the resulting deltas are folded back into a message.
     """
-    choices = completion.get("choices")
+    choices = completion.get("choices") if isinstance(completion, dict) else None
     if not isinstance(choices, list):
         return completion
     new_choices = []
@@ -396,7 +396,7 @@ def rewrite_completion(completion: Chunk, options: RewriteOptions | None = None)
             delta["tool_calls"] = [
                 {**call, "index": i} if isinstance(call, dict) else call for i, call in enumerate(tool_calls)
             ]
-        rewriter = StreamRewriter(options)
+        rewriter = StreamRewriter(options, stats)
         replay = {"choices": [{"index": 0, "delta": delta, "finish_reason": choice.get("finish_reason")}]}
         merged, finish = _fold(rewriter.feed(replay) + rewriter.finish())
         new_message = {key: value for key, value in message.items() if key not in _REWRITTEN[1:]}

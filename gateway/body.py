@@ -1,0 +1,36 @@
+"""JSON request bodies, decoded and re-encoded without changing a value.
+
+orjson is fast but turns integers beyond 64 bits into floats. A forwarded
+body must reach the upstream as the client wrote it, so a body with such an
+integer (any run of 20+ digits, a cheap over-approximation) takes the
+standard library's exact path instead.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Final
+
+import orjson
+
+__all__ = ["dumps", "loads"]
+
+_LONG_DIGITS: Final = re.compile(rb"\d{20}")
+
+
+def loads(body: bytes) -> Any:
+    """Decode a JSON body; raises ``ValueError`` (as orjson does) when it is not JSON."""
+    if _LONG_DIGITS.search(body) is None:
+        return orjson.loads(body)
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
+def dumps(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # an integer beyond 64 bits, kept exact by loads()
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()

@@ -1,0 +1,111 @@
+"""Prometheus metrics: what the gateway does, without any content, with low-cardinality labels.
+
+Labels are route names, provider names and small fixed vocabularies, never
+request ids, keys or model names a client made up. With ``--workers N`` the
+CLI sets ``PROMETHEUS_MULTIPROC_DIR`` before the workers start, and a scrape
+of any worker adds up all of them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import multiprocess
+
+from gateway.core.rewriter import RewriteStats
+
+__all__ = ["Metrics", "RequestRecord"]
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+_OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
+
+
+def multiprocess_mode() -> bool:
+    return "PROMETHEUS_MULTIPROC_DIR" in os.environ
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """What one request did, filled in along the way and reported once at its end."""
+
+    request_id: str
+    started: float
+    route: str | None = None
+    provider: str | None = None
+    upstream_model: str | None = None
+    stream: bool = False
+    reasoning_exposed: bool = False
+    upstream_seconds: float = 0.0
+    retries: int = 0
+    fallbacks: int = 0
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    error_kind: str | None = None
+    disconnected: bool = False
+    rewrite: RewriteStats = field(default_factory=RewriteStats)
+
+    def usage(self, usage: object) -> None:
+        """Take token counts from an upstream ``usage`` object, when it has them."""
+        if isinstance(usage, dict):
+            prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+            if isinstance(prompt, int):
+                self.prompt_tokens = prompt
+            if isinstance(completion, int):
+                self.completion_tokens = completion
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = registry = CollectorRegistry(auto_describe=True)
+        route_stream = ["route", "stream"]
+        self.requests = Counter("gateway_requests", "Requests answered, by route, status and streaming.", ["route", "status", "stream"], registry=registry)
+        self.duration = Histogram("gateway_request_duration_seconds", "Total time per request.", route_stream, buckets=_LATENCY_BUCKETS, registry=registry)
+        self.first_byte = Histogram("gateway_time_to_first_byte_seconds", "Time until the first body byte was sent.", route_stream, buckets=_LATENCY_BUCKETS, registry=registry)
+        self.overhead = Histogram("gateway_overhead_seconds", "The gateway's own time per request: total minus time waiting on the upstream.", route_stream, buckets=_OVERHEAD_BUCKETS, registry=registry)
+        self.upstream_errors = Counter("gateway_upstream_errors", "Upstream failures, by provider and kind (connect, timeout, status, mid_stream).", ["provider", "kind"], registry=registry)
+        self.retries = Counter("gateway_retries", "Attempts repeated after a retryable failure.", ["route"], registry=registry)
+        self.fallbacks = Counter("gateway_fallbacks", "Requests handed to a fallback route.", ["route", "fallback"], registry=registry)
+        self.in_flight = Gauge("gateway_in_flight_requests", "Requests being handled.", registry=registry, multiprocess_mode="livesum")
+        self.streams = Gauge("gateway_in_flight_streams", "Streams being relayed.", registry=registry, multiprocess_mode="livesum")
+        self.disconnects = Counter("gateway_client_disconnects", "Clients that went away before their answer was complete.", ["route"], registry=registry)
+        self.tokens = Counter("gateway_tokens", "Tokens reported by the upstream usage, by route and kind (prompt, completion).", ["route", "kind"], registry=registry)
+        self.message_calls = Counter("gateway_rewrite_message_calls", "Message-tool calls turned into content.", ["route"], registry=registry)
+        self.client_calls = Counter("gateway_rewrite_client_calls", "Client tool calls passed through.", ["route"], registry=registry)
+        self.reasoning_chars = Counter("gateway_rewrite_reasoning_chars", "Characters of model reasoning, by what happened to them (hidden, exposed).", ["route", "action"], registry=registry)
+        self.invalid_arguments = Counter("gateway_rewrite_invalid_arguments", "Tool calls whose arguments were not a valid JSON object.", ["route"], registry=registry)
+
+    def observe(self, record: RequestRecord, status: int, duration: float, first_byte: float | None) -> None:
+        route = record.route or "none"
+        stream = "true" if record.stream else "false"
+        self.requests.labels(route, str(status), stream).inc()
+        self.duration.labels(route, stream).observe(duration)
+        if first_byte is not None:
+            self.first_byte.labels(route, stream).observe(first_byte)
+        self.overhead.labels(route, stream).observe(max(0.0, duration - record.upstream_seconds))
+        if record.disconnected:
+            self.disconnects.labels(route).inc()
+        if record.error_kind == "mid_stream" and record.provider:
+            self.upstream_errors.labels(record.provider, "mid_stream").inc()
+        if record.prompt_tokens:
+            self.tokens.labels(route, "prompt").inc(record.prompt_tokens)
+        if record.completion_tokens:
+            self.tokens.labels(route, "completion").inc(record.completion_tokens)
+        stats = record.rewrite
+        if stats.message_calls:
+            self.message_calls.labels(route).inc(stats.message_calls)
+        if stats.client_calls:
+            self.client_calls.labels(route).inc(stats.client_calls)
+        if stats.reasoning_chars:
+            self.reasoning_chars.labels(route, "exposed" if record.reasoning_exposed else "hidden").inc(stats.reasoning_chars)
+        if stats.invalid_arguments:
+            self.invalid_arguments.labels(route).inc(stats.invalid_arguments)
+
+    def render(self) -> tuple[bytes, str]:
+        """The scrape body: this process's metrics, or every worker's in multiprocess mode."""
+        if multiprocess_mode():
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
