@@ -141,11 +141,13 @@ async def passthrough(request: Request) -> Response:
         record.route = route.name
         provider = gateway.pick(route, set())
         body = json_body.dumps({**payload, "model": route.upstream_model(model)})
-    headers = {name: value for name, value in request.headers.items() if name not in _NOT_FORWARDED}
+    # Headers the client's Connection header names are hop-by-hop too (RFC 9110 7.6.1).
+    nominated = {token.strip().lower() for token in request.headers.get("connection", "").split(",")}
+    headers = {name: value for name, value in request.headers.items() if name not in _NOT_FORWARDED and name not in nominated}
     headers["x-request-id"] = record.request_id
-    upstream = await provider.send(
-        request.method, request.url.path.removeprefix("/v1"), content=body, headers=headers, params=request.url.query
-    )
+    # The raw path keeps its percent-encoding: an encoded "/" in a segment must stay one.
+    path = request.scope["raw_path"].decode("latin-1").removeprefix("/v1")
+    upstream = await provider.send(request.method, path, content=body, headers=headers, params=request.url.query)
     return StreamingResponse(_raw_body(upstream), upstream.status_code, client_headers(upstream.headers, every=True))
 
 
@@ -158,11 +160,11 @@ def _json_object(body: bytes) -> dict[str, Any] | None:
 
 
 async def _raw_body(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The upstream body as it came. A break mid-body propagates, so the client's connection
+    is cut too rather than ending a body that would look complete."""
     try:
         async for part in response.aiter_raw():
             yield part
-    except httpx.TransportError:
-        return
     finally:
         await response.aclose()
 

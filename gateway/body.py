@@ -1,9 +1,9 @@
 """JSON request bodies, decoded and re-encoded without changing a value.
 
 orjson is fast but turns integers beyond 64 bits into floats. A forwarded
-body must reach the upstream as the client wrote it, so a body with such an
-integer (any run of 20+ digits, a cheap over-approximation) takes the
-standard library's exact path instead.
+body must reach the upstream as the client wrote it, so a body that may hold
+such an integer (any run of 19+ digits, a cheap over-approximation: the
+int64 minimum has 19) takes the standard library's exact path instead.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import orjson
 
 __all__ = ["dumps", "loads"]
 
-_LONG_DIGITS: Final = re.compile(rb"\d{20}")
+_LONG_DIGITS: Final = re.compile(rb"\d{19}")
 
 
 def loads(body: bytes) -> Any:

@@ -432,3 +432,9 @@ def test_models_health_and_readiness(gateway_url: str) -> None:
     assert [m.id for m in models.data] == ["agent", "exposed", "plain", "gpt-*", "unreachable"]
     assert httpx.get(gateway_url + "/healthz").status_code == 200
     assert httpx.get(gateway_url + "/readyz").status_code == 200
+
+
+def test_pass_through_body_cut_mid_way_does_not_look_complete(gateway_url: str, scripted: ScriptedUpstream) -> None:
+    scripted.reply(Reply([b"first half of a file"], content_type="application/octet-stream", then="break"))
+    with pytest.raises(httpx.RemoteProtocolError):
+        httpx.get(gateway_url + "/v1/files/f/content", headers={"authorization": f"Bearer {GATEWAY_KEY}"})
