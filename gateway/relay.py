@@ -182,13 +182,9 @@ class StreamRelay:
             self._eof = True
             self._translate_checked(None, out)
             return False
-        except TimeoutError:
+        except (TimeoutError, httpx.TimeoutException):
             if self._aborted is not None:
                 raise _StreamFailed(self._aborted, "gateway_shutdown", 503, retryable=False) from None
-            raise _StreamFailed(
-                f"The upstream provider {self._provider!r} timed out mid-stream.", "upstream_timeout", 504, retryable=True
-            ) from None
-        except httpx.TimeoutException:
             raise _StreamFailed(
                 f"The upstream provider {self._provider!r} timed out mid-stream.", "upstream_timeout", 504, retryable=True
             ) from None
