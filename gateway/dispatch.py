@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import orjson
+from starlette.background import BackgroundTask
 from starlette.responses import Response, StreamingResponse
 
 from gateway import agent
@@ -238,7 +239,11 @@ class Gateway:
                     raise _Failed.of(error) from None
                 self.streams.add(relay)
                 self.metrics.streams.inc()
-                return StreamingResponse(relay.body(), headers={**headers, **_SSE_HEADERS}, media_type="text/event-stream")
+                # The background close also covers a response cancelled before its body was ever read.
+                return StreamingResponse(
+                    relay.body(), headers={**headers, **_SSE_HEADERS}, media_type="text/event-stream",
+                    background=BackgroundTask(relay.close),
+                )
             return await self._complete(upstream, provider.name, headers, options, deadline, record)
         finally:
             if not handed_over:

@@ -9,6 +9,7 @@ OpenAI error event, never with a clean-looking ``[DONE]``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -103,7 +104,11 @@ class StreamRelay:
         self._on_close = on_close
         self._loop = asyncio.get_running_loop()
         self._last_event = self._loop.time()
-        self._timeout: asyncio.Timeout | None = None
+        # One watchdog timer per stream enforces the idle and total deadlines (and a shutdown
+        # abort) by cancelling the read it interrupts; reads themselves only note the time.
+        self._watchdog = self._loop.call_at(self._next_deadline(), self._check)
+        self._reader: asyncio.Task[Any] | None = None
+        self._expired = False
         self._first = b""
         self._events = 0
         self._eof = False
@@ -147,6 +152,7 @@ class StreamRelay:
                 yield error_event(str(failed), failed.code)
                 return
             yield self._end()
+            await self._drain()
         except (asyncio.CancelledError, GeneratorExit):
             self._record.disconnected = True
             raise
@@ -156,48 +162,78 @@ class StreamRelay:
     def abort(self, message: str) -> None:
         """End the stream at its next read with an error event (graceful shutdown's last resort)."""
         self._aborted = message
-        if self._timeout is not None:
-            self._timeout.reschedule(self._loop.time())
+        self._expire()
 
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        self._watchdog.cancel()
         with anyio.CancelScope(shield=True):
             await self._response.aclose()
         self._on_close(self)
 
+    def _next_deadline(self) -> float:
+        deadline = self._last_event + self._idle
+        return deadline if self._deadline is None else min(deadline, self._deadline)
+
+    def _check(self) -> None:
+        deadline = self._next_deadline()
+        if self._loop.time() < deadline:
+            self._watchdog = self._loop.call_at(deadline, self._check)
+        else:
+            self._expire()
+
+    def _expire(self) -> None:
+        self._expired = True
+        if self._reader is not None:
+            self._reader.cancel()
+
+    def _expiry(self) -> _StreamFailed:
+        if self._aborted is not None:
+            return _StreamFailed(self._aborted, "gateway_shutdown", 503, retryable=False)
+        message = f"The upstream provider {self._provider!r} timed out mid-stream."
+        return _StreamFailed(message, "upstream_timeout", 504, retryable=True)
+
     async def _read_into(self, out: list[bytes]) -> bool:
         """One upstream read turned into client bytes; False at the end of the upstream body."""
-        deadline = self._last_event + self._idle
-        if self._deadline is not None:
-            deadline = min(deadline, self._deadline)
+        if self._expired:
+            raise self._expiry()
         waiting = self._loop.time()
+        self._reader = asyncio.current_task()
         try:
-            async with asyncio.timeout_at(deadline) as self._timeout:
-                if self._aborted is not None:
-                    self._timeout.reschedule(self._loop.time())
-                raw = await anext(self._reads)
+            raw = await anext(self._reads)
         except StopAsyncIteration:
             self._eof = True
             self._translate_checked(None, out)
             return False
-        except (TimeoutError, httpx.TimeoutException):
-            if self._aborted is not None:
-                raise _StreamFailed(self._aborted, "gateway_shutdown", 503, retryable=False) from None
-            raise _StreamFailed(
-                f"The upstream provider {self._provider!r} timed out mid-stream.", "upstream_timeout", 504, retryable=True
-            ) from None
+        except asyncio.CancelledError:
+            if not self._expired or self._reader is None:
+                raise
+            self._reader.uncancel()  # the watchdog's cancellation, not the server's
+            raise self._expiry() from None
+        except httpx.TimeoutException:
+            raise self._expiry() from None
         except httpx.TransportError:
             raise _StreamFailed(
                 f"The connection to the upstream provider {self._provider!r} broke mid-stream.",
                 "upstream_disconnected", 502, retryable=True,
             ) from None
         finally:
-            self._timeout = None
+            self._reader = None
             self._record.upstream_seconds += self._loop.time() - waiting
         self._translate_checked(raw, out)
         return not self._done
+
+    async def _drain(self) -> None:
+        """Read what follows ``[DONE]`` (normally just the end of the body), so the connection can be reused."""
+        left = 64 * 1024
+        with contextlib.suppress(TimeoutError, httpx.HTTPError):
+            async with asyncio.timeout(1):
+                async for raw in self._reads:
+                    left -= len(raw)
+                    if left < 0:
+                        return
 
     def _translate_checked(self, raw: bytes | None, out: list[bytes]) -> None:
         """Translate a read (``None``: the end of the body), mapping bad input to a stream failure."""

@@ -26,6 +26,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    client_port: int = 0
 
     @property
     def json(self) -> Any:
@@ -117,7 +118,7 @@ class ScriptedUpstream:
             if not message.get("more_body"):
                 break
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
-        request = Received(scope["method"], scope["path"], headers, body)
+        request = Received(scope["method"], scope["path"], headers, body, (scope.get("client") or ("", 0))[1])
         self.requests.append(request)
         if self.script:
             reply = self.script.popleft()

@@ -438,3 +438,10 @@ def test_pass_through_body_cut_mid_way_does_not_look_complete(gateway_url: str, 
     scripted.reply(Reply([b"first half of a file"], content_type="application/octet-stream", then="break"))
     with pytest.raises(httpx.RemoteProtocolError):
         httpx.get(gateway_url + "/v1/files/f/content", headers={"authorization": f"Bearer {GATEWAY_KEY}"})
+
+
+def test_upstream_connections_are_reused_across_streams(gateway_url: str, scripted: ScriptedUpstream) -> None:
+    for _ in range(3):
+        scripted.reply(agent_reply())
+        assert post(gateway_url, {"model": "agent", "messages": USER, "stream": True}).text.endswith("[DONE]\n\n")
+    assert len({request.client_port for request in scripted.requests}) == 1, "the stream left its connection in the pool"
