@@ -100,18 +100,27 @@ async def chat_completions(request: Request) -> Response:
 
 
 async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T | None:
-    """Await ``work``, cancelling it (and so its upstream request) if the client goes away first."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_disconnect(request))
+    """Await ``work`` here, cancelling it (and so its upstream request) if the client goes away first."""
+    handler = asyncio.current_task()
+    assert handler is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        await _disconnect(request)
+        gone = True
+        handler.cancel()
+
+    watcher = asyncio.ensure_future(watch())
     try:
-        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+        return await work
+    except asyncio.CancelledError:
+        if not gone:
+            raise
+        handler.uncancel()  # the watcher's cancellation: the client left, nothing else is wrong
+        return None
     finally:
         watcher.cancel()
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-    return None if task.cancelled() else task.result()
 
 
 async def _disconnect(request: Request) -> None:
