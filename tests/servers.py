@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
+import httpx
 import orjson
 import uvicorn
 
@@ -197,3 +202,60 @@ def serve(app: Any, **options: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without what would change how a gateway process configures itself."""
+    ignored = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "GATEWAY_CONFIG", "PROMETHEUS_MULTIPROC_DIR")
+    return {**{k: v for k, v in os.environ.items() if k not in ignored}, **extra}
+
+
+@dataclass
+class Running:
+    """A gateway process started by ``gateway_process``."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log: IO[bytes]
+
+    def stderr(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode()
+
+
+@contextlib.contextmanager
+def gateway_process(*args: str, env: dict[str, str] | None = None) -> Iterator[Running]:
+    """``gateway serve`` as a real process on a free port, once /readyz answers 200.
+
+    Its stderr goes to a file, not a pipe nobody reads, so a chatty process never blocks.
+    """
+    port = free_port()
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "--port", str(port), *args],
+            env=env if env is not None else clean_env(),
+            stderr=log,
+        )
+        running = Running(f"http://127.0.0.1:{port}", process, log)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if httpx.get(running.url + "/readyz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if process.poll() is not None or time.monotonic() > deadline:
+                    process.kill()
+                    process.wait()
+                    raise RuntimeError(f"the gateway did not start: {running.stderr()}")
+                time.sleep(0.1)
+            yield running
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()

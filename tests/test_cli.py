@@ -2,29 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import openai
-import pytest
 
-from tests.servers import free_port
+from tests.servers import clean_env, gateway_process
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def gateway(*args: str, env: dict[str, str] | None = None, **options: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "gateway", *args], capture_output=True, text=True, env=env, timeout=60, **options)  # type: ignore[call-overload]
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "GATEWAY_CONFIG", "OPENAI_BASE_URL")}
-    return {**env, **extra}
 
 
 def test_check_config_prints_routes_with_secrets_masked(tmp_path: Path) -> None:
@@ -53,43 +43,15 @@ def test_serve_with_a_bad_config_exits_2_without_traceback(tmp_path: Path) -> No
     assert result.returncode == 2 and "NOT_SET_ANYWHERE" in result.stderr
 
 
-@pytest.fixture
-def demo_gateway() -> Iterator[tuple[str, subprocess.Popen[str]]]:
+def test_serve_without_config_starts_the_demo() -> None:
     """The README's first command: no config, no key."""
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "--port", str(port)],
-        env=clean_env(),
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if httpx.get(url + "/readyz").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"gateway did not start: {process.stderr.read() if process.stderr else ''}")
-        time.sleep(0.1)
-    try:
-        yield url, process
-    finally:
-        process.terminate()
-        process.wait(10)
-
-
-def test_serve_without_config_starts_the_demo(demo_gateway: tuple[str, subprocess.Popen[str]]) -> None:
-    url, process = demo_gateway
-    sdk = openai.OpenAI(base_url=url + "/v1", api_key="anything", max_retries=0)
-    text = "".join(
-        c.choices[0].delta.content or ""
-        for c in sdk.chat.completions.create(model="demo", messages=[{"role": "user", "content": "ping"}], stream=True)
-        if c.choices
-    )
+    with gateway_process() as running:
+        sdk = openai.OpenAI(base_url=running.url + "/v1", api_key="anything", max_retries=0)
+        text = "".join(
+            c.choices[0].delta.content or ""
+            for c in sdk.chat.completions.create(model="demo", messages=[{"role": "user", "content": "ping"}], stream=True)
+            if c.choices
+        )
+        stderr = running.stderr()
     assert "demo" in text and "ping" in text and "Thinking" not in text
-    process.terminate()
-    _, stderr = process.communicate(timeout=10)
     assert "DEMO" in stderr and "WARNING: no server.api_keys" in stderr

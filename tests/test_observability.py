@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.app import create_app
 from gateway.config import parse_config
 from gateway.logs import JsonFormatter, TextFormatter
-from tests.servers import Reply, ScriptedUpstream, completion_of, free_port, json_reply, serve, sse, stream_reply
+from tests.servers import Reply, ScriptedUpstream, completion_of, gateway_process, json_reply, serve, sse, stream_reply
 from tests.streams import agent_stream, call, chunk, choice, split_evenly
 
 KEY = "gw-observe-key-123456"
@@ -169,19 +166,8 @@ def test_metrics_add_up_across_workers(tmp_path: Path) -> None:
     with serve(upstream) as upstream_url:
         config = tmp_path / "workers.yaml"
         config.write_text(f"providers: {{up: {{base_url: '{upstream_url}/v1'}}}}\nmodels: [{{name: agent, provider: up, rewrite: {{inject_tools: false}}}}]\n")
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "GATEWAY_CONFIG", "PROMETHEUS_MULTIPROC_DIR")}
-        process = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(config), "--port", str(port), "--workers", "2"], env=env, stderr=subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(url + "/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    assert time.monotonic() < deadline
-                    time.sleep(0.2)
+        with gateway_process("--config", str(config), "--workers", "2") as running:
+            url = running.url
             threads = [threading.Thread(target=lambda: [httpx.post(url + "/v1/chat/completions", json={"model": "agent", "messages": [], "stream": True}) for _ in range(5)]) for _ in range(4)]
             for thread in threads:
                 thread.start()
@@ -189,6 +175,3 @@ def test_metrics_add_up_across_workers(tmp_path: Path) -> None:
                 thread.join()
             for _ in range(4):  # whichever worker answers the scrape, it reports all of them
                 assert value(scrape(url), "gateway_requests_total", route="agent", status="200", stream="true") == 20
-        finally:
-            process.terminate()
-            process.wait(30)

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -16,7 +13,7 @@ import httpx
 
 from gateway.app import create_app
 from gateway.config import parse_config
-from tests.servers import Reply, ScriptedUpstream, free_port, serve, sse
+from tests.servers import Reply, ScriptedUpstream, gateway_process, serve, sse
 from tests.streams import agent_stream, split_evenly
 
 
@@ -54,19 +51,8 @@ def test_sigterm_lets_short_streams_finish_ends_long_ones_and_exits_0(tmp_path: 
             f"server: {{shutdown_grace: 1.5}}\nproviders: {{up: {{base_url: '{upstream_url}/v1'}}}}\n"
             "models: [{name: agent, provider: up, rewrite: {inject_tools: false}}]\n"
         )
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "GATEWAY_CONFIG")}
-        process = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(config), "--port", str(port)], env=env, stderr=subprocess.PIPE, text=True)
-        try:
-            url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    if httpx.get(url + "/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    assert time.monotonic() < deadline and process.poll() is None, "the gateway did not start"
-                    time.sleep(0.1)
+        with gateway_process("--config", str(config)) as running:
+            url, process = running.url, running.process
             bodies: dict[str, str] = {}
 
             def stream(name: str) -> None:
@@ -83,9 +69,6 @@ def test_sigterm_lets_short_streams_finish_ends_long_ones_and_exits_0(tmp_path: 
             for thread in threads:
                 thread.join(20)
             assert process.wait(20) == 0
-        finally:
-            if process.poll() is None:
-                process.kill()
     assert bodies["short"].endswith("data: [DONE]\n\n"), "a stream shorter than the grace period completes"
     last = json.loads(bodies["long"].strip().split("\n\n")[-1][6:])
     assert last["error"]["code"] == "gateway_shutdown" and "[DONE]" not in bodies["long"]

@@ -9,15 +9,13 @@ import asyncio
 import json
 import os
 import random
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.servers import Received, Reply, ScriptedUpstream, free_port, json_reply, serve, sse
+from tests.servers import Received, Reply, ScriptedUpstream, gateway_process, json_reply, serve, sse
 from tests.streams import agent_stream, split_evenly
 
 REQUESTS = 1000
@@ -88,38 +86,21 @@ def test_soak_with_faults_and_disconnects(tmp_path: Path) -> None:
             f"providers: {{up: {{base_url: '{upstream_url}/v1', timeout: {{idle: 0.5}}}}}}\n"
             "models: [{name: agent, provider: up, rewrite: {inject_tools: false}, max_retries: 1}]\n"
         )
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "GATEWAY_CONFIG")}
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--port", str(port), "--log-level", "warning"],
-            env=env, stderr=subprocess.DEVNULL,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    if httpx.get(url + "/readyz").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    assert time.monotonic() < deadline
-                    time.sleep(0.1)
+        with gateway_process("--config", str(config), "--log-level", "warning") as running:
+            url, pid = running.url, running.process.pid
             asyncio.run(load(url, 200))  # warm-up: pools, caches and allocator arenas fill once
             time.sleep(1.5)
-            baseline_rss, baseline_fds = rss_kb(process.pid), open_fds(process.pid)
+            baseline_rss, baseline_fds = rss_kb(pid), open_fds(pid)
             outcomes = asyncio.run(load(url, REQUESTS))
             deadline = time.monotonic() + 10
             while upstream.active and time.monotonic() < deadline:
                 time.sleep(0.1)
             time.sleep(1.5)
-            growth_mb = (rss_kb(process.pid) - baseline_rss) / 1024
-            fds = open_fds(process.pid)
+            growth_mb = (rss_kb(pid) - baseline_rss) / 1024
+            fds = open_fds(pid)
             print(f"\nsoak: {outcomes}, RSS growth {growth_mb:.1f} MB, fds {baseline_fds} -> {fds}")
             assert sum(outcomes.values()) == REQUESTS and outcomes["done"] > REQUESTS * 0.7
             assert upstream.active == 0, "no upstream request is left open"
             assert fds <= baseline_fds + 10, "open connections return to baseline"
             assert growth_mb < 20
             assert httpx.get(url + "/healthz").status_code == 200
-        finally:
-            process.terminate()
-            process.wait(30)
