@@ -1,0 +1,493 @@
+"""End-to-end benchmark: the gateway against a direct connection to the upstream and a bare pass-through.
+
+Run by hand: ``python bench/bench_e2e.py [--quick]``. One run starts a scripted
+upstream (``upstream.py``), the bare pass-through (``bare.py``) and the gateway
+(``gateway serve``, with one worker and, separately, two), checks every
+target's answers, then measures the same workload against each:
+
+1. closed-loop throughput, streams/s and non-streaming requests/s (burst upstream);
+2. open-loop latency at a fixed rate (burst upstream): time to first and last byte;
+3. the same at a lower rate with a paced upstream, and the server's CPU time per
+   stream and per upstream chunk over that run;
+4. resident memory idle and with many streams open at once;
+5. two gateway workers against one (from 1).
+
+It prints one table and one JSON line. The machine is shared and noisy: read
+the ratios within one run, and the "others" CPU column, which is what the rest
+of the machine did meanwhile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.util
+import json
+import math
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import uvloop
+from common import (
+    HOST,
+    MIB,
+    ServerProcess,
+    free_port,
+    machine,
+    machine_busy_seconds,
+    percentile,
+    raise_fd_limit,
+    start_bare,
+    start_gateway,
+    start_upstream,
+)
+from load import Meters, chat_request, closed_loop, connect, hold_open, open_loop, sse_payloads
+from upstream import Script, model_name
+
+QUICK = {"duration": 1.5, "warmup": 0.5, "rounds": 1, "latency_seconds": 3.0}
+FULL = {"duration": 6.0, "warmup": 1.0, "rounds": 2, "latency_seconds": 12.0}
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where requests go, which process's CPU and memory count, and what a right answer looks like."""
+
+    name: str
+    server: ServerProcess
+    route: str
+    answer: str
+    """``rewritten`` (plain content), ``relayed`` (the upstream's tool call untouched) or ``any`` (complete only)."""
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def request(self, stream: bool, interval_ms: float = 0) -> bytes:
+        return chat_request(self.port, model_name(self.route, interval_ms), stream)
+
+
+@dataclass(frozen=True)
+class Run:
+    """What every phase needs: the options, the upstream, and every process the benchmark started."""
+
+    options: argparse.Namespace
+    upstream: ServerProcess
+    servers: list[ServerProcess]
+
+    def meters(self, target: Target) -> Meters:
+        """CPU seconds of the target server (summed over its workers) and of everything else on the machine."""
+        meters: dict[str, Callable[[], float]] = {
+            "server": target.server.cpu_seconds,
+            "upstream": self.upstream.cpu_seconds,
+            "driver": time.process_time,
+            "others": self._others,
+        }
+        if target.server.expected_workers > 1:
+            for position in range(target.server.expected_workers):
+                meters[f"worker{position}"] = lambda position=position: target.server.worker_cpu_seconds()[position]
+        return meters
+
+    def _others(self) -> float:
+        """What the rest of the machine used: other sessions' work on a shared machine shows up here."""
+        ours = time.process_time() + sum(server.total_cpu_seconds() for server in self.servers)
+        return machine_busy_seconds() - ours
+
+
+def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short runs, under 2 minutes in all (default: about 8)")
+    parser.add_argument("--duration", type=float, help="seconds per closed-loop run (quick 1.5, full 6)")
+    parser.add_argument("--warmup", type=float, help="seconds before each closed-loop window (quick 0.5, full 1)")
+    parser.add_argument("--rounds", type=int, help="closed-loop rounds over all targets, best kept (quick 1, full 2)")
+    parser.add_argument("--concurrency", default="16,64", help="closed-loop clients, comma-separated (default 16,64)")
+    parser.add_argument("--rate", type=float, default=100.0, help="open loop, burst upstream: streams/s (default 100)")
+    parser.add_argument("--paced-rate", type=float, default=20.0, help="open loop, paced upstream: streams/s (default 20)")
+    parser.add_argument("--latency-seconds", type=float, help="seconds per open-loop run (quick 3, full 12)")
+    parser.add_argument("--fragments", type=int, default=50, help="argument fragments per answer (default 50)")
+    parser.add_argument("--interval-ms", type=float, default=10.0, help="paced upstream: ms between events (default 10)")
+    parser.add_argument("--open-streams", type=int, default=1000, help="streams open at once for the memory figure (default 1000)")
+    parser.add_argument("--hold-interval-ms", type=float, default=1000.0, help="ms between events of those streams (default 1000)")
+    parser.add_argument("--gateway-log-level", default="info", help="the gateway's --log-level (default info, as deployed)")
+    parser.add_argument("--no-workers2", action="store_true", help="skip the two-worker gateway")
+    options = parser.parse_args(argv)
+    for name, value in (QUICK if options.quick else FULL).items():
+        if getattr(options, name) is None:
+            setattr(options, name, value)
+    options.concurrency = [int(part) for part in options.concurrency.split(",")]
+    return options
+
+
+def start_litellm(log_dir: Path, upstream_port: int, models: list[str]) -> ServerProcess:
+    """LiteLLM's proxy as a peer, one explicit route per model name the benchmark sends."""
+    lines = ["model_list:"]
+    for model in models:
+        lines += [
+            f"  - model_name: {json.dumps(model)}",
+            "    litellm_params:",
+            f"      model: {json.dumps('openai/' + model)}",
+            f"      api_base: http://{HOST}:{upstream_port}/v1",
+            "      api_key: bench",
+        ]
+    config = log_dir / "litellm.yaml"
+    config.write_text("\n".join(lines) + "\n")
+    port = free_port()
+    argv = [
+        sys.executable, "-c", "from litellm.proxy.proxy_cli import run_server; run_server()",
+        "--config", str(config), "--host", HOST, "--port", str(port), "--num_workers", "1",
+    ]
+    return ServerProcess("litellm", argv, port, log_dir)
+
+
+@contextlib.contextmanager
+def servers(options: argparse.Namespace, log_dir: Path) -> Iterator[dict[str, ServerProcess | str]]:
+    """Every server of the run, started together and stopped on every exit; a string says why a peer is missing."""
+    with contextlib.ExitStack() as stack:
+        started: dict[str, ServerProcess | str] = {}
+
+        def start(name: str, server: ServerProcess) -> None:
+            stack.callback(server.stop)
+            started[name] = server
+
+        upstream = start_upstream(log_dir, options.fragments)
+        start("upstream", upstream)
+        start("bare", start_bare(log_dir, upstream.port))
+        start("gateway", start_gateway(log_dir, upstream.port, 1, options.gateway_log_level))
+        if not options.no_workers2:
+            start("gateway w2", start_gateway(log_dir, upstream.port, 2, options.gateway_log_level))
+        if importlib.util.find_spec("litellm") is None:
+            started["litellm"] = "not installed, peer skipped (pip install 'litellm[proxy]' to compare with it)"
+        else:
+            models = [model_name("agent"), model_name("agent", options.interval_ms)]
+            start("litellm", start_litellm(log_dir, upstream.port, models))
+        for name, server in list(started.items()):
+            if not isinstance(server, ServerProcess):
+                continue
+            try:
+                server.wait_ready("/health/liveliness" if name == "litellm" else "/healthz")
+            except RuntimeError as exc:
+                if name != "litellm":
+                    raise
+                started[name] = f"failed to start, peer skipped: {str(exc).splitlines()[0]}"
+        yield started
+
+
+def answer_problem(target: Target, stream: bool, body: bytes, script: Script) -> str | None:
+    """What is wrong with an answer, or None."""
+    try:
+        if stream:
+            payloads = sse_payloads(body)
+            if payloads[-1:] != [b"[DONE]"]:
+                return "the stream does not end with [DONE]"
+            content, arguments = [], []
+            for payload in payloads[:-1]:
+                for choice in orjson.loads(payload)["choices"]:
+                    delta = choice.get("delta") or {}
+                    content.append(delta.get("content") or "")
+                    arguments += [call["function"].get("arguments") or "" for call in delta.get("tool_calls") or ()]
+            text, calls = "".join(content), "".join(arguments)
+        else:
+            message = orjson.loads(body)["choices"][0]["message"]
+            text = message.get("content") or ""
+            calls = "".join(call["function"]["arguments"] for call in message.get("tool_calls") or ())
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
+        return f"unexpected answer ({exc!r}): {body[:300]!r}"
+    if target.answer == "rewritten" and (text != script.message or calls):
+        return f"expected the message as plain content, got content {text[:80]!r} and arguments {calls[:80]!r}"
+    if target.answer == "relayed" and calls != script.arguments:
+        return f"expected the upstream's arguments untouched, got {calls[:80]!r}"
+    return None
+
+
+async def check_answers(targets: list[Target], script: Script, interval_ms: float) -> None:
+    """Every target answers a burst stream, a paced stream and a plain request correctly, or the run stops."""
+    for target in targets:
+        connection = await connect(target.port, keep_body=True)
+        try:
+            for stream, interval in ((True, 0), (True, interval_ms), (False, 0)):
+                exchange = await connection.request(target.request(stream, interval))
+                problem = f"status {exchange.status}" if exchange.status != 200 else None
+                problem = problem or answer_problem(target, stream, exchange.body or b"", script)
+                if problem:
+                    kind = "stream" if stream else "request"
+                    raise SystemExit(f"{target.name}: wrong answer to a {kind} ({model_name(target.route, interval)}): {problem}")
+        finally:
+            connection.close()
+
+
+def _percent(usage: dict[str, float], seconds: float) -> dict[str, float]:
+    return {name: 100 * used / seconds for name, used in usage.items()}
+
+
+async def measure_throughput(run: Run, targets: list[Target]) -> list[dict[str, Any]]:
+    """Closed loop, burst upstream: the best of ``rounds`` runs per target, kind and concurrency."""
+    options = run.options
+    best: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for kind in ("stream", "request"):
+        for concurrency in options.concurrency:
+            for _ in range(options.rounds):
+                for target in targets:
+                    result = await closed_loop(
+                        target.port, target.request(kind == "stream"), concurrency, options.duration, options.warmup, run.meters(target)
+                    )
+                    row = {
+                        "target": target.name, "kind": kind, "concurrency": concurrency, "rate": result.rate,
+                        "errors": result.errors, "cpu_percent": _percent(result.usage, result.seconds),
+                    }
+                    key = (target.name, kind, concurrency)
+                    if key not in best or row["rate"] > best[key]["rate"]:
+                        best[key] = row
+    return list(best.values())
+
+
+async def measure_open_loop(run: Run, targets: list[Target], rate: float, interval_ms: float) -> list[dict[str, Any]]:
+    """Open loop at a fixed rate: latency percentiles, added latency over the first target, and server CPU per stream."""
+    options = run.options
+    stream_seconds = (options.fragments + 1) * interval_ms / 1000 + 0.05
+    pool = math.ceil(rate * stream_seconds * 1.5) + 8
+    rows = []
+    for target in targets:
+        request = target.request(True, interval_ms)
+        await open_loop(target.port, request, rate, 1.0, pool)  # fills every connection pool on the way
+        started = time.perf_counter()
+        result = await open_loop(target.port, request, rate, options.latency_seconds, pool, run.meters(target))
+        elapsed = time.perf_counter() - started
+        ttfb = sorted(exchange.ttfb * 1000 for exchange in result.exchanges)
+        ttlb = sorted(exchange.ttlb * 1000 for exchange in result.exchanges)
+        streams = len(result.exchanges) + result.errors
+        per_stream = result.usage["server"] / max(streams, 1) * 1e6
+        rows.append({
+            "target": target.name,
+            "rate": rate,
+            "interval_ms": interval_ms,
+            "streams": streams,
+            "errors": result.errors,
+            "max_send_lag_ms": result.max_lag * 1000,
+            "ttfb_ms": {f"p{q}": percentile(ttfb, q) for q in (50, 90, 99)},
+            "ttlb_ms": {f"p{q}": percentile(ttlb, q) for q in (50, 90, 99)},
+            "server_cpu_us_per_stream": per_stream,
+            "server_cpu_us_per_chunk": per_stream / (options.fragments + 2),
+            "cpu_percent": _percent(result.usage, elapsed),
+        })
+    reference = rows[0]
+    for row in rows:
+        for metric in ("ttfb_ms", "ttlb_ms"):
+            row[f"added_{metric}"] = {q: row[metric][q] - reference[metric][q] for q in row[metric]}
+    return rows
+
+
+async def measure_memory(run: Run, targets: list[Target], idle: dict[str, int]) -> list[dict[str, Any]]:
+    """RSS summed over the server's workers: idle at start, before, and while ``open_streams`` streams are open."""
+    options = run.options
+    rows = []
+    for target in targets:
+        before = target.server.rss_bytes()
+        request = target.request(True, options.hold_interval_ms)
+        held = await hold_open(target.port, request, options.open_streams, target.server.rss_bytes)
+        await asyncio.sleep(1.0)  # the server's clean-up after the hang-ups, for the "after" figure
+        rows.append({
+            "target": target.name,
+            "idle_mib": idle[target.name] / MIB,
+            "before_mib": before / MIB,
+            "open_mib": held.sample / MIB,
+            "per_stream_kib": (held.sample - before) / max(held.opened, 1) / 1024,
+            "opened": held.opened,
+            "after_mib": target.server.rss_bytes() / MIB,
+        })
+    return rows
+
+
+async def bench(options: argparse.Namespace) -> dict[str, Any]:
+    raise_fd_limit(max(65536, 4 * options.open_streams))
+    script = Script(model_name("agent"), options.fragments)
+    results: dict[str, Any] = {"bench": "e2e", "machine": machine(), "options": dict(vars(options))}
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp, servers(options, Path(tmp)) as running:
+        processes = [server for server in running.values() if isinstance(server, ServerProcess)]
+        upstream = running["upstream"]
+        assert isinstance(upstream, ServerProcess)
+        run = Run(options, upstream, processes)
+        candidates = [
+            ("direct", "upstream", "agent", "relayed"),
+            ("bare", "bare", "agent", "relayed"),
+            ("gateway", "gateway", "agent", "rewritten"),
+            ("gateway plain", "gateway", "plain", "relayed"),
+            ("gateway w2", "gateway w2", "agent", "rewritten"),
+            ("litellm", "litellm", "agent", "any"),
+        ]
+        targets = []
+        for name, server, route, answer in candidates:
+            process = running.get(server)
+            if isinstance(process, ServerProcess):
+                targets.append(Target(name, process, route, answer))
+        results["notes"] = [f"{name}: {why}" for name, why in running.items() if isinstance(why, str)]
+        await check_answers(targets, script, options.interval_ms)
+        by_name = {target.name: target for target in targets}
+        memory_targets = [by_name[name] for name in ("bare", "gateway", "gateway w2") if name in by_name]
+        idle = {target.name: target.server.rss_bytes() for target in memory_targets}
+        single = [target for target in targets if target.name != "gateway w2"]
+
+        results["throughput"] = await measure_throughput(run, targets)
+        results["latency"] = await measure_open_loop(run, single, options.rate, 0)
+        results["paced"] = await measure_open_loop(run, single, options.paced_rate, options.interval_ms)
+        results["memory"] = await measure_memory(run, memory_targets, idle)
+    results["seconds"] = time.monotonic() - started
+    results["verdicts"] = verdicts(results)
+    return results
+
+
+def _rate(results: dict[str, Any], target: str, kind: str, concurrency: int) -> float:
+    row = _throughput_row(results, target, kind, concurrency)
+    return row["rate"] if row else math.nan
+
+
+def _throughput_row(results: dict[str, Any], target: str, kind: str, concurrency: int) -> dict[str, Any] | None:
+    return next((row for row in results["throughput"] if (row["target"], row["kind"], row["concurrency"]) == (target, kind, concurrency)), None)
+
+
+def _row(rows: list[dict[str, Any]], target: str) -> dict[str, Any] | None:
+    return next((row for row in rows if row["target"] == target), None)
+
+
+def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's targets, each with its measured value and whether it passes."""
+    options = results["options"]
+    out = []
+
+    def check(name: str, value: float, limit: float, at_least: bool, unit: str) -> None:
+        passed = value >= limit if at_least else value <= limit
+        out.append({"target": name, "value": value, "limit": limit, "unit": unit, "at_least": at_least, "pass": bool(passed)})
+
+    latency = _row(results["latency"], "gateway")
+    if latency:
+        check(f"added TTFB p50 at {options['rate']:g} streams/s", latency["added_ttfb_ms"]["p50"], 1.0, False, "ms")
+        check(f"added TTFB p99 at {options['rate']:g} streams/s", latency["added_ttfb_ms"]["p99"], 3.0, False, "ms")
+    concurrency = options["concurrency"]
+    low = 16 if 16 in concurrency else concurrency[0]
+    ratio = _rate(results, "gateway", "stream", low) / _rate(results, "bare", "stream", low)
+    check(f"streams at {low} clients, gateway / bare", ratio, 0.8, True, "x")
+    paced = _row(results["paced"], "gateway")
+    if paced:
+        check("gateway CPU per streamed chunk, paced", paced["server_cpu_us_per_chunk"], 20.0, False, "µs")
+    memory = _row(results["memory"], "gateway")
+    if memory:
+        check(f"gateway RSS with {options['open_streams']} open streams", memory["open_mib"], 150.0, False, "MiB")
+    if _row(results["throughput"], "gateway w2"):
+        for clients in concurrency:
+            ratio = _rate(results, "gateway w2", "stream", clients) / _rate(results, "gateway", "stream", clients)
+            check(f"streams at {clients} clients, 2 workers / 1", ratio, 1.6, True, "x")
+    return out
+
+
+def _render_open_loop(rows: list[dict[str, Any]], title: str) -> list[str]:
+    lines = [
+        title,
+        (
+            f"{'target':<15}{'TTFB p50':>9}{'p90':>7}{'p99':>7}{'TTLB p50':>10}{'p90':>8}{'p99':>8}"
+            f"{'+TTFB p50':>11}{'p99':>7}{'+TTLB p50':>11}{'p99':>7}{'errors':>8}{'lag':>6}{'server %':>10}{'others %':>10}"
+        ),
+    ]
+    for row in rows:
+        first, last, added_first, added_last = row["ttfb_ms"], row["ttlb_ms"], row["added_ttfb_ms"], row["added_ttlb_ms"]
+        lines.append(
+            f"{row['target']:<15}{first['p50']:>9.2f}{first['p90']:>7.2f}{first['p99']:>7.2f}"
+            f"{last['p50']:>10.2f}{last['p90']:>8.2f}{last['p99']:>8.2f}"
+            f"{added_first['p50']:>+11.2f}{added_first['p99']:>+7.2f}{added_last['p50']:>+11.2f}{added_last['p99']:>+7.2f}"
+            f"{row['errors']:>8}{row['max_send_lag_ms']:>6.1f}{row['cpu_percent']['server']:>10.0f}{row['cpu_percent']['others']:>10.0f}"
+        )
+    return lines
+
+
+def render(results: dict[str, Any]) -> str:
+    """The human-readable report: one section per measurement, then the targets."""
+    options, info = results["options"], results["machine"]
+    chunks = options["fragments"] + 2
+    lines = [
+        (
+            f"machine: {info['cpus']} CPUs ({info['cpu_model']}), {info['memory_gib']} GiB, Linux {info['kernel']},"
+            f" Python {info['python']}, load average at start {info['load_average']}"
+        ),
+        "stack: " + ", ".join(f"{name} {version}" for name, version in info["versions"].items()),
+        (
+            f"workload: {options['fragments']} argument fragments ({chunks} chunks) per answer;"
+            f" {'quick' if options['quick'] else 'full'} run, {results['seconds']:.0f} s"
+        ),
+        *(f"note: {note}" for note in results["notes"]),
+        "",
+        f"1. closed loop, burst upstream, best of {options['rounds']} x {options['duration']:g} s: answers/s and % of bare",
+    ]
+    concurrency = options["concurrency"]
+    columns = [(kind, clients) for kind in ("stream", "request") for clients in concurrency]
+    header = "".join(f"{kind + 's @' + str(clients):>16}" for kind, clients in columns)
+    lines.append(f"{'target':<15}{header}  CPU % at streams @{concurrency[0]}: server, others")
+    targets = list(dict.fromkeys(row["target"] for row in results["throughput"]))
+    for target in targets:
+        cells = []
+        for kind, clients in columns:
+            rate, bare = _rate(results, target, kind, clients), _rate(results, "bare", kind, clients)
+            cells.append(f"{rate:>10,.0f} {100 * rate / bare:>4.0f}%")
+        first = _throughput_row(results, target, "stream", concurrency[0])
+        assert first is not None
+        errors = sum(row["errors"] for row in results["throughput"] if row["target"] == target)
+        lines.append(
+            f"{target:<15}{''.join(f'{cell:>16}' for cell in cells)}  {first['cpu_percent']['server']:>5.0f} {first['cpu_percent']['others']:>5.0f}"
+            + (f"  errors {errors}" if errors else "")
+        )
+    if "gateway w2" in targets:
+        parts = []
+        for kind, clients in columns:
+            row = _throughput_row(results, "gateway w2", kind, clients)
+            assert row is not None
+            split = " + ".join(f"{value:.0f}" for name, value in row["cpu_percent"].items() if name.startswith("worker"))
+            parts.append(f"{kind}s @{clients} {row['rate'] / _rate(results, 'gateway', kind, clients):.2f}x (CPU % {split})")
+        lines.append("2 workers / 1: " + ", ".join(parts))
+    lines += [""]
+    lines += _render_open_loop(results["latency"], f"2. open loop, burst upstream, {options['rate']:g} streams/s for {options['latency_seconds']:g} s: ms, + is over direct")
+    lines += [""]
+    lines += _render_open_loop(
+        results["paced"],
+        f"3. open loop, paced upstream (one event every {options['interval_ms']:g} ms), {options['paced_rate']:g} streams/s for {options['latency_seconds']:g} s: ms",
+    )
+    bare = _row(results["paced"], "bare")
+    lines += [f"{'server CPU':<15}{'µs/stream burst':>16}{'paced':>8}{'µs/chunk paced':>16}{'over bare':>11}   (direct: the upstream's own)"]
+    for burst, paced in zip(results["latency"], results["paced"], strict=True):
+        over = paced["server_cpu_us_per_chunk"] - bare["server_cpu_us_per_chunk"] if bare else math.nan
+        lines.append(
+            f"{paced['target']:<15}{burst['server_cpu_us_per_stream']:>16.0f}{paced['server_cpu_us_per_stream']:>8.0f}"
+            f"{paced['server_cpu_us_per_chunk']:>16.1f}{over:>+11.1f}"
+        )
+    lines += [
+        "",
+        f"4. resident memory (VmRSS, summed over workers), {options['open_streams']} streams open at once: MiB",
+        f"{'target':<15}{'idle':>7}{'before':>8}{'open':>7}{'KiB/stream':>11}{'after':>7}{'opened':>8}",
+    ]
+    for row in results["memory"]:
+        lines.append(
+            f"{row['target']:<15}{row['idle_mib']:>7.1f}{row['before_mib']:>8.1f}{row['open_mib']:>7.1f}"
+            f"{row['per_stream_kib']:>11.1f}{row['after_mib']:>7.1f}{row['opened']:>8}"
+        )
+    lines += ["", "targets"]
+    for verdict in results["verdicts"]:
+        relation = ">=" if verdict["at_least"] else "<="
+        lines.append(
+            f"  {'PASS' if verdict['pass'] else 'FAIL'}  {verdict['target']}: {verdict['value']:.2f} {verdict['unit']}"
+            f" (target {relation} {verdict['limit']:g} {verdict['unit']})"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    options = parse_options()
+    results = uvloop.run(bench(options))
+    print(render(results))
+    print(json.dumps(results, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()

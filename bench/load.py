@@ -1,0 +1,352 @@
+"""The load driver: raw HTTP/1.1 keep-alive connections over asyncio protocols, closed and open loop.
+
+Not httpx: the client shares two cores with the servers it measures, so it
+does as little as it can per response. One callback per socket read, no
+parsing of chunks or events: the body's end is found from its last bytes
+(the zero-size chunk, or the content length), and a stream counts as complete
+only when it ends with ``data: [DONE]``. A connection made with ``keep_body``
+keeps the decoded body, for checking answers outside the measurements.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import orjson
+from common import HOST
+
+Meters = Mapping[str, Callable[[], float]]
+"""Named readings (CPU seconds, say) taken when a measurement window opens and when it closes."""
+
+MESSAGES = [
+    {"role": "system", "content": "You are a helpful assistant. Answer briefly."},
+    {"role": "user", "content": "How does the gateway stream an agent's reply to a stock chat client?"},
+]
+_CHUNKED_END = b"\r\n0\r\n\r\n"
+_STREAM_END = b"data: [DONE]\n\n" + _CHUNKED_END
+_TAIL = len(_STREAM_END)
+
+
+def chat_request(port: int, model: str, stream: bool) -> bytes:
+    """The raw bytes of one chat completion request, built once and sent many times."""
+    body = orjson.dumps({"model": model, "messages": MESSAGES, "stream": stream})
+    accept = b"text/event-stream" if stream else b"application/json"
+    head = b"POST /v1/chat/completions HTTP/1.1\r\nhost: %s:%d\r\ncontent-type: application/json\r\naccept: %s\r\ncontent-length: %d\r\n\r\n"
+    return head % (HOST.encode(), port, accept, len(body)) + body
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One request's timing, from its last byte written to the first and last body bytes read."""
+
+    sent: float
+    first: float
+    last: float
+    status: int
+    complete: bool
+    body: bytes | None = None
+    """The decoded body, for a connection made with ``keep_body``."""
+
+    @property
+    def ttfb(self) -> float:
+        return self.first - self.sent
+
+    @property
+    def ttlb(self) -> float:
+        return self.last - self.sent
+
+
+class Connection(asyncio.Protocol):
+    """One keep-alive connection, one exchange at a time."""
+
+    def __init__(self, keep_body: bool = False) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.keep_body = keep_body
+        self.waiter: asyncio.Future[Exchange] | None = None
+        self.head = bytearray()
+        self.in_body = False
+        self.chunked = False
+        self.remaining = 0
+        self.received = 0
+        self.tail = b""
+        self.parts: list[bytes] = []
+        self.status = 0
+        self.sent = 0.0
+        self.first = 0.0
+
+    @property
+    def closed(self) -> bool:
+        return self.transport is None or self.transport.is_closing()
+
+    @property
+    def receiving(self) -> bool:
+        """Whether the current answer's body has started."""
+        return self.first > 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(ConnectionError("the server closed the connection mid-answer"))
+
+    async def request(self, data: bytes) -> Exchange:
+        if self.transport is None:
+            raise ConnectionError("the connection is closed")
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.head.clear()
+        self.in_body = self.chunked = False
+        self.remaining = self.received = 0
+        self.tail = b""
+        self.parts = []
+        self.first = 0.0
+        self.transport.write(data)
+        self.sent = time.perf_counter()
+        return await self.waiter
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        now = time.perf_counter()
+        if self.waiter is None or self.waiter.done():
+            return
+        if not self.in_body:
+            self.head += data
+            end = self.head.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(self.head[:end]).lower()
+            data = bytes(self.head[end + 4 :])
+            self.in_body = True
+            self.status = int(head[9:12])
+            self.chunked = b"\r\ntransfer-encoding: chunked" in head
+            if not self.chunked:
+                start = head.find(b"\r\ncontent-length:")
+                self.remaining = int(head[start + 17 :].split(b"\r\n", 1)[0]) if start >= 0 else 0
+                if not self.remaining:
+                    self._finish(now, self.status == 200)
+                    return
+        if not data:
+            return
+        if not self.first:
+            self.first = now
+        if self.keep_body:
+            self.parts.append(data)
+        if self.chunked:
+            self.received += len(data)
+            window = self.tail + data[-_TAIL:]
+            self.tail = window[-_TAIL:]
+            if window.endswith(_CHUNKED_END) or (self.received == 5 and window == b"0\r\n\r\n"):
+                self._finish(now, self.status == 200 and window.endswith(_STREAM_END))
+        else:
+            self.remaining -= len(data)
+            if self.remaining <= 0:
+                self._finish(now, self.status == 200)
+
+    def _finish(self, now: float, complete: bool) -> None:
+        assert self.waiter is not None
+        body = None
+        if self.keep_body:
+            body = b"".join(self.parts)
+            body = _dechunk(body) if self.chunked else body
+        self.waiter.set_result(Exchange(self.sent, self.first or now, now, self.status, complete, body))
+
+
+async def connect(port: int, keep_body: bool = False) -> Connection:
+    _, connection = await asyncio.get_running_loop().create_connection(lambda: Connection(keep_body), HOST, port)
+    return connection
+
+
+async def connect_many(port: int, count: int, batch: int = 200) -> list[Connection]:
+    """Connections opened a batch at a time, so the listen backlog never overflows."""
+    connections: list[Connection] = []
+    while len(connections) < count:
+        size = min(batch, count - len(connections))
+        connections += await asyncio.gather(*(connect(port) for _ in range(size)))
+    return connections
+
+
+def _dechunk(raw: bytes) -> bytes:
+    """A chunked body's content."""
+    out = []
+    position = 0
+    while True:
+        end = raw.index(b"\r\n", position)
+        size = int(raw[position:end].split(b";")[0], 16)
+        if size == 0:
+            return b"".join(out)
+        out.append(raw[end + 2 : end + 2 + size])
+        position = end + 2 + size + 2
+
+
+def sse_payloads(body: bytes) -> list[bytes]:
+    """The ``data:`` payloads of an SSE body, ``[DONE]`` included."""
+    payloads = []
+    for event in body.split(b"\n\n"):
+        data = [line[5:].lstrip(b" ") for line in event.split(b"\n") if line.startswith(b"data:")]
+        if data:
+            payloads.append(b"\n".join(data))
+    return payloads
+
+
+class _Window:
+    """The measurement window: meters read when it opens and when it closes."""
+
+    def __init__(self, meters: Meters | None) -> None:
+        self.meters = dict(meters or {})
+        self.opened: dict[str, float] = {}
+        self.usage: dict[str, float] = {}
+
+    def open(self) -> None:
+        self.opened = {name: read() for name, read in self.meters.items()}
+
+    def close(self) -> None:
+        self.usage = {name: read() - self.opened[name] for name, read in self.meters.items()}
+
+
+async def _read_meters_at(window: _Window, opens_at: float, closes_at: float) -> None:
+    await asyncio.sleep(max(0.0, opens_at - time.perf_counter()))
+    window.open()
+    await asyncio.sleep(max(0.0, closes_at - time.perf_counter()))
+    window.close()
+
+
+@dataclass
+class ClosedLoopResult:
+    completed: int
+    errors: int
+    seconds: float
+    usage: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.completed / self.seconds
+
+
+async def closed_loop(
+    port: int, request: bytes, concurrency: int, seconds: float, warmup: float, meters: Meters | None = None
+) -> ClosedLoopResult:
+    """``concurrency`` clients, each sending its next request as soon as the last answer ends.
+
+    Only answers that end inside the window (after ``warmup``) count; the
+    meters are read when the window opens and closes.
+    """
+    opens_at = time.perf_counter() + warmup
+    closes_at = opens_at + seconds
+    window = _Window(meters)
+    completed = errors = 0
+
+    async def client() -> None:
+        nonlocal completed, errors
+        connection = await connect(port)
+        try:
+            while time.perf_counter() < closes_at:
+                if connection.closed:
+                    connection = await connect(port)
+                try:
+                    exchange = await connection.request(request)
+                except ConnectionError:
+                    errors += 1
+                    continue
+                if opens_at <= exchange.last < closes_at:
+                    if exchange.complete:
+                        completed += 1
+                    else:
+                        errors += 1
+        finally:
+            connection.close()
+
+    await asyncio.gather(_read_meters_at(window, opens_at, closes_at), *(client() for _ in range(concurrency)))
+    return ClosedLoopResult(completed, errors, seconds, window.usage)
+
+
+@dataclass
+class OpenLoopResult:
+    exchanges: list[Exchange]
+    errors: int
+    max_lag: float
+    """The latest a request left after its due time: above a millisecond or so, the driver fell behind."""
+    usage: dict[str, float] = field(default_factory=dict)
+
+
+async def open_loop(
+    port: int, request: bytes, rate: float, seconds: float, pool: int, meters: Meters | None = None
+) -> OpenLoopResult:
+    """Requests at a fixed rate, whatever the answers do, each on an idle pooled connection.
+
+    The meters are read before the first request and after the last answer.
+    """
+    idle = await connect_many(port, pool)
+    exchanges: list[Exchange] = []
+    errors = 0
+
+    async def one() -> None:
+        nonlocal errors
+        connection = None
+        while idle and connection is None:
+            candidate = idle.pop()
+            connection = None if candidate.closed else candidate  # servers close idle keep-alive connections
+        if connection is None:
+            connection = await connect(port)
+        try:
+            exchange = await connection.request(request)
+        except ConnectionError:
+            errors += 1
+            return
+        if exchange.complete:
+            exchanges.append(exchange)
+        else:
+            errors += 1
+        if not connection.closed:
+            idle.append(connection)
+
+    window = _Window(meters)
+    window.open()
+    tasks = []
+    max_lag = 0.0
+    start = time.perf_counter() + 0.01
+    for i in range(round(rate * seconds)):
+        due = start + i / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        max_lag = max(max_lag, time.perf_counter() - due)
+        tasks.append(asyncio.create_task(one()))
+    await asyncio.gather(*tasks)
+    window.close()
+    for connection in idle:
+        connection.close()
+    return OpenLoopResult(exchanges, errors, max_lag, window.usage)
+
+
+@dataclass
+class HoldResult:
+    opened: int
+    """Streams whose body had started, and none had ended, when ``sample`` ran."""
+    sample: Any
+
+
+async def hold_open(port: int, request: bytes, count: int, sample: Callable[[], Any], timeout: float = 60.0) -> HoldResult:
+    """Open ``count`` streams at once, call ``sample`` while all of them are open, then hang up on them.
+
+    The upstream must be paced slowly enough that the first stream is still
+    open when the last one starts.
+    """
+    connections = await connect_many(port, count)
+    tasks = [asyncio.create_task(connection.request(request)) for connection in connections]
+    deadline = time.perf_counter() + timeout
+    while time.perf_counter() < deadline and not all(c.receiving or t.done() for c, t in zip(connections, tasks, strict=True)):
+        await asyncio.sleep(0.05)
+    opened = sum(1 for c, t in zip(connections, tasks, strict=True) if c.receiving and not t.done())
+    value = sample()
+    for connection in connections:
+        connection.close()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return HoldResult(opened, value)

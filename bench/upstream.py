@@ -1,0 +1,248 @@
+"""A fast scripted OpenAI-compatible upstream: agent-style streams over raw asyncio.
+
+``POST /v1/chat/completions`` answers with a ``send_message`` tool call whose
+JSON arguments (``{"inner_thoughts": ..., "message": ...}``) arrive in N
+fragments, as ``chat.completion.chunk`` events in HTTP/1.1 chunked transfer
+encoding, ending with ``data: [DONE]``; ``"stream": false`` gets the matching
+``chat.completion``. The model name sets the pace: ``agent@10ms`` sends one
+event every 10 ms, as a real model would; a name without ``@`` sends the whole
+stream at once. Connections are kept alive.
+
+Each answer is encoded once per model name and replayed, so that the upstream
+costs the machine as little as possible: it shares two cores with what it
+measures.
+
+Run: ``python bench/upstream.py --port 9100 [--fragments 50]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+from typing import Any, cast
+
+import orjson
+import uvloop
+
+HOST = "127.0.0.1"
+CREATED = 1_763_700_000
+THOUGHTS = "The user asks how the gateway streams. Answer briefly, then offer an example."
+SENTENCE = 'The gateway turns the "send_message" call into plain content, café by café.\n'
+FRAGMENT_CHARS = 6
+"""About one token and a half: the arguments are cut into N fragments of roughly this size."""
+
+
+def model_name(route: str, interval_ms: float = 0) -> str:
+    """The model name that asks the upstream for one event every ``interval_ms`` (0: all at once)."""
+    return f"{route}@{interval_ms:g}ms" if interval_ms else route
+
+
+def interval_of(model: str) -> float:
+    """Seconds between events for a model name made by ``model_name``."""
+    _, at, pace = model.rpartition("@")
+    if at and pace.endswith("ms"):
+        with contextlib.suppress(ValueError):
+            return max(0.0, float(pace[:-2]) / 1000)
+    return 0.0
+
+
+def _frame(data: bytes) -> bytes:
+    """One chunk of chunked transfer encoding."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def _event(chunk: dict[str, Any]) -> bytes:
+    return _frame(b"data: " + orjson.dumps(chunk) + b"\n\n")
+
+
+class Script:
+    """The encoded answers for one model name."""
+
+    def __init__(self, model: str, fragments: int) -> None:
+        self.interval = interval_of(model)
+        repeats = max(1, (fragments * FRAGMENT_CHARS - len(THOUGHTS)) // len(SENTENCE))
+        self.message = (SENTENCE * repeats).rstrip("\n")
+        self.arguments = orjson.dumps({"inner_thoughts": THOUGHTS, "message": self.message}).decode()
+        size = len(self.arguments) / fragments
+        pieces = [self.arguments[round(i * size) : round((i + 1) * size)] for i in range(fragments)]
+        head = {"id": "chatcmpl-bench0123456789abcdef", "object": "chat.completion.chunk", "created": CREATED, "model": model, "system_fingerprint": "fp_bench"}
+        call = {"index": 0, "id": "call_bench0123456789abcdef", "type": "function", "function": {"name": "send_message", "arguments": ""}}
+        chunks = [{**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": None, "tool_calls": [call]}, "logprobs": None, "finish_reason": None}]}]
+        for piece in pieces:
+            delta = {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
+            chunks.append({**head, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}]})
+        chunks.append({**head, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "tool_calls"}]})
+        self.events = [_event(chunk) for chunk in chunks]
+        self.events[-1] += _frame(b"data: [DONE]\n\n") + b"0\r\n\r\n"
+        self.burst = b"".join(self.events)
+        message = {"role": "assistant", "content": None, "tool_calls": [{**call, "function": {"name": "send_message", "arguments": self.arguments}}]}
+        self.completion = orjson.dumps({
+            **head,
+            "object": "chat.completion",
+            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": "tool_calls"}],
+            "usage": {"prompt_tokens": 42, "completion_tokens": fragments, "total_tokens": 42 + fragments},
+        })
+
+
+def _response_head(status: bytes, counter: int, extra: bytes) -> bytes:
+    return b"HTTP/1.1 %s\r\nx-request-id: req_bench_%d\r\n%s\r\n" % (status, counter, extra)
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: requests answered one at a time, in order."""
+
+    def __init__(self, upstream: Upstream) -> None:
+        self.upstream = upstream
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.busy = False
+        self.close_after = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.pending: list[bytes] = []
+        self.started = 0.0
+        self.interval = 0.0
+        self.sent = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.transport = None
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        self._serve()
+
+    def _serve(self) -> None:
+        while not self.busy and self.transport is not None:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            head = bytes(self.buffer[:end])
+            lowered = head.lower()
+            length = _content_length(lowered)
+            if length is None:
+                self._write(_response_head(b"411 Length Required", 0, b"content-length: 0\r\nconnection: close\r\n"))
+                self.transport.close()
+                return
+            if len(self.buffer) < end + 4 + length:
+                return
+            body = bytes(self.buffer[end + 4 : end + 4 + length])
+            del self.buffer[: end + 4 + length]
+            self.close_after = b"\r\nconnection: close" in lowered
+            method, _, rest = head.partition(b" ")
+            self._answer(method, rest.partition(b" ")[0], body)
+
+    def _answer(self, method: bytes, path: bytes, body: bytes) -> None:
+        counter = self.upstream.count()
+        if method == b"POST" and path == b"/v1/chat/completions":
+            try:
+                payload = orjson.loads(body)
+                model, stream = str(payload["model"]), payload.get("stream") is True
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                self._json(b"400 Bad Request", counter, b'{"error":{"message":"expected a chat request","type":"invalid_request_error"}}')
+                return
+            script = self.upstream.script(model)
+            if not stream:
+                self._json(b"200 OK", counter, script.completion)
+                return
+            head = _response_head(b"200 OK", counter, b"content-type: text/event-stream\r\ntransfer-encoding: chunked\r\n")
+            if not script.interval:
+                self._write(head + script.burst)
+                self._done()
+                return
+            self.busy = True
+            self.pending = script.events[:0:-1]  # the remaining events, last first, to pop from the end
+            self.interval = script.interval
+            self.started = asyncio.get_running_loop().time()
+            self.sent = 1
+            self._write(head + script.events[0])
+            self._schedule()
+        elif method == b"GET" and path == b"/healthz":
+            self._json(b"200 OK", counter, b'{"status":"ok"}')
+        else:
+            self._json(b"404 Not Found", counter, b'{"error":{"message":"not found","type":"invalid_request_error"}}')
+
+    def _schedule(self) -> None:
+        """The next event on a fixed grid from the first one, so timer lag does not add up."""
+        due = self.started + self.interval * self.sent
+        self.timer = asyncio.get_running_loop().call_at(due, self._tick)
+
+    def _tick(self) -> None:
+        self.timer = None
+        if self.transport is None:
+            return
+        self._write(self.pending.pop())
+        self.sent += 1
+        if self.pending:
+            self._schedule()
+        else:
+            self.busy = False
+            self._done()
+            self._serve()
+
+    def _json(self, status: bytes, counter: int, body: bytes) -> None:
+        extra = b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body)
+        self._write(_response_head(status, counter, extra) + body)
+        self._done()
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def _done(self) -> None:
+        if self.close_after and self.transport is not None:
+            self.transport.close()
+
+
+def _content_length(lowered_head: bytes) -> int | None:
+    """The request body's length: 0 without a body, None for a chunked request (not supported)."""
+    if b"\r\ntransfer-encoding:" in lowered_head:
+        return None
+    start = lowered_head.find(b"\r\ncontent-length:")
+    if start < 0:
+        return 0
+    value = lowered_head[start + 17 :].split(b"\r\n", 1)[0].strip()
+    return int(value) if value.isdigit() else None
+
+
+class Upstream:
+    """The server: one script per model name, built on first use."""
+
+    def __init__(self, fragments: int) -> None:
+        self.fragments = fragments
+        self.scripts: dict[str, Script] = {}
+        self.requests = 0
+
+    def count(self) -> int:
+        self.requests += 1
+        return self.requests
+
+    def script(self, model: str) -> Script:
+        script = self.scripts.get(model)
+        if script is None:
+            script = self.scripts[model] = Script(model, self.fragments)
+        return script
+
+    async def serve(self, host: str, port: int) -> None:
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: _Connection(self), host, port, backlog=4096, reuse_address=True)
+        async with server:
+            await server.serve_forever()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default=HOST)
+    parser.add_argument("--port", type=int, default=9100)
+    parser.add_argument("--fragments", type=int, default=50, help="argument fragments per answer (default 50)")
+    options = parser.parse_args()
+    with contextlib.suppress(KeyboardInterrupt):
+        uvloop.run(Upstream(options.fragments).serve(options.host, options.port))
+
+
+if __name__ == "__main__":
+    main()
