@@ -107,7 +107,8 @@ class StreamRelay:
         # One watchdog timer per stream enforces the idle and total deadlines (and a shutdown
         # abort) by cancelling the read it interrupts; reads themselves only note the time.
         self._watchdog = self._loop.call_at(self._next_deadline(), self._check)
-        self._reader: asyncio.Task[Any] | None = None
+        self._task: asyncio.Task[Any] | None = None  # the task reading, in start() and then in body()
+        self._reading = False
         self._expired = False
         self._first = b""
         self._events = 0
@@ -120,6 +121,7 @@ class StreamRelay:
     async def start(self) -> None:
         """Read until the first data event; failures here raise ``GatewayError`` with ``retryable`` set."""
         out: list[bytes] = []
+        self._task = asyncio.current_task()
         try:
             while not self._events:
                 if not await self._read_into(out) and not self._events:
@@ -136,6 +138,7 @@ class StreamRelay:
         self._first = b"".join(out)
 
     async def body(self) -> AsyncIterator[bytes]:
+        self._task = asyncio.current_task()
         try:
             if self._first:
                 yield self._first
@@ -186,8 +189,8 @@ class StreamRelay:
 
     def _expire(self) -> None:
         self._expired = True
-        if self._reader is not None:
-            self._reader.cancel()
+        if self._reading and self._task is not None:
+            self._task.cancel()
 
     def _expiry(self) -> _StreamFailed:
         if self._aborted is not None:
@@ -200,7 +203,7 @@ class StreamRelay:
         if self._expired:
             raise self._expiry()
         waiting = self._loop.time()
-        self._reader = asyncio.current_task()
+        self._reading = True
         try:
             raw = await anext(self._reads)
         except StopAsyncIteration:
@@ -208,9 +211,9 @@ class StreamRelay:
             self._translate_checked(None, out)
             return False
         except asyncio.CancelledError:
-            if not self._expired or self._reader is None:
+            if not self._expired or self._task is None:
                 raise
-            self._reader.uncancel()  # the watchdog's cancellation, not the server's
+            self._task.uncancel()  # the watchdog's cancellation, not the server's
             raise self._expiry() from None
         except httpx.TimeoutException:
             raise self._expiry() from None
@@ -220,7 +223,7 @@ class StreamRelay:
                 "upstream_disconnected", 502, retryable=True,
             ) from None
         finally:
-            self._reader = None
+            self._reading = False
             self._record.upstream_seconds += self._loop.time() - waiting
         self._translate_checked(raw, out)
         return not self._done
