@@ -263,6 +263,17 @@ UPSTREAM_HEADERS = {
 }
 
 
+def assert_relayed(response: httpx.Response, sent: dict[str, str], names: tuple[str, ...]) -> None:
+    """The named upstream headers reached the client, hop-by-hop ones did not, and the ids are kept apart."""
+    for name in names:
+        assert response.headers[name] == sent[name]
+    for name in ("connection", "keep-alive", "transfer-encoding"):
+        assert name not in response.headers
+    assert response.headers["x-upstream-request-id"] == "upstream-id-1"
+    [request_id] = response.headers.get_list("x-request-id")
+    assert GENERATED_ID.fullmatch(request_id)
+
+
 @pytest.mark.parametrize(
     ("stream", "answer"),
     [
@@ -282,13 +293,7 @@ def test_chat_relays_rate_limit_headers_and_the_upstream_id(
 ) -> None:
     mock_chat(upstream, answer)
     response = post_chat({"model": route, "messages": USER, "stream": stream})
-    for name in ("x-ratelimit-remaining-requests", "x-ratelimit-reset-tokens", "retry-after", "openai-processing-ms"):
-        assert response.headers[name] == UPSTREAM_HEADERS[name]
-    for name in ("connection", "keep-alive", "transfer-encoding"):
-        assert name not in response.headers
-    assert response.headers["x-upstream-request-id"] == "upstream-id-1"
-    [request_id] = response.headers.get_list("x-request-id")
-    assert GENERATED_ID.fullmatch(request_id)
+    assert_relayed(response, UPSTREAM_HEADERS, ("x-ratelimit-remaining-requests", "x-ratelimit-reset-tokens", "retry-after", "openai-processing-ms"))
 
 
 def test_passthrough_relays_upstream_headers_except_hop_by_hop(upstream: respx.MockRouter) -> None:
@@ -296,19 +301,7 @@ def test_passthrough_relays_upstream_headers_except_hop_by_hop(upstream: respx.M
     upstream.post("/embeddings").respond(429, headers=headers, json=OPENAI_ERROR)
     response = send("POST", "/v1/embeddings", json={"model": "plain", "input": "x"})
     assert response.status_code == 429 and response.json() == OPENAI_ERROR
-    for name in (
-        "x-ratelimit-remaining-requests",
-        "x-ratelimit-reset-tokens",
-        "retry-after",
-        "openai-processing-ms",
-        "x-custom",
-    ):
-        assert response.headers[name] == headers[name]
-    for name in ("connection", "keep-alive", "transfer-encoding"):
-        assert name not in response.headers
-    assert response.headers["x-upstream-request-id"] == "upstream-id-1"
-    [request_id] = response.headers.get_list("x-request-id")
-    assert GENERATED_ID.fullmatch(request_id)
+    assert_relayed(response, headers, ("x-ratelimit-remaining-requests", "x-ratelimit-reset-tokens", "retry-after", "openai-processing-ms", "x-custom"))
 
 
 @pytest.mark.parametrize(
