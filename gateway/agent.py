@@ -70,14 +70,15 @@ def _function_of(tool: Any) -> dict[str, Any] | None:
 
 def _tools_declaring(tools: Any, arg: str) -> frozenset[str]:
     """Client tools whose schema already has the argument: theirs to keep, not ours to strip."""
-    names = set()
+    names: set[str] = set()
     for tool in tools or ():
         function = _function_of(tool)
-        if function is None:
+        if function is None or not isinstance(function.get("name"), str):
             continue
-        properties = (function.get("parameters") or {}).get("properties")
+        parameters = function.get("parameters")
+        properties = parameters.get("properties") if isinstance(parameters, dict) else None
         if isinstance(properties, dict) and arg in properties:
-            names.add(function.get("name"))
+            names.add(function["name"])
     return frozenset(names)
 
 

@@ -143,9 +143,8 @@ async def passthrough(request: Request) -> Response:
     body = await read_body(request, gateway.config.server.max_body_bytes)
     provider = next(iter(gateway.providers.values()))
     payload = _json_object(body) if "json" in request.headers.get("content-type", "") else None
-    model = payload.get("model") if payload is not None else None
     record = record_of(request.scope)
-    if isinstance(model, str):
+    if payload is not None and isinstance(model := payload.get("model"), str):
         route = gateway.route(model)
         record.route = route.name
         provider = gateway.pick(route, set())
@@ -222,9 +221,13 @@ def _drain_on_signals(gateway: Gateway) -> Callable[[], None]:
         if callable(handler):
             handler(signum, frame)
 
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
     for sig in previous:
         signal.signal(sig, handle)
-    return lambda: [signal.signal(sig, handler) for sig, handler in previous.items()] and None
+    return restore
 
 
 def create_app(config: Config, transports: Mapping[str, httpx.AsyncBaseTransport] | None = None) -> Observe:

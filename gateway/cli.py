@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import os
 import shutil
 import signal
@@ -92,7 +93,7 @@ def serve_command(args: argparse.Namespace) -> int:
             access_log=False,
             server_header=False,
             # Past the gateway's own grace period, so the streams it ends get their error event out first.
-            timeout_graceful_shutdown=config.server.shutdown_grace + 5,
+            timeout_graceful_shutdown=math.ceil(config.server.shutdown_grace) + 5,
         )
     finally:
         if metrics_dir is not None:

@@ -280,7 +280,7 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
 def parse_config(text: str, source: str, env: Mapping[str, str] | None = None) -> Config:
     """Parses config text; ``source`` names it in error messages."""
     try:
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - _Loader is a SafeLoader
+        data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         raise ConfigError(_yaml_problem(exc, source)) from None
     if not isinstance(data, dict):
@@ -468,7 +468,8 @@ def _show(value: Any) -> str:
         return str(value).lower()
     if isinstance(value, str | int | float):
         return repr(value)
-    return {dict: "a mapping", list: "a list"}.get(type(value), type(value).__name__)
+    names: dict[type, str] = {dict: "a mapping", list: "a list"}
+    return names.get(type(value), type(value).__name__)
 
 
 def _rewrite_summary(rewrite: RewriteConfig) -> str:

@@ -16,7 +16,7 @@ import pytest
 from gateway.app import create_app
 from gateway.config import parse_config
 from gateway.dispatch import Gateway
-from tests.servers import Reply, ScriptedUpstream, json_reply, serve, sse, stream_reply
+from tests.servers import Reply, ScriptedUpstream, json_reply, serve, sse
 from tests.streams import agent_stream, split_evenly
 
 MESSAGE = "All good here."

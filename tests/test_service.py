@@ -19,7 +19,7 @@ from langchain_openai import ChatOpenAI
 from gateway.app import create_app
 from gateway.config import parse_config
 from tests.servers import Reply, ScriptedUpstream, completion_of, free_port, json_reply, serve, sse, stream_reply
-from tests.streams import agent_stream, call, choice, chunk, recorded_body, recorded_chunks, recorded_files, split_evenly
+from tests.streams import agent_stream, chunk, recorded_body, recorded_chunks, recorded_files, split_evenly
 
 GATEWAY_KEY = "gw-test-key-0123456789"
 PROVIDER_KEY = "sk-provider-secret-9876543210"

@@ -156,7 +156,8 @@ class ArgumentsParser:
                 pos = self._read_nested(data, pos, out)
                 continue
             if state == _SCALAR:
-                stop = _SCALAR_RUN.match(data, pos).end()
+                run = _SCALAR_RUN.match(data, pos)  # a "*" pattern: it always matches, maybe empty
+                stop = run.end() if run is not None else pos
                 if stop > pos:
                     self._scalar.append(data[pos:stop])
                     if self._keep:
@@ -181,7 +182,7 @@ class ArgumentsParser:
                 if filtering:
                     _emit(out, FILTERED, "{")
                 self._state = _KEY_OR_END
-            elif state == _KEY_OR_END or state == _KEY_START:
+            elif state in (_KEY_OR_END, _KEY_START):
                 if char == '"':
                     self._start_string(_IS_KEY, None)
                 elif char == "}" and state == _KEY_OR_END:

@@ -385,7 +385,7 @@ def rewrite_completion(completion: Chunk, options: RewriteOptions | None = None,
     if not isinstance(choices, list):
         return completion
     new_choices = []
-    for position, choice in enumerate(choices):
+    for choice in choices:
         message = choice.get("message") if isinstance(choice, dict) else None
         if not isinstance(message, dict):
             new_choices.append(choice)
