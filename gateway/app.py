@@ -22,11 +22,11 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from gateway import body as json_body
-from gateway.metrics import multiprocess_mode
-from gateway.observe import Observe, record_of
 from gateway.config import Config, default_config, load_config
 from gateway.dispatch import Gateway
 from gateway.errors import GatewayError
+from gateway.metrics import multiprocess_mode
+from gateway.observe import Observe, record_of
 from gateway.upstream import HOP_BY_HOP, client_headers
 
 __all__ = ["app_from_env", "create_app"]

@@ -18,7 +18,7 @@ from gateway.app import create_app
 from gateway.config import parse_config
 from gateway.logs import JsonFormatter, TextFormatter
 from tests.servers import Reply, ScriptedUpstream, completion_of, gateway_process, json_reply, serve, sse, stream_reply
-from tests.streams import agent_stream, call, chunk, choice, split_evenly
+from tests.streams import agent_stream, call, choice, chunk, split_evenly
 
 KEY = "gw-observe-key-123456"
 PROVIDER_KEY = "sk-observe-provider-987654"
