@@ -48,7 +48,11 @@ def check_config(path: str) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    print(config.describe())
+    try:
+        print(config.describe(), flush=True)
+    except BrokenPipeError:
+        # The reader (`| head`) went away; that is not an error worth a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

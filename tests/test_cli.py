@@ -55,3 +55,15 @@ def test_serve_without_config_starts_the_demo() -> None:
         stderr = running.stderr()
     assert "demo" in text and "ping" in text and "Thinking" not in text
     assert "DEMO" in stderr and "WARNING: no server.api_keys" in stderr
+
+
+def test_check_config_into_a_closed_pipe_exits_quietly() -> None:
+    """Like `gateway check-config ... | head` when head has already gone: no traceback, status 0."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "check-config", str(ROOT / "config.example.yaml")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env(OPENAI_API_KEY="sk-1234567890abcdef"),
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # nobody will read: the write fails with EPIPE
+    stderr = process.stderr.read().decode()
+    assert process.wait(60) == 0 and "Traceback" not in stderr
