@@ -124,7 +124,8 @@ class StreamRelay:
         self._task = asyncio.current_task()
         try:
             while not self._events:
-                if not await self._read_into(out) and not self._events:
+                await self._read_into(out)
+                if (self._done or self._eof) and not self._events:
                     raise _StreamFailed(
                         f"The upstream provider {self._provider!r} ended the stream before sending anything.",
                         "upstream_incomplete", 502, retryable=True,
@@ -145,11 +146,9 @@ class StreamRelay:
             try:
                 while not (self._done or self._eof):
                     out: list[bytes] = []
-                    more = await self._read_into(out)
+                    await self._read_into(out)
                     if out:
                         yield b"".join(out)
-                    if not more:
-                        break
             except _StreamFailed as failed:
                 self._record.error_kind = "gateway_shutdown" if failed.code == "gateway_shutdown" else "mid_stream"
                 yield error_event(str(failed), failed.code)
@@ -198,8 +197,8 @@ class StreamRelay:
         message = f"The upstream provider {self._provider!r} timed out mid-stream."
         return _StreamFailed(message, "upstream_timeout", 504, retryable=True)
 
-    async def _read_into(self, out: list[bytes]) -> bool:
-        """One upstream read turned into client bytes; False at the end of the upstream body."""
+    async def _read_into(self, out: list[bytes]) -> None:
+        """One upstream read turned into client bytes; sets ``_eof`` at the end of the upstream body."""
         if self._expired:
             raise self._expiry()
         waiting = self._loop.time()
@@ -209,7 +208,7 @@ class StreamRelay:
         except StopAsyncIteration:
             self._eof = True
             self._translate_checked(None, out)
-            return False
+            return
         except asyncio.CancelledError:
             if not self._expired or self._task is None:
                 raise
@@ -226,7 +225,6 @@ class StreamRelay:
             self._reading = False
             self._record.upstream_seconds += self._loop.time() - waiting
         self._translate_checked(raw, out)
-        return not self._done
 
     async def _drain(self) -> None:
         """Read what follows ``[DONE]`` (normally just the end of the body), so the connection can be reused."""
