@@ -1,11 +1,12 @@
 """The bare pass-through: the gateway's stack with nothing of the gateway in it.
 
 The same stack as the gateway (uvicorn with uvloop and httptools, Starlette,
-one pooled ``httpx.AsyncClient`` with the gateway's limits) but no validation,
-no SSE parsing and no rewrite: the request body goes upstream as it came, and
-a stream's bytes come back as they were read (``aiter_raw``). A proxy on this
-stack can't be faster; the gap between this and the gateway is the price of
-what the gateway does.
+one ``httpx.AsyncClient`` on the gateway's ``Http1Transport``) but no
+validation, no SSE parsing and no rewrite: the request body goes upstream as it
+came, and a stream's bytes come back as they were read (``aiter_raw``). A proxy
+on this stack can't be faster; the gap between this and the gateway is the
+price of what the gateway does. ``--transport httpcore`` puts httpx's default
+transport underneath instead, to compare the two transports side by side.
 
 Run: ``python bench/bare.py --port 9200 --upstream http://127.0.0.1:9100/v1``
 """
@@ -23,12 +24,15 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from gateway.transport import Http1Transport
 
-def create_app(upstream: str) -> Starlette:
+
+def create_app(upstream: str, transport: str) -> Starlette:
     client = httpx.AsyncClient(
         base_url=upstream,
         timeout=httpx.Timeout(connect=10, read=600, write=600, pool=10),
         limits=httpx.Limits(max_connections=None, max_keepalive_connections=256, keepalive_expiry=60),
+        transport=Http1Transport() if transport == "gateway" else None,
     )
 
     async def chat_completions(request: Request) -> Response:
@@ -71,9 +75,13 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9200)
     parser.add_argument("--upstream", default="http://127.0.0.1:9100/v1", help="the upstream's base URL")
+    parser.add_argument(
+        "--transport", choices=("gateway", "httpcore"), default="gateway",
+        help="the gateway's Http1Transport (default) or httpx's default transport",
+    )
     options = parser.parse_args()
     uvicorn.run(
-        create_app(options.upstream),
+        create_app(options.upstream, options.transport),
         host=options.host,
         port=options.port,
         loop="uvloop",

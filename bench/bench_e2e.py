@@ -158,6 +158,7 @@ def servers(options: argparse.Namespace, log_dir: Path) -> Iterator[dict[str, Se
         upstream = start_upstream(log_dir, options.fragments)
         start("upstream", upstream)
         start("bare", start_bare(log_dir, upstream.port))
+        start("bare httpcore", start_bare(log_dir, upstream.port, "httpcore"))
         start("gateway", start_gateway(log_dir, upstream.port, 1, options.gateway_log_level))
         if not options.no_workers2:
             start("gateway w2", start_gateway(log_dir, upstream.port, 2, options.gateway_log_level))
@@ -316,6 +317,7 @@ async def bench(options: argparse.Namespace) -> dict[str, Any]:
         candidates = [
             ("direct", "upstream", "agent", "relayed"),
             ("bare", "bare", "agent", "relayed"),
+            ("bare httpcore", "bare httpcore", "agent", "relayed"),
             ("gateway", "gateway", "agent", "rewritten"),
             ("gateway plain", "gateway", "plain", "relayed"),
             ("gateway w2", "gateway w2", "agent", "rewritten"),

@@ -199,10 +199,13 @@ def start_upstream(log_dir: Path, fragments: int) -> ServerProcess:
     return ServerProcess("upstream", argv, port, log_dir)
 
 
-def start_bare(log_dir: Path, upstream_port: int) -> ServerProcess:
+def start_bare(log_dir: Path, upstream_port: int, transport: str = "gateway") -> ServerProcess:
     port = free_port()
-    argv = [sys.executable, str(BENCH / "bare.py"), "--port", str(port), "--upstream", f"http://{HOST}:{upstream_port}/v1"]
-    return ServerProcess("bare", argv, port, log_dir)
+    argv = [
+        sys.executable, str(BENCH / "bare.py"), "--port", str(port),
+        "--upstream", f"http://{HOST}:{upstream_port}/v1", "--transport", transport,
+    ]
+    return ServerProcess("bare" if transport == "gateway" else f"bare-{transport}", argv, port, log_dir)
 
 
 def start_gateway(log_dir: Path, upstream_port: int, workers: int = 1, log_level: str = "info") -> ServerProcess:

@@ -1,15 +1,18 @@
-"""Upstream providers: one pooled HTTP client each, and the headers that may cross."""
+"""Upstream providers: one connection pool each, and the headers that may cross."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+import urllib.request
 from collections.abc import Mapping
 
 import httpx
 
+from gateway import __version__
 from gateway.config import ProviderConfig, Timeouts
 from gateway.errors import GatewayError
+from gateway.transport import Http1Transport
 
 __all__ = ["HOP_BY_HOP", "Provider", "client_headers"]
 
@@ -59,17 +62,12 @@ class Provider:
     def __init__(self, name: str, config: ProviderConfig, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.name = name
         self.config = config
-        headers = dict(config.headers)
+        self._base_url = config.base_url.rstrip("/")
+        self._headers = {"user-agent": f"agent-gateway/{__version__}"}
+        self._headers.update((key.lower(), value) for key, value in config.headers.items())
         if config.api_key is not None:
-            headers["authorization"] = f"Bearer {config.api_key.get_secret_value()}"
-        self.client = httpx.AsyncClient(
-            base_url=config.base_url,
-            headers=headers,
-            timeout=http_timeout(config.timeout),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256, keepalive_expiry=60),
-            transport=transport,
-            follow_redirects=False,
-        )
+            self._headers["authorization"] = f"Bearer {config.api_key.get_secret_value()}"
+        self._transport = transport or network_transport(self._base_url)
         self.in_flight = 0
         self.cooldown_until = 0.0
         self._failures = 0
@@ -114,26 +112,39 @@ class Provider:
         *,
         content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
-        params: str | bytes | None = None,
+        query: str = "",
         timeouts: Timeouts | None = None,
     ) -> httpx.Response:
-        """Send a request and return the response with its body still unread."""
+        """Send a request and return the response with its body still unread.
+
+        ``path`` and ``query`` are appended to the base URL as they are, percent-encoding kept.
+        httpx's client layer (cookies, redirects, auth hooks) is skipped: a proxy needs none of
+        it, and a cookie jar shared by every client of the gateway would be a leak.
+        """
         timeouts = timeouts or self.config.timeout
-        request = self.client.build_request(
-            method, path.lstrip("/"), content=content, headers=headers, params=params, timeout=http_timeout(timeouts)
-        )
+        url = f"{self._base_url}/{path.lstrip('/')}{'?' + query if query else ''}"
+        extensions = {"timeout": {"connect": timeouts.connect, "read": timeouts.read, "write": timeouts.read, "pool": timeouts.connect}}
+        request = httpx.Request(method, url, headers={**self._headers, **(headers or {})}, content=content, extensions=extensions)
         first_byte = min(timeouts.first_byte, timeouts.total or timeouts.first_byte)
         try:
             async with asyncio.timeout(first_byte):
-                return await self.client.send(request, stream=True)
+                response = await self._transport.handle_async_request(request)
         except (TimeoutError, httpx.TimeoutException):
             raise GatewayError.upstream_timeout(self.name) from None
         except httpx.TransportError:
             raise GatewayError.upstream_unreachable(self.name) from None
+        response.request = request
+        return response
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        await self._transport.aclose()
 
 
-def http_timeout(timeouts: Timeouts) -> httpx.Timeout:
-    return httpx.Timeout(connect=timeouts.connect, read=timeouts.read, write=timeouts.read, pool=timeouts.connect)
+def network_transport(base_url: str) -> httpx.AsyncBaseTransport:
+    """The gateway's own transport, or httpx's when the environment routes this URL through a proxy."""
+    url = httpx.URL(base_url)
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(url.scheme) or proxies.get("all")
+    if proxy and not urllib.request.proxy_bypass(url.host):
+        return httpx.AsyncHTTPTransport(proxy=proxy)
+    return Http1Transport()

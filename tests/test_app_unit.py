@@ -71,7 +71,8 @@ def make_app(api_keys: tuple[str, ...] = ()) -> Observe:
     text = CONFIG.format(
         api_keys=list(api_keys), limit=LIMIT, upstream=UPSTREAM, provider_key=PROVIDER_KEY, one_attempt=ONE_ATTEMPT
     )
-    return create_app(parse_config(text, "unit.yaml", env={}))
+    # httpx's own transport, which respx mocks; the gateway's transport is tested against real servers.
+    return create_app(parse_config(text, "unit.yaml", env={}), {"up": httpx.AsyncHTTPTransport()})
 
 
 def asgi_client(app: Observe) -> httpx.AsyncClient:
