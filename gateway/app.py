@@ -8,7 +8,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from types import FrameType
 from typing import Any, TypeVar
 
@@ -22,6 +22,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from gateway import body as json_body
+from gateway.asgi import until_disconnected
 from gateway.config import Config, default_config, load_config
 from gateway.dispatch import Gateway
 from gateway.errors import GatewayError
@@ -91,41 +92,12 @@ async def chat_completions(request: Request) -> Response:
     record.route = route.name
     if gateway.config.server.log_content:
         logger.debug("request content", extra={"fields": {"request_id": record.request_id, "messages": payload["messages"]}})
-    response = await _unless_disconnected(request, gateway.chat(payload, route, record))
+    _, response = await until_disconnected(request.receive, gateway.chat(payload, route, record))
     if response is None:
         record.disconnected = True
         return Response(status_code=499)  # nobody is listening; the status is for the access log
     response.headers["x-gateway-route"] = record.route
     return response
-
-
-async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T | None:
-    """Await ``work`` here, cancelling it (and so its upstream request) if the client goes away first."""
-    handler = asyncio.current_task()
-    assert handler is not None
-    gone = False
-
-    async def watch() -> None:
-        nonlocal gone
-        await _disconnect(request)
-        gone = True
-        handler.cancel()
-
-    watcher = asyncio.ensure_future(watch())
-    try:
-        return await work
-    except asyncio.CancelledError:
-        if not gone:
-            raise
-        handler.uncancel()  # the watcher's cancellation: the client left, nothing else is wrong
-        return None
-    finally:
-        watcher.cancel()
-
-
-async def _disconnect(request: Request) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
 
 
 async def list_models(request: Request) -> Response:
@@ -155,7 +127,8 @@ async def passthrough(request: Request) -> Response:
     headers["x-request-id"] = record.request_id
     # The raw path keeps its percent-encoding: an encoded "/" in a segment must stay one.
     path = request.scope["raw_path"].decode("latin-1").removeprefix("/v1")
-    upstream = await provider.send(request.method, path, content=body, headers=headers, params=request.url.query)
+    query = request.scope["query_string"].decode("latin-1")
+    upstream = await provider.send(request.method, path, content=body, headers=headers, query=query)
     return StreamingResponse(_raw_body(upstream), upstream.status_code, client_headers(upstream.headers, every=True))
 
 

@@ -22,10 +22,11 @@ from typing import Any
 import httpx
 import orjson
 from starlette.background import BackgroundTask
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from gateway import agent
 from gateway import body as json_body
+from gateway.asgi import EventStreamResponse
 from gateway.config import Config, ModelRoute
 from gateway.core.rewriter import RewriteOptions, StreamRewriter, rewrite_completion
 from gateway.errors import GatewayError, error_body
@@ -33,7 +34,7 @@ from gateway.metrics import Metrics, RequestRecord
 from gateway.relay import StreamRelay
 from gateway.upstream import Provider, client_headers
 
-__all__ = ["Gateway", "RETRYABLE_STATUS"]
+__all__ = ["RETRYABLE_STATUS", "Gateway"]
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
@@ -240,7 +241,7 @@ class Gateway:
                 self.streams.add(relay)
                 self.metrics.streams.inc()
                 # The background close also covers a response cancelled before its body was ever read.
-                return StreamingResponse(
+                return EventStreamResponse(
                     relay.body(), headers={**headers, **_SSE_HEADERS}, media_type="text/event-stream",
                     background=BackgroundTask(relay.close),
                 )
