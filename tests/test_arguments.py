@@ -157,6 +157,15 @@ def test_garbage_stops_emission_without_raising(data: st.DataObject) -> None:
     assert emitted == at_once and parser.error == whole.error
 
 
+@pytest.mark.parametrize(
+    "doc",
+    [r'{"a": {""\q"": null}, "message": null}', '{"a": [1, x], "message": "m"}', '{"a": {"k": nul\\l}}'],
+)
+def test_stray_characters_in_a_nested_value_are_an_error(doc: str) -> None:
+    parser, _ = run([doc], drop="inner_thoughts")
+    assert parser.error is not None and "nested" in parser.error
+
+
 def test_every_escape_kind_cut_at_every_position() -> None:
     doc = r'{"message": "q\" b\\ s\/ \b\f\n\r\t \u00e9 \ud83d\ude00 \uD834\uDD1E end"}'
     want = json.loads(doc)["message"]

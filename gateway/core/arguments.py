@@ -40,6 +40,8 @@ _IS_KEY, _IS_VALUE, _IS_NESTED = range(3)
 _WHITESPACE: Final = " \t\n\r"
 _STRING_SPECIAL: Final = re.compile(r'["\\]')
 _NESTED_SPECIAL: Final = re.compile(r'["{}\[\]]')
+# Outside strings, a nested value holds nothing but these: separators, numbers, true, false, null.
+_NESTED_STRAY: Final = re.compile(r"[^ \t\n\r,:0-9.eE+\-truefalsn]")
 _SCALAR_RUN: Final = re.compile(r'[^ \t\n\r,}\]"{\[:]*')
 _SCALAR_VALID: Final = re.compile(
     r"true|false|null|-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?"
@@ -250,12 +252,19 @@ class ArgumentsParser:
         self._state = _COLON
 
     def _read_nested(self, data: str, pos: int, out: list[tuple[str | None, list[str]]]) -> int:
-        """Skip (or pass through) a nested object or array up to its end."""
+        """Skip (or pass through) a nested object or array up to its end.
+
+        Its brackets must balance, its strings be valid and nothing else be stray
+        characters; its grammar is not checked further (it is forwarded as it came).
+        """
         stack = self._stack
         keep = self._keep
         while True:
             match = _NESTED_SPECIAL.search(data, pos)
             stop = len(data) if match is None else match.start()
+            stray = _NESTED_STRAY.search(data, pos, stop)
+            if stray is not None:
+                raise _Invalid(f"unexpected {stray.group()!r} in a nested value")
             if keep and stop > pos:
                 compact = data[pos:stop].translate(_STRIP_WHITESPACE)
                 if compact:
