@@ -1,6 +1,7 @@
 """Relaying an upstream event stream to the client, through the rewrite core.
 
-What arrives in one upstream read leaves in one write. Chunks the rewriter
+What arrives in one upstream read leaves in one write, except that the
+response starts as soon as the first event is translated. Chunks the rewriter
 leaves untouched are forwarded as their original bytes. A stream that breaks,
 stalls, times out or ends before every choice has finished ends with an
 OpenAI error event, never with a clean-looking ``[DONE]``.
@@ -20,9 +21,12 @@ import orjson
 from gateway.core.rewriter import StreamRewriter
 from gateway.errors import GatewayError, error_body
 from gateway.metrics import RequestRecord
-from gateway.sse import COMMENT, DONE, SSEDecoder, SSEError, encode_comment, encode_data
+from gateway.sse import COMMENT, DONE, Event, SSEDecoder, SSEError, encode_comment, encode_data
 
 __all__ = ["StreamRelay"]
+
+# A backlog entry marking where the upstream's bytes stopped being a valid event stream.
+_UNDECODABLE = -1
 
 
 class _FinishTracker:
@@ -111,6 +115,8 @@ class StreamRelay:
         self._reading = False
         self._expired = False
         self._first = b""
+        self._backlog: list[Event] = []  # decoded, not yet translated: what start() read past the first event
+        self._streaming = False
         self._events = 0
         self._eof = False
         self._done = False
@@ -142,13 +148,18 @@ class StreamRelay:
         self._task = asyncio.current_task()
         try:
             if self._first:
-                yield self._first
+                self._streaming = True
+            yield self._first
             try:
-                while not (self._done or self._eof):
-                    out: list[bytes] = []
-                    await self._read_into(out)
+                out: list[bytes] = []
+                self._translate_backlog(out)
+                while True:
                     if out:
                         yield b"".join(out)
+                    if self._done or self._eof:
+                        break
+                    out = []
+                    await self._read_into(out)
             except _StreamFailed as failed:
                 self._record.error_kind = "gateway_shutdown" if failed.code == "gateway_shutdown" else "mid_stream"
                 yield error_event(str(failed), failed.code)
@@ -239,21 +250,33 @@ class StreamRelay:
     def _translate_checked(self, raw: bytes | None, out: list[bytes]) -> None:
         """Translate a read (``None``: the end of the body), mapping bad input to a stream failure."""
         try:
-            self._translate(self._decoder.close() if raw is None else self._decoder.feed(raw), out)
+            self._backlog += self._decoder.close() if raw is None else self._decoder.feed(raw)
+        except SSEError as error:
+            self._backlog += [*error.events, (_UNDECODABLE, b"")]  # the fault, in its place in the stream
+        self._translate_backlog(out)
+
+    def _translate_backlog(self, out: list[bytes]) -> None:
+        try:
+            self._translate(out)
         except (orjson.JSONDecodeError, SSEError):
-            raise _StreamFailed(
-                f"The upstream provider {self._provider!r} sent an invalid event stream.",
-                "upstream_invalid_event", 502, retryable=False,
-            ) from None
+            raise self._invalid() from None
         failure = self._rewrite.failure
         if failure is not None:
             raise _StreamFailed(f"The answer was cut: {failure}.", "upstream_too_large", 502, retryable=False)
 
-    def _translate(self, events: list[tuple[int, bytes]], out: list[bytes]) -> None:
-        for kind, payload in events:
+    def _invalid(self) -> _StreamFailed:
+        message = f"The upstream provider {self._provider!r} sent an invalid event stream."
+        return _StreamFailed(message, "upstream_invalid_event", 502, retryable=False)
+
+    def _translate(self, out: list[bytes]) -> None:
+        """Translate the backlog; until the response has started, only up to the first data event."""
+        events, self._backlog = self._backlog, []
+        for position, (kind, payload) in enumerate(events):
             if kind == COMMENT:
                 out.append(encode_comment(payload))
                 continue
+            if kind == _UNDECODABLE:
+                raise SSEError("undecodable")
             if payload == b"[DONE]":
                 self._done = True
                 return
@@ -269,6 +292,9 @@ class StreamRelay:
                 self._record.usage(chunk["usage"])
             for sent in self._rewrite.feed(chunk):
                 out.append(encode_data(payload) if sent is chunk else encode_data(orjson.dumps(sent)))
+            if not self._streaming:
+                self._backlog = events[position + 1 :]
+                return
 
     def _end(self) -> bytes:
         """The last bytes: what the rewriter settled, then ``[DONE]`` or an error event."""

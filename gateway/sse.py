@@ -22,7 +22,15 @@ Event = tuple[int, bytes]
 
 
 class SSEError(Exception):
-    """The upstream stream cannot be decoded within the limits."""
+    """The upstream stream cannot be decoded within the limits.
+
+    ``events`` are the ones the failing read completed before the fault, so a
+    consumer can handle them first, whichever read the fault happened to land in.
+    """
+
+    def __init__(self, message: str, events: list[Event] | None = None) -> None:
+        super().__init__(message)
+        self.events: list[Event] = events or []
 
 
 class SSEDecoder:
@@ -46,9 +54,17 @@ class SSEDecoder:
         if b"\r" in chunk:
             self._cr = chunk.endswith(b"\r")
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        events: list[Event] = []
+        try:
+            self._feed_lines(chunk, events)
+        except SSEError as error:
+            error.events = events
+            raise
+        return events
+
+    def _feed_lines(self, chunk: bytes, events: list[Event]) -> None:
         lines = chunk.split(b"\n")
         tail = lines.pop()
-        events: list[Event] = []
         if lines:
             if self._line:
                 self._line.append(lines[0])
@@ -62,7 +78,6 @@ class SSEDecoder:
             self._line_size += len(tail)
             if self._line_size + self._data_size > self.max_event_bytes:
                 raise SSEError(f"an upstream event exceeds {self.max_event_bytes} bytes")
-        return events
 
     def close(self) -> list[Event]:
         """End of stream: an event not closed by a blank line is still dispatched."""

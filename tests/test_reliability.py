@@ -233,7 +233,7 @@ def test_garbage_lines_are_ignored(env: tuple[ScriptedUpstream, ScriptedUpstream
 
 def test_data_that_is_not_json(env: tuple[ScriptedUpstream, ScriptedUpstream, str]) -> None:
     a, _, url = env
-    a.reply(Reply([*agent_events()[:3], b"data: {not json\n\n", *agent_events()[3:]], delay=0.02))
+    a.reply(Reply([*agent_events()[:3], b"data: {not json\n\n", *agent_events()[3:]]))
     assert final_error(url, "solo")["code"] == "upstream_invalid_event"
     a.reply(Reply([b"data: <html>\n\n"]))
     response = httpx.post(url + "/v1/chat/completions", json={"model": "solo", "messages": [], "stream": True}, timeout=10)
@@ -243,13 +243,13 @@ def test_data_that_is_not_json(env: tuple[ScriptedUpstream, ScriptedUpstream, st
 def test_huge_event_ends_the_stream(env: tuple[ScriptedUpstream, ScriptedUpstream, str]) -> None:
     a, _, url = env
     huge = b"data: " + json.dumps({"choices": [{"index": 0, "delta": {"content": "x" * 30000}}]}).encode() + b"\n\n"
-    a.reply(Reply([*agent_events()[:2], huge, *agent_events()[2:]], delay=0.02))
+    a.reply(Reply([*agent_events()[:2], huge, *agent_events()[2:]]))
     assert final_error(url, "solo")["code"] == "upstream_invalid_event"
 
 
 def test_huge_tool_arguments_end_the_stream(env: tuple[ScriptedUpstream, ScriptedUpstream, str]) -> None:
     a, _, url = env
-    a.reply(Reply(agent_events(message="y" * 6000, size=1000), delay=0.02))
+    a.reply(Reply(agent_events(message="y" * 6000, size=1000)))
     assert final_error(url, "solo")["code"] == "upstream_too_large"
 
 

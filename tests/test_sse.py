@@ -52,3 +52,11 @@ def test_an_event_over_the_limit_is_refused() -> None:
         decoder.feed(b"data: " + b"y" * 50)
     with pytest.raises(SSEError):
         SSEDecoder(max_event_bytes=10).feed(b"data: " + b"z" * 20)
+
+
+def test_events_completed_before_the_fault_travel_with_the_error() -> None:
+    """A consumer handles them first, so where the fault lands among reads changes nothing."""
+    decoder = SSEDecoder(max_event_bytes=100)
+    with pytest.raises(SSEError) as raised:
+        decoder.feed(b"data: one\n\n: note\ndata: two\n\ndata: " + b"x" * 200)
+    assert raised.value.events == [(DATA, b"one"), (COMMENT, b"note"), (DATA, b"two")]
