@@ -67,14 +67,20 @@ class _Connection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)  # uvloop's transports don't subclass asyncio's
 
     def data_received(self, data: bytes) -> None:
-        if not self._in_use:  # nothing was asked: an idle connection can't be trusted any more
-            self.close()
+        if not self._in_use or self._complete:  # bytes nobody asked for: the connection can't be trusted any more
+            self._keep_alive = False
+            if not self._in_use:
+                self.close()
             return
         self.received = True
         self._last_read = self._loop.time()
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
+            if self._complete:  # the response was whole; what followed it only spoils the connection
+                self._keep_alive = False
+                self._wake()
+                return
             self._fail(httpx.RemoteProtocolError(f"The upstream sent invalid HTTP: {exc}."))
             self.close()
             return
@@ -103,6 +109,9 @@ class _Connection(asyncio.Protocol):
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        if self._complete:  # a second response in the same read as the first: see data_received
+            self._keep_alive = False
+            return
         status = self._parser.get_status_code()
         if 100 <= status < 200:
             self._headers = []  # an interim response; the real one follows
@@ -116,11 +125,13 @@ class _Connection(asyncio.Protocol):
         )
 
     def on_body(self, body: bytes) -> None:
+        if self._complete:
+            return
         self._body.append(body)
         self._buffered += len(body)
 
     def on_message_complete(self) -> None:
-        if self._head:
+        if self._head and not self._complete:
             self._complete = True
 
     # The request's side.
@@ -255,11 +266,14 @@ class _Pool:
 
     def put(self, connection: _Connection) -> None:
         idle = self._idle.setdefault(connection.origin, [])
+        now = asyncio.get_running_loop().time()
+        while idle and now - idle[0].idle_since >= self._expiry:  # the least recently used, left over from a peak
+            idle.pop(0).close()
         if len(idle) >= self._max_idle:
             connection.close()
             return
         connection.recycle()
-        connection.idle_since = asyncio.get_running_loop().time()
+        connection.idle_since = now
         idle.append(connection)
 
     def forget(self, connection: _Connection) -> None:

@@ -262,6 +262,41 @@ def test_idle_connection_the_server_closed_is_not_used_again(run: Callable[..., 
     run(against(once(ok(b"once")), scenario))
 
 
+@pytest.mark.parametrize("extra", [ok(b"unasked"), b"garbage"], ids=["a second response", "garbage"])
+def test_bytes_after_the_response_make_its_connection_unusable(run: Callable[..., Any], extra: bytes) -> None:
+    async def scenario(server: Server, http: httpx.AsyncClient) -> None:
+        for _ in range(2):
+            _, reads = await fetch(http)
+            assert b"".join(reads) == b"asked"
+        assert server.connections == 2
+
+    run(against(keep_alive(ok(b"asked") + extra, ok(b"asked") + extra), scenario))
+
+
+def test_connections_left_idle_after_a_peak_are_closed_once_expired(run: Callable[..., Any]) -> None:
+    async def main() -> None:
+        closed = 0
+
+        async def handler(server: Server, peer: Peer) -> None:
+            nonlocal closed
+            while await answer(server, peer, ok(b"x")):
+                pass
+            closed += 1
+
+        async with (
+            raw_server(handler) as server,
+            httpx.AsyncClient(transport=Http1Transport(keepalive_expiry=0.3), base_url=server.url) as http,
+        ):
+            await asyncio.gather(*(http.get("/") for _ in range(3)))  # a peak: three connections
+            assert server.connections == 3
+            for _ in range(8):  # then one request at a time, on the most recently used connection
+                await http.get("/")
+                await asyncio.sleep(0.1)
+            assert closed == 2 and server.connections == 3
+
+    run(main())
+
+
 def test_reused_connection_lost_before_any_answer_is_retried_once_on_a_new_one(run: Callable[..., Any]) -> None:
     async def handler(server: Server, peer: Peer) -> None:
         if peer.number == 1:
