@@ -48,9 +48,12 @@ class EventStreamResponse(StreamingResponse):
     """A streamed answer whose body stops (and is closed) as soon as the client disconnects."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        gone, _ = await until_disconnected(receive, self._stream(send))
-        if gone and isinstance(self.body_iterator, AsyncGenerator):
-            await self.body_iterator.aclose()  # it may have been cancelled in a send, between two steps
+        try:
+            await until_disconnected(receive, self._stream(send))
+        finally:
+            # Cancelled in a send, between two of its steps, the body would otherwise stay open.
+            if isinstance(self.body_iterator, AsyncGenerator):
+                await self.body_iterator.aclose()
         if self.background is not None:
             await self.background()
 
