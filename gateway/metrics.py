@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -82,32 +83,43 @@ class Metrics:
         self.client_calls = Counter("gateway_rewrite_client_calls", "Client tool calls passed through.", ["route"], registry=registry)
         self.reasoning_chars = Counter("gateway_rewrite_reasoning_chars", "Characters of model reasoning, by what happened to them (hidden, exposed).", ["route", "action"], registry=registry)
         self.invalid_arguments = Counter("gateway_rewrite_invalid_arguments", "Tool calls whose arguments were not a valid JSON object.", ["route"], registry=registry)
+        # Labelled children, found once: prometheus-client's labels() validates and locks on every call.
+        self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
+
+    def _child(self, metric: Counter | Histogram, *labels: str) -> Any:
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def observe(self, record: RequestRecord, status: int, duration: float, first_byte: float | None) -> None:
         route = record.route or "none"
         stream = "true" if record.stream else "false"
-        self.requests.labels(route, str(status), stream).inc()
-        self.duration.labels(route, stream).observe(duration)
+        child = self._child
+        child(self.requests, route, str(status), stream).inc()
+        child(self.duration, route, stream).observe(duration)
         if first_byte is not None:
-            self.first_byte.labels(route, stream).observe(first_byte)
-        self.overhead.labels(route, stream).observe(max(0.0, duration - record.upstream_seconds))
+            child(self.first_byte, route, stream).observe(first_byte)
+        child(self.overhead, route, stream).observe(max(0.0, duration - record.upstream_seconds))
         if record.disconnected:
-            self.disconnects.labels(route).inc()
+            child(self.disconnects, route).inc()
         if record.error_kind == "mid_stream" and record.provider:
-            self.upstream_errors.labels(record.provider, "mid_stream").inc()
+            child(self.upstream_errors, record.provider, "mid_stream").inc()
         if record.prompt_tokens:
-            self.tokens.labels(route, "prompt").inc(record.prompt_tokens)
+            child(self.tokens, route, "prompt").inc(record.prompt_tokens)
         if record.completion_tokens:
-            self.tokens.labels(route, "completion").inc(record.completion_tokens)
+            child(self.tokens, route, "completion").inc(record.completion_tokens)
         stats = record.rewrite
         if stats.message_calls:
-            self.message_calls.labels(route).inc(stats.message_calls)
+            child(self.message_calls, route).inc(stats.message_calls)
         if stats.client_calls:
-            self.client_calls.labels(route).inc(stats.client_calls)
+            child(self.client_calls, route).inc(stats.client_calls)
         if stats.reasoning_chars:
-            self.reasoning_chars.labels(route, "exposed" if record.reasoning_exposed else "hidden").inc(stats.reasoning_chars)
+            action = "exposed" if record.reasoning_exposed else "hidden"
+            child(self.reasoning_chars, route, action).inc(stats.reasoning_chars)
         if stats.invalid_arguments:
-            self.invalid_arguments.labels(route).inc(stats.invalid_arguments)
+            child(self.invalid_arguments, route).inc(stats.invalid_arguments)
 
     def render(self) -> tuple[bytes, str]:
         """The scrape body: this process's metrics, or every worker's in multiprocess mode."""
