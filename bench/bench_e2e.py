@@ -94,6 +94,16 @@ class Run:
                 meters[f"worker{position}"] = lambda position=position: target.server.worker_cpu_seconds()[position]
         return meters
 
+    async def settle(self, limit: float = 60.0) -> None:
+        """Wait until every server is idle again: a peer still working through a backlog (LiteLLM
+        answers for a minute after a window it could not keep up with) would skew what comes next."""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            before = sum(server.total_cpu_seconds() for server in self.servers)
+            await asyncio.sleep(0.25)
+            if sum(server.total_cpu_seconds() for server in self.servers) - before < 0.25 * 0.05:
+                return
+
     def _others(self) -> float:
         """What the rest of the machine used: other sessions' work on a shared machine shows up here."""
         ours = time.process_time() + sum(server.total_cpu_seconds() for server in self.servers)
@@ -125,8 +135,12 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def start_litellm(log_dir: Path, upstream_port: int, models: list[str]) -> ServerProcess:
-    """LiteLLM's proxy as a peer, one explicit route per model name the benchmark sends."""
-    lines = ["model_list:"]
+    """LiteLLM's proxy as a peer, one explicit route per model name the benchmark sends.
+
+    LiteLLM refuses to start without a master key; on 127.0.0.1 the benchmark uses its
+    documented switch for local runs instead, so every target gets the same unauthenticated requests.
+    """
+    lines = ["general_settings:", "  dangerously_permit_weak_or_unset_master_key: true", "model_list:"]
     for model in models:
         lines += [
             f"  - model_name: {json.dumps(model)}",
@@ -234,6 +248,7 @@ async def measure_throughput(run: Run, targets: list[Target]) -> list[dict[str, 
         for concurrency in options.concurrency:
             for _ in range(options.rounds):
                 for target in targets:
+                    await run.settle()
                     result = await closed_loop(
                         target.port, target.request(kind == "stream"), concurrency, options.duration, options.warmup, run.meters(target)
                     )
@@ -255,6 +270,7 @@ async def measure_open_loop(run: Run, targets: list[Target], rate: float, interv
     rows = []
     for target in targets:
         request = target.request(True, interval_ms)
+        await run.settle()
         await open_loop(target.port, request, rate, 1.0, pool)  # fills every connection pool on the way
         started = time.perf_counter()
         result = await open_loop(target.port, request, rate, options.latency_seconds, pool, run.meters(target))
