@@ -147,9 +147,9 @@ class StreamRelay:
     async def body(self) -> AsyncIterator[bytes]:
         self._task = asyncio.current_task()
         try:
+            self._streaming = True
             if self._first:
-                self._streaming = True
-            yield self._first
+                yield self._first
             try:
                 out: list[bytes] = []
                 self._translate_backlog(out)
@@ -259,14 +259,13 @@ class StreamRelay:
         try:
             self._translate(out)
         except (orjson.JSONDecodeError, SSEError):
-            raise self._invalid() from None
+            raise _StreamFailed(
+                f"The upstream provider {self._provider!r} sent an invalid event stream.",
+                "upstream_invalid_event", 502, retryable=False,
+            ) from None
         failure = self._rewrite.failure
         if failure is not None:
             raise _StreamFailed(f"The answer was cut: {failure}.", "upstream_too_large", 502, retryable=False)
-
-    def _invalid(self) -> _StreamFailed:
-        message = f"The upstream provider {self._provider!r} sent an invalid event stream."
-        return _StreamFailed(message, "upstream_invalid_event", 502, retryable=False)
 
     def _translate(self, out: list[bytes]) -> None:
         """Translate the backlog; until the response has started, only up to the first data event."""
