@@ -54,17 +54,9 @@ class SSEDecoder:
         if b"\r" in chunk:
             self._cr = chunk.endswith(b"\r")
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        events: list[Event] = []
-        try:
-            self._feed_lines(chunk, events)
-        except SSEError as error:
-            error.events = events
-            raise
-        return events
-
-    def _feed_lines(self, chunk: bytes, events: list[Event]) -> None:
         lines = chunk.split(b"\n")
         tail = lines.pop()
+        events: list[Event] = []
         if lines:
             if self._line:
                 self._line.append(lines[0])
@@ -77,7 +69,8 @@ class SSEDecoder:
             self._line.append(tail)
             self._line_size += len(tail)
             if self._line_size + self._data_size > self.max_event_bytes:
-                raise SSEError(f"an upstream event exceeds {self.max_event_bytes} bytes")
+                raise SSEError(f"an upstream event exceeds {self.max_event_bytes} bytes", events)
+        return events
 
     def close(self) -> list[Event]:
         """End of stream: an event not closed by a blank line is still dispatched."""
@@ -105,7 +98,7 @@ class SSEDecoder:
             self._data.append(value)
             self._data_size += len(value)
             if self._data_size > self.max_event_bytes:
-                raise SSEError(f"an upstream event exceeds {self.max_event_bytes} bytes")
+                raise SSEError(f"an upstream event exceeds {self.max_event_bytes} bytes", events)
 
 
 def encode_data(payload: bytes) -> bytes:
