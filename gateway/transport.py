@@ -8,8 +8,8 @@ event loop feeds, parsed by httptools (uvicorn's parser), and a body read
 returns everything that arrived since the previous one. An idle connection
 learns from the event loop that the server closed it, so the pool never probes.
 
-It speaks direct HTTP/1.1, plain or TLS. httpx itself still sends URLs that a
-proxy setting (``HTTPS_PROXY``...) covers through its own proxy transports.
+It speaks direct HTTP/1.1, plain or TLS. A provider that a proxy setting
+(``HTTPS_PROXY``...) covers gets httpx's own transport instead (see ``upstream``).
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ class _Connection(asyncio.Protocol):
         self._buffered += len(body)
 
     def on_message_complete(self) -> None:
-        if self._head and not self._complete:
+        if self._head:
             self._complete = True
 
     # The request's side.
