@@ -161,8 +161,9 @@ class StreamRelay:
                     out = []
                     await self._read_into(out)
             except _StreamFailed as failed:
+                # What the failing read translated before the fault still goes out, ahead of the error.
                 self._record.error_kind = "gateway_shutdown" if failed.code == "gateway_shutdown" else "mid_stream"
-                yield error_event(str(failed), failed.code)
+                yield b"".join([*out, error_event(str(failed), failed.code)])
                 return
             yield self._end()
             await self._drain()
