@@ -18,7 +18,7 @@ import anyio
 import httpx
 import orjson
 
-from gateway.core.rewriter import StreamRewriter
+from gateway.core.rewriter import InvalidChunk, StreamRewriter, choice_index
 from gateway.errors import GatewayError, error_body
 from gateway.metrics import RequestRecord
 from gateway.sse import COMMENT, DONE, Event, SSEDecoder, SSEError, encode_comment, encode_data
@@ -45,7 +45,7 @@ class _FinishTracker:
             for position, choice in enumerate(choices):
                 if isinstance(choice, dict):
                     self.seen = True
-                    index = choice.get("index", position)
+                    index = choice_index(choice, position)
                     if choice.get("finish_reason") is None:
                         self.open.add(index)
                     else:
@@ -259,7 +259,7 @@ class StreamRelay:
     def _translate_backlog(self, out: list[bytes]) -> None:
         try:
             self._translate(out)
-        except (orjson.JSONDecodeError, SSEError):
+        except (orjson.JSONDecodeError, SSEError, InvalidChunk):
             raise _StreamFailed(
                 f"The upstream provider {self._provider!r} sent an invalid event stream.",
                 "upstream_invalid_event", 502, retryable=False,

@@ -472,8 +472,10 @@ def test_invalid_data_line_ends_the_stream_with_an_error_event(route: str, same_
 
 
 @pytest.mark.parametrize("route", ["agent", "plain"])
-@pytest.mark.parametrize("payload", [b"[1, 2]", b"null", b'"text"'])
-def test_event_that_is_not_a_json_object_ends_the_stream_with_an_error_event(route: str, payload: bytes) -> None:
+@pytest.mark.parametrize(
+    "payload", [b"[1, 2]", b"null", b'"text"', b'{"choices":[{"index":[1],"delta":{"content":"x"}}]}']
+)
+def test_event_that_is_not_a_chunk_ends_the_stream_with_an_error_event(route: str, payload: bytes) -> None:
     first, *rest = sse(FINISHED)
     body = stream_through(route, first, b"data: " + payload + b"\n\n", *rest)
     assert final_error(body)["code"] == "upstream_invalid_event"

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.core.rewriter import RewriteOptions, StreamRewriter, rewrite_completion
+from gateway.core.rewriter import InvalidChunk, RewriteOptions, StreamRewriter, rewrite_completion
 from tests.streams import agent_stream, call, choice, chunk, recorded_chunks, recorded_files, split_evenly
 
 Chunks = list[dict[str, Any]]
@@ -269,6 +269,13 @@ def test_calls_without_index_are_placed_by_position() -> None:
     out, _ = rewrite(chunks)
     assert text(out) == "Hi"
     assert [(c["id"], c["type"], c["arguments"]) for c in client_calls(out)] == [("b", "function", '{"q":1}')]
+
+
+@pytest.mark.parametrize("index", [[0], {"i": 0}])
+def test_choice_index_that_cannot_key_a_choice_is_an_invalid_chunk(index: Any) -> None:
+    rewriter = StreamRewriter()
+    with pytest.raises(InvalidChunk):
+        rewriter.feed({"choices": [{"index": index, "delta": {"content": "x"}}]})
 
 
 def test_second_call_reusing_an_index_with_a_new_id() -> None:

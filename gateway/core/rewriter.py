@@ -14,7 +14,7 @@ from typing import Any, Final, Literal
 
 from gateway.core.arguments import FILTERED, ArgumentsParser, Event
 
-__all__ = ["RewriteOptions", "RewriteStats", "StreamRewriter", "rewrite_completion"]
+__all__ = ["InvalidChunk", "RewriteOptions", "RewriteStats", "StreamRewriter", "choice_index", "rewrite_completion"]
 
 Chunk = dict[str, Any]
 
@@ -25,6 +25,18 @@ _TOOL_FINISHES: Final = frozenset(("tool_calls", "function_call", "stop"))
 # Segment markers for text that does not come from a tool call.
 _CONTENT: Final = object()
 _UPSTREAM_REASONING: Final = object()
+
+
+class InvalidChunk(ValueError):
+    """A decoded chunk that no chat completion stream can contain."""
+
+
+def choice_index(choice: Chunk, position: int) -> Any:
+    """The index a choice says it has (else its position), which keys its state across chunks."""
+    index = choice.get("index", position)
+    if isinstance(index, (dict, list)):
+        raise InvalidChunk("a choice's index is an object or an array")
+    return index
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,9 +132,10 @@ class StreamRewriter:
 
     ``feed`` takes a decoded ``chat.completion.chunk`` and returns the chunks
     to send: the very same object when nothing changed (so the caller may
-    forward the original bytes), a rewritten copy, or nothing. ``finish``
-    settles what the stream left open. ``failure`` says why the rewrite had
-    to stop (a limit was exceeded); from then on nothing more is sent.
+    forward the original bytes), a rewritten copy, or nothing; it raises
+    ``InvalidChunk`` for a chunk no stream can contain. ``finish`` settles
+    what the stream left open. ``failure`` says why the rewrite had to stop
+    (a limit was exceeded); from then on nothing more is sent.
     """
 
     def __init__(self, options: RewriteOptions | None = None, stats: RewriteStats | None = None) -> None:
@@ -183,7 +196,7 @@ class StreamRewriter:
 
     def _rewrite_choice(self, choice: Chunk, position: int) -> Chunk | None:
         """The choice itself when nothing changes, a rewritten copy, or None to drop it."""
-        index = choice.get("index", position)
+        index = choice_index(choice, position)
         state = self._choices.get(index)
         if state is None:
             state = self._choices[index] = _Choice()
