@@ -1,4 +1,4 @@
-"""Property-based fuzzing: no input makes the request parser or the SSE decoder raise anything but their own errors."""
+"""Property-based fuzzing: no input makes the request parser, the SSE decoder or the rewriter raise anything but their own errors."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from gateway.agent import prepare
 from gateway.app import parse_chat_request
 from gateway.config import RewriteConfig
+from gateway.core.rewriter import InvalidChunk, RewriteOptions, StreamRewriter, rewrite_completion
 from gateway.errors import GatewayError
 from gateway.sse import SSEDecoder, SSEError
 
@@ -57,3 +58,37 @@ def test_sse_decoder_on_arbitrary_bytes(reads: list[bytes]) -> None:
         decoder.close()
     except SSEError:
         pass
+
+
+# Streams shaped like chat completion chunks, with any value in any field, as a broken upstream might send.
+chunk_fields = st.sampled_from([
+    "choices", "index", "delta", "message", "tool_calls", "function_call", "function", "name", "arguments", "id",
+    "type", "content", "reasoning_content", "reasoning", "role", "finish_reason", "usage",
+])
+chunk_shaped = st.recursive(
+    json_values,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(chunk_fields, inner, max_size=5)),
+    max_leaves=25,
+)
+rewrite_options = st.builds(
+    RewriteOptions,
+    inner_thoughts=st.sampled_from(["kwarg", "content", "none"]),
+    reasoning=st.sampled_from(["hide", "expose"]),
+    message_tool=st.sampled_from(["send_message", "", "name"]),
+)
+
+
+@settings(max_examples=400)
+@given(st.lists(chunk_shaped, max_size=6), rewrite_options)
+def test_rewriter_raises_only_invalid_chunk_and_sends_only_encodable_chunks(chunks: list[object], options: RewriteOptions) -> None:
+    rewriter = StreamRewriter(options)
+    try:
+        for item in chunks:
+            for sent in rewriter.feed(item):  # type: ignore[arg-type]
+                orjson.dumps(sent)
+    except InvalidChunk:
+        return
+    for sent in rewriter.finish():
+        orjson.dumps(sent)
+    for item in chunks:
+        orjson.dumps(rewrite_completion(item, options))  # type: ignore[arg-type]

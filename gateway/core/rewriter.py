@@ -238,7 +238,7 @@ class StreamRewriter:
         if finish is not None:
             self._settle_all(state)
             state.finished = True
-            if finish in _TOOL_FINISHES:
+            if isinstance(finish, str) and finish in _TOOL_FINISHES:
                 mapped = ("function_call" if state.legacy else "tool_calls") if state.client_calls else "stop"
 
         passed_through = state.visible.parts == [text] if text else not state.visible.parts
