@@ -2,7 +2,9 @@
 
 What arrives in one upstream read leaves in one write, except that the
 response starts as soon as the first event is translated. Chunks the rewriter
-leaves untouched are forwarded as their original bytes. A stream that breaks,
+leaves untouched are forwarded as their original bytes, and chunks that only
+continue a tool call's arguments are recognised by their bytes instead of
+decoded (``FragmentRecogniser``). A stream that breaks,
 stalls, times out or ends before every choice has finished ends with an
 OpenAI error event, never with a clean-looking ``[DONE]``.
 """
@@ -18,6 +20,7 @@ import anyio
 import httpx
 import orjson
 
+from gateway.core.fragments import FragmentRecogniser
 from gateway.core.rewriter import InvalidChunk, StreamRewriter, choice_index
 from gateway.errors import GatewayError, error_body
 from gateway.metrics import RequestRecord
@@ -100,6 +103,7 @@ class StreamRelay:
         self._response = response
         self._reads = response.aiter_bytes()
         self._rewrite: StreamRewriter | _FinishTracker = rewriter if rewriter is not None else _FinishTracker()
+        self._fragments = FragmentRecogniser(rewriter) if rewriter is not None else None
         self._provider = provider
         self._decoder = SSEDecoder(max_event_bytes)
         self._idle = idle
@@ -282,19 +286,31 @@ class StreamRelay:
                 return
             self._events += 1
             self._last_event = self._loop.time()
-            chunk = orjson.loads(payload)
-            if not isinstance(chunk, dict):
-                raise SSEError("an event is not a JSON object")
-            if "error" in chunk and "choices" not in chunk:
-                self._upstream_error = True
-                self._record.error_kind = "mid_stream"
-            if chunk.get("usage"):
-                self._record.usage(chunk["usage"])
-            for sent in self._rewrite.feed(chunk):
-                out.append(encode_data(payload) if sent is chunk else encode_data(orjson.dumps(sent)))
+            self._translate_chunk(payload, out)
             if not self._streaming:
                 self._backlog = events[position + 1 :]
                 return
+
+    def _translate_chunk(self, payload: bytes, out: list[bytes]) -> None:
+        """One chunk; one that only continues a tool call's arguments is recognised without decoding it."""
+        fragments = self._fragments
+        if fragments is not None:
+            recognised = fragments.recognise(payload)
+            if recognised is not None:
+                out += map(encode_data, recognised)
+                return
+        chunk = orjson.loads(payload)
+        if not isinstance(chunk, dict):
+            raise SSEError("an event is not a JSON object")
+        if "error" in chunk and "choices" not in chunk:
+            self._upstream_error = True
+            self._record.error_kind = "mid_stream"
+        if chunk.get("usage"):
+            self._record.usage(chunk["usage"])
+        for sent in self._rewrite.feed(chunk):
+            out.append(encode_data(payload) if sent is chunk else encode_data(orjson.dumps(sent)))
+        if fragments is not None:
+            fragments.learn(payload, chunk)
 
     def _end(self) -> bytes:
         """The last bytes: what the rewriter settled, then ``[DONE]`` or an error event."""

@@ -5,6 +5,8 @@ A streamed tool call is tens to thousands of chunks that differ only in their
 been decoded, ``FragmentTemplate`` recognises the next ones as the same bytes
 around one JSON string, so they need not be decoded; and it puts a rewritten
 delta back between the same bytes, so they need not be encoded whole either.
+``FragmentRecogniser`` does that for a ``StreamRewriter``, with the same
+result as decoding every chunk and feeding it.
 
 A template is kept only if it is sound: putting two different values in each
 of its two holes must decode to the learned chunk with exactly that value
@@ -19,7 +21,9 @@ from typing import Any, Final
 
 import orjson
 
-__all__ = ["FragmentTemplate"]
+from gateway.core.rewriter import StreamRewriter
+
+__all__ = ["FragmentRecogniser", "FragmentTemplate"]
 
 Chunk = dict[str, Any]
 
@@ -61,8 +65,8 @@ class FragmentTemplate:
         except (KeyError, IndexError, TypeError):
             return None
         delta = _hole(payload, b'"delta":', 0, len(payload), b"{")
-        arguments = delta and _hole(payload, b'"arguments":', delta[0], delta[1], b'"')
-        if not (delta and arguments):
+        arguments = _hole(payload, b'"arguments":', delta[0], delta[1], b'"') if delta is not None else None
+        if delta is None or arguments is None:
             return None
         template = cls(chunk, payload, arguments, delta)
         probes_hold = all(
@@ -89,6 +93,41 @@ class FragmentTemplate:
         return b"".join((self._delta_head, orjson.dumps(delta), self._delta_tail))
 
 
+class FragmentRecogniser:
+    """Answers, for a ``StreamRewriter``, the chunks a learned template recognises.
+
+    ``recognise`` returns the encoded chunks to send for such a chunk, or None:
+    the caller then decodes the chunk, feeds it to the rewriter and hands it
+    to ``learn``. A new template replaces the old one when a fragment chunk is
+    not recognised, at most ``learns`` times: enough to get past a first
+    fragment unlike the rest, few enough that a provider whose every chunk
+    differs (a per-chunk nonce, say) costs next to nothing.
+    """
+
+    __slots__ = ("_rewriter", "_template", "_learns")
+
+    def __init__(self, rewriter: StreamRewriter, learns: int = 3) -> None:
+        self._rewriter = rewriter
+        self._template: FragmentTemplate | None = None
+        self._learns = learns
+
+    def recognise(self, payload: bytes) -> list[bytes] | None:
+        template = self._template
+        if template is None:
+            return None
+        arguments = template.arguments(payload)
+        if arguments is None:
+            return None
+        delta = self._rewriter.feed_fragment(template.chunk, arguments)
+        return [] if delta is None else [template.render(delta)]
+
+    def learn(self, payload: bytes, chunk: Any) -> None:
+        """Take the template of a chunk just fed, if it only continued a tool call."""
+        if self._learns and StreamRewriter.continues(chunk):
+            self._learns -= 1
+            self._template = FragmentTemplate.learn(payload, chunk) or self._template
+
+
 def _hole(payload: bytes, key: bytes, start: int, end: int, opening: bytes) -> tuple[int, int] | None:
     """Where the value of the last ``key`` in ``payload[start:end]`` is, if it starts with ``opening``."""
     at = payload.rfind(key, start, end)
@@ -111,11 +150,10 @@ def _value_end(payload: bytes, begin: int) -> int | None:
     while position < size:
         byte = payload[position]
         if byte == _QUOTE:
-            position = _string_end(payload, position)
-            if position is None:
-                return None
-            if depth == 0:
-                return position
+            string_end = _string_end(payload, position)
+            if string_end is None or depth == 0:
+                return string_end
+            position = string_end
             continue
         if byte in _OPEN:
             depth += 1

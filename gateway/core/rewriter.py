@@ -181,6 +181,54 @@ class StreamRewriter:
         rewritten["choices"] = out
         return [rewritten]
 
+    @staticmethod
+    def continues(chunk: Chunk) -> bool:
+        """Whether ``chunk``, once fed, only carried an argument fragment of the call in its slot.
+
+        Then ``feed_fragment(chunk, arguments)`` does what ``feed`` would do
+        with a copy of ``chunk`` carrying other ``arguments``, so a caller that
+        recognises such copies by their bytes need not decode them.
+        """
+        if not isinstance(chunk, dict) or chunk.get("usage") is not None:
+            return False
+        choices = chunk.get("choices")
+        if not isinstance(choices, list) or len(choices) != 1 or not isinstance(choices[0], dict):
+            return False
+        choice = choices[0]
+        delta = choice.get("delta")
+        if choice.get("finish_reason") is not None or choice.get("usage") is not None:
+            return False
+        if not isinstance(delta, dict) or delta.keys() != {"tool_calls"}:
+            return False
+        tool_calls = delta["tool_calls"]
+        if not isinstance(tool_calls, list) or len(tool_calls) != 1 or not isinstance(tool_calls[0], dict):
+            return False
+        tool_call = tool_calls[0]
+        function = tool_call.get("function")
+        # No id and no name: the fragment can neither start a new call nor rename this one.
+        return (
+            type(tool_call.get("index")) is int
+            and not tool_call.get("id")
+            and isinstance(function, dict)
+            and isinstance(function.get("arguments"), str)
+            and not function.get("name")
+        )
+
+    def feed_fragment(self, chunk: Chunk, arguments: str) -> Chunk | None:
+        """``feed`` of ``chunk`` (one that ``continues``) with ``arguments`` as its fragment.
+
+        Returns the delta of the one rewritten choice, or None when there is
+        nothing to send; the rest of the chunk is ``chunk``'s.
+        """
+        if self.failure is not None:
+            return None
+        self._template = chunk
+        choice = chunk["choices"][0]
+        state = self._choices[choice_index(choice, 0)]
+        self._call_delta(state, state.calls[choice["delta"]["tool_calls"][0]["index"]], None, arguments)
+        delta = self._take_output(state, {})
+        return delta if any(delta.values()) else None
+
     def finish(self) -> list[Chunk]:
         choices = []
         for index, state in self._choices.items():
