@@ -8,11 +8,12 @@ delta back between the same bytes, so they need not be encoded whole either.
 ``FragmentRecogniser`` does that for a ``StreamRewriter``, with the same
 result as decoding every chunk and feeding it.
 
-A template is kept only if it is sound: putting two different values in each
-of its two holes must decode to the learned chunk with exactly that value
-changed. A hole starts right after a key's colon, so it holds a JSON value
-whatever is put there, and the check pins it to the arguments string (or to
-the delta object) and nothing else.
+A template is kept only if it is sound: putting another value in each of its
+two holes must decode to the learned chunk with exactly that value changed. A
+hole starts right after a key's colon, so it holds a JSON value whatever is
+put there; and since the value decoded at the intended place changed, and
+nothing else did, the hole is the arguments string (or the delta object) and
+nothing else.
 """
 
 from __future__ import annotations
@@ -69,14 +70,12 @@ class FragmentTemplate:
         if delta is None or arguments is None:
             return None
         template = cls(chunk, payload, arguments, delta)
-        probes_hold = all(
-            _decodes_to(template._head + encoded + template._tail, _with_arguments(chunk, value))
-            for encoded, value in ((b'""', ""), (b'"x"', "x"))
-        ) and all(
-            _decodes_to(template._delta_head + encoded + template._delta_tail, _with_delta(chunk, value))
-            for encoded, value in ((b"{}", {}), (b"[]", []))
-        )
-        return template if probes_hold else None
+        # Values unlike the learned ones: the delta holds a tool call, so it is not empty.
+        probe = "x" if function["arguments"] == "" else ""
+        sound = _decodes_to(
+            template._head + orjson.dumps(probe) + template._tail, _with_arguments(chunk, probe)
+        ) and _decodes_to(template._delta_head + b"{}" + template._delta_tail, _with_delta(chunk, {}))
+        return template if sound else None
 
     def arguments(self, payload: bytes) -> str | None:
         """The arguments string, if ``payload`` is this template's bytes around one; else None."""
