@@ -101,7 +101,9 @@ class StreamRelay:
         on_close: Callable[[StreamRelay], None],
     ) -> None:
         self._response = response
-        self._reads = response.aiter_bytes()
+        # The gateway asks for no encoding, so reads are usually taken as they come; an upstream
+        # that compresses anyway is decompressed.
+        self._reads = response.aiter_bytes() if "content-encoding" in response.headers else response.aiter_raw()
         self._rewrite: StreamRewriter | _FinishTracker = rewriter if rewriter is not None else _FinishTracker()
         self._fragments = FragmentRecogniser(rewriter) if rewriter is not None else None
         self._provider = provider

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
@@ -479,6 +480,20 @@ def test_event_that_is_not_a_chunk_ends_the_stream_with_an_error_event(route: st
     first, *rest = sse(FINISHED)
     body = stream_through(route, first, b"data: " + payload + b"\n\n", *rest)
     assert final_error(body)["code"] == "upstream_invalid_event"
+
+
+@pytest.mark.parametrize("route", ["agent", "plain"])
+def test_a_compressed_stream_is_decompressed_before_it_is_read(route: str) -> None:
+    # The gateway asks for no encoding; an upstream (or a proxy before it) may compress anyway.
+    compressor = zlib.compressobj(wbits=31)  # gzip
+    raw = b"".join(sse(AGENT_CHUNKS if route == "agent" else FINISHED))
+    compressed = compressor.compress(raw) + compressor.flush()
+    with respx.mock(base_url=UPSTREAM) as router:
+        mock_chat(router, lambda: sse_response(compressed[:10], compressed[10:], headers={"content-encoding": "gzip"}))
+        response = post_chat({"model": route, "messages": USER, "stream": True})
+    assert response.status_code == 200 and response.content.endswith(b"data: [DONE]\n\n")
+    assert "content-encoding" not in response.headers
+    assert (b"Hello" if route == "agent" else b" there") in response.content
 
 
 @pytest.mark.parametrize("route", ["agent", "plain"])
