@@ -123,11 +123,16 @@ def test_recognised_fragments_rewrite_exactly_as_decoded_ones(
         chunks.append(chunk(choice(tool_calls=[call(slot, piece, id=call_id, name=name)]), **extras))
     if data.draw(st.booleans()):
         chunks.append(chunk(choice(finish="tool_calls"), **extras))
+    nonces = data.draw(st.sampled_from(["none", "strings", "null"]))
+    if nonces != "none":  # OpenAI's obfuscation: a string that differs in every chunk (or a constant null)
+        for position, c in enumerate(chunks):
+            c["obfuscation"] = None if nonces == "null" else data.draw(text) if position % 3 else ""
     payloads = [ENCODINGS[encoding](c) for c in chunks]
 
     out, recognised = with_templates(payloads, options)
     assert out == decoding_only(payloads, options)
-    if used != [0, 1]:
+    nonce_first = encoding == "keys reversed" and nonces == "strings"
+    if used != [0, 1] and not nonce_first:
         plain = [c for c in chunks[1:] if _only_arguments(c)]
         assert recognised >= 2 * len(plain) - len(chunks), "each other chunk costs one fragment at most"
 
@@ -148,9 +153,21 @@ def test_recorded_openai_fragments_are_recognised_from_their_original_bytes() ->
     assert fragments > 3 and recognised == fragments - 1
 
 
+@pytest.mark.parametrize("padding", ["varies", "null"])
+def test_openai_obfuscation_is_relayed_as_it_came_and_fragments_are_recognised(padding: str) -> None:
+    chunks = agent_stream(split_evenly(json.dumps({"inner_thoughts": "t", "message": "Hello there"}), 2))
+    pads = ["x" * (i % 7) if padding == "varies" else None for i in range(len(chunks))]
+    payloads = [orjson.dumps({**c, "usage": None, "obfuscation": pad}) for c, pad in zip(chunks, pads)]
+    out, recognised = with_templates(payloads, RewriteOptions(), learns=3)
+    assert out == decoding_only(payloads, RewriteOptions())
+    assert recognised == len(chunks) - 3
+    if padding == "varies":
+        assert len({c["obfuscation"] for c in out}) > 1, "each chunk keeps its own padding"
+
+
 def test_chunks_that_all_differ_are_decoded_and_learning_stops(monkeypatch: pytest.MonkeyPatch) -> None:
     chunks = agent_stream(split_evenly(json.dumps({"inner_thoughts": "t", "message": "Hello there"}), 2))
-    payloads = [orjson.dumps({**c, "obfuscation": f"n{i}"}) for i, c in enumerate(chunks)]
+    payloads = [orjson.dumps({**c, "x_sequence": i}) for i, c in enumerate(chunks)]
     learned = []
     learn = FragmentTemplate.learn
     monkeypatch.setattr(FragmentTemplate, "learn", lambda payload, c: learned.append(payload) or learn(payload, c))
@@ -178,7 +195,8 @@ def with_arguments(arguments: str, **top: Any) -> dict[str, Any]:
 @pytest.mark.parametrize("arguments", ["", "age\": \"Hi", "\\u00e9\\n", "😀 /\\\\", "\"}"])
 def test_arguments_are_decoded_from_any_encoding(encoding: str, arguments: str) -> None:
     encode = ENCODINGS[encoding]
-    assert learned(encode).arguments(encode(with_arguments(arguments))) == arguments
+    payload = encode(with_arguments(arguments))
+    assert learned(encode).match(payload) == (arguments, HEAD, b"")
 
 
 @pytest.mark.parametrize(
@@ -195,7 +213,7 @@ def test_arguments_are_decoded_from_any_encoding(encoding: str, arguments: str) 
     ],
 )
 def test_anything_but_another_arguments_string_is_not_recognised(payload: bytes) -> None:
-    assert learned().arguments(payload) is None
+    assert learned().match(payload) is None
 
 
 @pytest.mark.parametrize("encoding", sorted(ENCODINGS))
@@ -259,7 +277,8 @@ def test_a_fragment_with_a_name_is_never_a_template() -> None:
     assert out == decoding_only(payloads, RewriteOptions())
 
 
-def test_what_finish_settles_goes_out_in_the_last_chunks_envelope() -> None:
+@pytest.mark.parametrize("nonce", [False, True])
+def test_what_finish_settles_goes_out_in_the_last_chunks_envelope(nonce: bool) -> None:
     # The stream ends on a recognised fragment; the call finish() settles is sent in that chunk's envelope.
     chunks = [
         chunk(choice(role="assistant", tool_calls=[call(0, "", id="call_a", name="send_message")])),
@@ -267,7 +286,11 @@ def test_what_finish_settles_goes_out_in_the_last_chunks_envelope() -> None:
         chunk(choice(tool_calls=[call(1, "", id="call_b", name="send")]), x_groq={"id": "req_1"}),
         chunk(choice(tool_calls=[call(0, 'i"}')])),
     ]
+    if nonce:
+        for position, c in enumerate(chunks):
+            c["obfuscation"] = f"pad{position}"
     payloads = [orjson.dumps(c) for c in chunks]
     out, recognised = with_templates(payloads, RewriteOptions())
     assert recognised == 1 and out == decoding_only(payloads, RewriteOptions())
     assert "x_groq" not in out[-1]
+    assert out[-1].get("obfuscation") == ("pad3" if nonce else None)

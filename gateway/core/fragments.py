@@ -5,15 +5,17 @@ A streamed tool call is tens to thousands of chunks that differ only in their
 been decoded, ``FragmentTemplate`` recognises the next ones as the same bytes
 around one JSON string, so they need not be decoded; and it puts a rewritten
 delta back between the same bytes, so they need not be encoded whole either.
-``FragmentRecogniser`` does that for a ``StreamRewriter``, with the same
+OpenAI also puts a random ``obfuscation`` string in every chunk by default;
+a template holds it as a second hole, decoded, and relayed as it came.
+``FragmentRecogniser`` does all this for a ``StreamRewriter``, with the same
 result as decoding every chunk and feeding it.
 
 A template is kept only if it is sound: putting another value in each of its
-two holes must decode to the learned chunk with exactly that value changed. A
+holes must decode to the learned chunk with exactly that value changed. A
 hole starts right after a key's colon, so it holds a JSON value whatever is
 put there; and since the value decoded at the intended place changed, and
-nothing else did, the hole is the arguments string (or the delta object) and
-nothing else.
+nothing else did, the hole is the arguments string (the delta object, the
+nonce) and nothing else.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ __all__ = ["FragmentRecogniser", "FragmentTemplate"]
 
 Chunk = dict[str, Any]
 
+# OpenAI's padding against length side channels: a top-level string that differs in every chunk.
+_NONCE: Final = "obfuscation"
 _WHITESPACE: Final = b" \t\r\n"
 _OPEN: Final = frozenset(b"{[")
 _CLOSE: Final = frozenset(b"}]")
@@ -36,21 +40,27 @@ _BACKSLASH: Final = ord("\\")
 
 
 class FragmentTemplate:
-    """The bytes of one kind of fragment chunk, with holes at the arguments string and the delta.
+    """The bytes of one kind of fragment chunk, with holes at the arguments string, the delta and the nonce.
 
     ``chunk`` is the decoded chunk it was learned from: every chunk it
-    recognises decodes to ``chunk`` with another arguments string.
+    recognises decodes to ``chunk`` with another arguments string (and
+    another nonce, when it has one after its choices).
     """
 
-    __slots__ = ("chunk", "_head", "_tail", "_smallest", "_delta_head", "_delta_tail")
+    __slots__ = ("chunk", "_nonce", "_head", "_between", "_end", "_smallest", "_delta_head", "_delta_between")
 
-    def __init__(self, chunk: Chunk, payload: bytes, arguments: tuple[int, int], delta: tuple[int, int]) -> None:
+    def __init__(
+        self, chunk: Chunk, payload: bytes, arguments: tuple[int, int], delta: tuple[int, int], nonce: tuple[int, int] | None
+    ) -> None:
         self.chunk = chunk
+        self._nonce = nonce is not None
+        rest = nonce or (len(payload), len(payload))
         self._head = payload[: arguments[0]]
-        self._tail = payload[arguments[1] :]
-        self._smallest = len(self._head) + len(self._tail) + 2
+        self._between = payload[arguments[1] : rest[0]]
+        self._end = payload[rest[1] :]
+        self._smallest = len(self._head) + len(self._between) + len(self._end) + 2
         self._delta_head = payload[: delta[0]]
-        self._delta_tail = payload[delta[1] :]
+        self._delta_between = payload[delta[1] : rest[0]]
 
     @classmethod
     def learn(cls, payload: bytes, chunk: Any) -> FragmentTemplate | None:
@@ -69,27 +79,57 @@ class FragmentTemplate:
         arguments = _hole(payload, b'"arguments":', delta[0], delta[1], b'"') if delta is not None else None
         if delta is None or arguments is None:
             return None
-        template = cls(chunk, payload, arguments, delta)
+        nonce = None
+        if isinstance(chunk.get(_NONCE), str):
+            nonce = _hole(payload, b'"%s":' % _NONCE.encode(), delta[1], len(payload), b'"')
+            if nonce is None:  # not after the choices: every chunk would look different
+                return None
         # Values unlike the learned ones: the delta holds a tool call, so it is not empty.
         probe = "x" if function["arguments"] == "" else ""
         sound = _decodes_to(
-            template._head + orjson.dumps(probe) + template._tail, _with_arguments(chunk, probe)
-        ) and _decodes_to(template._delta_head + b"{}" + template._delta_tail, _with_delta(chunk, {}))
-        return template if sound else None
+            payload[: arguments[0]] + orjson.dumps(probe) + payload[arguments[1] :], _with_arguments(chunk, probe)
+        ) and _decodes_to(payload[: delta[0]] + b"{}" + payload[delta[1] :], _with_delta(chunk, {}))
+        if nonce is not None:
+            other = "x" if chunk[_NONCE] == "" else ""
+            sound = sound and _decodes_to(
+                payload[: nonce[0]] + orjson.dumps(other) + payload[nonce[1] :], {**chunk, _NONCE: other}
+            )
+        return cls(chunk, payload, arguments, delta, nonce) if sound else None
 
-    def arguments(self, payload: bytes) -> str | None:
-        """The arguments string, if ``payload`` is this template's bytes around one; else None."""
-        if len(payload) < self._smallest or not (payload.startswith(self._head) and payload.endswith(self._tail)):
+    def match(self, payload: bytes) -> tuple[str, Chunk, bytes] | None:
+        """For this template's bytes around an arguments string (and a nonce), what they hold; else None.
+
+        That is the arguments string, the decoded chunk but for its delta,
+        and the nonce's bytes (empty without one), for ``render``.
+        """
+        head, between = self._head, self._between
+        if len(payload) < self._smallest or not payload.startswith(head):
             return None
+        start = len(head)
+        if not self._nonce:
+            if not payload.endswith(between):
+                return None
+            arguments_end, nonce = len(payload) - len(between), b""
+        else:
+            # The bytes between hold the nonce's key in raw quotes, which no string can contain:
+            # their first occurrence is past the arguments string.
+            arguments_end = payload.find(between, start + 2)
+            nonce_start, nonce_end = arguments_end + len(between), len(payload) - len(self._end)
+            if arguments_end < 0 or nonce_end <= nonce_start or not payload.endswith(self._end):
+                return None
+            nonce = payload[nonce_start:nonce_end]
         try:
-            value = orjson.loads(payload[len(self._head) : len(payload) - len(self._tail)])
+            arguments = orjson.loads(payload[start:arguments_end])
+            chunk = {**self.chunk, _NONCE: orjson.loads(nonce)} if nonce else self.chunk
         except orjson.JSONDecodeError:
             return None
-        return value if isinstance(value, str) else None
+        if not isinstance(arguments, str) or (nonce and not isinstance(chunk[_NONCE], str)):
+            return None
+        return arguments, chunk, nonce
 
-    def render(self, delta: Chunk) -> bytes:
-        """A recognised chunk with ``delta`` in place of its delta: the learned bytes around it."""
-        return b"".join((self._delta_head, orjson.dumps(delta), self._delta_tail))
+    def render(self, delta: Chunk, nonce: bytes = b"") -> bytes:
+        """A recognised chunk with ``delta`` in place of its delta: the learned bytes around it, and its nonce."""
+        return b"".join((self._delta_head, orjson.dumps(delta), self._delta_between, nonce, self._end))
 
 
 class FragmentRecogniser:
@@ -112,13 +152,12 @@ class FragmentRecogniser:
 
     def recognise(self, payload: bytes) -> list[bytes] | None:
         template = self._template
-        if template is None:
+        matched = template.match(payload) if template is not None else None
+        if template is None or matched is None:
             return None
-        arguments = template.arguments(payload)
-        if arguments is None:
-            return None
-        delta = self._rewriter.feed_fragment(template.chunk, arguments)
-        return [] if delta is None else [template.render(delta)]
+        arguments, chunk, nonce = matched
+        delta = self._rewriter.feed_fragment(chunk, arguments)
+        return [] if delta is None else [template.render(delta, nonce)]
 
     def learn(self, payload: bytes, chunk: Any) -> None:
         """Take the template of a chunk just fed, if it only continued a tool call."""
