@@ -294,3 +294,50 @@ def test_what_finish_settles_goes_out_in_the_last_chunks_envelope(nonce: bool) -
     assert recognised == 1 and out == decoding_only(payloads, RewriteOptions())
     assert "x_groq" not in out[-1]
     assert out[-1].get("obfuscation") == ("pad3" if nonce else None)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.sampled_from(sorted(ENCODINGS)),
+    st.booleans(),
+    text,
+    st.lists(st.tuples(st.integers(0, 400), st.integers(0, 3), st.binary(max_size=4)), min_size=1, max_size=3),
+)
+def test_whatever_a_template_recognises_decodes_to_what_it_says(
+    encoding: str, nonce: bool, arguments: str, edits: list[tuple[int, int, bytes]]
+) -> None:
+    # Any payload, a valid one edited at random: a match must be exactly the learned chunk with its holes filled.
+    def made(fragment: str, padding: str) -> dict[str, Any]:
+        return {**with_arguments(fragment), "obfuscation": padding} if nonce else with_arguments(fragment)
+
+    encode = ENCODINGS[encoding]
+    template = FragmentTemplate.learn(encode(made("x", "abc")), made("x", "abc"))
+    assert template is not None or (nonce and encoding == "keys reversed"), "a nonce first is no template"
+    payload = encode(made(arguments, "other"))
+    for at, cut, inserted in edits:
+        at %= len(payload) + 1
+        payload = payload[:at] + inserted + payload[at + cut :]
+    matched = template.match(payload) if template is not None else None
+    if matched is not None:
+        found, chunk, _ = matched
+        padding = chunk.get("obfuscation", "")
+        assert chunk == made("x", padding)
+        assert orjson.loads(payload) == made(found, padding)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda payload: payload[:-1] + b"]",  # the end
+        lambda payload: payload.replace(b'"obfuscation":"pad"', b'"obfuscation":"pad","x":1'),  # more after it
+        lambda payload: payload.replace(b'"obfuscation":"pad"', b'"obfuscation":7'),  # not a string
+        lambda payload: payload.replace(b"finish_reason", b"finish_reasons"),  # the bytes between
+    ],
+)
+def test_a_padded_template_recognises_nothing_but_its_own_shape(edit: Callable[[bytes], bytes]) -> None:
+    padded = {**with_arguments("x"), "obfuscation": "abc"}
+    template = FragmentTemplate.learn(orjson.dumps(padded), padded)
+    assert template is not None
+    payload = orjson.dumps({**with_arguments("y"), "obfuscation": "pad"})
+    assert template.match(payload) == ("y", {**padded, "obfuscation": "pad"}, b'"pad"')
+    assert template.match(edit(payload)) is None
