@@ -4,9 +4,9 @@ What arrives in one upstream read leaves in one write, except that the
 response starts as soon as the first event is translated. Chunks the rewriter
 leaves untouched are forwarded as their original bytes, and chunks that only
 continue a tool call's arguments are recognised by their bytes instead of
-decoded (``FragmentRecogniser``). A stream that breaks,
-stalls, times out or ends before every choice has finished ends with an
-OpenAI error event, never with a clean-looking ``[DONE]``.
+decoded (``FragmentRecogniser``). A stream that breaks, stalls, times out or
+ends before every choice has finished ends with an OpenAI error event, never
+with a clean-looking ``[DONE]``.
 """
 
 from __future__ import annotations
