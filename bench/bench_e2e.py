@@ -121,6 +121,7 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--paced-rate", type=float, default=20.0, help="open loop, paced upstream: streams/s (default 20)")
     parser.add_argument("--latency-seconds", type=float, help="seconds per open-loop run (quick 3, full 12)")
     parser.add_argument("--fragments", type=int, default=50, help="argument fragments per answer (default 50)")
+    parser.add_argument("--padded", action="store_true", help="OpenAI-style obfuscation padding in every upstream chunk")
     parser.add_argument("--interval-ms", type=float, default=10.0, help="paced upstream: ms between events (default 10)")
     parser.add_argument("--open-streams", type=int, default=1000, help="streams open at once for the memory figure (default 1000)")
     parser.add_argument("--hold-interval-ms", type=float, default=1000.0, help="ms between events of those streams (default 1000)")
@@ -169,7 +170,7 @@ def servers(options: argparse.Namespace, log_dir: Path) -> Iterator[dict[str, Se
             stack.callback(server.stop)
             started[name] = server
 
-        upstream = start_upstream(log_dir, options.fragments)
+        upstream = start_upstream(log_dir, options.fragments, options.padded)
         start("upstream", upstream)
         start("bare", start_bare(log_dir, upstream.port))
         start("bare httpcore", start_bare(log_dir, upstream.port, "httpcore"))
@@ -322,7 +323,7 @@ async def measure_memory(run: Run, targets: list[Target], idle: dict[str, int]) 
 
 async def bench(options: argparse.Namespace) -> dict[str, Any]:
     raise_fd_limit(max(65536, 4 * options.open_streams))
-    script = Script(model_name("agent"), options.fragments)
+    script = Script(model_name("agent"), options.fragments, options.padded)
     results: dict[str, Any] = {"bench": "e2e", "machine": machine(), "options": dict(vars(options))}
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp, servers(options, Path(tmp)) as running:
@@ -433,7 +434,8 @@ def render(results: dict[str, Any]) -> str:
         ),
         "stack: " + ", ".join(f"{name} {version}" for name, version in info["versions"].items()),
         (
-            f"workload: {options['fragments']} argument fragments ({chunks} chunks) per answer;"
+            f"workload: {options['fragments']} argument fragments ({chunks} chunks) per answer"
+            f"{', padded like OpenAI' if options['padded'] else ''};"
             f" {'quick' if options['quick'] else 'full'} run, {results['seconds']:.0f} s"
         ),
         *(f"note: {note}" for note in results["notes"]),

@@ -193,9 +193,11 @@ class ServerProcess:
             os.killpg(self.pid, signum)
 
 
-def start_upstream(log_dir: Path, fragments: int) -> ServerProcess:
+def start_upstream(log_dir: Path, fragments: int, padded: bool = False) -> ServerProcess:
     port = free_port()
     argv = [sys.executable, str(BENCH / "upstream.py"), "--port", str(port), "--fragments", str(fragments)]
+    if padded:
+        argv.append("--padded")
     return ServerProcess("upstream", argv, port, log_dir)
 
 

@@ -51,6 +51,7 @@ def parse_options() -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--interval-ms", type=float, default=10.0)
     parser.add_argument("--fragments", type=int, default=50)
+    parser.add_argument("--padded", action="store_true", help="OpenAI-style obfuscation padding in every upstream chunk")
     parser.add_argument("--sample-rate", type=int, default=200, help="py-spy samples per second (default 200)")
     parser.add_argument("--gateway-log-level", default="info")
     parser.add_argument("--top", type=int, default=25)
@@ -108,7 +109,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
         log_dir = Path(tmp)
         output = options.output or log_dir / "stacks.txt"
-        upstream = start_upstream(log_dir, options.fragments)
+        upstream = start_upstream(log_dir, options.fragments, options.padded)
         servers = [upstream]
         try:
             upstream.wait_ready()

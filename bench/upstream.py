@@ -12,7 +12,7 @@ Each answer is encoded once per model name and replayed, so that the upstream
 costs the machine as little as possible: it shares two cores with what it
 measures.
 
-Run: ``python bench/upstream.py --port 9100 [--fragments 50]``
+Run: ``python bench/upstream.py --port 9100 [--fragments 50] [--padded]``
 """
 
 from __future__ import annotations
@@ -56,10 +56,15 @@ def _event(chunk: dict[str, Any]) -> bytes:
     return _frame(b"data: " + orjson.dumps(chunk) + b"\n\n")
 
 
-class Script:
-    """The encoded answers for one model name."""
+def _padding(position: int) -> str:
+    """OpenAI-style obfuscation: a different string, of a different length, in every chunk."""
+    return "pad0123456789abcdef"[: 1 + (position * 7) % 19]
 
-    def __init__(self, model: str, fragments: int) -> None:
+
+class Script:
+    """The encoded answers for one model name; ``padded`` adds OpenAI's per-chunk ``obfuscation`` field."""
+
+    def __init__(self, model: str, fragments: int, padded: bool = False) -> None:
         self.interval = interval_of(model)
         repeats = max(1, (fragments * FRAGMENT_CHARS - len(THOUGHTS)) // len(SENTENCE))
         self.message = (SENTENCE * repeats).rstrip("\n")
@@ -73,6 +78,8 @@ class Script:
             delta = {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
             chunks.append({**head, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}]})
         chunks.append({**head, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "tool_calls"}]})
+        if padded:
+            chunks = [{**chunk, "obfuscation": _padding(position)} for position, chunk in enumerate(chunks)]
         self.events = [_event(chunk) for chunk in chunks]
         self.events[-1] += _frame(b"data: [DONE]\n\n") + b"0\r\n\r\n"
         self.burst = b"".join(self.events)
@@ -212,8 +219,9 @@ def _content_length(lowered_head: bytes) -> int | None:
 class Upstream:
     """The server: one script per model name, built on first use."""
 
-    def __init__(self, fragments: int) -> None:
+    def __init__(self, fragments: int, padded: bool = False) -> None:
         self.fragments = fragments
+        self.padded = padded
         self.scripts: dict[str, Script] = {}
         self.requests = 0
 
@@ -224,7 +232,7 @@ class Upstream:
     def script(self, model: str) -> Script:
         script = self.scripts.get(model)
         if script is None:
-            script = self.scripts[model] = Script(model, self.fragments)
+            script = self.scripts[model] = Script(model, self.fragments, self.padded)
         return script
 
     async def serve(self, host: str, port: int) -> None:
@@ -239,9 +247,10 @@ def main() -> None:
     parser.add_argument("--host", default=HOST)
     parser.add_argument("--port", type=int, default=9100)
     parser.add_argument("--fragments", type=int, default=50, help="argument fragments per answer (default 50)")
+    parser.add_argument("--padded", action="store_true", help="an OpenAI-style obfuscation string in every chunk")
     options = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
-        uvloop.run(Upstream(options.fragments).serve(options.host, options.port))
+        uvloop.run(Upstream(options.fragments, options.padded).serve(options.host, options.port))
 
 
 if __name__ == "__main__":
