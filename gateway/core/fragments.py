@@ -139,8 +139,8 @@ class FragmentRecogniser:
     the caller then decodes the chunk, feeds it to the rewriter and hands it
     to ``learn``. A new template replaces the old one when a fragment chunk is
     not recognised, at most ``learns`` times: enough to get past a first
-    fragment unlike the rest, few enough that a provider whose every chunk
-    differs (a per-chunk nonce, say) costs next to nothing.
+    fragment unlike the rest, few enough that a provider whose chunks all
+    differ in some other way than OpenAI's padding costs next to nothing.
     """
 
     __slots__ = ("_rewriter", "_template", "_learns")
