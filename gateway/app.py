@@ -10,7 +10,7 @@ import signal
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping
 from types import FrameType
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import orjson
@@ -31,8 +31,6 @@ from gateway.observe import Observe, record_of
 from gateway.upstream import HOP_BY_HOP, client_headers
 
 __all__ = ["app_from_env", "create_app"]
-
-T = TypeVar("T")
 
 logger = logging.getLogger("gateway")
 # Client request headers never forwarded on pass-through paths: the gateway key and hop-by-hop fields.
