@@ -8,7 +8,27 @@ from typing import Any
 
 import orjson
 
+from gateway.core.options import Reasoning, RewriteOptions, Thoughts
+from gateway.core.rewriter import RewriteStats, replay_completion
+from gateway.dialects.chat import fold_completion
+
 FIXTURES = Path(os.environ.get("GATEWAY_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "recorded"))
+
+
+def options_of(**options: Any) -> RewriteOptions:
+    """Rewrite options as the config spells them (``inner_thoughts="content"``, ``reasoning="expose"``)."""
+    if "inner_thoughts" in options:
+        options["inner_thoughts"] = Thoughts(options["inner_thoughts"])
+    if "reasoning" in options:
+        options["reasoning"] = Reasoning(options["reasoning"])
+    return RewriteOptions(**options)
+
+
+def rewrite_completion(
+    completion: dict[str, Any], options: RewriteOptions | None = None, stats: RewriteStats | None = None
+) -> dict[str, Any]:
+    """A non-streaming answer as a chat client gets it: replayed through the rewrite, folded back."""
+    return fold_completion(completion, replay_completion(completion, options, stats))
 
 
 def recorded_files() -> list[Path]:

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from gateway.core.arguments import FILTERED, ArgumentsParser, extract_strings, strip_member
+from gateway.core.arguments import ArgumentsParser, Captured, Filtered, extract_strings, strip_member
 
 # Text that stresses the decoder: quotes, backslashes, slashes, control
 # characters, astral characters (surrogate pairs when escaped), non-ASCII.
@@ -67,12 +67,16 @@ def splits(draw: st.DrawFn, text: str) -> list[str]:
     return [text[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
 
 
-def run(fragments: list[str], **kwargs: object) -> tuple[ArgumentsParser, dict[str | None, str]]:
-    """Feed fragments, checking after every feed the invariants that must always hold."""
+def run(fragments: list[str], **kwargs: object) -> tuple[ArgumentsParser, dict[object, str]]:
+    """Feed fragments, checking after every feed the invariants that must always hold.
+
+    The result maps each captured key to its text, and ``Filtered`` to the filtered object.
+    """
     parser = ArgumentsParser(**kwargs)  # type: ignore[arg-type]
-    emitted: dict[str | None, list[str]] = {}
+    emitted: dict[object, list[str]] = {}
     for fragment in fragments:
-        for key, text in parser.feed(fragment):
+        for piece in parser.feed(fragment):
+            key, text = (piece.key, piece.text) if type(piece) is Captured else (Filtered, piece.text)
             assert text, "no empty events"
             text.encode("utf-8")  # every fragment is valid UTF-8 (no lone surrogates)
             emitted.setdefault(key, []).append(text)
@@ -126,7 +130,7 @@ def test_filtered_object_is_the_original_minus_the_key(data: st.DataObject) -> N
     parser, emitted = run(fragments, capture=(), drop="inner_thoughts")
     original = json.loads(doc)
     removed = original.pop("inner_thoughts", None)
-    filtered = emitted.get(FILTERED, "")
+    filtered = emitted.get(Filtered, "")
     assert json.loads(filtered) == original
     assert list(json.loads(filtered)) == list(original), "key order is kept"
     assert emitted.get("inner_thoughts") == (removed or None if isinstance(removed, str) else None)
@@ -224,7 +228,7 @@ def test_partial_scalars_and_nested_values_at_every_boundary(value: str) -> None
     for cut in range(len(doc) + 1):
         parser, emitted = run([doc[:cut], doc[cut:]], drop="inner_thoughts")
         assert emitted["message"] == "ok" and parser.error is None
-        assert json.loads(emitted[FILTERED]) == json.loads(doc)
+        assert json.loads(emitted[Filtered]) == json.loads(doc)
 
 
 @pytest.mark.parametrize(

@@ -11,16 +11,29 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.core.rewriter import InvalidChunk, RewriteOptions, StreamRewriter, rewrite_completion
-from tests.streams import agent_stream, call, choice, chunk, recorded_chunks, recorded_files, split_evenly
+from gateway.core.events import ChunkStart
+from gateway.core.rewriter import ArgumentsTooLong, InvalidChunk, StreamRewriter
+from gateway.dialects.chat import ChatStreamEncoder
+from tests.streams import (
+    agent_stream,
+    call,
+    choice,
+    chunk,
+    options_of,
+    recorded_chunks,
+    recorded_files,
+    rewrite_completion,
+    split_evenly,
+)
 
 Chunks = list[dict[str, Any]]
 
 
 def rewrite(chunks: Chunks, **options: Any) -> tuple[Chunks, StreamRewriter]:
-    rewriter = StreamRewriter(RewriteOptions(**options))
-    out = [sent for c in chunks for sent in rewriter.feed(c)]
-    return out + rewriter.finish(), rewriter
+    """The chunks a chat client gets for these upstream chunks: the rewriter's events through the chat encoder."""
+    rewriter = StreamRewriter(options_of(**options))
+    events = [event for c in chunks for event in rewriter.feed(c, orjson.dumps(c))]
+    return ChatStreamEncoder().chunks(events + rewriter.finish()), rewriter
 
 
 def deltas(out: Chunks, index: int = 0) -> list[dict[str, Any]]:
@@ -316,24 +329,35 @@ def test_header_without_arguments_and_whole_call_in_one_chunk() -> None:
     assert text(out) == "one\n\ntwo" and finish_reasons(out) == ["stop"]
 
 
-def test_choice_without_delta_is_preserved() -> None:
+def test_choice_without_delta_gets_an_empty_one_and_keeps_its_fields() -> None:
+    """Azure sends content-filter results after a finish in a choice without a delta; clients read choice.delta."""
+    tail = {"index": 0, "content_filter_offsets": {"check_offset": 0}, "content_filter_results": {"hate": {"filtered": False}}}
     chunks = [
         chunk(choice(role="assistant", content="Hi")),
         chunk({"index": 0, "finish_reason": "stop"}),
+        chunk(tail),
         chunk({"index": 1, "content_filter_offsets": {"check_offset": 0}}),
     ]
     out, _ = rewrite(chunks)
-    assert out[1:] == chunks[1:]
+    assert [o["choices"] for o in out[1:]] == [
+        [{"index": 0, "finish_reason": "stop", "delta": {}}],
+        [{**tail, "delta": {}}],
+        [{"index": 1, "content_filter_offsets": {"check_offset": 0}, "delta": {}}],
+    ]
+    assert out[1:] == [{**c, "choices": o["choices"]} for c, o in zip(chunks[1:], out[1:], strict=True)]
 
 
 # 10. Everything else is preserved.
 
 
-def test_unchanged_chunks_are_returned_as_the_same_object() -> None:
+def test_unchanged_chunks_go_out_as_their_original_bytes() -> None:
     chunks = [chunk(choice(role="assistant", content="")), chunk(choice(content="Hello")), chunk(choice(finish="stop"))]
     rewriter = StreamRewriter()
     for c in chunks:
-        assert [sent is c for sent in rewriter.feed(c)] == [True]
+        raw = orjson.dumps(c) + b" "  # the upstream's own bytes, however it spaced them
+        events = rewriter.feed(c, raw)
+        assert events[0] == ChunkStart(c, raw)
+        assert ChatStreamEncoder().encode(events) == b"data: " + raw + b"\n\n"
 
 
 def test_top_level_fields_usage_and_choiceless_chunks_pass() -> None:
@@ -342,12 +366,11 @@ def test_top_level_fields_usage_and_choiceless_chunks_pass() -> None:
     chunks = [{**c, **extra} for c in chunks]
     chunks[-1]["usage"] = {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
     filtered = {"choices": [], "prompt_filter_results": [{"prompt_index": 0}], "id": "", "model": ""}
-    error = {"error": {"message": "boom", "type": "server_error"}}
-    out, _ = rewrite([filtered, *chunks, error])
-    assert out[0] is filtered and out[-1] is error
-    for sent in out[1:-1]:
+    out, _ = rewrite([filtered, *chunks])
+    assert out[0] == filtered
+    for sent in out[1:]:
         assert {k: sent[k] for k in extra} == extra and sent["id"] == "chatcmpl-test"
-    assert out[-2]["usage"] == {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
+    assert out[-1]["usage"] == {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
 
 
 def test_chunks_with_nothing_left_to_say_are_dropped_except_the_first() -> None:
@@ -422,7 +445,7 @@ def test_completion_message_tool_becomes_content() -> None:
     result = rewrite_completion(completion(message))
     assert result["choices"][0] == {"index": 0, "message": {"role": "assistant", "content": "Hello", "refusal": None}, "finish_reason": "stop"}
     assert result["usage"] == {"total_tokens": 9}
-    exposed = rewrite_completion(completion(message), RewriteOptions(reasoning="expose"))
+    exposed = rewrite_completion(completion(message), options_of(reasoning="expose"))
     assert exposed["choices"][0]["message"]["reasoning_content"] == "think"
 
 
@@ -441,7 +464,9 @@ def test_completion_client_tool_arguments_are_compact_in_original_order() -> Non
 def test_completion_plain_content_and_no_choices() -> None:
     plain = completion({"role": "assistant", "content": "Hi"}, finish="stop")
     assert rewrite_completion(plain) == plain
-    assert rewrite_completion({"error": {"message": "x"}}) == {"error": {"message": "x"}}
+    for invalid in ({"error": {"message": "x"}}, {"choices": [{"index": 0}]}, {"choices": ["x"]}):
+        with pytest.raises(InvalidChunk):
+            rewrite_completion(invalid)
 
 
 # Golden tests over the recorded provider streams.
@@ -505,15 +530,16 @@ def test_recorded_tool_as_client_tool(path: Path) -> None:
 
 
 def test_arguments_beyond_the_limit_stop_the_rewrite() -> None:
-    rewriter = StreamRewriter(RewriteOptions(max_arguments_chars=70))
+    rewriter = StreamRewriter(options_of(max_arguments_chars=70))
+    encoder = ChatStreamEncoder()
     chunks = agent_stream(['{"inner_thoughts": "x", ', '"message": "' + "y" * 30, "z" * 10])
-    sent = [out for c in chunks[:3] for out in rewriter.feed(c)]
-    assert rewriter.failure is None and text(sent) == "y" * 30
-    assert rewriter.feed(chunks[3]) == [] and "70 characters" in (rewriter.failure or "")
-    assert rewriter.feed(chunks[4]) == []
+    sent = encoder.chunks([event for c in chunks[:3] for event in rewriter.feed(c)])
+    assert text(sent) == "y" * 30
+    with pytest.raises(ArgumentsTooLong, match="70 characters"):
+        rewriter.feed(chunks[3])
 
 
 @pytest.mark.parametrize("value", [[1, 2], None, "text", 42])
-def test_values_that_are_not_objects_pass_without_raising(value: Any) -> None:
-    assert StreamRewriter().feed(value) == [value]  # type: ignore[arg-type]
-    assert rewrite_completion(value) == value  # type: ignore[arg-type]
+def test_choices_that_are_not_objects_are_invalid_chunks(value: Any) -> None:
+    with pytest.raises(InvalidChunk):
+        StreamRewriter().feed({"choices": [value]})

@@ -16,26 +16,64 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Final
+from enum import Enum
+from typing import Final, NamedTuple
 
 import orjson
 
-__all__ = ["FILTERED", "ArgumentsParser", "Event", "extract_strings", "strip_member"]
+__all__ = ["ArgumentsParser", "Captured", "Filtered", "Piece", "extract_strings", "strip_member"]
 
-FILTERED: Final = None
-"""The event key of filtered-object text (see ``ArgumentsParser(drop=...)``)."""
 
-Event = tuple[str | None, str]
-"""``(key, text)``: decoded text of the captured member ``key``, or, with key
-``FILTERED``, the next piece of the object with the dropped member removed."""
+class Captured(NamedTuple):
+    """Decoded text of the captured top-level string member ``key``."""
 
-# States of the top-level object.
-_BEFORE, _KEY_OR_END, _KEY_START, _COLON, _VALUE, _AFTER_VALUE = range(6)
-_STRING, _NESTED, _SCALAR, _DONE, _ERROR = range(6, 11)
+    key: str
+    text: str
 
-# What a string being read is: an object key, a top-level value, or a string
-# inside a nested value.
-_IS_KEY, _IS_VALUE, _IS_NESTED = range(3)
+
+class Filtered(NamedTuple):
+    """The next piece of the object with the dropped member removed (see ``ArgumentsParser(drop=...)``)."""
+
+    text: str
+
+
+Piece = Captured | Filtered
+
+# Internally, runs of output are keyed by the captured member, or by this for the filtered object.
+_FILTERED: Final = ""
+
+
+
+class _State(Enum):
+    """Where the parser is in the top-level object."""
+
+    BEFORE = "before the object"
+    KEY_OR_END = "a key or the end"
+    KEY_START = "a key"
+    COLON = "a colon"
+    VALUE = "a value"
+    AFTER_VALUE = "a comma or the end"
+    STRING = "inside a string"
+    NESTED = "inside a nested value"
+    SCALAR = "inside a number or literal"
+    DONE = "after the object"
+    ERROR = "after an error"
+
+
+class _StringKind(Enum):
+    """What a string being read is."""
+
+    KEY = "an object key"
+    VALUE = "a top-level value"
+    NESTED = "a string inside a nested value"
+
+
+# Module-level names for the hot loop: an identity test against a global is the cheapest comparison.
+_BEFORE, _KEY_OR_END, _KEY_START, _COLON, _VALUE, _AFTER_VALUE = (
+    _State.BEFORE, _State.KEY_OR_END, _State.KEY_START, _State.COLON, _State.VALUE, _State.AFTER_VALUE
+)
+_STRING, _NESTED, _SCALAR, _DONE, _ERROR = _State.STRING, _State.NESTED, _State.SCALAR, _State.DONE, _State.ERROR
+_IS_KEY, _IS_VALUE, _IS_NESTED = _StringKind.KEY, _StringKind.VALUE, _StringKind.NESTED
 
 _WHITESPACE: Final = " \t\n\r"
 _STRING_SPECIAL: Final = re.compile(r'["\\]')
@@ -73,10 +111,10 @@ class ArgumentsParser:
     """Streams the members of one JSON object, fed in arbitrary fragments.
 
     ``capture`` names the top-level keys whose string values are emitted,
-    decoded, as ``(key, text)`` events. With ``drop``, the parser also emits
-    the object itself (key ``FILTERED``) with that member removed, compact at
-    the top level, and the dropped member's string value as a ``(drop, text)``
-    event. The first occurrence of a key wins; later ones are not captured.
+    decoded, as ``Captured(key, text)``. With ``drop``, the parser also emits
+    the object itself as ``Filtered`` pieces with that member removed, compact
+    at the top level, and the dropped member's string value as
+    ``Captured(drop, text)``. The first occurrence of a key wins; later ones are not captured.
 
     Invalid input never raises: emission stops and ``error`` says why.
     """
@@ -101,14 +139,16 @@ class ArgumentsParser:
         keys = set(capture)
         if drop is not None:
             keys.add(drop)
+        if _FILTERED in keys:
+            raise ValueError("a captured key must not be empty")
         self.capture: frozenset[str] = frozenset(keys)
         self.drop = drop
         self.error: str | None = None
-        self._state = _BEFORE
+        self._state: _State = _BEFORE
         self._pending = ""
         self._seen: set[str] = set()
         self._key_parts: list[str] = []
-        self._string_kind = _IS_KEY
+        self._string_kind: _StringKind = _IS_KEY
         self._string_event: str | None = None
         # Whether the member being read goes to the filtered output.
         self._keep = False
@@ -119,51 +159,53 @@ class ArgumentsParser:
     @property
     def complete(self) -> bool:
         """True once the whole object, closing brace included, has been read."""
-        return self._state == _DONE
+        return self._state is _DONE
 
-    def feed(self, fragment: str) -> list[Event]:
+    def feed(self, fragment: str) -> list[Piece]:
         """Consume the next fragment and return what became certain."""
-        if self._state == _ERROR or not fragment:
+        if self._state is _ERROR or not fragment:
             return []
         data = self._pending + fragment if self._pending else fragment
         self._pending = ""
-        out: list[tuple[str | None, list[str]]] = []
+        out: list[tuple[str, list[str]]] = []
         try:
             self._run(data, out)
         except _Invalid as exc:
             self.error = str(exc)
             self._state = _ERROR
-        return [(key, "".join(parts)) for key, parts in out]
+        return [
+            Filtered("".join(parts)) if key is _FILTERED else Captured(key, "".join(parts)) for key, parts in out
+        ]
 
     def close(self) -> None:
         """Mark the end of input; a document cut short is reported, not raised."""
-        if self._state not in (_DONE, _ERROR):
+        if self._state is not _DONE and self._state is not _ERROR:
             self.error = "truncated: the arguments ended before the object was closed"
 
     # The state machine. Each branch consumes from ``pos`` and either advances
     # the state or leaves an incomplete escape in ``_pending`` and returns.
 
-    def _run(self, data: str, out: list[tuple[str | None, list[str]]]) -> None:
+    def _run(self, data: str, out: list[tuple[str, list[str]]]) -> None:
         pos = 0
         end = len(data)
         filtering = self.drop is not None
         while pos < end:
             state = self._state
-            if state == _STRING:
+            if state is _STRING:
                 pos = self._read_string(data, pos, out)
                 if pos < 0:
                     return
                 continue
-            if state == _NESTED:
+            if state is _NESTED:
                 pos = self._read_nested(data, pos, out)
                 continue
-            if state == _SCALAR:
+            if state is _SCALAR:
                 run = _SCALAR_RUN.match(data, pos)  # a "*" pattern: it always matches, maybe empty
                 stop = run.end() if run is not None else pos
                 if stop > pos:
                     self._scalar.append(data[pos:stop])
                     if self._keep:
-                        _emit(out, FILTERED, data[pos:stop])
+                        _emit(out, _FILTERED, data[pos:stop])
                 if stop < end:
                     token = "".join(self._scalar)
                     if not _SCALAR_VALID.fullmatch(token):
@@ -178,64 +220,64 @@ class ArgumentsParser:
                 pos += 1
                 continue
             pos += 1
-            if state == _BEFORE:
+            if state is _BEFORE:
                 if char != "{":
                     raise _Invalid("the arguments are not a JSON object")
                 if filtering:
-                    _emit(out, FILTERED, "{")
+                    _emit(out, _FILTERED, "{")
                 self._state = _KEY_OR_END
-            elif state in (_KEY_OR_END, _KEY_START):
+            elif state is _KEY_OR_END or state is _KEY_START:
                 if char == '"':
                     self._start_string(_IS_KEY, None)
-                elif char == "}" and state == _KEY_OR_END:
+                elif char == "}" and state is _KEY_OR_END:
                     self._close_object(out, filtering)
                 else:
                     raise _Invalid(f"expected a key, found {char!r}")
-            elif state == _COLON:
+            elif state is _COLON:
                 if char != ":":
                     raise _Invalid(f"expected ':', found {char!r}")
                 self._state = _VALUE
-            elif state == _VALUE:
+            elif state is _VALUE:
                 self._start_value(char, out)
-            elif state == _AFTER_VALUE:
+            elif state is _AFTER_VALUE:
                 if char == ",":
                     self._state = _KEY_START
                 elif char == "}":
                     self._close_object(out, filtering)
                 else:
                     raise _Invalid(f"expected ',' or '}}', found {char!r}")
-            elif state == _DONE:
+            elif state is _DONE:
                 raise _Invalid("unexpected text after the object")
 
-    def _close_object(self, out: list[tuple[str | None, list[str]]], filtering: bool) -> None:
+    def _close_object(self, out: list[tuple[str, list[str]]], filtering: bool) -> None:
         if filtering:
-            _emit(out, FILTERED, "}")
+            _emit(out, _FILTERED, "}")
         self._state = _DONE
 
-    def _start_string(self, kind: int, event: str | None) -> None:
+    def _start_string(self, kind: _StringKind, event: str | None) -> None:
         self._string_kind = kind
         self._string_event = event
         self._state = _STRING
 
-    def _start_value(self, char: str, out: list[tuple[str | None, list[str]]]) -> None:
+    def _start_value(self, char: str, out: list[tuple[str, list[str]]]) -> None:
         if char == '"':
             if self._keep:
-                _emit(out, FILTERED, '"')
+                _emit(out, _FILTERED, '"')
             self._start_string(_IS_VALUE, self._string_event)
         elif char in _CLOSERS:
             if self._keep:
-                _emit(out, FILTERED, char)
+                _emit(out, _FILTERED, char)
             self._stack.append(_CLOSERS[char])
             self._state = _NESTED
         elif char in _SCALAR_START:
             if self._keep:
-                _emit(out, FILTERED, char)
+                _emit(out, _FILTERED, char)
             self._scalar.append(char)
             self._state = _SCALAR
         else:
             raise _Invalid(f"expected a value, found {char!r}")
 
-    def _end_key(self, out: list[tuple[str | None, list[str]]]) -> None:
+    def _end_key(self, out: list[tuple[str, list[str]]]) -> None:
         """Decide what happens to the member whose key was just read."""
         key = "".join(self._key_parts)
         self._key_parts.clear()
@@ -248,10 +290,10 @@ class ArgumentsParser:
         if self._keep:
             separator = "," if self._kept_members else ""
             self._kept_members += 1
-            _emit(out, FILTERED, separator + orjson.dumps(key).decode() + ":")
+            _emit(out, _FILTERED, separator + orjson.dumps(key).decode() + ":")
         self._state = _COLON
 
-    def _read_nested(self, data: str, pos: int, out: list[tuple[str | None, list[str]]]) -> int:
+    def _read_nested(self, data: str, pos: int, out: list[tuple[str, list[str]]]) -> int:
         """Skip (or pass through) a nested object or array up to its end.
 
         Its brackets must balance, its strings be valid and nothing else be stray
@@ -268,12 +310,12 @@ class ArgumentsParser:
             if keep and stop > pos:
                 compact = data[pos:stop].translate(_STRIP_WHITESPACE)
                 if compact:
-                    _emit(out, FILTERED, compact)
+                    _emit(out, _FILTERED, compact)
             if match is None:
                 return stop
             char = data[stop]
             if keep:
-                _emit(out, FILTERED, char)
+                _emit(out, _FILTERED, char)
             pos = stop + 1
             if char == '"':
                 self._start_string(_IS_NESTED, None)
@@ -286,7 +328,7 @@ class ArgumentsParser:
                 self._state = _AFTER_VALUE
                 return pos
 
-    def _read_string(self, data: str, pos: int, out: list[tuple[str | None, list[str]]]) -> int:
+    def _read_string(self, data: str, pos: int, out: list[tuple[str, list[str]]]) -> int:
         """Decode up to the closing quote, or up to what is certain.
 
         Returns the position after what was consumed, or -1 when the rest of
@@ -327,27 +369,27 @@ class ArgumentsParser:
             self._end_string(out)
         return pos
 
-    def _deliver(self, text: str, out: list[tuple[str | None, list[str]]]) -> None:
+    def _deliver(self, text: str, out: list[tuple[str, list[str]]]) -> None:
         kind = self._string_kind
-        if kind == _IS_KEY:
+        if kind is _IS_KEY:
             self._key_parts.append(text)
             return
-        if kind == _IS_VALUE and self._string_event is not None:
+        if kind is _IS_VALUE and self._string_event is not None:
             _emit(out, self._string_event, text)
         if self._keep:
-            _emit(out, FILTERED, orjson.dumps(text).decode()[1:-1])
+            _emit(out, _FILTERED, orjson.dumps(text).decode()[1:-1])
 
-    def _end_string(self, out: list[tuple[str | None, list[str]]]) -> None:
+    def _end_string(self, out: list[tuple[str, list[str]]]) -> None:
         kind = self._string_kind
-        if kind == _IS_KEY:
+        if kind is _IS_KEY:
             self._end_key(out)
             return
         if self._keep:
-            _emit(out, FILTERED, '"')
-        self._state = _AFTER_VALUE if kind == _IS_VALUE else _NESTED
+            _emit(out, _FILTERED, '"')
+        self._state = _AFTER_VALUE if kind is _IS_VALUE else _NESTED
 
 
-def _emit(out: list[tuple[str | None, list[str]]], key: str | None, text: str) -> None:
+def _emit(out: list[tuple[str, list[str]]], key: str, text: str) -> None:
     """Append text, merging runs for the same key so one feed yields few events."""
     if out and out[-1][0] == key:
         out[-1][1].append(text)
@@ -395,8 +437,9 @@ def extract_strings(document: str, keys: Iterable[str]) -> dict[str, str]:
     """Optimistically decode chosen top-level string members of a whole (maybe truncated) document."""
     parser = ArgumentsParser(capture=keys)
     found: dict[str, list[str]] = {}
-    for key, text in parser.feed(document):
-        found.setdefault(key, []).append(text)  # type: ignore[arg-type]
+    for piece in parser.feed(document):
+        if type(piece) is Captured:
+            found.setdefault(piece.key, []).append(piece.text)
     return {key: "".join(parts) for key, parts in found.items()}
 
 
@@ -408,7 +451,7 @@ def strip_member(document: str, key: str) -> tuple[str, str | None, str | None]:
     parser = ArgumentsParser(capture=(), drop=key)
     filtered: list[str] = []
     removed: list[str] = []
-    for event_key, text in parser.feed(document):
-        (filtered if event_key is FILTERED else removed).append(text)
+    for piece in parser.feed(document):
+        (removed if type(piece) is Captured else filtered).append(piece.text)
     parser.close()
     return "".join(filtered), ("".join(removed) if removed else None), parser.error

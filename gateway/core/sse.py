@@ -1,4 +1,4 @@
-"""Server-sent events, decoded incrementally from bytes and encoded for the client.
+"""Server-sent events, decoded incrementally from upstream bytes and encoded for the client.
 
 Upstream reads may cut an event, a line or a multi-byte character anywhere,
 and lines may end in ``\\n``, ``\\r\\n`` or ``\\r``. The decoder works on bytes
@@ -9,16 +9,24 @@ buffering without bound.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import NamedTuple
 
-__all__ = ["COMMENT", "DATA", "DONE", "SSEDecoder", "SSEError", "encode_comment", "encode_data"]
+__all__ = ["SSEComment", "SSEData", "SSEDecoder", "SSEError", "SSEEvent", "encode_comment", "encode_event"]
 
-DATA: Final = 0
-COMMENT: Final = 1
-DONE: Final = b"data: [DONE]\n\n"
 
-Event = tuple[int, bytes]
-"""``(DATA, payload)`` for a dispatched event's joined data lines, ``(COMMENT, text)`` for a comment line."""
+class SSEData(NamedTuple):
+    """A dispatched event: its data lines joined by newlines."""
+
+    payload: bytes
+
+
+class SSEComment(NamedTuple):
+    """A comment line (``: keep-alive``), without its colon and leading space."""
+
+    text: bytes
+
+
+SSEEvent = SSEData | SSEComment
 
 
 class SSEError(Exception):
@@ -28,9 +36,9 @@ class SSEError(Exception):
     consumer can handle them first, whichever read the fault happened to land in.
     """
 
-    def __init__(self, message: str, events: list[Event] | None = None) -> None:
+    def __init__(self, message: str, events: list[SSEEvent] | None = None) -> None:
         super().__init__(message)
-        self.events: list[Event] = events or []
+        self.events: list[SSEEvent] = events or []
 
 
 class SSEDecoder:
@@ -44,7 +52,7 @@ class SSEDecoder:
         self._data_size = 0
         self._cr = False  # the previous read ended in "\r": a "\n" next is the same line end
 
-    def feed(self, chunk: bytes) -> list[Event]:
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
         if not chunk:
             return []
         if self._cr:
@@ -56,7 +64,7 @@ class SSEDecoder:
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         lines = chunk.split(b"\n")
         tail = lines.pop()
-        events: list[Event] = []
+        events: list[SSEEvent] = []
         if lines:
             if self._line:
                 self._line.append(lines[0])
@@ -72,24 +80,24 @@ class SSEDecoder:
                 raise SSEError(f"an upstream event exceeds {self.max_event_bytes} bytes", events)
         return events
 
-    def close(self) -> list[Event]:
+    def close(self) -> list[SSEEvent]:
         """End of stream: an event not closed by a blank line is still dispatched."""
-        events: list[Event] = []
+        events: list[SSEEvent] = []
         if self._line:
             self._line_done(b"".join(self._line), events)
             self._line.clear()
         self._line_done(b"", events)
         return events
 
-    def _line_done(self, line: bytes, events: list[Event]) -> None:
+    def _line_done(self, line: bytes, events: list[SSEEvent]) -> None:
         if not line:
             if self._data:
-                events.append((DATA, b"\n".join(self._data)))
+                events.append(SSEData(b"\n".join(self._data)))
                 self._data.clear()
                 self._data_size = 0
             return
         if line[0] == 0x3A:  # ":"
-            events.append((COMMENT, line[1:].lstrip(b" ")))
+            events.append(SSEComment(line[1:].lstrip(b" ")))
             return
         field, _, value = line.partition(b":")
         if field == b"data":
@@ -101,8 +109,11 @@ class SSEDecoder:
                 raise SSEError(f"an upstream event exceeds {self.max_event_bytes} bytes", events)
 
 
-def encode_data(payload: bytes) -> bytes:
-    return b"data: " + payload + b"\n\n"
+def encode_event(data: bytes, event: bytes | None = None) -> bytes:
+    """One event for the client; ``data`` must hold no line break (JSON from orjson never does)."""
+    if event is None:
+        return b"data: " + data + b"\n\n"
+    return b"event: " + event + b"\ndata: " + data + b"\n\n"
 
 
 def encode_comment(text: bytes) -> bytes:

@@ -1,0 +1,103 @@
+"""One failure type for the whole gateway: a kind, a message, and what the client is told.
+
+A failure travels unchanged from where it is found (a request translator, the
+stream translator, the upstream client, the retry policy) to the front door
+that answers, and only there becomes an HTTP response or a stream's last
+event in the client's own dialect. The kind fixes the HTTP status and the
+error's wording in every dialect, so no layer maps one failure type onto
+another on the way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import Enum
+from typing import Any
+
+__all__ = ["ErrorKind", "GatewayError"]
+
+
+class ErrorKind(Enum):
+    """What went wrong: ``(HTTP status, OpenAI error type, default code)``."""
+
+    INVALID_REQUEST = (400, "invalid_request_error", None)
+    UNAUTHORIZED = (401, "invalid_request_error", "invalid_api_key")
+    FORBIDDEN = (403, "invalid_request_error", "permission_denied")
+    NOT_FOUND = (404, "invalid_request_error", "not_found")
+    TOO_LARGE = (413, "invalid_request_error", "request_too_large")
+    RATE_LIMITED = (429, "rate_limit_exceeded", "rate_limit_exceeded")
+    QUOTA = (429, "insufficient_quota", "insufficient_quota")
+    INTERNAL = (500, "server_error", None)
+    # The upstream answered with an error status; the error keeps that status.
+    UPSTREAM_STATUS = (502, "api_error", "upstream_error")
+    UNREACHABLE = (502, "api_error", "upstream_unreachable")
+    DISCONNECTED = (502, "api_error", "upstream_disconnected")
+    INCOMPLETE = (502, "api_error", "upstream_incomplete")
+    INVALID_RESPONSE = (502, "api_error", "upstream_invalid_event")
+    RESPONSE_TOO_LARGE = (502, "api_error", "upstream_too_large")
+    # The upstream sent its own error object in place of an answer (an SSE error event).
+    UPSTREAM_ERROR = (502, "api_error", "upstream_error")
+    BUSY = (503, "api_error", "provider_busy")
+    UNAVAILABLE = (503, "api_error", "gateway_unavailable")
+    TIMEOUT = (504, "api_error", "upstream_timeout")
+
+    @property
+    def status(self) -> int:
+        return int(self.value[0])
+
+    @property
+    def type(self) -> str:
+        return str(self.value[1])
+
+    @property
+    def code(self) -> str | None:
+        code = self.value[2]
+        return None if code is None else str(code)
+
+
+class GatewayError(Exception):
+    """A failure the client is told about.
+
+    ``status`` overrides the kind's status (an upstream error keeps its own);
+    ``upstream`` is the upstream's own OpenAI error body (``{"error": {...}}``),
+    relayed as it came where the dialect is OpenAI's; ``retryable`` says whether another attempt
+    upstream may succeed; ``headers`` go on the HTTP answer (``retry-after``).
+    """
+
+    def __init__(
+        self,
+        kind: ErrorKind,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        status: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        retryable: bool = False,
+        upstream: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.code = code if code is not None else kind.code
+        self.param = param
+        self.status = status if status is not None else kind.status
+        self.headers = dict(headers or {})
+        self.retryable = retryable
+        self.upstream = upstream
+
+    @property
+    def type(self) -> str:
+        """The OpenAI error type; an upstream status keeps the usual split between 4xx and 5xx."""
+        if self.kind is ErrorKind.UPSTREAM_STATUS and self.status < 500:
+            return "invalid_request_error"
+        return self.kind.type
+
+    def openai_body(self) -> dict[str, Any]:
+        """The error as OpenAI's SDKs expect it: the upstream's own object when it sent one."""
+        if self.upstream is not None:
+            return dict(self.upstream)
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def __repr__(self) -> str:
+        return f"GatewayError({self.kind.name}, {self.message!r}, status={self.status})"

@@ -1,0 +1,164 @@
+"""Neutral client events: what the client should see of an answer, in no dialect in particular.
+
+The stream translator turns upstream bytes into these, and each front door's
+encoder turns them into its own wire format (chat-completion chunks,
+Responses events, Anthropic Messages events). Non-streaming answers are
+replayed through the same rewrite, so they produce the same events.
+
+Events come in the order the client should see them. ``ChunkStart`` and
+``ChoiceStart`` carry what the upstream sent around the rewritten parts, so
+the chat encoder can give a chat client back every field it did not rewrite;
+other encoders only read the events after them. ``choice`` is the index the
+upstream gave the choice (most answers have one choice, index 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.core.errors import GatewayError
+
+__all__ = [
+    "ChoiceStart",
+    "ChunkStart",
+    "Comment",
+    "Done",
+    "Error",
+    "Event",
+    "Finish",
+    "ReasoningDelta",
+    "TextDelta",
+    "ToolCallDelta",
+    "ToolCallEnd",
+    "ToolCallStart",
+    "Usage",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkStart:
+    """The events up to the next ``ChunkStart`` come from one upstream chunk.
+
+    ``fields`` is that chunk as decoded (its id, model, created, usage and any
+    field the gateway does not know), or, for what the rewrite settles at the
+    end of a stream, the last chunk's. ``raw`` is set when nothing in the
+    chunk needed rewriting: its bytes, as a chat client should get them.
+    """
+
+    fields: Mapping[str, Any]
+    raw: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChoiceStart:
+    """A choice of the current chunk; ``fields`` is the upstream's choice object, None for one settled at the end.
+
+    ``first`` marks the choice's first appearance in the stream.
+    """
+
+    choice: Hashable
+    fields: Mapping[str, Any] | None
+    first: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """Visible text: the message tool's argument, or plain content, decoded."""
+
+    choice: Hashable
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    """Reasoning the route exposes (inner thoughts, provider reasoning fields, think blocks)."""
+
+    choice: Hashable
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallStart:
+    """A client tool call begins; ``call`` numbers the client's calls of this choice from 0.
+
+    ``legacy`` marks the old ``function_call`` API; ``extra`` holds fields of
+    the upstream's tool-call object the gateway does not know.
+    """
+
+    choice: Hashable
+    call: int
+    id: str
+    name: str
+    type: str = "function"
+    legacy: bool = False
+    extra: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta:
+    """More of a client tool call: the next piece of its arguments (JSON text), rarely of its name."""
+
+    choice: Hashable
+    call: int
+    arguments: str = ""
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallEnd:
+    """A client tool call is complete: no more of its arguments follow."""
+
+    choice: Hashable
+    call: int
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """A choice is over; ``reason`` is what the client is told (``stop``, ``tool_calls``, ``length``, ...)."""
+
+    choice: Hashable
+    reason: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts the upstream reported (its ``usage`` object, unchanged)."""
+
+    usage: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Comment:
+    """An SSE comment from the upstream (a keep-alive); chat clients get it as it came."""
+
+    text: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The answer is complete: every choice finished and the upstream ended its stream."""
+
+
+@dataclass(frozen=True, slots=True)
+class Error:
+    """The answer cannot go on; this is the stream's last event."""
+
+    error: GatewayError
+
+
+Event = (
+    ChunkStart
+    | ChoiceStart
+    | TextDelta
+    | ReasoningDelta
+    | ToolCallStart
+    | ToolCallDelta
+    | ToolCallEnd
+    | Finish
+    | Usage
+    | Comment
+    | Done
+    | Error
+)

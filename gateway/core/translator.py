@@ -1,0 +1,159 @@
+"""The stream translator: upstream SSE bytes in, however the reads split them; neutral client events out.
+
+It owns the whole stream protocol: SSE decoding, ``[DONE]``, an upstream's
+own error event, finish tracking, the limits on event and argument size, and
+the rule that a stream ends in exactly one ``Done`` or one ``Error`` event,
+never in a clean-looking end after a truncated answer. The I/O shell only
+reads, feeds, writes, and reports faults it saw itself (``fail``), such as a
+timeout or a broken connection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import Enum
+from typing import Any
+
+import orjson
+
+from gateway.core.errors import ErrorKind, GatewayError
+from gateway.core.events import Comment, Done, Error, Event
+from gateway.core.options import RewriteOptions
+from gateway.core.rewriter import ArgumentsTooLong, InvalidChunk, RewriteStats, StreamRewriter
+from gateway.core.sse import SSEComment, SSEDecoder, SSEError, SSEEvent
+
+__all__ = ["StreamPhase", "StreamTranslator"]
+
+_DONE = b"[DONE]"
+
+
+class StreamPhase(Enum):
+    """Where a stream is; the shell retries an attempt only while it is ``WAITING``."""
+
+    WAITING = "no chunk yet"
+    STREAMING = "chunks arriving"
+    ENDED = "ended with Done"
+    FAILED = "ended with Error"
+
+
+class StreamTranslator:
+    """Translates one upstream chat-completions stream.
+
+    ``feed`` takes the next upstream read; ``end`` is the end of the upstream
+    body; ``fail`` reports a fault the shell saw. Each returns the events it
+    produced. Once the stream has ended (``phase`` is ``ENDED`` or
+    ``FAILED``) they return nothing, so the last event is always the one
+    ``Done`` or ``Error``.
+    """
+
+    def __init__(self, options: RewriteOptions, provider: str, stats: RewriteStats | None = None) -> None:
+        self.phase = StreamPhase.WAITING
+        self.provider = provider
+        # The last usage the upstream reported, for metrics and token limits.
+        self.usage: Mapping[str, Any] | None = None
+        # Data events translated so far: the shell's idle timer counts only these, not comments or partial bytes.
+        self.chunks = 0
+        self._rewriter = StreamRewriter(options, stats)
+        self._decoder = SSEDecoder(options.max_event_bytes)
+
+    @property
+    def ended(self) -> bool:
+        return self.phase is StreamPhase.ENDED or self.phase is StreamPhase.FAILED
+
+    def feed(self, data: bytes) -> list[Event]:
+        if self.ended:
+            return []
+        out: list[Event] = []
+        try:
+            decoded = self._decoder.feed(data)
+        except SSEError as error:
+            # What the read completed before the fault goes out first, whatever read the fault landed in.
+            self._translate(error.events, out)
+            message = f"The upstream provider {self.provider!r} sent an invalid event stream: {error}."
+            self._fail(out, ErrorKind.INVALID_RESPONSE, message)
+            return out
+        self._translate(decoded, out)
+        return out
+
+    def end(self) -> list[Event]:
+        """The upstream body is complete: settle the answer, or say why it is not whole."""
+        if self.ended:
+            return []
+        out: list[Event] = []
+        self._translate(self._decoder.close(), out)
+        if not self.ended:
+            self._settle(out)
+        return out
+
+    def fail(self, error: GatewayError) -> list[Event]:
+        """A fault the shell saw (timeout, broken connection, shutdown) ends the stream, unless it already ended."""
+        if self.ended:
+            return []
+        self.phase = StreamPhase.FAILED
+        return [Error(error)]
+
+    def _translate(self, events: list[SSEEvent], out: list[Event]) -> None:
+        for event in events:
+            if self.ended:
+                return
+            if type(event) is SSEComment:
+                out.append(Comment(event.text))
+                continue
+            payload = event[0]
+            if payload == _DONE:
+                self._settle(out)
+                return
+            self._chunk(payload, out)
+
+    def _chunk(self, payload: bytes, out: list[Event]) -> None:
+        try:
+            chunk = orjson.loads(payload)
+            if not isinstance(chunk, dict):
+                raise InvalidChunk("an event is not a JSON object")
+            if "error" in chunk and "choices" not in chunk:
+                message = f"The upstream provider {self.provider!r} reported an error mid-stream."
+                error = chunk["error"]
+                if isinstance(error, dict) and isinstance(error.get("message"), str):
+                    message = f"{message[:-1]}: {error['message']}"
+                self._fail(out, ErrorKind.UPSTREAM_ERROR, message, upstream=chunk)
+                return
+            events = self._rewriter.feed(chunk, payload)
+        except (orjson.JSONDecodeError, InvalidChunk):
+            message = f"The upstream provider {self.provider!r} sent an invalid event stream."
+            self._fail(out, ErrorKind.INVALID_RESPONSE, message)
+            return
+        except ArgumentsTooLong as exc:
+            self._fail(out, ErrorKind.RESPONSE_TOO_LARGE, f"The answer was cut: {exc}.")
+            return
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self.usage = usage
+        self.chunks += 1
+        self.phase = StreamPhase.STREAMING
+        out += events
+
+    def _settle(self, out: list[Event]) -> None:
+        """``[DONE]`` or the end of the body: a whole answer ends in ``Done``, anything less in ``Error``."""
+        if self.phase is StreamPhase.WAITING:
+            message = f"The upstream provider {self.provider!r} ended the stream before sending anything."
+            self._fail(out, ErrorKind.INCOMPLETE, message, retryable=True)
+            return
+        out += self._rewriter.finish()
+        if self._rewriter.finished:
+            self.phase = StreamPhase.ENDED
+            out.append(Done())
+            return
+        message = f"The upstream provider {self.provider!r} ended the stream before the answer was finished."
+        self._fail(out, ErrorKind.INCOMPLETE, message)
+
+    def _fail(
+        self,
+        out: list[Event],
+        kind: ErrorKind,
+        message: str,
+        *,
+        retryable: bool = False,
+        upstream: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.phase = StreamPhase.FAILED
+        out.append(Error(GatewayError(kind, message, retryable=retryable, upstream=upstream)))

@@ -1,0 +1,195 @@
+"""The whole stream path without sockets: upstream bytes, split every way, through the translator and the chat encoder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.core.errors import ErrorKind
+from gateway.core.events import Done, Error, Event
+from gateway.core.options import RewriteOptions
+from gateway.core.translator import StreamPhase, StreamTranslator
+from gateway.dialects.chat import ChatStreamEncoder
+from tests.streams import agent_stream, options_of, recorded_body, recorded_files, split_evenly
+
+RECORDED = recorded_files()
+needs_recordings = pytest.mark.skipif(not RECORDED, reason="../shared/fixtures/recorded is not present")
+INNER = "PRIVATE reasoning"
+
+
+def sse(chunks: list[dict[str, Any]], done: bool = True) -> bytes:
+    body = b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks)
+    return body + b"data: [DONE]\n\n" if done else body
+
+
+def run(reads: list[bytes], options: RewriteOptions | None = None, **limits: Any) -> tuple[bytes, list[Event]]:
+    """What a chat client receives for these upstream reads, and the events behind it."""
+    translator = StreamTranslator(options or RewriteOptions(**limits), "up")
+    encoder = ChatStreamEncoder()
+    events: list[Event] = []
+    out = []
+    for read in reads:
+        produced = translator.feed(read)
+        events += produced
+        out.append(encoder.encode(produced))
+    produced = translator.end()
+    events += produced
+    out.append(encoder.encode(produced))
+    assert translator.ended
+    return b"".join(out), events
+
+
+def payloads(body: bytes) -> list[Any]:
+    return [orjson.loads(line[6:]) for line in body.split(b"\n\n") if line.startswith(b"data: {")]
+
+
+def visible_text(body: bytes) -> str:
+    return "".join(
+        (ch.get("delta") or {}).get("content") or "" for p in payloads(body) for ch in p.get("choices") or ()
+    )
+
+
+@st.composite
+def partitions(draw: st.DrawFn, body: bytes) -> list[bytes]:
+    cuts = sorted(draw(st.sets(st.integers(min_value=1, max_value=max(len(body) - 1, 1)), max_size=40)))
+    bounds = [0, *[c for c in cuts if c < len(body)], len(body)]
+    return [body[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+
+
+def agent_body(message: str, size: int = 3) -> bytes:
+    document = json.dumps({"inner_thoughts": INNER, "message": message})
+    return sse(agent_stream(split_evenly(document, size)))
+
+
+# Splits never change what the client gets.
+
+
+@needs_recordings
+@pytest.mark.parametrize("path", RECORDED, ids=[p.name for p in RECORDED])
+@pytest.mark.parametrize("route", ["rewrite", "plain"])
+def test_every_split_of_a_recorded_stream_gives_the_same_client_bytes(path: Path, route: str) -> None:
+    body = recorded_body(path)
+    options = RewriteOptions.plain() if route == "plain" else options_of(reasoning="expose")
+    whole, events = run([body], options)
+    assert isinstance(events[-1], Done)
+    for cut in range(1, len(body)):
+        assert run([body[:cut], body[cut:]], options)[0] == whole, f"split at {cut}"
+    assert run([body[i : i + 1] for i in range(len(body))], options)[0] == whole
+
+
+@needs_recordings
+@pytest.mark.parametrize("path", RECORDED, ids=[p.name for p in RECORDED])
+def test_a_plain_route_relays_recorded_streams_byte_for_byte(path: Path) -> None:
+    body = recorded_body(path)
+    relayed, _ = run([body], RewriteOptions.plain())
+    events = [e for e in body.replace(b"\r\n", b"\n").split(b"\n\n") if e.strip()]
+    assert relayed == b"".join(e.strip(b"\n") + b"\n\n" for e in events)
+
+
+message_text = st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=80)
+
+
+@settings(max_examples=150)
+@given(st.data())
+def test_agent_streams_under_random_reads_give_the_message_exactly(data: st.DataObject) -> None:
+    message = data.draw(message_text)
+    body = agent_body(message, data.draw(st.integers(1, 7)))
+    whole, _ = run([body])
+    split, events = run(data.draw(partitions(body)))
+    assert split == whole
+    assert visible_text(split) == message
+    assert INNER not in split.decode() and isinstance(events[-1], Done)
+    assert split.endswith(b"data: [DONE]\n\n")
+
+
+def test_every_split_of_an_agent_stream() -> None:
+    body = agent_body('Hi "you" \\ é 😀\nbye', size=2)
+    whole, _ = run([body])
+    assert visible_text(whole) == 'Hi "you" \\ é 😀\nbye'
+    for cut in range(1, len(body)):
+        assert run([body[:cut], body[cut:]])[0] == whole
+
+
+# Every fault ends the stream in exactly one error event, after whatever came before it.
+
+
+def errors(events: list[Event]) -> list[Error]:
+    return [e for e in events if isinstance(e, Error)]
+
+
+FAULTS = {
+    "garbage data": (lambda good: good[:2] + [b"data: {not json\n\n"] + good[2:], ErrorKind.INVALID_RESPONSE),
+    "not an object": (lambda good: good[:2] + [b"data: [1, 2]\n\n"] + good[2:], ErrorKind.INVALID_RESPONSE),
+    "over the limit": (
+        lambda good: good[:2] + [b"data: " + b"x" * 5000 + b"\n\n"] + good[2:],
+        ErrorKind.INVALID_RESPONSE,
+    ),
+    "no finish": (lambda good: good[:-2] + [b"data: [DONE]\n\n"], ErrorKind.INCOMPLETE),
+    "cut short": (lambda good: good[:-2], ErrorKind.INCOMPLETE),
+    "upstream error": (
+        lambda good: good[:2] + [b'data: {"error": {"message": "overloaded", "type": "server_error"}}\n\n'] + good[2:],
+        ErrorKind.UPSTREAM_ERROR,
+    ),
+}
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+@settings(max_examples=30)
+@given(data=st.data())
+def test_every_fault_ends_in_exactly_one_error_event(fault: str, data: st.DataObject) -> None:
+    good = [e + b"\n\n" for e in agent_body("Hello there, friend.").split(b"\n\n") if e]
+    make, kind = FAULTS[fault]
+    body = b"".join(make(good))
+    client, events = run(data.draw(partitions(body)), max_event_bytes=4096)
+    [error] = errors(events)
+    assert events[-1] is error and error.error.kind is kind
+    assert not any(isinstance(e, Done) for e in events)
+    assert client.endswith(b"data: " + orjson.dumps(error.error.openai_body()) + b"\n\n")
+    assert b"[DONE]" not in client
+    # What came before the fault reached the client first, however the reads were cut.
+    assert client == run([body], max_event_bytes=4096)[0]
+
+
+def test_an_upstream_error_event_reaches_a_chat_client_as_it_came() -> None:
+    upstream = {"error": {"message": "overloaded", "type": "server_error", "code": 529}}
+    body = sse(agent_stream(['{"message": "Hi"']), done=False)[:-2] + b"\n\ndata: " + orjson.dumps(upstream) + b"\n\n"
+    client, events = run([body])
+    assert payloads(client)[-1] == upstream
+
+
+def test_a_stream_that_ends_before_anything_is_retryable_and_commits_nothing() -> None:
+    translator = StreamTranslator(RewriteOptions(), "up")
+    assert translator.feed(b": keep-alive\n\n")[0].text == b"keep-alive"  # type: ignore[union-attr]
+    [error] = translator.end()
+    assert isinstance(error, Error) and error.error.retryable and error.error.kind is ErrorKind.INCOMPLETE
+    assert translator.chunks == 0 and translator.phase is StreamPhase.FAILED
+
+
+def test_a_fault_the_shell_reports_is_the_last_event_and_only_once() -> None:
+    from gateway.core.errors import GatewayError
+
+    translator = StreamTranslator(RewriteOptions(), "up")
+    translator.feed(agent_body("Hi")[:200])
+    timeout = GatewayError(ErrorKind.TIMEOUT, "The upstream provider 'up' timed out mid-stream.")
+    assert translator.fail(timeout) == [Error(timeout)]
+    assert translator.fail(timeout) == [] and translator.feed(b"data: [DONE]\n\n") == [] and translator.end() == []
+
+
+def test_bytes_after_done_are_ignored() -> None:
+    body = agent_body("Hi") + b'data: {"choices": [{"index": 0, "delta": {"content": "late"}}]}\n\n'
+    client, events = run([body])
+    assert b"late" not in client and isinstance(events[-1], Done)
+
+
+def test_usage_is_kept_for_the_shell() -> None:
+    chunks = agent_stream(['{"message": "Hi"}'])
+    usage = {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+    translator = StreamTranslator(RewriteOptions(), "up")
+    translator.feed(sse([*chunks, {"id": "x", "choices": [], "usage": usage}]))
+    assert translator.usage == usage and translator.phase is StreamPhase.ENDED
