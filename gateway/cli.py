@@ -85,7 +85,7 @@ def serve_command(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
     try:
         uvicorn.run(
-            "gateway.app:app_from_env",
+            "gateway.server.app:app_from_env",
             factory=True,
             host=host,
             port=port,
@@ -128,7 +128,7 @@ def log_config(level: str, log_format: str) -> dict[str, Any]:
 
     config = copy.deepcopy(LOGGING_CONFIG)
     formatter = "JsonFormatter" if log_format == "json" else "TextFormatter"
-    config["formatters"]["gateway"] = {"()": f"gateway.logs.{formatter}"}
+    config["formatters"]["gateway"] = {"()": f"gateway.server.logs.{formatter}"}
     config["handlers"]["gateway"] = {"class": "logging.StreamHandler", "formatter": "gateway", "stream": "ext://sys.stderr"}
     config["loggers"]["gateway"] = {"handlers": ["gateway"], "level": level.upper(), "propagate": False}
     return config

@@ -19,9 +19,18 @@ from typing import Annotated, Any, Final, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from gateway.core.rewriter import RewriteOptions
+from gateway.core.options import Reasoning, RewriteOptions, Thoughts
 
 __all__ = [
     "Config",
@@ -149,15 +158,21 @@ class RewriteConfig(_Strict):
             raise ValueError("message_arg and inner_thoughts_arg must differ when inner_thoughts is 'kwarg'")
         return self
 
-    def to_options(self, keep_arguments_of: frozenset[str] = frozenset()) -> RewriteOptions:
-        """The response-side half of this config, in the form the rewriter takes."""
+    def to_options(self, server: ServerConfig) -> RewriteOptions:
+        """This rewrite in the form the core takes, with the server's limits on a stream."""
         return RewriteOptions(
             message_tool=self.message_tool,
             message_arg=self.message_arg,
-            inner_thoughts=self.inner_thoughts,
+            inner_thoughts=Thoughts(self.inner_thoughts),
             inner_thoughts_arg=self.inner_thoughts_arg,
-            reasoning=self.reasoning,
-            keep_arguments_of=keep_arguments_of,
+            reasoning=Reasoning(self.reasoning),
+            inject_tools=self.inject_tools,
+            system_prompt=self.system_prompt,
+            message_tool_description=self.message_tool_description,
+            message_arg_description=self.message_arg_description,
+            inner_thoughts_description=self.inner_thoughts_description,
+            max_event_bytes=server.max_event_bytes,
+            max_arguments_chars=server.max_arguments_chars,
         )
 
 
@@ -196,6 +211,19 @@ class Config(_Strict):
     server: ServerConfig = ServerConfig()
     providers: dict[NonEmptyStr, ProviderConfig] = Field(min_length=1)
     models: tuple[ModelRoute, ...] = Field(min_length=1)
+    # Each route's rewrite options, built once from the route and the server's limits.
+    _options: dict[str, RewriteOptions] = PrivateAttr(default_factory=dict)
+
+    def model_post_init(self, context: Any) -> None:
+        plain = RewriteOptions.plain(
+            max_event_bytes=self.server.max_event_bytes, max_arguments_chars=self.server.max_arguments_chars
+        )
+        for route in self.models:
+            self._options[route.name] = route.rewrite.to_options(self.server) if route.rewrite else plain
+
+    def options(self, route: ModelRoute) -> RewriteOptions:
+        """How ``route`` rewrites (``RewriteOptions.plain()`` for a route without ``rewrite``)."""
+        return self._options[route.name]
 
     @model_validator(mode="after")
     def _consistent_routes(self) -> Config:

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from gateway.agent import TOOL_RESULT, default_system_prompt, prepare
-from gateway.config import RewriteConfig
+from gateway.core.agent import TOOL_RESULT, default_system_prompt, prepare
+from tests.streams import options_of
 
 WEATHER = {
     "type": "function",
@@ -47,7 +47,7 @@ def tools_by_name(payload: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_message_tool_is_appended_with_both_arguments_required() -> None:
-    upstream, options = prepare(request(), RewriteConfig())
+    upstream, options = prepare(request(), options_of())
     tool = upstream["tools"][-1]["function"]
     assert tool["name"] == "send_message"
     assert list(tool["parameters"]["properties"]) == ["inner_thoughts", "message"]
@@ -58,7 +58,7 @@ def test_message_tool_is_appended_with_both_arguments_required() -> None:
 
 
 def test_message_tool_names_and_descriptions_follow_the_route() -> None:
-    config = RewriteConfig(
+    config = options_of(
         message_tool="reply", message_arg="text", inner_thoughts_arg="thinking",
         message_tool_description="Talk.", message_arg_description="Said.", inner_thoughts_description="Thought.",
     )
@@ -69,7 +69,7 @@ def test_message_tool_names_and_descriptions_follow_the_route() -> None:
 
 @pytest.mark.parametrize("mode", ["content", "none"])
 def test_without_kwarg_mode_the_message_tool_has_only_the_message(mode: str) -> None:
-    upstream, _ = prepare(request(tools=[WEATHER]), RewriteConfig(inner_thoughts=mode))
+    upstream, _ = prepare(request(tools=[WEATHER]), options_of(inner_thoughts=mode))
     assert list(upstream["tools"][-1]["function"]["parameters"]["properties"]) == ["message"]
     assert upstream["tools"][0] == WEATHER, "client tools are untouched outside kwarg mode"
 
@@ -80,7 +80,7 @@ def test_without_kwarg_mode_the_message_tool_has_only_the_message(mode: str) -> 
 def test_client_tools_get_inner_thoughts_first_even_when_strict() -> None:
     payload = request(tools=[WEATHER, STRICT, NO_PARAMETERS, FILE_SEARCH])
     original = copy.deepcopy(payload)
-    upstream, _ = prepare(payload, RewriteConfig())
+    upstream, _ = prepare(payload, options_of())
     assert payload == original, "the client's payload is not mutated"
     tools = tools_by_name(upstream)
     for name in ("get_weather", "lookup", "ping"):
@@ -94,7 +94,7 @@ def test_client_tools_get_inner_thoughts_first_even_when_strict() -> None:
 
 
 def test_a_tool_that_declares_inner_thoughts_is_left_alone_and_kept_in_answers() -> None:
-    upstream, options = prepare(request(tools=[OWN_THOUGHTS, WEATHER]), RewriteConfig())
+    upstream, options = prepare(request(tools=[OWN_THOUGHTS, WEATHER]), options_of())
     assert tools_by_name(upstream)["diary"] == OWN_THOUGHTS
     assert options.keep_arguments_of == frozenset({"diary"})
 
@@ -116,7 +116,7 @@ def test_tool_choice(given: Any, sent: Any) -> None:
     fields = {"tools": [WEATHER]}
     if given is not None:
         fields["tool_choice"] = given
-    assert prepare(request(**fields), RewriteConfig())[0]["tool_choice"] == sent
+    assert prepare(request(**fields), options_of())[0]["tool_choice"] == sent
 
 
 # 4. History.
@@ -135,7 +135,7 @@ def conversation() -> list[dict[str, Any]]:
 
 
 def test_assistant_text_becomes_a_message_tool_call_and_its_answer() -> None:
-    upstream, _ = prepare(request(messages=conversation()), RewriteConfig(system_prompt=""))
+    upstream, _ = prepare(request(messages=conversation()), options_of(system_prompt=""))
     messages = upstream["messages"]
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "tool", "tool", "assistant", "tool", "user"]
     with_client_call = messages[2]
@@ -151,9 +151,9 @@ def test_assistant_text_becomes_a_message_tool_call_and_its_answer() -> None:
 
 
 def test_generated_ids_are_deterministic_across_turns() -> None:
-    first, _ = prepare(request(messages=conversation()), RewriteConfig())
+    first, _ = prepare(request(messages=conversation()), options_of())
     longer = conversation() + [{"role": "assistant", "content": "You're welcome."}, {"role": "user", "content": "Bye"}]
-    second, _ = prepare(request(messages=longer), RewriteConfig())
+    second, _ = prepare(request(messages=longer), options_of())
     assert second["messages"][: len(first["messages"])] == first["messages"], "same upstream prefix, so prompt caching works"
     ids = [c["id"] for m in second["messages"] for c in m.get("tool_calls") or () if c["function"]["name"] == "send_message"]
     assert len(set(ids)) == len(ids) == 3
@@ -165,7 +165,7 @@ def test_assistant_content_parts_and_empty_assistant_messages() -> None:
         {"role": "assistant", "content": [{"type": "text", "text": "Part one. "}, {"type": "text", "text": "Part two."}]},
         {"role": "assistant", "content": None, "tool_calls": [{"id": "x", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
     ]
-    upstream, _ = prepare(request(messages=messages), RewriteConfig(system_prompt=""))
+    upstream, _ = prepare(request(messages=messages), options_of(system_prompt=""))
     call = upstream["messages"][1]["tool_calls"][0]
     assert json.loads(call["function"]["arguments"]) == {"message": "Part one. Part two."}
     assert upstream["messages"][3] == messages[2], "an assistant turn without text is unchanged"
@@ -175,18 +175,18 @@ def test_assistant_content_parts_and_empty_assistant_messages() -> None:
 
 
 def test_default_system_prompt_is_appended_to_the_first_system_message() -> None:
-    upstream, options = prepare(request(messages=conversation()), RewriteConfig())
+    upstream, options = prepare(request(messages=conversation()), options_of())
     assert upstream["messages"][0]["content"] == "Be brief.\n\n" + default_system_prompt(options)
     assert "inner_thoughts" in default_system_prompt(options) and "send_message" in default_system_prompt(options)
 
 
 def test_system_prompt_is_sent_as_a_system_message_when_there_is_none() -> None:
-    upstream, _ = prepare(request(), RewriteConfig(system_prompt="Answer through send_message."))
+    upstream, _ = prepare(request(), options_of(system_prompt="Answer through send_message."))
     assert upstream["messages"][0] == {"role": "system", "content": "Answer through send_message."}
 
 
 def test_empty_system_prompt_disables_it() -> None:
-    upstream, _ = prepare(request(), RewriteConfig(system_prompt=""))
+    upstream, _ = prepare(request(), options_of(system_prompt=""))
     assert upstream["messages"] == [{"role": "user", "content": "Hi"}]
 
 
@@ -195,8 +195,8 @@ def test_empty_system_prompt_disables_it() -> None:
 
 def test_other_fields_are_untouched_and_injection_can_be_off() -> None:
     payload = request(temperature=0.3, stream=True, stream_options={"include_usage": True}, x_vendor={"k": 1}, tools=[WEATHER])
-    upstream, _ = prepare(payload, RewriteConfig())
+    upstream, _ = prepare(payload, options_of())
     for key in ("model", "temperature", "stream", "stream_options", "x_vendor"):
         assert upstream[key] == payload[key]
-    untouched, options = prepare(payload, RewriteConfig(inject_tools=False))
+    untouched, options = prepare(payload, options_of(inject_tools=False))
     assert untouched is payload and options.message_tool == "send_message"

@@ -20,9 +20,9 @@ import orjson
 import pytest
 import respx
 
-from gateway.app import create_app
+from gateway.server.app import create_app
 from gateway.config import ModelRoute, parse_config
-from gateway.observe import Observe
+from gateway.server.access import AccessLog
 from tests.servers import completion_of, sse
 from tests.streams import agent_stream, choice, chunk
 
@@ -68,7 +68,7 @@ models:
 # Shared helpers.
 
 
-def make_app(api_keys: tuple[str, ...] = ()) -> Observe:
+def make_app(api_keys: tuple[str, ...] = ()) -> AccessLog:
     text = CONFIG.format(
         api_keys=list(api_keys), limit=LIMIT, upstream=UPSTREAM, provider_key=PROVIDER_KEY, one_attempt=ONE_ATTEMPT
     )
@@ -76,16 +76,16 @@ def make_app(api_keys: tuple[str, ...] = ()) -> Observe:
     return create_app(parse_config(text, "unit.yaml", env={}), {"up": httpx.AsyncHTTPTransport()})
 
 
-def asgi_client(app: Observe) -> httpx.AsyncClient:
+def asgi_client(app: AccessLog) -> httpx.AsyncClient:
     # Unhandled exceptions become the app's 500 answer instead of being raised here.
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://gw")
 
 
-def run(app: Observe, scenario: Callable[[httpx.AsyncClient], Awaitable[T]]) -> T:
+def run(app: AccessLog, scenario: Callable[[httpx.AsyncClient], Awaitable[T]]) -> T:
     """Run a scenario against a started gateway (ASGITransport does not run the lifespan)."""
 
     async def main() -> T:
-        gateway = app.app.state.gateway
+        gateway = app.app.state.service
         await gateway.start()
         try:
             async with asgi_client(app) as client:
@@ -96,11 +96,11 @@ def run(app: Observe, scenario: Callable[[httpx.AsyncClient], Awaitable[T]]) -> 
     return asyncio.run(main())
 
 
-def send(method: str, path: str, *, app: Observe | None = None, **options: Any) -> httpx.Response:
+def send(method: str, path: str, *, app: AccessLog | None = None, **options: Any) -> httpx.Response:
     return run(app or make_app(), lambda client: client.request(method, path, **options))
 
 
-def post_chat(body: dict[str, Any], *, app: Observe | None = None, **options: Any) -> httpx.Response:
+def post_chat(body: dict[str, Any], *, app: AccessLog | None = None, **options: Any) -> httpx.Response:
     return send("POST", "/v1/chat/completions", app=app, json=body, **options)
 
 
@@ -624,7 +624,7 @@ def test_body_of_exactly_the_limit_is_accepted(upstream: respx.MockRouter, path:
 
 def test_readyz_is_ready_only_between_start_and_stop() -> None:
     app = make_app()
-    gateway = app.app.state.gateway
+    gateway = app.app.state.service
 
     async def statuses() -> list[int]:
         async with asgi_client(app) as client:

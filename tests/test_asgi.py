@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from starlette.background import BackgroundTask
 
-from gateway.asgi import EventStreamResponse, until_disconnected
+from gateway.server.streaming import EventStreamResponse, until_disconnected
 
 SCOPE: dict[str, Any] = {"type": "http", "asgi": {"spec_version": "2.3"}}
 

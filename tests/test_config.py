@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from gateway.config import Config, ConfigError, ModelRoute, RewriteConfig, default_config, load_config, parse_config
-from gateway.core.rewriter import RewriteOptions
+from gateway.core.options import Reasoning, RewriteOptions, Thoughts
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.yaml"
 SECRET = "sk-proj-0123456789abcdefSECRET"
@@ -395,25 +395,45 @@ def test_config_is_frozen() -> None:
 # Rewrite options
 
 
-def test_to_options_maps_the_response_side_fields() -> None:
-    rewrite = RewriteConfig(
+def test_each_route_gets_its_rewrite_options_once_with_the_server_limits() -> None:
+    config = parse_config(
+        """
+server: {max_event_bytes: 1000, max_arguments_chars: 2000}
+providers: {p: {base_url: "http://x/v1"}}
+models:
+  - name: agent
+    provider: p
+    rewrite:
+      inject_tools: false
+      message_tool: reply
+      message_arg: text
+      inner_thoughts: content
+      inner_thoughts_arg: thinking
+      reasoning: expose
+      system_prompt: ""
+      message_tool_description: Reply.
+  - name: plain
+    provider: p
+""",
+        "t.yaml",
+        env={},
+    )
+    agent, plain = config.models
+    assert config.options(agent) == RewriteOptions(
+        message_tool="reply",
+        message_arg="text",
+        inner_thoughts=Thoughts.CONTENT,
+        inner_thoughts_arg="thinking",
+        reasoning=Reasoning.EXPOSE,
         inject_tools=False,
-        message_tool="reply",
-        message_arg="text",
-        inner_thoughts="content",
-        inner_thoughts_arg="thinking",
-        reasoning="expose",
         system_prompt="",
+        message_tool_description="Reply.",
+        max_event_bytes=1000,
+        max_arguments_chars=2000,
     )
-    assert rewrite.to_options(frozenset({"search"})) == RewriteOptions(
-        message_tool="reply",
-        message_arg="text",
-        inner_thoughts="content",
-        inner_thoughts_arg="thinking",
-        reasoning="expose",
-        keep_arguments_of=frozenset({"search"}),
-    )
-    assert RewriteConfig().to_options() == RewriteOptions()
+    assert config.options(agent) is config.options(agent)
+    assert config.options(plain) == RewriteOptions.plain(max_event_bytes=1000, max_arguments_chars=2000)
+    assert config.options(plain).passthrough and not config.options(agent).passthrough
 
 
 # The example file

@@ -14,8 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.core.rewriter import StreamRewriter, rewrite_completion
+from gateway.core.rewriter import StreamRewriter
 from gateway.demo import DemoTransport
+from gateway.dialects.chat import ChatStreamEncoder
+from tests.streams import rewrite_completion
 
 Chunks = list[dict[str, Any]]
 
@@ -103,8 +105,10 @@ def fragments(chunks: Chunks) -> dict[int, list[str]]:
 
 
 def rewrite(chunks: Chunks) -> Chunks:
+    """The chunks a chat client gets: the rewriter's events through the chat encoder."""
     rewriter = StreamRewriter()
-    return [sent for chunk in chunks for sent in rewriter.feed(chunk)] + rewriter.finish()
+    events = [event for chunk in chunks for event in rewriter.feed(chunk)]
+    return ChatStreamEncoder().chunks(events + rewriter.finish())
 
 
 def visible(chunks: Chunks) -> str:

@@ -1,4 +1,4 @@
-"""Property-based fuzzing: no input makes the request parser, the SSE decoder or the rewriter raise anything but their own errors."""
+"""Property-based fuzzing: no input makes the request parser, the SSE decoder or the stream path raise anything but their own errors."""
 
 from __future__ import annotations
 
@@ -6,12 +6,15 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.agent import prepare
-from gateway.app import parse_chat_request
-from gateway.config import RewriteConfig
-from gateway.core.rewriter import InvalidChunk, RewriteOptions, StreamRewriter, rewrite_completion
-from gateway.errors import GatewayError
-from gateway.sse import SSEDecoder, SSEError
+from gateway.core.agent import prepare
+from gateway.core.errors import GatewayError
+from gateway.core.events import Done, Error
+from gateway.core.options import Reasoning, RewriteOptions, Thoughts
+from gateway.core.rewriter import InvalidChunk, replay_completion
+from gateway.core.sse import SSEDecoder, SSEError
+from gateway.core.translator import StreamTranslator
+from gateway.dialects.chat import ChatStreamEncoder, fold_completion
+from gateway.dialects.chat import parse_request as parse_chat_request
 
 json_values = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=10)),
@@ -25,14 +28,14 @@ shaped = st.recursive(
     lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(fields, inner, max_size=6)),
     max_leaves=30,
 )
-modes = st.builds(RewriteConfig, inner_thoughts=st.sampled_from(["kwarg", "content", "none"]), system_prompt=st.sampled_from([None, "", "Be kind."]))
+modes = st.builds(RewriteOptions, inner_thoughts=st.sampled_from(list(Thoughts)), system_prompt=st.sampled_from([None, "", "Be kind."]))
 
 
 @settings(max_examples=400)
 @given(st.one_of(shaped, json_values), modes)
-def test_request_parser_and_agent_mode_raise_only_gateway_errors(body: object, config: RewriteConfig) -> None:
+def test_request_parser_and_agent_mode_raise_only_gateway_errors(body: object, config: RewriteOptions) -> None:
     try:
-        payload = parse_chat_request(orjson.dumps(body))
+        payload = parse_chat_request(orjson.dumps(body)).payload
     except GatewayError as error:
         assert 400 <= error.status < 500
         return
@@ -53,8 +56,8 @@ def test_sse_decoder_on_arbitrary_bytes(reads: list[bytes]) -> None:
     decoder = SSEDecoder(max_event_bytes=64)
     try:
         for read in reads:
-            for _, payload in decoder.feed(read):
-                assert isinstance(payload, bytes)
+            for event in decoder.feed(read):
+                assert isinstance(event[0], bytes)
         decoder.close()
     except SSEError:
         pass
@@ -72,23 +75,37 @@ chunk_shaped = st.recursive(
 )
 rewrite_options = st.builds(
     RewriteOptions,
-    inner_thoughts=st.sampled_from(["kwarg", "content", "none"]),
-    reasoning=st.sampled_from(["hide", "expose"]),
+    inner_thoughts=st.sampled_from(list(Thoughts)),
+    reasoning=st.sampled_from(list(Reasoning)),
     message_tool=st.sampled_from(["send_message", "", "name"]),
+    passthrough=st.booleans(),
 )
 
 
 @settings(max_examples=400)
 @given(st.lists(chunk_shaped, max_size=6), rewrite_options)
-def test_rewriter_raises_only_invalid_chunk_and_sends_only_encodable_chunks(chunks: list[object], options: RewriteOptions) -> None:
-    rewriter = StreamRewriter(options)
+def test_translator_turns_any_chunk_shaped_stream_into_valid_chunks_or_one_error(
+    chunks: list[object], options: RewriteOptions
+) -> None:
+    """A broken upstream never raises through the stream path: the client gets valid chunks, then Done or one Error."""
+    body = b"".join(b"data: " + orjson.dumps(item) + b"\n\n" for item in chunks) + b"data: [DONE]\n\n"
+    translator = StreamTranslator(options, "up")
+    events = translator.feed(body) + translator.end()
+    assert isinstance(events[-1], (Done, Error)) and sum(isinstance(e, (Done, Error)) for e in events) == 1
+    client = ChatStreamEncoder().encode(events)
+    for line in client.split(b"\n\n")[:-1]:
+        assert line.startswith(b"data: ")
+        if line != b"data: [DONE]":
+            orjson.loads(line[6:])
+
+
+@settings(max_examples=400)
+@given(chunk_shaped, rewrite_options)
+def test_replayed_completions_raise_only_invalid_chunk_and_fold_to_json(item: object, options: RewriteOptions) -> None:
+    if not isinstance(item, dict):
+        return
     try:
-        for item in chunks:
-            for sent in rewriter.feed(item):  # type: ignore[arg-type]
-                orjson.dumps(sent)
+        events = replay_completion(item, options)
     except InvalidChunk:
         return
-    for sent in rewriter.finish():
-        orjson.dumps(sent)
-    for item in chunks:
-        orjson.dumps(rewrite_completion(item, options))  # type: ignore[arg-type]
+    orjson.dumps(fold_completion(item, events))

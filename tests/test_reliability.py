@@ -13,9 +13,9 @@ import httpx
 import openai
 import pytest
 
-from gateway.app import create_app
+from gateway.server.app import create_app
 from gateway.config import parse_config
-from gateway.dispatch import Gateway
+from gateway.server.service import Service
 from tests.servers import Reply, ScriptedUpstream, json_reply, serve, sse
 from tests.streams import agent_stream, split_evenly
 
@@ -59,16 +59,16 @@ def healthy_reply(request: Any) -> Reply:
 
 
 @pytest.fixture(scope="module")
-def servers() -> Iterator[tuple[ScriptedUpstream, ScriptedUpstream, str, Gateway]]:
+def servers() -> Iterator[tuple[ScriptedUpstream, ScriptedUpstream, str, Service]]:
     a, b = ScriptedUpstream(default=healthy_reply), ScriptedUpstream(default=healthy_reply)
     with serve(a) as a_url, serve(b) as b_url:
         app = create_app(parse_config(CONFIG.format(a=a_url, b=b_url), "faults.yaml", env={}))
         with serve(app) as url:
-            yield a, b, url, app.app.state.gateway
+            yield a, b, url, app.app.state.service
 
 
 @pytest.fixture
-def env(servers: tuple[ScriptedUpstream, ScriptedUpstream, str, Gateway]) -> Iterator[tuple[ScriptedUpstream, ScriptedUpstream, str]]:
+def env(servers: tuple[ScriptedUpstream, ScriptedUpstream, str, Service]) -> Iterator[tuple[ScriptedUpstream, ScriptedUpstream, str]]:
     """Fresh scripts and deployments before each test; afterwards, the gateway must be healthy."""
     a, b, url, gateway = servers
     for provider in gateway.providers.values():

@@ -16,7 +16,7 @@ from langchain_core.messages import HumanMessage
 from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 
-from gateway.app import create_app
+from gateway.server.app import create_app
 from gateway.config import parse_config
 from tests.servers import Reply, ScriptedUpstream, completion_of, free_port, json_reply, serve, sse, stream_reply
 from tests.streams import agent_stream, chunk, recorded_body, recorded_chunks, recorded_files, split_evenly

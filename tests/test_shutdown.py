@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from gateway.app import create_app
+from gateway.server.app import create_app
 from gateway.config import parse_config
 from tests.servers import Reply, ScriptedUpstream, gateway_process, serve, sse
 from tests.streams import agent_stream, split_evenly
@@ -27,7 +27,7 @@ def test_draining_refuses_new_requests_and_turns_readiness_off() -> None:
     app = create_app(config)
 
     async def scenario() -> tuple[int, int, int, dict[str, str]]:
-        gateway = app.app.state.gateway
+        gateway = app.app.state.service
         await gateway.start()
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
             before = (await client.get("/readyz")).status_code

@@ -19,9 +19,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.config import ProviderConfig
-from gateway.errors import GatewayError
-from gateway.transport import Http1Transport
-from gateway.upstream import Provider
+from gateway.core.errors import GatewayError
+from gateway.upstream.transport import Http1Transport
+from gateway.upstream.provider import Provider
 
 T = TypeVar("T")
 
@@ -521,10 +521,11 @@ def test_provider_sends_its_key_and_headers_and_keeps_no_cookies(run: Callable[.
             provider = Provider("up", config)
             try:
                 for _ in range(2):
-                    reply = await provider.send(
+                    reply = await provider.call(
                         "POST", "/chat/completions", content=b"{}", headers={"x-extra": "override"}
                     )
-                    assert reply.status_code == 200 and await reply.aread() == b"{}"
+                    assert reply.status == 200 and await reply.read() == b"{}"
+                    await reply.aclose()
             finally:
                 await provider.aclose()
             first, second = server.requests
@@ -548,8 +549,9 @@ def test_provider_goes_through_the_proxy_the_environment_names(
             monkeypatch.delenv("no_proxy", raising=False)
             provider = Provider("up", ProviderConfig(base_url="http://upstream.invalid/v1"))
             try:
-                reply = await provider.send("GET", "/models")
-                assert await reply.aread() == b"via proxy"
+                reply = await provider.call("GET", "/models")
+                assert await reply.read() == b"via proxy"
+                await reply.aclose()
             finally:
                 await provider.aclose()
         assert proxy.requests[0].line == b"GET http://upstream.invalid/v1/models HTTP/1.1"
@@ -564,8 +566,9 @@ def test_no_proxy_sends_the_request_directly(run: Callable[..., Any], monkeypatc
             monkeypatch.setenv("NO_PROXY", "127.0.0.1")
             provider = Provider("up", ProviderConfig(base_url=upstream.url + "/v1"))
             try:
-                reply = await provider.send("GET", "/models")
-                assert await reply.aread() == b"direct"
+                reply = await provider.call("GET", "/models")
+                assert await reply.read() == b"direct"
+                await reply.aclose()
             finally:
                 await provider.aclose()
             assert proxy.requests == []
@@ -580,7 +583,7 @@ def test_provider_maps_a_refused_connection_to_upstream_unreachable(run: Callabl
         provider = Provider("down", ProviderConfig(base_url=url))
         try:
             with pytest.raises(GatewayError) as raised:
-                await provider.send("GET", "/models")
+                await provider.call("GET", "/models")
         finally:
             await provider.aclose()
         assert raised.value.status == 502 and raised.value.code == "upstream_unreachable"

@@ -59,8 +59,9 @@ class GatewayError(Exception):
     """A failure the client is told about.
 
     ``status`` overrides the kind's status (an upstream error keeps its own);
-    ``upstream`` is the upstream's own OpenAI error body (``{"error": {...}}``),
-    relayed as it came where the dialect is OpenAI's; ``retryable`` says whether another attempt
+    ``upstream`` is the upstream's own OpenAI error body (``{"error": {...}}``)
+    and ``upstream_bytes`` its bytes, relayed as they came where the dialect
+    is OpenAI's; ``retryable`` says whether another attempt
     upstream may succeed; ``headers`` go on the HTTP answer (``retry-after``).
     """
 
@@ -75,6 +76,7 @@ class GatewayError(Exception):
         headers: Mapping[str, str] | None = None,
         retryable: bool = False,
         upstream: Mapping[str, Any] | None = None,
+        upstream_bytes: bytes | None = None,
     ) -> None:
         super().__init__(message)
         self.kind = kind
@@ -85,6 +87,7 @@ class GatewayError(Exception):
         self.headers = dict(headers or {})
         self.retryable = retryable
         self.upstream = upstream
+        self.upstream_bytes = upstream_bytes
 
     @property
     def type(self) -> str:

@@ -60,13 +60,15 @@ class RewriteOptions:
     passthrough: bool = False
 
     @classmethod
-    def plain(cls, *, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES) -> RewriteOptions:
+    def plain(
+        cls, *, max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES, max_arguments_chars: int = DEFAULT_MAX_ARGUMENTS_CHARS
+    ) -> RewriteOptions:
         """A route without a rewrite: everything the upstream says is the client's."""
         return cls(
             inner_thoughts=Thoughts.NONE,
             reasoning=Reasoning.EXPOSE,
             inject_tools=False,
             max_event_bytes=max_event_bytes,
-            max_arguments_chars=max_event_bytes,
+            max_arguments_chars=max_arguments_chars,
             passthrough=True,
         )

@@ -370,12 +370,16 @@ class StreamRewriter:
 
 
 def replay_completion(
-    completion: Mapping[str, Any], options: RewriteOptions | None = None, stats: RewriteStats | None = None
+    completion: Mapping[str, Any],
+    options: RewriteOptions | None = None,
+    stats: RewriteStats | None = None,
+    raw: bytes | None = None,
 ) -> list[Event]:
     """The events of a non-streaming ``chat.completion``: each message replayed as a one-chunk stream.
 
-    Both paths share every rule of the rewrite this way. Raises ``InvalidChunk``
-    for a completion no upstream can send.
+    Both paths share every rule of the rewrite this way. The first event is
+    a ``ChunkStart`` whose fields are the completion, with ``raw`` when
+    nothing needed rewriting. Raises ``InvalidChunk`` for a completion no upstream can send.
     """
     choices = completion.get("choices")
     if not isinstance(choices, list):
@@ -394,4 +398,6 @@ def replay_completion(
         index = choice.get("index", position)
         replayed.append({**choice, "index": index, "delta": delta})
     rewriter = StreamRewriter(options, stats)
-    return rewriter.feed({**completion, "choices": replayed}) + rewriter.finish()
+    start, *events = rewriter.feed({**completion, "choices": replayed}, raw)
+    assert isinstance(start, ChunkStart)
+    return [ChunkStart(completion, start.raw), *events, *rewriter.finish()]

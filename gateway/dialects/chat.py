@@ -12,12 +12,13 @@ the same events.
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
 
-from gateway import body as json_body
+from gateway.core import json_body
 from gateway.core.errors import ErrorKind, GatewayError
 from gateway.core.events import (
     ChoiceStart,
@@ -31,18 +32,30 @@ from gateway.core.events import (
     TextDelta,
     ToolCallDelta,
     ToolCallStart,
+    Usage,
 )
+from gateway.core.options import Reasoning
 from gateway.core.rewriter import REWRITTEN_DELTA_KEYS
 from gateway.core.sse import encode_comment, encode_event
 
-__all__ = ["ChatRequest", "ChatStreamEncoder", "error_body", "fold_completion", "parse_request"]
+__all__ = [
+    "ChatRequest",
+    "ChatStreamEncoder",
+    "build",
+    "encoder",
+    "error_body",
+    "error_status_and_body",
+    "fold_completion",
+    "parse_request",
+    "to_chat",
+]
 
 DONE: Final = b"data: [DONE]\n\n"
 # Message keys the rewrite owns in a non-streaming answer; the rest of the message passes through.
 _REWRITTEN_MESSAGE_KEYS: Final = frozenset(("reasoning_content", "reasoning", "reasoning_details", "tool_calls", "function_call"))
 
 
-class ChatRequest(BaseModel):
+class _Fields(BaseModel):
     """The fields the gateway relies on; every other field is forwarded untouched."""
 
     model_config = ConfigDict(extra="allow")
@@ -53,7 +66,22 @@ class ChatRequest(BaseModel):
     tools: list[dict[str, Any]] | None = None
 
 
-def parse_request(body: bytes) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class ChatRequest:
+    """A validated chat request: the client's payload as it came."""
+
+    payload: dict[str, Any]
+
+    @property
+    def model(self) -> str:
+        return str(self.payload["model"])
+
+    @property
+    def stream(self) -> bool:
+        return self.payload.get("stream") is True
+
+
+def parse_request(body: bytes) -> ChatRequest:
     """A chat request body, validated as far as the gateway relies on it; 400 otherwise."""
     try:
         payload = json_body.loads(body)
@@ -62,16 +90,41 @@ def parse_request(body: bytes) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise GatewayError(ErrorKind.INVALID_REQUEST, "The request body must be a JSON object.")
     try:
-        ChatRequest.model_validate(payload)
+        _Fields.model_validate(payload)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         param = ".".join(str(part) for part in first["loc"])
         raise GatewayError(ErrorKind.INVALID_REQUEST, f"Invalid value for '{param}': {first['msg']}.", param=param) from None
-    return payload
+    return ChatRequest(payload)
+
+
+def to_chat(request: ChatRequest, *, reasoning: Reasoning) -> dict[str, Any]:
+    """The upstream speaks this dialect: the payload goes as it came (the shell sets the model)."""
+    return dict(request.payload)
+
+
+def encoder(request: ChatRequest, *, created: int) -> ChatStreamEncoder:
+    return ChatStreamEncoder()
+
+
+def build(request: ChatRequest, events: list[Event], *, created: int) -> bytes:
+    """The non-streaming body: the upstream's own bytes when the rewrite left the completion alone."""
+    start = events[0]
+    assert isinstance(start, ChunkStart)
+    if start.raw is not None:
+        return start.raw
+    return orjson.dumps(fold_completion(start.fields, events))
 
 
 def error_body(error: GatewayError) -> bytes:
+    """OpenAI's error shape; an upstream's own OpenAI error goes out as the bytes it sent."""
+    if error.upstream_bytes is not None:
+        return error.upstream_bytes
     return orjson.dumps(error.openai_body())
+
+
+def error_status_and_body(error: GatewayError) -> tuple[int, bytes]:
+    return error.status, error_body(error)
 
 
 class _ChoiceOut:
@@ -127,7 +180,9 @@ class ChatStreamEncoder:
                     out.append(DONE)
                 case Error(error=error):
                     self._flush(out)
-                    out.append(encode_event(error_body(error)))
+                    out.append(encode_event(orjson.dumps(error.openai_body())))
+                case Usage():
+                    pass  # a chat client gets the usage where the upstream put it, in the chunk's fields
                 case _ if self._chunk is None:
                     pass  # the rest of a chunk that goes out as it came
                 case ChoiceStart(choice=choice, fields=fields, first=first):
@@ -228,7 +283,7 @@ def _output(delta: dict[str, Any], out: _ChoiceOut) -> dict[str, Any]:
 
 
 def fold_completion(completion: Mapping[str, Any], events: Iterable[Event]) -> dict[str, Any]:
-    """A non-streaming ``chat.completion`` rebuilt from the events of its replay.
+    """A non-streaming ``chat.completion`` rebuilt from the events of its replay (``replay_completion``).
 
     Every field of the completion, its choices and their messages passes
     through, but for what the rewrite owns: the content, the reasoning, the

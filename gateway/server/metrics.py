@@ -125,6 +125,6 @@ class Metrics:
         """The scrape body: this process's metrics, or every worker's in multiprocess mode."""
         if multiprocess_mode():
             registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -14,9 +14,9 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.metrics import Metrics, RequestRecord
+from gateway.server.metrics import Metrics, RequestRecord
 
-__all__ = ["Observe", "record_of"]
+__all__ = ["AccessLog", "record_of"]
 
 logger = logging.getLogger("gateway.access")
 
@@ -27,10 +27,11 @@ _PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 def record_of(scope: Scope) -> RequestRecord:
-    return scope["state"]["record"]
+    record: RequestRecord = scope["state"]["record"]
+    return record
 
 
-class Observe:
+class AccessLog:
     """Assigns each request an id (returned as ``x-request-id``), then reports it: metrics and one log line."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
@@ -121,5 +122,5 @@ def _log_fields(record: RequestRecord, scope: Scope, status: int, duration: floa
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope["headers"]:
         if key == name:
-            return value.decode("latin-1")
+            return bytes(value).decode("latin-1")
     return None

@@ -5,19 +5,24 @@ argument to every client tool), forces a tool call, and rewrites past
 assistant turns into message-tool calls, so any tool-calling model behaves as
 an agent-style model while the client speaks plain chat. Pure functions: the
 client's payload in, the upstream payload out.
+
+A request for structured output (``response_format`` of type ``json_schema``
+or ``json_object``) is answered without injection: the model writes the JSON
+as its content, which the client gets as it came, while reasoning fields stay
+hidden as on every other answer.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
-from gateway.config import RewriteConfig
-from gateway.core.rewriter import RewriteOptions
+from gateway.core.options import RewriteOptions, Thoughts
 
-__all__ = ["default_system_prompt", "prepare"]
+__all__ = ["TOOL_RESULT", "call_id", "default_system_prompt", "prepare"]
 
 MESSAGE_TOOL_DESCRIPTION = "Send a message to the user. This is the only way the user sees your reply."
 MESSAGE_ARG_DESCRIPTION = "The reply the user sees."
@@ -25,13 +30,14 @@ INNER_THOUGHTS_DESCRIPTION = (
     "Private reasoning before acting: what you understood, your plan, what to say. The user never sees it."
 )
 TOOL_RESULT = "Message sent."
+_STRUCTURED: Final = frozenset(("json_schema", "json_object"))
 
 
 def default_system_prompt(options: RewriteOptions) -> str:
     thoughts = (
         f"Before acting, think privately in the `{options.inner_thoughts_arg}` argument of every tool call; "
         "the user never sees it. "
-        if options.inner_thoughts == "kwarg"
+        if options.inner_thoughts is Thoughts.KWARG
         else ""
     )
     return (
@@ -41,30 +47,42 @@ def default_system_prompt(options: RewriteOptions) -> str:
     )
 
 
-def prepare(payload: dict[str, Any], config: RewriteConfig) -> tuple[dict[str, Any], RewriteOptions]:
-    """The upstream payload for a client payload, and the response rewrite that matches it."""
+def prepare(payload: dict[str, Any], options: RewriteOptions) -> tuple[dict[str, Any], RewriteOptions]:
+    """The upstream payload for a client payload, and the route's options narrowed to this request."""
     tools = payload.get("tools")
-    own = _tools_declaring(tools, config.inner_thoughts_arg) if config.inner_thoughts == "kwarg" else frozenset()
-    options = config.to_options(keep_arguments_of=own)
-    if not config.inject_tools or "functions" in payload:
+    if _wants_structured_output(payload):
+        # The answer is the content itself: nothing is injected, so nothing is stripped from it.
+        return payload, dataclasses.replace(options, inner_thoughts=Thoughts.NONE)
+    kwarg = options.inner_thoughts is Thoughts.KWARG
+    own = _tools_declaring(tools, options.inner_thoughts_arg) if kwarg else frozenset()
+    if own:
+        options = dataclasses.replace(options, keep_arguments_of=own)
+    if not options.inject_tools or "functions" in payload:
         return payload, options
     upstream = dict(payload)
-    upstream["tools"] = [*(_with_inner_thoughts(tool, options, config) for tool in tools or ()), _message_tool(options, config)]
+    upstream["tools"] = [*(_with_inner_thoughts(tool, options) for tool in tools or ()), _message_tool(options)]
     choice = payload.get("tool_choice")
     if choice is None or choice == "auto":
         upstream["tool_choice"] = "required"
     elif choice == "none":
         upstream["tool_choice"] = {"type": "function", "function": {"name": options.message_tool}}
     upstream["messages"] = _history(payload["messages"], options)
-    prompt = default_system_prompt(options) if config.system_prompt is None else config.system_prompt
+    prompt = default_system_prompt(options) if options.system_prompt is None else options.system_prompt
     if prompt:
         upstream["messages"] = _with_system_prompt(upstream["messages"], prompt)
     return upstream, options
 
 
+def _wants_structured_output(payload: dict[str, Any]) -> bool:
+    response_format = payload.get("response_format")
+    return isinstance(response_format, dict) and response_format.get("type") in _STRUCTURED
+
+
 def _function_of(tool: Any) -> dict[str, Any] | None:
-    if isinstance(tool, dict) and tool.get("type") == "function" and isinstance(tool.get("function"), dict):
-        return tool["function"]
+    if isinstance(tool, dict) and tool.get("type") == "function":
+        function = tool.get("function")
+        if isinstance(function, dict):
+            return function
     return None
 
 
@@ -86,32 +104,32 @@ def _string(description: str) -> dict[str, str]:
     return {"type": "string", "description": description}
 
 
-def _message_tool(options: RewriteOptions, config: RewriteConfig) -> dict[str, Any]:
+def _message_tool(options: RewriteOptions) -> dict[str, Any]:
     properties = {}
-    if options.inner_thoughts == "kwarg":
-        properties[options.inner_thoughts_arg] = _string(config.inner_thoughts_description or INNER_THOUGHTS_DESCRIPTION)
-    properties[options.message_arg] = _string(config.message_arg_description or MESSAGE_ARG_DESCRIPTION)
+    if options.inner_thoughts is Thoughts.KWARG:
+        properties[options.inner_thoughts_arg] = _string(options.inner_thoughts_description or INNER_THOUGHTS_DESCRIPTION)
+    properties[options.message_arg] = _string(options.message_arg_description or MESSAGE_ARG_DESCRIPTION)
     return {
         "type": "function",
         "function": {
             "name": options.message_tool,
-            "description": config.message_tool_description or MESSAGE_TOOL_DESCRIPTION,
+            "description": options.message_tool_description or MESSAGE_TOOL_DESCRIPTION,
             "parameters": {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False},
         },
     }
 
 
-def _with_inner_thoughts(tool: Any, options: RewriteOptions, config: RewriteConfig) -> Any:
+def _with_inner_thoughts(tool: Any, options: RewriteOptions) -> Any:
     """The client tool with the inner-thoughts argument first (kwarg mode), unless it has one already."""
     function = _function_of(tool)
-    if options.inner_thoughts != "kwarg" or function is None or function.get("name") in options.keep_arguments_of:
+    if options.inner_thoughts is not Thoughts.KWARG or function is None or function.get("name") in options.keep_arguments_of:
         return tool
     parameters = function.get("parameters")
     if not isinstance(parameters, dict):
         parameters = {"type": "object", "properties": {}}
     properties = parameters.get("properties")
     required = parameters.get("required")
-    thoughts = _string(config.inner_thoughts_description or INNER_THOUGHTS_DESCRIPTION)
+    thoughts = _string(options.inner_thoughts_description or INNER_THOUGHTS_DESCRIPTION)
     new_parameters = {
         **parameters,
         "properties": {options.inner_thoughts_arg: thoughts, **(properties if isinstance(properties, dict) else {})},

@@ -1,0 +1,226 @@
+"""The ASGI application: the edge, where requests come in and HTTP responses are built.
+
+Each front door is a dialect (``gateway.dialects``) behind one handler: the
+key is checked, the body read and parsed, the model routed and the answer
+obtained, and any failure becomes an error in that front door's own shape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from types import FrameType
+
+import httpx
+import orjson
+from prometheus_client import multiprocess as prometheus_multiprocess
+from starlette.applications import Starlette
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from gateway.config import Config, default_config, load_config
+from gateway.core.errors import ErrorKind, GatewayError
+from gateway.dialects import Dialect, chat
+from gateway.server.access import AccessLog, record_of
+from gateway.server.metrics import multiprocess_mode
+from gateway.server.service import Service
+from gateway.server.streaming import EventStreamResponse, until_disconnected
+
+__all__ = ["app_from_env", "create_app"]
+
+logger = logging.getLogger("gateway")
+_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it exceeds the limit."""
+    too_large = GatewayError(ErrorKind.TOO_LARGE, f"The request body exceeds the limit of {limit} bytes.")
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise too_large
+    parts: list[bytes] = []
+    size = 0
+    async for part in request.stream():
+        size += len(part)
+        if size > limit:
+            raise too_large
+        parts.append(part)
+    return b"".join(parts)
+
+
+def service_of(request: Request) -> Service:
+    service: Service = request.app.state.service
+    return service
+
+
+def front_door(dialect: Dialect, *, x_api_key: bool = False) -> Handler:
+    """The handler of one front door; every error it meets is answered in the dialect's shape."""
+
+    async def handle(request: Request) -> Response:
+        try:
+            return await _answer(request, dialect, x_api_key)
+        except GatewayError as error:
+            status, body = dialect.error_status_and_body(error)
+            return Response(body, status, error.headers, media_type="application/json")
+
+    return handle
+
+
+async def _answer(request: Request, dialect: Dialect, x_api_key: bool) -> Response:
+    service = service_of(request)
+    service.auth.check(request.headers, x_api_key=x_api_key)
+    service.refuse_when_draining()
+    parsed = dialect.parse_request(await read_body(request, service.config.server.max_body_bytes))
+    route = service.router.route(parsed.model)
+    record = record_of(request.scope)
+    record.route = route.name
+    gone, answer = await until_disconnected(request.receive, service.completions.answer(dialect, parsed, route, record))
+    if answer is None:
+        record.disconnected = True
+        return Response(status_code=499)  # nobody is listening; the status is for the access log
+    headers = {**answer.headers, "x-gateway-route": record.route}
+    if answer.relay is not None:
+        relay = answer.relay
+        # The background close also covers a response cancelled before its body was ever read.
+        return EventStreamResponse(
+            relay.body(),
+            headers={**headers, **_SSE_HEADERS},
+            media_type="text/event-stream",
+            background=BackgroundTask(relay.close),
+        )
+    return Response(answer.body, headers=headers, media_type="application/json")
+
+
+async def list_models(request: Request) -> Response:
+    service = service_of(request)
+    try:
+        service.auth.check(request.headers)
+    except GatewayError as error:
+        return _openai_error(error)
+    routes = service.config.models
+    data = [{"id": r.name, "object": "model", "created": 0, "owned_by": ", ".join(r.providers)} for r in routes]
+    return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
+
+
+async def forward(request: Request) -> Response:
+    """Any other ``/v1/`` endpoint, forwarded to the provider of the route its body names."""
+    service = service_of(request)
+    try:
+        service.auth.check(request.headers)
+        service.refuse_when_draining()
+        body = await read_body(request, service.config.server.max_body_bytes)
+        # The raw path keeps its percent-encoding: an encoded "/" in a segment must stay one.
+        forwarded = await service.forwarder.forward(
+            request.method,
+            request.scope["raw_path"].decode("latin-1"),
+            request.scope["query_string"].decode("latin-1"),
+            request.headers,
+            body,
+            record_of(request.scope),
+        )
+    except GatewayError as error:
+        return _openai_error(error)
+    return StreamingResponse(forwarded.body, forwarded.status, forwarded.headers)
+
+
+def _openai_error(error: GatewayError) -> Response:
+    return Response(chat.error_body(error), error.status, error.headers, media_type="application/json")
+
+
+async def metrics(request: Request) -> Response:
+    body, content_type = service_of(request).metrics.render()
+    return Response(body, headers={"content-type": content_type})
+
+
+async def healthz(request: Request) -> Response:
+    return Response(b'{"status":"ok"}', media_type="application/json")
+
+
+async def readyz(request: Request) -> Response:
+    if service_of(request).ready:
+        return Response(b'{"status":"ready"}', media_type="application/json")
+    return Response(b'{"status":"not ready"}', 503, media_type="application/json")
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    logger.exception("unhandled error", extra={"fields": {"request_id": record_of(request.scope).request_id}})
+    return _openai_error(GatewayError(ErrorKind.INTERNAL, "The gateway failed to handle the request."))
+
+
+def _drain_on_signals(service: Service) -> Callable[[], None]:
+    """Start draining on SIGTERM/SIGINT, then let the server's own handler begin its shutdown.
+
+    Installed from the lifespan, so it wraps whatever handler the server (or
+    each uvicorn worker process) set up. Returns what puts the old ones back.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    loop = asyncio.get_running_loop()
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        loop.call_soon_threadsafe(service.drain)
+        handler = previous[signal.Signals(signum)]
+        if callable(handler):
+            handler(signum, frame)
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    for sig in previous:
+        signal.signal(sig, handle)
+    return restore
+
+
+def create_app(config: Config, transports: Mapping[str, httpx.AsyncBaseTransport] | None = None) -> AccessLog:
+    """The ASGI app; ``transports`` replace the network for named providers (the demo, tests)."""
+    service = Service(config, transports)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await service.start()
+        restore = _drain_on_signals(service)
+        try:
+            yield
+        finally:
+            restore()
+            await service.stop()
+            if multiprocess_mode():
+                prometheus_multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
+    app = Starlette(
+        routes=[
+            Route("/v1/chat/completions", front_door(chat), methods=["POST"]),
+            Route("/v1/models", list_models, methods=["GET"]),
+            Route("/v1/{path:path}", forward, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+            Route("/metrics", metrics, methods=["GET"]),
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/readyz", readyz, methods=["GET"]),
+        ],
+        exception_handlers={Exception: _unexpected_error},
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    return AccessLog(app, service.metrics)
+
+
+def app_from_env() -> AccessLog:
+    """The factory uvicorn's workers call: the config named by ``GATEWAY_CONFIG``, else the default."""
+    path = os.environ.get("GATEWAY_CONFIG")
+    config = load_config(path) if path else default_config()
+    transports: dict[str, httpx.AsyncBaseTransport] = {}
+    if config.is_demo:
+        from gateway.demo import DemoTransport
+
+        transports["demo"] = DemoTransport(delay=0.02)
+    return create_app(config, transports)

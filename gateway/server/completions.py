@@ -1,0 +1,159 @@
+"""Answering a completion request from any front door.
+
+The front door's request is translated into a chat-completions request for
+each route it may reach (the route, then its fallbacks), the agent transform
+applied where the route rewrites, and each attempt sent through the one
+upstream-call path. A streamed answer is committed once its first chunk has
+arrived; a non-streaming one is replayed through the same rewrite. What comes
+back is an ``Answer`` for the edge to send, never an HTTP response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import orjson
+
+from gateway.config import Config, ModelRoute
+from gateway.core import json_body
+from gateway.core.agent import prepare
+from gateway.core.errors import ErrorKind, GatewayError
+from gateway.core.options import Reasoning, RewriteOptions
+from gateway.core.rewriter import InvalidChunk, replay_completion
+from gateway.core.translator import StreamTranslator
+from gateway.dialects import ClientRequest, Dialect
+from gateway.server.metrics import Metrics, RequestRecord
+from gateway.server.relay import Relay
+from gateway.server.retries import RetryPolicy
+from gateway.upstream.provider import Provider, UpstreamResponse, client_headers
+
+__all__ = ["Answer", "Completions"]
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What the edge sends: a whole body, or a relay whose body is the stream."""
+
+    headers: dict[str, str]
+    body: bytes = b""
+    relay: Relay | None = None
+
+
+class Completions:
+    """Completion requests from every front door, through routes, retries and fallbacks."""
+
+    def __init__(self, config: Config, policy: RetryPolicy, metrics: Metrics) -> None:
+        self._config = config
+        self._policy = policy
+        self._metrics = metrics
+        self.streams: set[Relay] = set()
+
+    async def answer(self, dialect: Dialect, request: ClientRequest, route: ModelRoute, record: RequestRecord) -> Answer:
+        """The answer through ``route``, then its fallbacks; ``record.route`` says which one served."""
+        record.stream = request.stream
+
+        async def attempt(current: ModelRoute, provider: Provider) -> Answer:
+            return await self._attempt(dialect, request, current, provider, record)
+
+        return await self._policy.run(route, attempt, record)
+
+    def abort_streams(self, message: str) -> None:
+        for relay in list(self.streams):
+            relay.abort(message)
+
+    async def _attempt(
+        self, dialect: Dialect, request: ClientRequest, route: ModelRoute, provider: Provider, record: RequestRecord
+    ) -> Answer:
+        options = self._config.options(route)
+        payload = dialect.to_chat(request, reasoning=options.reasoning)
+        record.upstream_model = payload["model"] = route.upstream_model(request.model)
+        if not options.passthrough:
+            payload, options = prepare(payload, options)
+        record.reasoning_exposed = options.reasoning is Reasoning.EXPOSE and not options.passthrough
+        timeouts = route.timeout.apply(provider.config.timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeouts.total if timeouts.total else None
+        waiting = loop.time()
+        try:
+            upstream = await provider.call(
+                "POST",
+                "/chat/completions",
+                content=json_body.dumps(payload),
+                headers={
+                    "content-type": "application/json",
+                    "accept": "text/event-stream" if request.stream else "application/json",
+                    "x-request-id": record.request_id,
+                },
+                timeouts=timeouts,
+            )
+        finally:
+            record.upstream_seconds += loop.time() - waiting
+        if upstream.status >= 400:
+            raise await upstream.error()
+        headers = client_headers(upstream.headers)
+        created = int(time.time())
+        if not request.stream:
+            events = await self._complete(upstream, provider, options, deadline, record)
+            return Answer(headers, body=dialect.build(request, events, created=created))
+        relay = Relay(
+            upstream,
+            StreamTranslator(options, provider.name, record.rewrite),
+            dialect.encoder(request, created=created),
+            idle=timeouts.idle,
+            deadline=deadline,
+            record=record,
+            on_close=self._stream_closed,
+        )
+        await relay.start()
+        self.streams.add(relay)
+        self._metrics.streams.inc()
+        return Answer(headers, relay=relay)
+
+    def _stream_closed(self, relay: Relay) -> None:
+        if relay in self.streams:
+            self.streams.discard(relay)
+            self._metrics.streams.dec()
+
+    async def _complete(
+        self,
+        upstream: UpstreamResponse,
+        provider: Provider,
+        options: RewriteOptions,
+        deadline: float | None,
+        record: RequestRecord,
+    ) -> list[Any]:
+        """A non-streaming answer, read whole and replayed through the rewrite."""
+        loop = asyncio.get_running_loop()
+        waiting = loop.time()
+        try:
+            async with asyncio.timeout_at(deadline):
+                data = await upstream.read()
+        except (TimeoutError, httpx.TimeoutException):
+            message = f"The upstream provider {provider.name!r} timed out."
+            raise GatewayError(ErrorKind.TIMEOUT, message, retryable=True) from None
+        except httpx.TransportError:
+            message = f"The upstream provider {provider.name!r} could not be reached."
+            raise GatewayError(ErrorKind.UNREACHABLE, message, retryable=True) from None
+        finally:
+            await upstream.aclose()
+            record.upstream_seconds += loop.time() - waiting
+        try:
+            completion = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            completion = None
+        if not isinstance(completion, dict):
+            message = f"The upstream provider {provider.name!r} returned a body that is not a JSON object."
+            raise GatewayError(ErrorKind.INVALID_RESPONSE, message, code="upstream_invalid_response")
+        record.usage(completion.get("usage"))
+        try:
+            return replay_completion(completion, options, record.rewrite, data)
+        except InvalidChunk:
+            if isinstance(completion.get("error"), dict):
+                message = f"The upstream provider {provider.name!r} answered with an error."
+                raise GatewayError(ErrorKind.UPSTREAM_ERROR, message, upstream=completion) from None
+            message = f"The upstream provider {provider.name!r} returned a body that is not a chat completion."
+            raise GatewayError(ErrorKind.INVALID_RESPONSE, message, code="upstream_invalid_response") from None

@@ -1,0 +1,66 @@
+"""The running gateway: its parts, built once per process, and its lifecycle (start, drain, stop)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+import httpx
+
+from gateway.config import Config
+from gateway.core.errors import ErrorKind, GatewayError
+from gateway.server.auth import Auth
+from gateway.server.completions import Completions
+from gateway.server.forward import Forwarder
+from gateway.server.metrics import Metrics
+from gateway.server.retries import RetryPolicy
+from gateway.server.routing import Router
+from gateway.upstream.provider import Provider
+
+__all__ = ["Service"]
+
+
+class Service:
+    """One process's config, providers and in-flight streams.
+
+    ``transports`` replace the network for named providers (the demo, tests).
+    """
+
+    def __init__(self, config: Config, transports: Mapping[str, httpx.AsyncBaseTransport] | None = None) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.auth = Auth(config.server.api_keys)
+        self.providers = {
+            name: Provider(name, provider, (transports or {}).get(name)) for name, provider in config.providers.items()
+        }
+        self.router = Router(config, self.providers)
+        policy = RetryPolicy(config.server, self.router, self.metrics)
+        self.completions = Completions(config, policy, self.metrics)
+        self.forwarder = Forwarder(self.router, policy)
+        self.ready = False
+        self.draining = False
+
+    async def start(self) -> None:
+        self.ready = True
+
+    async def stop(self) -> None:
+        self.ready = False
+        for provider in self.providers.values():
+            await provider.aclose()
+
+    def drain(self) -> None:
+        """Stop taking requests; streams still running after the grace period are ended with an error event."""
+        if self.draining:
+            return
+        self.draining = True
+        self.ready = False
+        loop = asyncio.get_running_loop()
+        loop.call_later(self.config.server.shutdown_grace, self.completions.abort_streams, _CUT)
+
+    def refuse_when_draining(self) -> None:
+        if self.draining:
+            message = "The gateway is shutting down."
+            raise GatewayError(ErrorKind.UNAVAILABLE, message, code="gateway_shutdown", headers={"retry-after": "1"})
+
+
+_CUT = "The gateway is shutting down; the answer was cut."

@@ -1,0 +1,282 @@
+"""Upstream providers: one connection pool each, the one path every upstream request takes, and what crosses back.
+
+Every request to a provider, a completion on any front door or a forwarded
+``/v1/*`` request, goes through ``Provider.call``: it takes a slot (so
+``max_concurrency``, the in-flight count that balancing reads, and the
+queue apply to all of them), attaches the provider's key and headers, and
+hands back an ``UpstreamResponse`` whose closing gives the slot back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import functools
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Mapping
+
+import httpx
+import orjson
+
+from gateway import __version__
+from gateway.config import ProviderConfig, Timeouts
+from gateway.core.errors import ErrorKind, GatewayError
+from gateway.upstream.transport import Http1Transport
+
+__all__ = ["HOP_BY_HOP", "RETRYABLE_STATUS", "Provider", "UpstreamResponse", "client_headers", "retry_after"]
+
+RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+# Never forwarded in either direction (RFC 9110 §7.6.1), plus what the gateway sets itself.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+    }
+)
+
+# Upstream response headers a client uses: request ids, timing and rate limits.
+_RELAYED = frozenset({"x-request-id", "openai-processing-ms", "openai-version", "retry-after", "retry-after-ms"})
+
+
+def client_headers(upstream: httpx.Headers, every: bool = False) -> dict[str, str]:
+    """Upstream response headers for the client: the ones clients use (``every``: all but hop-by-hop).
+
+    The provider's request id comes back as ``x-upstream-request-id``: ``x-request-id`` is the gateway's own.
+    """
+    if every:
+        headers = {name: value for name, value in upstream.items() if name not in HOP_BY_HOP}
+    else:
+        headers = {name: value for name, value in upstream.items() if name in _RELAYED or name.startswith("x-ratelimit-")}
+    upstream_id = headers.pop("x-request-id", None)
+    if upstream_id is not None:
+        headers["x-upstream-request-id"] = upstream_id
+    return headers
+
+
+class UpstreamResponse:
+    """An upstream answer with its body still to read; closing it gives the provider's slot back, once."""
+
+    __slots__ = ("_provider", "_response", "_closed")
+
+    def __init__(self, response: httpx.Response, provider: Provider) -> None:
+        self._response = response
+        self._provider = provider
+        self._closed = False
+
+    @property
+    def status(self) -> int:
+        return self._response.status_code
+
+    @property
+    def headers(self) -> httpx.Headers:
+        return self._response.headers
+
+    def reads(self) -> AsyncIterator[bytes]:
+        """The body as it arrives. The gateway asks for no encoding, so reads are taken as they come;
+        an upstream that compresses anyway is decompressed."""
+        response = self._response
+        return response.aiter_bytes() if "content-encoding" in response.headers else response.aiter_raw()
+
+    def raw_reads(self) -> AsyncIterator[bytes]:
+        """The body exactly as it came, encoding and all (for forwarded requests)."""
+        return self._response.aiter_raw()
+
+    async def read(self) -> bytes:
+        return await self._response.aread()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._response.aclose()
+        finally:
+            self._provider.release()
+
+    async def error(self) -> GatewayError:
+        """The error an upstream error status becomes: its status kept, and its body when it is an OpenAI error."""
+        try:
+            body = await self.read()
+        except httpx.HTTPError:
+            body = b""
+        finally:
+            await self.aclose()
+        status = self.status
+        headers = client_headers(self.headers)
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            data = None
+        retryable = status in RETRYABLE_STATUS
+        name = self._provider.name
+        if isinstance(data, dict) and isinstance(data.get("error"), dict):
+            message = data["error"].get("message")
+            message = message if isinstance(message, str) else f"The upstream provider {name!r} answered {status}."
+            return GatewayError(
+                ErrorKind.UPSTREAM_STATUS,
+                message,
+                status=status,
+                headers=headers,
+                retryable=retryable,
+                upstream=data,
+                upstream_bytes=body,
+            )
+        detail = body.decode("utf-8", "replace").strip()[:500] or self._response.reason_phrase
+        message = f"The upstream provider {name!r} answered {status}: {detail}"
+        return GatewayError(ErrorKind.UPSTREAM_STATUS, message, status=status, headers=headers, retryable=retryable)
+
+
+class Provider:
+    """An OpenAI-compatible upstream deployment; its key is attached here and nowhere else.
+
+    It also keeps what request routing needs: requests in flight, an optional
+    cap on them, and a cool-down after repeated failures.
+    """
+
+    def __init__(self, name: str, config: ProviderConfig, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.name = name
+        self.config = config
+        self._base_url = config.base_url.rstrip("/")
+        self._headers = {"user-agent": f"agent-gateway/{__version__}"}
+        self._headers.update((key.lower(), value) for key, value in config.headers.items())
+        if config.api_key is not None:
+            self._headers["authorization"] = f"Bearer {config.api_key.get_secret_value()}"
+        self._transport = transport or network_transport(self._base_url)
+        self.in_flight = 0
+        self.cooldown_until = 0.0
+        self._failures = 0
+        self._slots = asyncio.Semaphore(config.max_concurrency) if config.max_concurrency else None
+
+    @property
+    def cooling_down(self) -> bool:
+        return time.monotonic() < self.cooldown_until
+
+    def succeeded(self) -> None:
+        self._failures = 0
+
+    def failed(self) -> None:
+        self._failures += 1
+        if self._failures >= self.config.max_failures:
+            self._failures = 0
+            self.cooldown_until = time.monotonic() + self.config.cooldown
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        query: str = "",
+        timeouts: Timeouts | None = None,
+    ) -> UpstreamResponse:
+        """Send one request in a slot of this provider; the answer's body is still to read.
+
+        ``path`` and ``query`` are appended to the base URL as they are, percent-encoding kept.
+        """
+        await self._acquire()
+        try:
+            response = await self._send(method, path, content, headers, query, timeouts or self.config.timeout)
+        except BaseException:
+            self.release()
+            raise
+        return UpstreamResponse(response, self)
+
+    async def _acquire(self) -> None:
+        """Take a slot, waiting up to the queue timeout when the provider is at its cap."""
+        if self._slots is not None:
+            try:
+                async with asyncio.timeout(self.config.queue_timeout):
+                    await self._slots.acquire()
+            except TimeoutError:
+                retry = str(max(1, round(self.config.queue_timeout)))
+                message = f"The upstream provider {self.name!r} is at its concurrency limit."
+                raise GatewayError(ErrorKind.BUSY, message, headers={"retry-after": retry}, retryable=True) from None
+        self.in_flight += 1
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        if self._slots is not None:
+            self._slots.release()
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        content: bytes | None,
+        headers: Mapping[str, str] | None,
+        query: str,
+        timeouts: Timeouts,
+    ) -> httpx.Response:
+        # httpx's client layer (cookies, redirects, auth hooks) is skipped: a proxy needs none of
+        # it, and a cookie jar shared by every client of the gateway would be a leak.
+        url = _url(f"{self._base_url}/{path.lstrip('/')}{'?' + query if query else ''}")
+        extensions = {
+            "timeout": {"connect": timeouts.connect, "read": timeouts.read, "write": timeouts.read, "pool": timeouts.connect}
+        }
+        request = httpx.Request(
+            method, url, headers={**self._headers, **(headers or {})}, content=content, extensions=extensions
+        )
+        first_byte = min(timeouts.first_byte, timeouts.total or timeouts.first_byte)
+        try:
+            async with asyncio.timeout(first_byte):
+                response = await self._transport.handle_async_request(request)
+        except (TimeoutError, httpx.TimeoutException):
+            message = f"The upstream provider {self.name!r} timed out."
+            raise GatewayError(ErrorKind.TIMEOUT, message, retryable=True) from None
+        except httpx.TransportError:
+            message = f"The upstream provider {self.name!r} could not be reached."
+            raise GatewayError(ErrorKind.UNREACHABLE, message, retryable=True) from None
+        response.request = request
+        return response
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds from ``retry-after-ms`` or ``retry-after`` (seconds or an HTTP date)."""
+    if (milliseconds := headers.get("retry-after-ms")) is not None:
+        try:
+            return max(0.0, float(milliseconds) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+@functools.lru_cache(maxsize=1024)
+def _url(text: str) -> httpx.URL:
+    """Parsed once per distinct URL: httpx's parsing costs more than the rest of a request's setup."""
+    return httpx.URL(text)
+
+
+def network_transport(base_url: str) -> httpx.AsyncBaseTransport:
+    """The gateway's own transport, or httpx's when the environment routes this URL through a proxy."""
+    url = httpx.URL(base_url)
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(url.scheme) or proxies.get("all")
+    if proxy and not urllib.request.proxy_bypass(url.host):
+        return httpx.AsyncHTTPTransport(proxy=proxy)
+    return Http1Transport()
