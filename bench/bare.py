@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from gateway.transport import Http1Transport
+from gateway.upstream.transport import Http1Transport
 
 
 def create_app(upstream: str, transport: str) -> Starlette:

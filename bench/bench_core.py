@@ -1,4 +1,4 @@
-"""Benchmark of the rewrite core: parser throughput, rewriter cost per chunk, and a re-parse baseline.
+"""Benchmark of the rewrite core: parser throughput, the stream path's cost per chunk, and a re-parse baseline.
 
 Run by hand: ``python bench/bench_core.py``. Compare ratios within one run;
 the machine is shared and absolute figures drift.
@@ -23,8 +23,9 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gateway.core.arguments import ArgumentsParser  # noqa: E402
-from gateway.core.fragments import FragmentRecogniser  # noqa: E402
-from gateway.core.rewriter import StreamRewriter  # noqa: E402
+from gateway.core.options import RewriteOptions  # noqa: E402
+from gateway.core.translator import StreamTranslator  # noqa: E402
+from gateway.dialects.chat import ChatStreamEncoder  # noqa: E402
 
 FRAGMENT = 4
 SIZES = {"1 KB": 1024, "16 KB": 16 * 1024, "256 KB": 256 * 1024}
@@ -65,8 +66,8 @@ def parse_incremental(fragments: list[str]) -> str:
     parser = ArgumentsParser(capture=("message",))
     out = []
     for fragment in fragments:
-        for _, text in parser.feed(fragment):
-            out.append(text)
+        for piece in parser.feed(fragment):
+            out.append(piece.text)
     return "".join(out)
 
 
@@ -88,48 +89,38 @@ def parse_baseline(fragments: list[str]) -> str:
     return "".join(out)
 
 
-def wire_chunks(fragments: list[str]) -> list[bytes]:
-    """The upstream stream as encoded SSE payloads, one fragment per chunk."""
+def wire_events(fragments: list[str]) -> list[bytes]:
+    """The upstream stream as SSE events, one fragment per chunk, each event one upstream read."""
     head = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1, "model": "bench"}
-    first = {**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": None, "tool_calls": [
-        {"index": 0, "id": "call_1", "type": "function", "function": {"name": "send_message", "arguments": ""}}]}, "finish_reason": None}]}
-    body = [orjson.dumps(first)]
+    call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "send_message", "arguments": ""}}
+    delta = {"role": "assistant", "content": None, "tool_calls": [call]}
+    chunks = [{**head, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}]
     for fragment in fragments:
-        body.append(orjson.dumps({**head, "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": fragment}}]}, "finish_reason": None}]}))
-    body.append(orjson.dumps({**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}))
-    return body
+        arguments = {"tool_calls": [{"index": 0, "function": {"arguments": fragment}}]}
+        chunks.append({**head, "choices": [{"index": 0, "delta": arguments, "finish_reason": None}]})
+    chunks.append({**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+    return [b"data: " + orjson.dumps(chunk) + b"\n\n" for chunk in chunks] + [b"data: [DONE]\n\n"]
 
 
-def rewrite_stream(payloads: list[bytes]) -> int:
-    """Every chunk decoded, fed to the rewriter, and what it sends encoded; returns the bytes sent."""
-    rewriter = StreamRewriter()
+def content_events(message: str) -> list[bytes]:
+    """The same message as plain content, in the same fragments: what a plain route relays."""
+    head = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1, "model": "bench"}
+    chunks = [{**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}]
+    for i in range(0, len(message), FRAGMENT):
+        delta = {"content": message[i : i + FRAGMENT]}
+        chunks.append({**head, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+    chunks.append({**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    return [b"data: " + orjson.dumps(chunk) + b"\n\n" for chunk in chunks] + [b"data: [DONE]\n\n"]
+
+
+def relay(reads: list[bytes], options: RewriteOptions) -> int:
+    """The relay's work on a stream, one read at a time: translate, then encode; returns the bytes sent."""
+    translator = StreamTranslator(options, "bench")
+    encoder = ChatStreamEncoder()
     sent = 0
-    for payload in payloads:
-        chunk = orjson.loads(payload)
-        for out in rewriter.feed(chunk):
-            sent += len(payload if out is chunk else orjson.dumps(out))
-    for out in rewriter.finish():
-        sent += len(orjson.dumps(out))
-    return sent
-
-
-def rewrite_recognised(payloads: list[bytes]) -> int:
-    """``rewrite_stream`` the relay's way: fragment chunks are recognised by their bytes, not decoded."""
-    rewriter = StreamRewriter()
-    fragments = FragmentRecogniser(rewriter)
-    sent = 0
-    for payload in payloads:
-        recognised = fragments.recognise(payload)
-        if recognised is None:
-            chunk = orjson.loads(payload)
-            for out in rewriter.feed(chunk):
-                sent += len(payload if out is chunk else orjson.dumps(out))
-            fragments.learn(payload, chunk)
-        else:
-            sent += sum(map(len, recognised))
-    for out in rewriter.finish():
-        sent += len(orjson.dumps(out))
-    return sent
+    for read in reads:
+        sent += len(encoder.encode(translator.feed(read)))
+    return sent + len(encoder.encode(translator.end()))
 
 
 def _verdict(correct: bool | None) -> str:
@@ -147,19 +138,22 @@ def main() -> None:
         message = message_of(size)
         fragments = fragments_of(message)
         assert parse_incremental(fragments) == message
+        assert relay(wire_events(fragments), RewriteOptions()) > len(message)
         chars = sum(map(len, fragments))
         parse_seconds = best_of(options.repeats, lambda: parse_incremental(fragments))
-        payloads = wire_chunks(fragments)
-        rewrite_seconds = best_of(options.repeats, lambda: rewrite_stream(payloads))
-        assert rewrite_recognised(payloads) == rewrite_stream(payloads)
-        recognised_seconds = best_of(options.repeats, lambda: rewrite_recognised(payloads))
+        reads = wire_events(fragments)
+        agent_seconds = best_of(options.repeats, lambda: relay(reads, RewriteOptions()))
+        plain_reads = content_events(message)
+        plain_seconds = best_of(options.repeats, lambda: relay(plain_reads, RewriteOptions.plain()))
+        content_seconds = best_of(options.repeats, lambda: relay(plain_reads, RewriteOptions()))
         row = {
             "size": label,
             "fragments": len(fragments),
             "parser_chars_per_s": chars / parse_seconds,
             "parser_us_per_fragment": parse_seconds / len(fragments) * 1e6,
-            "rewriter_us_per_chunk": rewrite_seconds / len(payloads) * 1e6,
-            "recognised_us_per_chunk": recognised_seconds / len(payloads) * 1e6,
+            "agent_us_per_chunk": agent_seconds / len(reads) * 1e6,
+            "content_us_per_chunk": content_seconds / len(plain_reads) * 1e6,
+            "plain_us_per_chunk": plain_seconds / len(plain_reads) * 1e6,
             "baseline_us_per_fragment": None,
             "speedup_vs_baseline": None,
             "baseline_correct": None,
@@ -171,16 +165,22 @@ def main() -> None:
             row["speedup_vs_baseline"] = baseline_seconds / parse_seconds
         rows.append(row)
 
-    print(f"{'message':>8} {'fragments':>9} {'parser chars/s':>15} {'parser µs/frag':>15} {'rewriter µs/chunk':>18} {'recognised µs/chunk':>20} {'baseline µs/frag':>17} {'speedup':>8} {'baseline output':>16}")
+    print(
+        f"{'message':>8} {'fragments':>9} {'parser chars/s':>15} {'parser µs/frag':>15} {'agent µs/chunk':>15}"
+        f" {'content µs/chunk':>17} {'plain µs/chunk':>15} {'baseline µs/frag':>17} {'speedup':>8} {'baseline output':>16}"
+    )
     for row in rows:
         baseline = f"{row['baseline_us_per_fragment']:.1f}" if row["baseline_us_per_fragment"] else "skipped"
         speedup = f"{row['speedup_vs_baseline']:.0f}x" if row["speedup_vs_baseline"] else "-"
         print(
-            f"{row['size']:>8} {row['fragments']:>9} {row['parser_chars_per_s']:>15,.0f} {row['parser_us_per_fragment']:>15.2f}"
-            f" {row['rewriter_us_per_chunk']:>18.2f} {row['recognised_us_per_chunk']:>20.2f} {baseline:>17} {speedup:>8} {_verdict(row['baseline_correct']):>16}"
+            f"{row['size']:>8} {row['fragments']:>9} {row['parser_chars_per_s']:>15,.0f}"
+            f" {row['parser_us_per_fragment']:>15.2f} {row['agent_us_per_chunk']:>15.2f}"
+            f" {row['content_us_per_chunk']:>17.2f} {row['plain_us_per_chunk']:>15.2f} {baseline:>17} {speedup:>8}"
+            f" {_verdict(row['baseline_correct']):>16}"
         )
     small, large = rows[0], rows[-1]
-    print(f"linearity: rewriter cost per chunk at {large['size']} / at {small['size']} = {large['rewriter_us_per_chunk'] / small['rewriter_us_per_chunk']:.2f}x (target <= 1.3x)")
+    ratio = large["agent_us_per_chunk"] / small["agent_us_per_chunk"]
+    print(f"linearity: agent cost per chunk at {large['size']} / at {small['size']} = {ratio:.2f}x (target <= 1.3x)")
     print(json.dumps({"bench": "core", "fragment_chars": FRAGMENT, "rows": rows}))
 
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.core.sse import SSEComment, SSEData, SSEDecoder, SSEError
+from gateway.core.sse import SSEComment, SSEDecoder, SSEError, SSEEvent
 
 payloads = st.text(alphabet=st.characters(exclude_characters="\r\n", exclude_categories=("Cs",)), min_size=1, max_size=30)
 events = st.lists(st.tuples(st.booleans(), payloads), max_size=8)
@@ -18,10 +18,10 @@ def body_of(items: list[tuple[bool, str]], newline: str) -> bytes:
 
 
 def expected(items: list[tuple[bool, str]]) -> list[tuple[int, bytes]]:
-    return [SSEComment(p.encode().lstrip(b" ")) if is_comment else SSEData(p.encode()) for is_comment, p in items]
+    return [SSEComment(p.encode().lstrip(b" ")) if is_comment else p.encode() for is_comment, p in items]
 
 
-def decode(pieces: list[bytes], **options: int) -> list[tuple[int, bytes]]:
+def decode(pieces: list[bytes], **options: int) -> list[SSEEvent]:
     decoder = SSEDecoder(**options)
     out = [event for piece in pieces for event in decoder.feed(piece)]
     return out + decoder.close()
@@ -37,12 +37,12 @@ def test_any_split_and_any_line_ending_give_the_same_events(items: list[tuple[bo
 
 def test_one_byte_at_a_time_with_multibyte_characters() -> None:
     body = "data: é😀\r\n\r\ndata: {\"a\": 1}\n\n".encode()
-    assert decode([body[i : i + 1] for i in range(len(body))]) == [SSEData("é😀".encode()), SSEData(b'{"a": 1}')]
+    assert decode([body[i : i + 1] for i in range(len(body))]) == ["é😀".encode(), b'{"a": 1}']
 
 
 def test_multi_line_data_other_fields_and_a_last_event_without_blank_line() -> None:
     body = b"event: x\nid: 7\ndata: a\ndata:b\nretry: 5\n\ndata: tail"
-    assert decode([body]) == [SSEData(b"a\nb"), SSEData(b"tail")]
+    assert decode([body]) == [b"a\nb", b"tail"]
 
 
 def test_an_event_over_the_limit_is_refused() -> None:
@@ -59,4 +59,4 @@ def test_events_completed_before_the_fault_travel_with_the_error() -> None:
     decoder = SSEDecoder(max_event_bytes=100)
     with pytest.raises(SSEError) as raised:
         decoder.feed(b"data: one\n\n: note\ndata: two\n\ndata: " + b"x" * 200)
-    assert raised.value.events == [SSEData(b"one"), SSEComment(b"note"), SSEData(b"two")]
+    assert raised.value.events == [b"one", SSEComment(b"note"), b"two"]

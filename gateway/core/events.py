@@ -10,6 +10,10 @@ Events come in the order the client should see them. ``ChunkStart`` and
 the chat encoder can give a chat client back every field it did not rewrite;
 other encoders only read the events after them. ``choice`` is the index the
 upstream gave the choice (most answers have one choice, index 0).
+
+Events are values: nothing changes one once it is made. They are plain slotted
+dataclasses rather than frozen ones because a stream makes several per chunk,
+and a frozen dataclass costs three times as much to make.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ChunkStart:
     """The events up to the next ``ChunkStart`` come from one upstream chunk.
 
@@ -51,7 +55,7 @@ class ChunkStart:
     raw: bytes | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ChoiceStart:
     """A choice of the current chunk; ``fields`` is the upstream's choice object, None for one settled at the end.
 
@@ -63,7 +67,7 @@ class ChoiceStart:
     first: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TextDelta:
     """Visible text: the message tool's argument, or plain content, decoded."""
 
@@ -71,7 +75,7 @@ class TextDelta:
     text: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReasoningDelta:
     """Reasoning the route exposes (inner thoughts, provider reasoning fields, think blocks)."""
 
@@ -79,7 +83,7 @@ class ReasoningDelta:
     text: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ToolCallStart:
     """A client tool call begins; ``call`` numbers the client's calls of this choice from 0.
 
@@ -96,7 +100,7 @@ class ToolCallStart:
     extra: Mapping[str, Any] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ToolCallDelta:
     """More of a client tool call: the next piece of its arguments (JSON text), rarely of its name."""
 
@@ -106,7 +110,7 @@ class ToolCallDelta:
     name: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ToolCallEnd:
     """A client tool call is complete: no more of its arguments follow."""
 
@@ -114,7 +118,7 @@ class ToolCallEnd:
     call: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Finish:
     """A choice is over; ``reason`` is what the client is told (``stop``, ``tool_calls``, ``length``, ...)."""
 
@@ -122,26 +126,26 @@ class Finish:
     reason: Any
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Usage:
     """Token counts the upstream reported (its ``usage`` object, unchanged)."""
 
     usage: Mapping[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Comment:
     """An SSE comment from the upstream (a keep-alive); chat clients get it as it came."""
 
     text: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Done:
     """The answer is complete: every choice finished and the upstream ended its stream."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Error:
     """The answer cannot go on; this is the stream's last event."""
 

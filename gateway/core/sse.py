@@ -11,13 +11,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-__all__ = ["SSEComment", "SSEData", "SSEDecoder", "SSEError", "SSEEvent", "encode_comment", "encode_event"]
-
-
-class SSEData(NamedTuple):
-    """A dispatched event: its data lines joined by newlines."""
-
-    payload: bytes
+__all__ = ["SSEComment", "SSEDecoder", "SSEError", "SSEEvent", "encode_comment", "encode_event"]
 
 
 class SSEComment(NamedTuple):
@@ -26,7 +20,8 @@ class SSEComment(NamedTuple):
     text: bytes
 
 
-SSEEvent = SSEData | SSEComment
+SSEEvent = bytes | SSEComment
+"""A dispatched event is its data (its data lines joined by newlines); a comment is an ``SSEComment``."""
 
 
 class SSEError(Exception):
@@ -92,7 +87,7 @@ class SSEDecoder:
     def _line_done(self, line: bytes, events: list[SSEEvent]) -> None:
         if not line:
             if self._data:
-                events.append(SSEData(b"\n".join(self._data)))
+                events.append(b"\n".join(self._data))
                 self._data.clear()
                 self._data_size = 0
             return

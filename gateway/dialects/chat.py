@@ -51,6 +51,8 @@ __all__ = [
 ]
 
 DONE: Final = b"data: [DONE]\n\n"
+# Delta keys that leave nothing of their own in the client's delta (most chunks carry only these).
+_OWNED_WITHOUT_CONTENT: Final = REWRITTEN_DELTA_KEYS - {"content"}
 # Message keys the rewrite owns in a non-streaming answer; the rest of the message passes through.
 _REWRITTEN_MESSAGE_KEYS: Final = frozenset(("reasoning_content", "reasoning", "reasoning_details", "tool_calls", "function_call"))
 
@@ -127,159 +129,155 @@ def error_status_and_body(error: GatewayError) -> tuple[int, bytes]:
     return error.status, error_body(error)
 
 
-class _ChoiceOut:
-    """What one choice of the chunk being built says: its upstream fields and the rewritten output."""
+class _Choice:
+    """The client's choice being built from one upstream choice and the events the rewrite made of it."""
 
-    __slots__ = ("index", "fields", "first", "content", "reasoning", "calls", "function", "finish")
+    __slots__ = ("index", "fields", "first", "had_delta", "delta", "functions", "finish")
 
-    def __init__(self, index: Hashable, fields: Mapping[str, Any] | None, first: bool = False) -> None:
-        self.index = index
-        self.fields = fields
-        self.first = first
-        self.content: list[str] = []
-        self.reasoning: list[str] = []
-        # This chunk's entry for each client call: (tool-call object, its function object).
-        self.calls: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
-        self.function: dict[str, Any] | None = None  # a legacy function_call
+    def __init__(self, start: ChoiceStart) -> None:
+        self.index = start.choice
+        self.fields = fields = start.fields
+        self.first = start.first
+        upstream = fields.get("delta") if fields is not None else None
+        self.had_delta = isinstance(upstream, dict)
+        delta: dict[str, Any] = {}
+        if isinstance(upstream, dict) and not upstream.keys() <= _OWNED_WITHOUT_CONTENT:
+            delta = {key: value for key, value in upstream.items() if key not in REWRITTEN_DELTA_KEYS}
+            if "content" in upstream:
+                content = upstream["content"]
+                if not (isinstance(content, str) and content):
+                    delta["content"] = content  # null or "" as the upstream sent it
+        self.delta = delta
+        # This chunk's function object of each client call it carries.
+        self.functions: dict[int, dict[str, Any]] = {}
         self.finish: Any = None
+
+    def append(self, key: str, text: str) -> None:
+        before = self.delta.get(key)
+        self.delta[key] = before + text if isinstance(before, str) else text
+
+    def function(self, call: int, legacy: bool) -> dict[str, Any]:
+        """The function object this chunk carries for a client call, added on first use."""
+        function = self.functions.get(call)
+        if function is None:
+            function = self.functions[call] = {}
+            if legacy:
+                self.delta["function_call"] = function
+            else:
+                self.delta.setdefault("tool_calls", []).append({"index": call, "function": function})
+        return function
+
+    def built(self) -> dict[str, Any] | None:
+        """The choice as the client gets it, or None when it has nothing left to say."""
+        fields, delta = self.fields, self.delta
+        if fields is None:  # settled at the end of the stream
+            return {"index": self.index, "delta": delta, "finish_reason": None} if delta else None
+        if not self.had_delta:
+            # A choice the upstream sent without a delta carries other fields (Azure's content-filter
+            # results after a finish): it goes out with an empty delta, which stock clients can read.
+            return {**fields, "delta": delta}
+        finished = fields.get("finish_reason") is not None
+        if not (self.first or finished or any(delta.values()) or fields.get("usage") is not None):
+            return None
+        choice = dict(fields)
+        choice["delta"] = delta
+        if finished:
+            choice["finish_reason"] = self.finish
+        return choice
 
 
 class ChatStreamEncoder:
     """Encodes neutral events as the chat-completions SSE stream a stock client reads."""
 
-    __slots__ = ("_chunk", "_choices", "_current", "_legacy")
+    __slots__ = ("_legacy",)
 
     def __init__(self) -> None:
-        self._chunk: ChunkStart | None = None
-        self._choices: list[_ChoiceOut] = []
-        self._current: _ChoiceOut | None = None
         self._legacy: set[Hashable] = set()  # choices whose client call is a legacy function_call
 
     def encode(self, events: Iterable[Event]) -> bytes:
+        """The client's bytes for these events (a chunk's events always come in one call)."""
         return b"".join(self._encode(events))
 
     def chunks(self, events: Iterable[Event]) -> list[dict[str, Any]]:
-        """The chunks as objects rather than bytes (for folding and for tests)."""
+        """The chunks as objects rather than bytes (for tests)."""
         return [orjson.loads(data[6:-2]) for data in self._encode(events) if data.startswith(b"data: {")]
 
     def _encode(self, events: Iterable[Event]) -> list[bytes]:
+        # A hot loop: type() tests, most frequent first, and the chunk being built in locals.
         out: list[bytes] = []
+        chunk: Mapping[str, Any] | None = None  # the fields of the chunk being built
+        choices: list[_Choice] = []
+        choice: _Choice | None = None  # None: between chunks, or in a chunk that went out as it came
         for event in events:
-            match event:
-                case ChunkStart(raw=raw):
-                    self._flush(out)
-                    if raw is not None:
-                        out.append(encode_event(raw))
-                    else:
-                        self._chunk = event
-                case Comment(text=text):
-                    self._flush(out)
-                    out.append(encode_comment(text))
-                case Done():
-                    self._flush(out)
+            if type(event) is TextDelta:
+                if choice is not None:
+                    choice.append("content", event.text)
+            elif type(event) is ChunkStart:
+                if chunk is not None:
+                    _emit(chunk, choices, out)
+                chunk, choices, choice = None, [], None
+                if event.raw is not None:
+                    out.append(encode_event(event.raw))
+                else:
+                    chunk = event.fields
+            elif type(event) is ChoiceStart:
+                if chunk is not None:
+                    choice = _Choice(event)
+                    choices.append(choice)
+            elif type(event) is ToolCallDelta:
+                if choice is not None:
+                    function = choice.function(event.call, event.choice in self._legacy)
+                    if event.name:
+                        function["name"] = function.get("name", "") + event.name
+                    if event.arguments:
+                        function["arguments"] = function.get("arguments", "") + event.arguments
+            elif type(event) is Finish:
+                if choice is not None:
+                    choice.finish = event.reason
+            elif type(event) is ReasoningDelta:
+                if choice is not None:
+                    choice.append("reasoning_content", event.text)
+            elif type(event) is ToolCallStart:
+                if choice is not None:
+                    self._start_call(choice, event)
+            elif type(event) is Done or type(event) is Error or type(event) is Comment:
+                if chunk is not None:
+                    _emit(chunk, choices, out)
+                chunk, choices, choice = None, [], None
+                if type(event) is Done:
                     out.append(DONE)
-                case Error(error=error):
-                    self._flush(out)
-                    out.append(encode_event(orjson.dumps(error.openai_body())))
-                case Usage():
-                    pass  # a chat client gets the usage where the upstream put it, in the chunk's fields
-                case _ if self._chunk is None:
-                    pass  # the rest of a chunk that goes out as it came
-                case ChoiceStart(choice=choice, fields=fields, first=first):
-                    self._current = _ChoiceOut(choice, fields, first)
-                    self._choices.append(self._current)
-                case _:
-                    assert self._current is not None
-                    self._add(self._current, event)
-        self._flush(out)
+                elif type(event) is Error:
+                    out.append(encode_event(orjson.dumps(event.error.openai_body())))
+                elif type(event) is Comment:
+                    out.append(encode_comment(event.text))
+            # Usage and ToolCallEnd say nothing new to a chat client: usage is in the chunk's fields.
+        if chunk is not None:
+            _emit(chunk, choices, out)
         return out
 
-    def _add(self, choice: _ChoiceOut, event: Event) -> None:
-        """An event inside a choice of the chunk being built."""
-        match event:
-            case TextDelta(text=text):
-                choice.content.append(text)
-            case ReasoningDelta(text=text):
-                choice.reasoning.append(text)
-            case ToolCallStart():
-                function = {"name": event.name, "arguments": ""}
-                if event.legacy:
-                    self._legacy.add(event.choice)
-                    choice.function = function
-                else:
-                    entry = {"index": event.call, "id": event.id, "type": event.type, **(event.extra or {})}
-                    entry["function"] = function
-                    choice.calls[event.call] = (entry, function)
-            case ToolCallDelta():
-                if event.choice in self._legacy:
-                    if choice.function is None:
-                        choice.function = {}
-                    function = choice.function
-                elif (entry_and_function := choice.calls.get(event.call)) is not None:
-                    function = entry_and_function[1]
-                else:
-                    function = {}
-                    choice.calls[event.call] = ({"index": event.call, "function": function}, function)
-                if event.name:
-                    function["name"] = function.get("name", "") + event.name
-                if event.arguments:
-                    function["arguments"] = function.get("arguments", "") + event.arguments
-            case Finish(reason=reason):
-                choice.finish = reason
+    def _start_call(self, choice: _Choice, start: ToolCallStart) -> None:
+        if start.legacy:
+            self._legacy.add(start.choice)
+        function = choice.function(start.call, start.legacy)
+        function["name"] = start.name
+        function["arguments"] = ""
+        if not start.legacy:
+            entry = choice.delta["tool_calls"][-1]
+            entry.pop("function")
+            entry.update({"id": start.id, "type": start.type, **(start.extra or {}), "function": function})
 
-    def _flush(self, out: list[bytes]) -> None:
-        """Encode the chunk being built, unless it has nothing left to say."""
-        start = self._chunk
-        if start is None:
-            return
-        self._chunk = None
-        self._current = None
-        choices = [built for choice in self._choices if (built := self._choice(choice)) is not None]
-        self._choices = []
-        fields = start.fields
-        if not choices and fields.get("usage") is None:
-            return
+
+def _emit(fields: Mapping[str, Any], choices: list[_Choice], out: list[bytes]) -> None:
+    """Encode a rewritten chunk, unless it has nothing left to say."""
+    if len(choices) == 1:  # the usual case, without the list machinery
+        only = choices[0].built()
+        built = [] if only is None else [only]
+    else:
+        built = [choice for choice in map(_Choice.built, choices) if choice is not None]
+    if built or fields.get("usage") is not None:
         chunk = dict(fields)
-        chunk["choices"] = choices
-        out.append(encode_event(orjson.dumps(chunk)))
-
-    def _choice(self, out: _ChoiceOut) -> dict[str, Any] | None:
-        fields = out.fields
-        if fields is None:  # settled at the end of the stream
-            delta = _output({}, out)
-            return {"index": out.index, "delta": delta, "finish_reason": None} if delta else None
-        upstream = fields.get("delta")
-        if not isinstance(upstream, dict):
-            # A choice the upstream sent without a delta carries other fields (Azure's content-filter
-            # results after a finish): it goes out with an empty delta, which stock clients can read.
-            return {**fields, "delta": _output({}, out)}
-        delta = {key: value for key, value in upstream.items() if key not in REWRITTEN_DELTA_KEYS}
-        if "content" in upstream:
-            content = upstream["content"]
-            if not (isinstance(content, str) and content):
-                delta["content"] = content
-        _output(delta, out)
-        finish = fields.get("finish_reason")
-        if not out.first and finish is None and not any(delta.values()) and fields.get("usage") is None:
-            return None
-        choice = dict(fields)
-        choice["delta"] = delta
-        if finish is not None:
-            choice["finish_reason"] = out.finish
-        return choice
-
-
-def _output(delta: dict[str, Any], out: _ChoiceOut) -> dict[str, Any]:
-    """Put a choice's rewritten output into ``delta``: content, reasoning, then tool calls."""
-    if out.content:
-        delta["content"] = "".join(out.content)
-    if out.reasoning:
-        delta["reasoning_content"] = "".join(out.reasoning)
-    if out.calls:
-        delta["tool_calls"] = [entry for entry, _ in out.calls.values()]
-    if out.function is not None:
-        delta["function_call"] = out.function
-    return delta
+        chunk["choices"] = built
+        out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
 
 
 def fold_completion(completion: Mapping[str, Any], events: Iterable[Event]) -> dict[str, Any]:
@@ -289,49 +287,59 @@ def fold_completion(completion: Mapping[str, Any], events: Iterable[Event]) -> d
     through, but for what the rewrite owns: the content, the reasoning, the
     tool calls and the finish reason.
     """
-    folded: dict[Hashable, _ChoiceOut] = {}
-    functions: dict[tuple[Hashable, int], dict[str, Any]] = {}
-    current: _ChoiceOut | None = None
+    folded: dict[Hashable, _Folded] = {}
+    current: _Folded | None = None
     for event in events:
-        match event:
-            case ChoiceStart(choice=index, fields=fields):
-                current = folded.get(index) or folded.setdefault(index, _ChoiceOut(index, fields))
-            case _ if current is None:
-                pass
-            case TextDelta(text=text):
-                current.content.append(text)
-            case ReasoningDelta(text=text):
-                current.reasoning.append(text)
-            case ToolCallStart():
-                function = {"name": event.name, "arguments": ""}
-                functions[event.choice, event.call] = function
-                if event.legacy:
-                    current.function = function
-                else:
-                    entry = {"id": event.id, "type": event.type, **(event.extra or {}), "function": function}
-                    current.calls[event.call] = (entry, function)
-            case ToolCallDelta():
-                function = functions[event.choice, event.call]
-                function["name"] += event.name
-                function["arguments"] += event.arguments
-            case Finish(reason=reason):
-                current.finish = reason
+        if type(event) is ChoiceStart:
+            current = folded.get(event.choice)
+            if current is None:
+                current = folded[event.choice] = _Folded()
+        elif current is None:
+            continue
+        elif type(event) is TextDelta:
+            current.content.append(event.text)
+        elif type(event) is ReasoningDelta:
+            current.reasoning.append(event.text)
+        elif type(event) is ToolCallStart:
+            function = current.functions[event.call] = {"name": event.name, "arguments": ""}
+            if event.legacy:
+                current.function_call = function
+            else:
+                current.calls.append({"id": event.id, "type": event.type, **(event.extra or {}), "function": function})
+        elif type(event) is ToolCallDelta:
+            function = current.functions[event.call]
+            function["name"] += event.name
+            function["arguments"] += event.arguments
+        elif type(event) is Finish:
+            current.finish = event.reason
     choices = []
     for position, choice in enumerate(completion["choices"]):
-        out = folded.get(choice.get("index", position))
-        message = choice["message"]
-        new_message = {key: value for key, value in message.items() if key not in _REWRITTEN_MESSAGE_KEYS}
-        new_message["content"] = "".join(out.content) if out is not None and out.content else None
-        if out is not None:
-            if out.reasoning:
-                new_message["reasoning_content"] = "".join(out.reasoning)
-            if out.calls:
-                new_message["tool_calls"] = [entry for entry, _ in out.calls.values()]
-            if out.function is not None:
-                new_message["function_call"] = out.function
+        out = folded.get(choice.get("index", position)) or _Folded()
+        message = {key: value for key, value in choice["message"].items() if key not in _REWRITTEN_MESSAGE_KEYS}
+        message["content"] = "".join(out.content) or None
+        if out.reasoning:
+            message["reasoning_content"] = "".join(out.reasoning)
+        if out.calls:
+            message["tool_calls"] = out.calls
+        if out.function_call is not None:
+            message["function_call"] = out.function_call
         new_choice = dict(choice)
-        new_choice["message"] = new_message
-        if "finish_reason" in choice and out is not None:
+        new_choice["message"] = message
+        if "finish_reason" in choice:
             new_choice["finish_reason"] = out.finish
         choices.append(new_choice)
     return {**completion, "choices": choices}
+
+
+class _Folded:
+    """One choice of a non-streaming answer, as its events say."""
+
+    __slots__ = ("content", "reasoning", "calls", "functions", "function_call", "finish")
+
+    def __init__(self) -> None:
+        self.content: list[str] = []
+        self.reasoning: list[str] = []
+        self.calls: list[dict[str, Any]] = []
+        self.functions: dict[int, dict[str, Any]] = {}
+        self.function_call: dict[str, Any] | None = None
+        self.finish: Any = None
