@@ -17,24 +17,23 @@ import orjson
 from prometheus_client import multiprocess as prometheus_multiprocess
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from gateway import body as json_body
+from gateway import forwarding
 from gateway.asgi import until_disconnected
 from gateway.config import Config, default_config, load_config
 from gateway.dispatch import Gateway
 from gateway.errors import GatewayError
 from gateway.metrics import multiprocess_mode
 from gateway.observe import Observe, record_of
-from gateway.upstream import HOP_BY_HOP, client_headers
 
 __all__ = ["app_from_env", "create_app"]
 
 logger = logging.getLogger("gateway")
-# Client request headers never forwarded on pass-through paths: the gateway key and hop-by-hop fields.
-_NOT_FORWARDED = HOP_BY_HOP | {"authorization", "cookie", "x-request-id"}
 
 
 class ChatRequest(BaseModel):
@@ -106,36 +105,47 @@ async def list_models(request: Request) -> Response:
 
 
 async def passthrough(request: Request) -> Response:
-    """Any other ``/v1/`` endpoint, forwarded verbatim to the provider of the route its body names."""
+    """Any other ``/v1/`` endpoint the provider forwards, sent to the provider of the route its body names.
+
+    What may be forwarded (paths, headers either way) is ``gateway.forwarding``'s to decide.
+    """
     gateway: Gateway = request.app.state.gateway
     gateway.authorize(request.headers.get("authorization", ""))
+    path = forwarding.checked_path(request.scope.get("raw_path") or request.scope["path"].encode())
     gateway.refuse_when_draining()
     body = await read_body(request, gateway.config.server.max_body_bytes)
     provider = next(iter(gateway.providers.values()))
-    payload = _json_object(body) if "json" in request.headers.get("content-type", "") else None
+    payload = _json_object(body) if body and "json" in request.headers.get("content-type", "") else None
     record = record_of(request.scope)
     if payload is not None and isinstance(model := payload.get("model"), str):
         route = gateway.route(model)
         record.route = route.name
+        forwarding.refuse_rewrite_route(path, route.name, route.rewrite is not None)
         provider = gateway.pick(route, set())
-        body = json_body.dumps({**payload, "model": route.upstream_model(model)})
-    # Headers the client's Connection header names are hop-by-hop too (RFC 9110 7.6.1).
-    nominated = {token.strip().lower() for token in request.headers.get("connection", "").split(",")}
-    headers = {name: value for name, value in request.headers.items() if name not in _NOT_FORWARDED and name not in nominated}
+        body = _encoded({**payload, "model": route.upstream_model(model)})
+    if not forwarding.allowed_path(path, provider.config.forward):
+        raise forwarding.not_forwarded(path)
+    headers = forwarding.request_headers(request.headers.items(), provider.config.forward_headers)
     headers["x-request-id"] = record.request_id
-    # The raw path keeps its percent-encoding: an encoded "/" in a segment must stay one.
-    path = request.scope["raw_path"].decode("latin-1").removeprefix("/v1")
     query = request.scope["query_string"].decode("latin-1")
     upstream = await provider.send(request.method, path, content=body, headers=headers, query=query)
-    return StreamingResponse(_raw_body(upstream), upstream.status_code, client_headers(upstream.headers, every=True))
+    return StreamingResponse(_raw_body(upstream), upstream.status_code, forwarding.response_headers(upstream.headers.items()))
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:
+    """A JSON body's object; a body labelled JSON that is not valid JSON is refused, never sent on."""
     try:
         payload = json_body.loads(body)
-    except ValueError:
-        return None
+    except ValueError as exc:
+        raise GatewayError.bad_request(str(exc)) from None
     return payload if isinstance(payload, dict) else None
+
+
+def _encoded(payload: dict[str, Any]) -> bytes:
+    try:
+        return json_body.dumps(payload)
+    except ValueError as exc:
+        raise GatewayError.bad_request(str(exc)) from None
 
 
 async def _raw_body(response: httpx.Response) -> AsyncIterator[bytes]:
@@ -168,6 +178,14 @@ async def readyz(request: Request) -> Response:
 async def _gateway_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GatewayError)
     return exc.response()
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (no such route, method not allowed), in OpenAI's shape like every other error."""
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+    message = f"{exc.detail}: {request.method} {request.url.path}"
+    return GatewayError(exc.status_code, message, code=code, headers=exc.headers).response()
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
@@ -226,9 +244,10 @@ def create_app(config: Config, transports: Mapping[str, httpx.AsyncBaseTransport
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
         ],
-        exception_handlers={GatewayError: _gateway_error, Exception: _unexpected_error},
+        exception_handlers={GatewayError: _gateway_error, HTTPException: _http_error, Exception: _unexpected_error},
         lifespan=lifespan,
     )
+    app.router.redirect_slashes = False  # a redirect built from the client's Host header helps no API client
     app.state.gateway = gateway
     return Observe(app, gateway.metrics)
 

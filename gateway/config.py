@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from gateway.core.rewriter import RewriteOptions
+from gateway.forwarding import DEFAULT_FORWARD, DEFAULT_FORWARD_HEADERS, forwardable_header, parse_pattern
 
 __all__ = [
     "Config",
@@ -113,6 +114,29 @@ class ProviderConfig(_Strict):
     # After `max_failures` failures in a row, a deployment is skipped for `cooldown` seconds.
     max_failures: int = Field(default=3, gt=0)
     cooldown: float = Field(default=30, ge=0)
+    # Pass-through endpoints, below base_url: `*` is one path segment, a final `**` any number of them.
+    forward: tuple[str, ...] = DEFAULT_FORWARD
+    # Client request headers a pass-through request carries besides content-type and accept.
+    forward_headers: tuple[str, ...] = DEFAULT_FORWARD_HEADERS
+
+    @field_validator("forward")
+    @classmethod
+    def _patterns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in value:
+            parse_pattern(pattern)
+        return value
+
+    @field_validator("forward_headers")
+    @classmethod
+    def _safe_headers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name):
+                raise ValueError(f"expected header names, got {name!r}")
+            if not forwardable_header(name):
+                raise ValueError(
+                    f"{name!r} is never forwarded: it carries credentials, is hop-by-hop, or the gateway sets it"
+                )
+        return tuple(name.lower() for name in value)
 
     @field_validator("base_url")
     @classmethod
@@ -254,6 +278,8 @@ class Config(_Strict):
             if provider.headers:
                 headers = ", ".join(f"{header}: {_mask(value)}" for header, value in provider.headers.items())
                 lines.append(f"    headers: {headers}")
+            forward = "the default OpenAI endpoints" if provider.forward == DEFAULT_FORWARD else ", ".join(provider.forward)
+            lines.append(f"    forwards: {forward or 'nothing'}; client headers: {', '.join(provider.forward_headers) or 'none'}")
         lines.append("routes:")
         for route in self.models:
             upstream = route.model or "(requested name)"

@@ -32,6 +32,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     client_port: int = 0
+    raw_path: bytes = b""
 
     @property
     def json(self) -> Any:
@@ -123,7 +124,9 @@ class ScriptedUpstream:
             if not message.get("more_body"):
                 break
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
-        request = Received(scope["method"], scope["path"], headers, body, (scope.get("client") or ("", 0))[1])
+        request = Received(
+            scope["method"], scope["path"], headers, body, (scope.get("client") or ("", 0))[1], scope.get("raw_path", b"")
+        )
         self.requests.append(request)
         if self.script:
             reply = self.script.popleft()

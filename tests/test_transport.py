@@ -512,7 +512,7 @@ def test_any_split_of_the_response_gives_the_same_body(body: bytes, size: int, c
 # The provider on top: what it sends, through which transport.
 
 
-def test_provider_sends_its_key_and_headers_and_keeps_no_cookies(run: Callable[..., Any]) -> None:
+def test_provider_sends_its_key_and_headers_over_the_callers_and_keeps_no_cookies(run: Callable[..., Any]) -> None:
     response = ok(b"{}", b"set-cookie: session=upstream-secret; Path=/")
 
     async def main() -> None:
@@ -532,7 +532,7 @@ def test_provider_sends_its_key_and_headers_and_keeps_no_cookies(run: Callable[.
             first.line == b"POST /v1/chat/completions HTTP/1.1"
             and first.header(b"authorization") == b"Bearer sk-provider"
         )
-        assert [line for line in first.head if line.lower().startswith(b"x-extra")] == [b"x-extra: override"]
+        assert [line for line in first.head if line.lower().startswith(b"x-extra")] == [b"x-extra: yes"]
         assert second.header(b"cookie") is None, "a cookie one client's answer set must not reach the next request"
 
     run(main())
