@@ -64,10 +64,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def parse_chat_request(body: bytes) -> dict[str, Any]:
-    try:
-        payload = json_body.loads(body)
-    except ValueError:
-        raise GatewayError.bad_request("The request body is not valid JSON.") from None
+    payload = json_body.loads(body)
     if not isinstance(payload, dict):
         raise GatewayError.bad_request("The request body must be a JSON object.")
     try:
@@ -122,7 +119,7 @@ async def passthrough(request: Request) -> Response:
         record.route = route.name
         forwarding.refuse_rewrite_route(path, route.name, route.rewrite is not None)
         provider = gateway.pick(route, set())
-        body = _encoded({**payload, "model": route.upstream_model(model)})
+        body = json_body.dumps({**payload, "model": route.upstream_model(model)})
     if not forwarding.allowed_path(path, provider.config.forward):
         raise forwarding.not_forwarded(path)
     headers = forwarding.request_headers(request.headers.items(), provider.config.forward_headers)
@@ -134,18 +131,8 @@ async def passthrough(request: Request) -> Response:
 
 def _json_object(body: bytes) -> dict[str, Any] | None:
     """A JSON body's object; a body labelled JSON that is not valid JSON is refused, never sent on."""
-    try:
-        payload = json_body.loads(body)
-    except ValueError as exc:
-        raise GatewayError.bad_request(str(exc)) from None
+    payload = json_body.loads(body)
     return payload if isinstance(payload, dict) else None
-
-
-def _encoded(payload: dict[str, Any]) -> bytes:
-    try:
-        return json_body.dumps(payload)
-    except ValueError as exc:
-        raise GatewayError.bad_request(str(exc)) from None
 
 
 async def _raw_body(response: httpx.Response) -> AsyncIterator[bytes]:

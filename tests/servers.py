@@ -181,6 +181,25 @@ class ScriptedUpstream:
             watcher.cancel()
 
 
+class RecordingTransport(httpx.AsyncBaseTransport):
+    """An in-process upstream for ``create_app``: records every request exactly as sent, and answers
+    with a streamed body, an agent stream when the request accepts one, else ``body``."""
+
+    def __init__(self, body: bytes = b'{"ok": true}', headers: dict[str, str] | None = None) -> None:
+        self.requests: list[httpx.Request] = []
+        self.body = body
+        self.headers = {"content-type": "application/json", **(headers or {})}
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await request.aread()
+        self.requests.append(request)
+        if request.headers.get("accept") == "text/event-stream":
+            chunks = [make_chunk({"index": 0, "delta": {"content": "Hi"}, "finish_reason": "stop"})]
+            events = b"".join(sse(chunks))
+            return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=httpx.ByteStream(events))
+        return httpx.Response(200, headers=self.headers, stream=httpx.ByteStream(self.body))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -27,7 +27,7 @@ from gateway.config import ConfigError, ProviderConfig, parse_config
 from gateway.errors import GatewayError
 from gateway.observe import Observe
 from gateway.upstream import Provider
-from tests.servers import Reply, ScriptedUpstream, json_reply, serve
+from tests.servers import RecordingTransport, Reply, ScriptedUpstream, json_reply, serve
 
 GATEWAY_KEY = "gw-key-0123456789abcdef"
 PROVIDER_KEY = "sk-provider-0123456789abcdef"
@@ -153,20 +153,7 @@ def test_an_accepted_path_stays_below_the_base_url_for_any_server(raw: bytes) ->
 # Through the gateway: what reaches the upstream, for any path a client can send.
 
 
-class Recorder(httpx.AsyncBaseTransport):
-    """An upstream that records every request it receives and answers 200."""
-
-    def __init__(self) -> None:
-        self.requests: list[httpx.Request] = []
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        await request.aread()
-        self.requests.append(request)
-        headers = {"content-type": "application/json", "set-cookie": "s=upstream", "x-upstream": "1"}
-        return httpx.Response(200, headers=headers, stream=httpx.ByteStream(b'{"ok": true}'))
-
-
-def recorded_app(forward: str = "['/**']") -> tuple[Observe, Recorder]:
+def recorded_app(forward: str = "['/**']") -> tuple[Observe, RecordingTransport]:
     config = f"""
 providers:
   up: {{base_url: "http://upstream.test/prefix/v1", api_key: {PROVIDER_KEY}, forward: {forward}}}
@@ -174,7 +161,7 @@ models:
   - {{name: plain, provider: up, model: upstream-plain}}
   - {{name: agent, provider: up, rewrite: {{}}}}
 """
-    recorder = Recorder()
+    recorder = RecordingTransport(headers={"set-cookie": "s=upstream", "x-upstream": "1"})
     return create_app(parse_config(config, "t.yaml", env={}), {"up": recorder}), recorder
 
 
@@ -237,7 +224,7 @@ def test_what_reaches_the_upstream_is_below_its_base_path_or_nothing(raw: bytes,
 
 
 def test_the_provider_refuses_a_url_that_would_leave_its_base() -> None:
-    recorder = Recorder()
+    recorder = RecordingTransport()
     provider = Provider("up", ProviderConfig(base_url="http://upstream.test/prefix/v1"), recorder)
 
     async def main() -> None:
