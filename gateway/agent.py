@@ -105,7 +105,10 @@ def _message_tool(options: RewriteOptions, config: RewriteConfig) -> dict[str, A
 def _with_inner_thoughts(tool: Any, options: RewriteOptions, config: RewriteConfig) -> Any:
     """The client tool with the inner-thoughts argument first (kwarg mode), unless it has one already."""
     function = _function_of(tool)
-    if options.inner_thoughts != "kwarg" or function is None or function.get("name") in options.keep_arguments_of:
+    if options.inner_thoughts != "kwarg" or function is None:
+        return tool
+    name = function.get("name")
+    if isinstance(name, str) and name in options.keep_arguments_of:
         return tool
     parameters = function.get("parameters")
     if not isinstance(parameters, dict):

@@ -255,3 +255,14 @@ def test_nesting_up_to_the_limit_and_long_integers_are_forwarded_exactly() -> No
     response, [sent] = through_the_gateway("/v1/chat/completions", body)
     assert response.status_code == 200
     assert json.loads(sent.content) == {**json.loads(body), "model": "upstream-plain"}
+
+
+@pytest.mark.parametrize("name", [[1], {}, None, 7])
+def test_a_tool_whose_name_is_not_a_string_is_forwarded_for_the_upstream_to_judge(name: Any) -> None:
+    tool = {"type": "function", "function": {"name": name, "parameters": {"type": "object", "properties": {}}}}
+    body = orjson.dumps({"model": "agent", "messages": [{"role": "user", "content": "Hi"}], "tools": [tool]})
+    response, [sent] = through_the_gateway("/v1/chat/completions", body)
+    assert response.status_code == 200
+    [forwarded, message_tool] = orjson.loads(sent.content)["tools"]
+    assert forwarded["function"]["name"] == name and "inner_thoughts" in forwarded["function"]["parameters"]["properties"]
+    assert message_tool["function"]["name"] == "send_message"
