@@ -297,6 +297,33 @@ def test_connections_left_idle_after_a_peak_are_closed_once_expired(run: Callabl
     run(main())
 
 
+def test_idle_connections_are_closed_on_time_without_the_pool_being_used_again(run: Callable[..., Any]) -> None:
+    async def main() -> None:
+        closed: list[float] = []
+        loop = asyncio.get_running_loop()
+
+        async def handler(server: Server, peer: Peer) -> None:
+            while await answer(server, peer, ok(b"x")):
+                pass
+            closed.append(loop.time())
+
+        async with (
+            raw_server(handler) as server,
+            httpx.AsyncClient(transport=Http1Transport(keepalive_expiry=0.3), base_url=server.url) as http,
+        ):
+            await asyncio.gather(*(http.get("/") for _ in range(3)))
+            await http.get("/")  # one of the three is used again, so it expires later than the others
+            idle_from = loop.time()
+            assert server.connections == 3 and closed == []
+            deadline = idle_from + 5
+            while len(closed) < 3 and loop.time() < deadline:
+                await asyncio.sleep(0.02)
+            assert len(closed) == 3, "every idle connection was closed, though nothing used the pool"
+            assert min(closed) - idle_from >= 0.25, "none before its keep-alive expiry"
+
+    run(main())
+
+
 def test_reused_connection_lost_before_any_answer_is_retried_once_on_a_new_one(run: Callable[..., Any]) -> None:
     async def handler(server: Server, peer: Peer) -> None:
         if peer.number == 1:
