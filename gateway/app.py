@@ -183,6 +183,11 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
 def _drain_on_signals(gateway: Gateway) -> Callable[[], None]:
     """Start draining on SIGTERM/SIGINT, then let the server's own handler begin its shutdown.
 
+    On a first SIGTERM (what orchestrators send) the server's handler runs only after
+    ``server.drain_delay`` seconds: meanwhile /readyz answers 503, so a load balancer
+    stops sending, and requests still arriving get 503 with ``retry-after``; then the
+    server closes its listener. SIGINT, or a second signal, hands over at once.
+
     Installed from the lifespan, so it wraps whatever handler the server (or
     each uvicorn worker process) set up. Returns what puts the old ones back.
     """
@@ -190,12 +195,23 @@ def _drain_on_signals(gateway: Gateway) -> Callable[[], None]:
         return lambda: None
     loop = asyncio.get_running_loop()
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    delay = gateway.config.server.drain_delay
+    delaying = False
 
-    def handle(signum: int, frame: FrameType | None) -> None:
-        loop.call_soon_threadsafe(gateway.drain)
+    def hand_over(signum: int, frame: FrameType | None) -> None:
         handler = previous[signal.Signals(signum)]
         if callable(handler):
             handler(signum, frame)
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        nonlocal delaying
+        if signum == signal.SIGTERM and delay > 0 and not delaying:
+            delaying = True
+            loop.call_soon_threadsafe(gateway.drain, delay)
+            loop.call_soon_threadsafe(loop.call_later, delay, hand_over, signum, None)
+            return
+        loop.call_soon_threadsafe(gateway.drain)
+        hand_over(signum, frame)
 
     def restore() -> None:
         for sig, handler in previous.items():

@@ -96,8 +96,9 @@ def serve_command(args: argparse.Namespace) -> int:
             log_config=log_config(args.log_level, config.server.log_format),
             access_log=False,
             server_header=False,
-            # Past the gateway's own grace period, so the streams it ends get their error event out first.
-            timeout_graceful_shutdown=math.ceil(config.server.shutdown_grace) + 5,
+            # Past the gateway's own drain delay and grace period (a second signal may hand over before the
+            # delay is up), so the streams it ends get their error event out first.
+            timeout_graceful_shutdown=math.ceil(config.server.drain_delay + config.server.shutdown_grace) + 5,
         )
     finally:
         if metrics_dir is not None:

@@ -69,7 +69,9 @@ class ServerConfig(_Strict):
     # Bounded memory per stream: one upstream event, or one tool call's arguments, beyond these ends the stream.
     max_event_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     max_arguments_chars: int = Field(default=4 * 1024 * 1024, gt=0)
-    # On SIGTERM/SIGINT, in-flight streams may run this long before they are ended with an error event.
+    # On SIGTERM, /readyz and new requests answer 503 for this long before the listener closes.
+    drain_delay: float = Field(default=5, ge=0)
+    # Once the listener closes, in-flight streams may run this long before they are ended with an error event.
     shutdown_grace: float = Field(default=30, ge=0)
     # Retries: exponential backoff from `retry_backoff` seconds, capped at `retry_backoff_max`, with jitter;
     # an upstream Retry-After is honoured up to `retry_after_max`.
