@@ -18,7 +18,7 @@ from prometheus_client import multiprocess as prometheus_multiprocess
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
@@ -30,6 +30,7 @@ from gateway.dispatch import Gateway
 from gateway.errors import GatewayError
 from gateway.metrics import multiprocess_mode
 from gateway.observe import Observe, record_of
+from gateway.server_protocol import CLIENT_LIMITS, ClientLimits
 
 __all__ = ["app_from_env", "create_app"]
 
@@ -175,6 +176,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return GatewayError(exc.status_code, message, code=code, headers=exc.headers).response()
 
 
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    """The client left (or was cut off as too slow) while its body was being read: nobody to answer."""
+    record_of(request.scope).disconnected = True
+    return Response(status_code=499)  # the status is for the access log
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
     logger.exception("unhandled error", extra={"fields": {"request_id": record_of(request.scope).request_id}})
     return GatewayError(500, "The gateway failed to handle the request.", "server_error").response()
@@ -226,12 +233,15 @@ def create_app(config: Config, transports: Mapping[str, httpx.AsyncBaseTransport
     """The ASGI app; ``transports`` replace the network for named providers (the demo, tests)."""
     gateway = Gateway(config, transports)
 
+    server = config.server
+    limits = ClientLimits(server.header_timeout, server.body_timeout, server.max_connections)
+
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         await gateway.start()
         restore = _drain_on_signals(gateway)
         try:
-            yield
+            yield {CLIENT_LIMITS: limits}  # the lifespan state, where the server's protocol finds them
         finally:
             restore()
             await gateway.stop()
@@ -247,7 +257,12 @@ def create_app(config: Config, transports: Mapping[str, httpx.AsyncBaseTransport
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
         ],
-        exception_handlers={GatewayError: _gateway_error, HTTPException: _http_error, Exception: _unexpected_error},
+        exception_handlers={
+            GatewayError: _gateway_error,
+            HTTPException: _http_error,
+            ClientDisconnect: _client_gone,
+            Exception: _unexpected_error,
+        },
         lifespan=lifespan,
     )
     app.router.redirect_slashes = False  # a redirect built from the client's Host header helps no API client

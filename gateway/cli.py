@@ -80,6 +80,8 @@ def serve_command(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from gateway.server_protocol import GuardedHttpToolsProtocol
+
     # Uvicorn re-raises SIGTERM once its graceful shutdown is over; by then the
     # gateway has drained, so ending here is success (exit status 0).
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
@@ -91,7 +93,7 @@ def serve_command(args: argparse.Namespace) -> int:
             port=port,
             workers=args.workers,
             loop="uvloop",
-            http="httptools",
+            http=GuardedHttpToolsProtocol,  # httptools, with deadlines for slow clients
             log_level=args.log_level,
             log_config=log_config(args.log_level, config.server.log_format),
             access_log=False,

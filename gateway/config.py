@@ -62,6 +62,12 @@ class ServerConfig(_Strict):
     # Plain strings for cheap comparison, but kept out of reprs all the same.
     api_keys: tuple[NonEmptyStr, ...] = Field(default=(), repr=False)
     max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    # Slow clients: a request's head must arrive within header_timeout seconds (from the connection, or a
+    # later request's first byte), its body within body_timeout seconds of the head; else 408 and close.
+    header_timeout: float = Field(default=10, gt=0)
+    body_timeout: float = Field(default=60, gt=0)
+    # Open client connections per worker process; a connection beyond it gets 503 and is closed.
+    max_connections: int = Field(default=2048, gt=0)
     # One line per request on stderr: a JSON object, or key=value text.
     log_format: Literal["json", "text"] = "json"
     # With --log-level debug, also log request messages. Off by default: content stays out of logs.
