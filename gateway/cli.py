@@ -94,6 +94,7 @@ def serve_command(args: argparse.Namespace) -> int:
             workers=args.workers,
             loop="uvloop",
             http=GuardedHttpToolsProtocol,  # httptools, with deadlines for slow clients
+            ws="none",  # no websocket endpoints: an upgrade request is answered as plain HTTP
             log_level=args.log_level,
             log_config=log_config(args.log_level, config.server.log_format),
             access_log=False,

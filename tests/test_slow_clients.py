@@ -155,3 +155,14 @@ def test_connections_beyond_the_cap_get_503_and_are_closed(
         finally:
             for sock in idle:
                 sock.close()
+
+
+def test_an_upgrade_request_is_answered_as_plain_http(gateway: Running) -> None:
+    upgrade = (
+        b"GET /healthz HTTP/1.1\r\nhost: gateway\r\nconnection: upgrade\r\nupgrade: websocket\r\n"
+        b"sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    with connect(gateway) as sock:
+        sock.sendall(upgrade)
+        status, _, body = answer(sock)
+        assert status == 200 and json.loads(body) == {"status": "ok"}
