@@ -682,3 +682,12 @@ def test_passthrough_forwards_only_the_providers_endpoints(upstream: respx.MockR
     response = send("POST", "/v1/admin/keys", json={"model": "plain"})
     assert response.status_code == 404 and error_code(response) == "not_found"
     assert not mocked.calls
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "code"),
+    [("GET", "/nope", 404, "not_found"), ("DELETE", "/healthz", 405, "method_not_allowed"), ("GET", "/v1/files/", 400, "invalid_path")],
+)
+def test_unknown_paths_and_methods_are_openai_errors_not_redirects(method: str, path: str, status: int, code: str) -> None:
+    response = send(method, path)
+    assert response.status_code == status and error_code(response) == code
