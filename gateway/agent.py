@@ -4,7 +4,7 @@ With ``inject_tools`` the gateway adds the message tool (and the inner-thoughts
 argument to every client tool), forces a tool call, and rewrites past
 assistant turns into message-tool calls, so any tool-calling model behaves as
 an agent-style model while the client speaks plain chat. Pure functions: the
-client's payload in, the upstream payload out.
+client's payload in, the upstream payload out (or a 400 for history it cannot read).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import orjson
 
 from gateway.config import RewriteConfig
 from gateway.core.rewriter import RewriteOptions
+from gateway.errors import GatewayError
 
 __all__ = ["default_system_prompt", "prepare"]
 
@@ -104,7 +105,10 @@ def _message_tool(options: RewriteOptions, config: RewriteConfig) -> dict[str, A
 def _with_inner_thoughts(tool: Any, options: RewriteOptions, config: RewriteConfig) -> Any:
     """The client tool with the inner-thoughts argument first (kwarg mode), unless it has one already."""
     function = _function_of(tool)
-    if options.inner_thoughts != "kwarg" or function is None or function.get("name") in options.keep_arguments_of:
+    if options.inner_thoughts != "kwarg" or function is None:
+        return tool
+    name = function.get("name")
+    if isinstance(name, str) and name in options.keep_arguments_of:
         return tool
     parameters = function.get("parameters")
     if not isinstance(parameters, dict):
@@ -120,12 +124,21 @@ def _with_inner_thoughts(tool: Any, options: RewriteOptions, config: RewriteConf
     return {**tool, "function": {**function, "parameters": new_parameters}}
 
 
-def _text_of(content: Any) -> str:
+def _text_of(content: Any, position: int) -> str:
+    """An assistant message's text; a text part whose ``text`` is not a string is the client's error."""
     if isinstance(content, str):
         return content
-    if isinstance(content, list):
-        return "".join(part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text")
-    return ""
+    if not isinstance(content, list):
+        return ""
+    texts = []
+    for index, part in enumerate(content):
+        if isinstance(part, dict) and part.get("type") == "text":
+            text = part.get("text")
+            if not isinstance(text, str):
+                param = f"messages.{position}.content.{index}.text"
+                raise GatewayError.bad_request(f"Invalid value for '{param}': expected a string.", param=param)
+            texts.append(text)
+    return "".join(texts)
 
 
 def call_id(position: int, text: str) -> str:
@@ -137,7 +150,8 @@ def _history(messages: list[Any], options: RewriteOptions) -> list[Any]:
     """Past assistant text becomes a message-tool call and its answer, as the model would have produced it."""
     out: list[Any] = []
     for position, message in enumerate(messages):
-        text = _text_of(message.get("content")) if isinstance(message, dict) and message.get("role") == "assistant" else ""
+        assistant = isinstance(message, dict) and message.get("role") == "assistant"
+        text = _text_of(message.get("content"), position) if assistant else ""
         if not text:
             out.append(message)
             continue

@@ -17,24 +17,24 @@ import orjson
 from prometheus_client import multiprocess as prometheus_multiprocess
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from gateway import body as json_body
+from gateway import forwarding
 from gateway.asgi import until_disconnected
 from gateway.config import Config, default_config, load_config
 from gateway.dispatch import Gateway
 from gateway.errors import GatewayError
 from gateway.metrics import multiprocess_mode
 from gateway.observe import Observe, record_of
-from gateway.upstream import HOP_BY_HOP, client_headers
+from gateway.server_protocol import CLIENT_LIMITS, ClientLimits
 
 __all__ = ["app_from_env", "create_app"]
 
 logger = logging.getLogger("gateway")
-# Client request headers never forwarded on pass-through paths: the gateway key and hop-by-hop fields.
-_NOT_FORWARDED = HOP_BY_HOP | {"authorization", "cookie", "x-request-id"}
 
 
 class ChatRequest(BaseModel):
@@ -65,10 +65,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def parse_chat_request(body: bytes) -> dict[str, Any]:
-    try:
-        payload = json_body.loads(body)
-    except ValueError:
-        raise GatewayError.bad_request("The request body is not valid JSON.") from None
+    payload = json_body.loads(body)
     if not isinstance(payload, dict):
         raise GatewayError.bad_request("The request body must be a JSON object.")
     try:
@@ -106,35 +103,36 @@ async def list_models(request: Request) -> Response:
 
 
 async def passthrough(request: Request) -> Response:
-    """Any other ``/v1/`` endpoint, forwarded verbatim to the provider of the route its body names."""
+    """Any other ``/v1/`` endpoint the provider forwards, sent to the provider of the route its body names.
+
+    What may be forwarded (paths, headers either way) is ``gateway.forwarding``'s to decide.
+    """
     gateway: Gateway = request.app.state.gateway
     gateway.authorize(request.headers.get("authorization", ""))
+    path = forwarding.checked_path(request.scope.get("raw_path") or request.scope["path"].encode())
     gateway.refuse_when_draining()
     body = await read_body(request, gateway.config.server.max_body_bytes)
     provider = next(iter(gateway.providers.values()))
-    payload = _json_object(body) if "json" in request.headers.get("content-type", "") else None
+    payload = _json_object(body) if body and "json" in request.headers.get("content-type", "") else None
     record = record_of(request.scope)
     if payload is not None and isinstance(model := payload.get("model"), str):
         route = gateway.route(model)
         record.route = route.name
+        forwarding.refuse_rewrite_route(path, route.name, route.rewrite is not None)
         provider = gateway.pick(route, set())
         body = json_body.dumps({**payload, "model": route.upstream_model(model)})
-    # Headers the client's Connection header names are hop-by-hop too (RFC 9110 7.6.1).
-    nominated = {token.strip().lower() for token in request.headers.get("connection", "").split(",")}
-    headers = {name: value for name, value in request.headers.items() if name not in _NOT_FORWARDED and name not in nominated}
+    if not forwarding.allowed_path(path, provider.config.forward):
+        raise forwarding.not_forwarded(path)
+    headers = forwarding.request_headers(request.headers.items(), provider.config.forward_headers)
     headers["x-request-id"] = record.request_id
-    # The raw path keeps its percent-encoding: an encoded "/" in a segment must stay one.
-    path = request.scope["raw_path"].decode("latin-1").removeprefix("/v1")
     query = request.scope["query_string"].decode("latin-1")
     upstream = await provider.send(request.method, path, content=body, headers=headers, query=query)
-    return StreamingResponse(_raw_body(upstream), upstream.status_code, client_headers(upstream.headers, every=True))
+    return StreamingResponse(_raw_body(upstream), upstream.status_code, forwarding.response_headers(upstream.headers.items()))
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:
-    try:
-        payload = json_body.loads(body)
-    except ValueError:
-        return None
+    """A JSON body's object; a body labelled JSON that is not valid JSON is refused, never sent on."""
+    payload = json_body.loads(body)
     return payload if isinstance(payload, dict) else None
 
 
@@ -170,6 +168,20 @@ async def _gateway_error(request: Request, exc: Exception) -> Response:
     return exc.response()
 
 
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (no such route, method not allowed), in OpenAI's shape like every other error."""
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+    message = f"{exc.detail}: {request.method} {request.url.path}"
+    return GatewayError(exc.status_code, message, code=code, headers=exc.headers).response()
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    """The client left (or was cut off as too slow) while its body was being read: nobody to answer."""
+    record_of(request.scope).disconnected = True
+    return Response(status_code=499)  # the status is for the access log
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
     logger.exception("unhandled error", extra={"fields": {"request_id": record_of(request.scope).request_id}})
     return GatewayError(500, "The gateway failed to handle the request.", "server_error").response()
@@ -178,6 +190,11 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
 def _drain_on_signals(gateway: Gateway) -> Callable[[], None]:
     """Start draining on SIGTERM/SIGINT, then let the server's own handler begin its shutdown.
 
+    On a first SIGTERM (what orchestrators send) the server's handler runs only after
+    ``server.drain_delay`` seconds: meanwhile /readyz answers 503, so a load balancer
+    stops sending, and requests still arriving get 503 with ``retry-after``; then the
+    server closes its listener. SIGINT, or a second signal, hands over at once.
+
     Installed from the lifespan, so it wraps whatever handler the server (or
     each uvicorn worker process) set up. Returns what puts the old ones back.
     """
@@ -185,12 +202,23 @@ def _drain_on_signals(gateway: Gateway) -> Callable[[], None]:
         return lambda: None
     loop = asyncio.get_running_loop()
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    delay = gateway.config.server.drain_delay
+    delaying = False
 
-    def handle(signum: int, frame: FrameType | None) -> None:
-        loop.call_soon_threadsafe(gateway.drain)
+    def hand_over(signum: int, frame: FrameType | None) -> None:
         handler = previous[signal.Signals(signum)]
         if callable(handler):
             handler(signum, frame)
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        nonlocal delaying
+        if signum == signal.SIGTERM and delay > 0 and not delaying:
+            delaying = True
+            loop.call_soon_threadsafe(gateway.drain, delay)
+            loop.call_soon_threadsafe(loop.call_later, delay, hand_over, signum, None)
+            return
+        loop.call_soon_threadsafe(gateway.drain)
+        hand_over(signum, frame)
 
     def restore() -> None:
         for sig, handler in previous.items():
@@ -205,12 +233,15 @@ def create_app(config: Config, transports: Mapping[str, httpx.AsyncBaseTransport
     """The ASGI app; ``transports`` replace the network for named providers (the demo, tests)."""
     gateway = Gateway(config, transports)
 
+    server = config.server
+    limits = ClientLimits(server.header_timeout, server.body_timeout, server.max_connections)
+
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         await gateway.start()
         restore = _drain_on_signals(gateway)
         try:
-            yield
+            yield {CLIENT_LIMITS: limits}  # the lifespan state, where the server's protocol finds them
         finally:
             restore()
             await gateway.stop()
@@ -226,9 +257,15 @@ def create_app(config: Config, transports: Mapping[str, httpx.AsyncBaseTransport
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
         ],
-        exception_handlers={GatewayError: _gateway_error, Exception: _unexpected_error},
+        exception_handlers={
+            GatewayError: _gateway_error,
+            HTTPException: _http_error,
+            ClientDisconnect: _client_gone,
+            Exception: _unexpected_error,
+        },
         lifespan=lifespan,
     )
+    app.router.redirect_slashes = False  # a redirect built from the client's Host header helps no API client
     app.state.gateway = gateway
     return Observe(app, gateway.metrics)
 

@@ -80,6 +80,8 @@ def serve_command(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from gateway.server_protocol import GuardedHttpToolsProtocol
+
     # Uvicorn re-raises SIGTERM once its graceful shutdown is over; by then the
     # gateway has drained, so ending here is success (exit status 0).
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
@@ -91,13 +93,15 @@ def serve_command(args: argparse.Namespace) -> int:
             port=port,
             workers=args.workers,
             loop="uvloop",
-            http="httptools",
+            http=GuardedHttpToolsProtocol,  # httptools, with deadlines for slow clients
+            ws="none",  # no websocket endpoints: an upgrade request is answered as plain HTTP
             log_level=args.log_level,
             log_config=log_config(args.log_level, config.server.log_format),
             access_log=False,
             server_header=False,
-            # Past the gateway's own grace period, so the streams it ends get their error event out first.
-            timeout_graceful_shutdown=math.ceil(config.server.shutdown_grace) + 5,
+            # Past the gateway's own drain delay and grace period (a second signal may hand over before the
+            # delay is up), so the streams it ends get their error event out first.
+            timeout_graceful_shutdown=math.ceil(config.server.drain_delay + config.server.shutdown_grace) + 5,
         )
     finally:
         if metrics_dir is not None:

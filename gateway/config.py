@@ -22,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from gateway.core.rewriter import RewriteOptions
+from gateway.forwarding import DEFAULT_FORWARD, DEFAULT_FORWARD_HEADERS, forwardable_header, parse_pattern
 
 __all__ = [
     "Config",
@@ -61,6 +62,12 @@ class ServerConfig(_Strict):
     # Plain strings for cheap comparison, but kept out of reprs all the same.
     api_keys: tuple[NonEmptyStr, ...] = Field(default=(), repr=False)
     max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    # Slow clients: a request's head must arrive within header_timeout seconds (from the connection, or a
+    # later request's first byte), its body within body_timeout seconds of the head; else 408 and close.
+    header_timeout: float = Field(default=10, gt=0)
+    body_timeout: float = Field(default=60, gt=0)
+    # Open client connections per worker process; a connection beyond it gets 503 and is closed.
+    max_connections: int = Field(default=2048, gt=0)
     # One line per request on stderr: a JSON object, or key=value text.
     log_format: Literal["json", "text"] = "json"
     # With --log-level debug, also log request messages. Off by default: content stays out of logs.
@@ -68,7 +75,9 @@ class ServerConfig(_Strict):
     # Bounded memory per stream: one upstream event, or one tool call's arguments, beyond these ends the stream.
     max_event_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     max_arguments_chars: int = Field(default=4 * 1024 * 1024, gt=0)
-    # On SIGTERM/SIGINT, in-flight streams may run this long before they are ended with an error event.
+    # On SIGTERM, /readyz and new requests answer 503 for this long before the listener closes.
+    drain_delay: float = Field(default=5, ge=0)
+    # Once the listener closes, in-flight streams may run this long before they are ended with an error event.
     shutdown_grace: float = Field(default=30, ge=0)
     # Retries: exponential backoff from `retry_backoff` seconds, capped at `retry_backoff_max`, with jitter;
     # an upstream Retry-After is honoured up to `retry_after_max`.
@@ -113,6 +122,29 @@ class ProviderConfig(_Strict):
     # After `max_failures` failures in a row, a deployment is skipped for `cooldown` seconds.
     max_failures: int = Field(default=3, gt=0)
     cooldown: float = Field(default=30, ge=0)
+    # Pass-through endpoints, below base_url: `*` is one path segment, a final `**` any number of them.
+    forward: tuple[str, ...] = DEFAULT_FORWARD
+    # Client request headers a pass-through request carries besides content-type and accept.
+    forward_headers: tuple[str, ...] = DEFAULT_FORWARD_HEADERS
+
+    @field_validator("forward")
+    @classmethod
+    def _patterns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in value:
+            parse_pattern(pattern)
+        return value
+
+    @field_validator("forward_headers")
+    @classmethod
+    def _safe_headers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name):
+                raise ValueError(f"expected header names, got {name!r}")
+            if not forwardable_header(name):
+                raise ValueError(
+                    f"{name!r} is never forwarded: it carries credentials, is hop-by-hop, or the gateway sets it"
+                )
+        return tuple(name.lower() for name in value)
 
     @field_validator("base_url")
     @classmethod
@@ -254,6 +286,8 @@ class Config(_Strict):
             if provider.headers:
                 headers = ", ".join(f"{header}: {_mask(value)}" for header, value in provider.headers.items())
                 lines.append(f"    headers: {headers}")
+            forward = "the default OpenAI endpoints" if provider.forward == DEFAULT_FORWARD else ", ".join(provider.forward)
+            lines.append(f"    forwards: {forward or 'nothing'}; client headers: {', '.join(provider.forward_headers) or 'none'}")
         lines.append("routes:")
         for route in self.models:
             upstream = route.model or "(requested name)"

@@ -89,13 +89,14 @@ class Gateway:
         for provider in self.providers.values():
             await provider.aclose()
 
-    def drain(self) -> None:
-        """Stop taking requests; streams still running after the grace period are ended with an error event."""
+    def drain(self, delay: float = 0.0) -> None:
+        """Stop taking requests; streams still running ``delay`` plus the grace period later are ended
+        with an error event (``delay``: how long until the server closes its listener)."""
         if self.draining:
             return
         self.draining = True
         self.ready = False
-        asyncio.get_running_loop().call_later(self.config.server.shutdown_grace, self._abort_streams)
+        asyncio.get_running_loop().call_later(delay + self.config.server.shutdown_grace, self._abort_streams)
 
     def _abort_streams(self) -> None:
         for relay in list(self.streams):
@@ -114,8 +115,10 @@ class Gateway:
             raise GatewayError(401, "Invalid or missing API key: send 'Authorization: Bearer <key>'.", code="invalid_api_key")
 
     def refuse_when_draining(self) -> None:
+        """A 503 that sends the client elsewhere: retry later, and not on this connection."""
         if self.draining:
-            raise GatewayError(503, "The gateway is shutting down.", "api_error", "gateway_shutdown", headers={"retry-after": "1"})
+            headers = {"retry-after": "1", "connection": "close"}
+            raise GatewayError(503, "The gateway is shutting down.", "api_error", "gateway_shutdown", headers=headers)
 
     def route(self, model: str) -> ModelRoute:
         route = self.config.route(model)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -32,6 +33,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     client_port: int = 0
+    raw_path: bytes = b""
 
     @property
     def json(self) -> Any:
@@ -123,7 +125,9 @@ class ScriptedUpstream:
             if not message.get("more_body"):
                 break
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
-        request = Received(scope["method"], scope["path"], headers, body, (scope.get("client") or ("", 0))[1])
+        request = Received(
+            scope["method"], scope["path"], headers, body, (scope.get("client") or ("", 0))[1], scope.get("raw_path", b"")
+        )
         self.requests.append(request)
         if self.script:
             reply = self.script.popleft()
@@ -176,6 +180,25 @@ class ScriptedUpstream:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             watcher.cancel()
+
+
+class RecordingTransport(httpx.AsyncBaseTransport):
+    """An in-process upstream for ``create_app``: records every request exactly as sent, and answers
+    with a streamed body, an agent stream when the request accepts one, else ``body``."""
+
+    def __init__(self, body: bytes = b'{"ok": true}', headers: dict[str, str] | None = None) -> None:
+        self.requests: list[httpx.Request] = []
+        self.body = body
+        self.headers = {"content-type": "application/json", **(headers or {})}
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await request.aread()
+        self.requests.append(request)
+        if request.headers.get("accept") == "text/event-stream":
+            chunks = [make_chunk({"index": 0, "delta": {"content": "Hi"}, "finish_reason": "stop"})]
+            events = b"".join(sse(chunks))
+            return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=httpx.ByteStream(events))
+        return httpx.Response(200, headers=self.headers, stream=httpx.ByteStream(self.body))
 
 
 def free_port() -> int:
@@ -253,7 +276,7 @@ def gateway_process(*args: str, env: dict[str, str] | None = None) -> Iterator[R
             yield running
         finally:
             if process.poll() is None:
-                process.terminate()
+                process.send_signal(signal.SIGINT)  # stopped as a developer would: no drain delay
                 try:
                     process.wait(30)
                 except subprocess.TimeoutExpired:

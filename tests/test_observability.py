@@ -165,7 +165,8 @@ def test_metrics_add_up_across_workers(tmp_path: Path) -> None:
     upstream = ScriptedUpstream(default=lambda request: stream_reply(agent_chunks()))
     with serve(upstream) as upstream_url:
         config = tmp_path / "workers.yaml"
-        config.write_text(f"providers: {{up: {{base_url: '{upstream_url}/v1'}}}}\nmodels: [{{name: agent, provider: up, rewrite: {{inject_tools: false}}}}]\n")
+        # The supervisor stops its workers with SIGTERM; no drain delay is needed to stop a test.
+        config.write_text(f"server: {{drain_delay: 0}}\nproviders: {{up: {{base_url: '{upstream_url}/v1'}}}}\nmodels: [{{name: agent, provider: up, rewrite: {{inject_tools: false}}}}]\n")
         with gateway_process("--config", str(config), "--workers", "2") as running:
             url = running.url
             threads = [threading.Thread(target=lambda: [httpx.post(url + "/v1/chat/completions", json={"model": "agent", "messages": [], "stream": True}) for _ in range(5)]) for _ in range(4)]
