@@ -198,6 +198,37 @@ def test_every_problem_gets_its_own_line(tmp_path: Path) -> None:
     )
 
 
+def test_dangling_references_are_reported_with_every_other_problem(tmp_path: Path) -> None:
+    """Cross-field problems come in the same run as field problems, not after those are fixed."""
+    path = tmp_path / "gateway.yaml"
+    text = MINIMAL + "    fallbacks: [nowhere]\n  - {name: b, provider: opnai, rewrite: {reasoning: y}}\n  - {name: b, provider: openai, model: ''}\n"
+    lines = problems(tmp_path, text + "server: {port: -1}\n")
+    assert sorted(lines) == sorted(
+        [
+            f"{path}: models[0].fallbacks[0]: expected the name of another route, got 'nowhere'",
+            f"{path}: models[1].provider: expected one of the providers 'openai', got 'opnai'",
+            f"{path}: models[1].rewrite.reasoning: expected one of 'hide', 'expose', got 'y'",
+            f"{path}: models[2].name: duplicate route name 'b', first at models[1]",
+            f"{path}: models[2].model: expected a non-empty string, got ''",
+            f"{path}: server.port: expected a number greater than or equal to 1, got -1",
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "providers: []\nmodels: [{name: a, provider: p}]\n",
+        "providers: {}\nmodels: [{name: a, provider: p}]\n",
+        "models: [{name: a, provider: p}]\n",
+        "providers: {p: {base_url: 'http://up'}}\nmodels: [7, {name: a, provider: [p, 3]}, {name: [x], fallbacks: a}]\n",
+    ],
+)
+def test_references_in_a_broken_shape_add_no_noise(tmp_path: Path, text: str) -> None:
+    """Without a usable providers mapping, its own error is the one to fix; no line per route repeats it."""
+    assert not [line for line in problems(tmp_path, text) if "expected one of the providers" in line or "another route" in line]
+
+
 def test_providers_and_models_are_required(tmp_path: Path) -> None:
     path = tmp_path / "gateway.yaml"
     assert problems(tmp_path, "providers: {}\nmodels: []\n") == [
