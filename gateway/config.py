@@ -185,6 +185,11 @@ class ModelRoute(_Strict):
     def providers(self) -> tuple[str, ...]:
         return (self.provider,) if isinstance(self.provider, str) else self.provider
 
+    @property
+    def is_glob(self) -> bool:
+        """Whether the name is a pattern (fnmatch's ``*``, ``?`` or ``[``) rather than one model name."""
+        return any(char in self.name for char in "*?[")
+
     def upstream_model(self, requested: str) -> str:
         """The name sent upstream: a glob route without ``model`` forwards what the client asked for."""
         return self.model or requested

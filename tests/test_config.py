@@ -298,6 +298,11 @@ def test_glob_matching_is_case_sensitive_and_unmatched_is_none() -> None:
     assert routes("model-[ab]").route("model-c") is None
 
 
+@pytest.mark.parametrize(("name", "is_glob"), [("gpt-*", True), ("model-?", True), ("model-[ab]", True), ("assistant", False), ("gpt-4.1", False)])
+def test_glob_names_are_told_from_concrete_ones(name: str, is_glob: bool) -> None:
+    assert ModelRoute(name=name, provider="p").is_glob is is_glob
+
+
 def test_upstream_model() -> None:
     assert ModelRoute(name="gpt-*", provider="p").upstream_model("gpt-4o") == "gpt-4o"
     assert ModelRoute(name="assistant", provider="p", model="gpt-4o-mini").upstream_model("assistant") == "gpt-4o-mini"

@@ -428,8 +428,9 @@ def test_other_v1_paths_are_forwarded_verbatim(gateway_url: str, scripted: Scrip
 
 
 def test_models_health_and_readiness(gateway_url: str) -> None:
+    """/v1/models lists the names a client can send as they are; the glob gpt-* is not one of them."""
     models = client(gateway_url).models.list()
-    assert [m.id for m in models.data] == ["agent", "exposed", "plain", "gpt-*", "unreachable"]
+    assert [m.id for m in models.data] == ["agent", "exposed", "plain", "unreachable"]
     assert httpx.get(gateway_url + "/healthz").status_code == 200
     assert httpx.get(gateway_url + "/readyz").status_code == 200
 
