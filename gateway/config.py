@@ -38,6 +38,9 @@ __all__ = [
 
 OPENAI_BASE_URL: Final = "https://api.openai.com/v1"
 DEMO_BASE_URL: Final = "http://demo.invalid/v1"
+# The route the README's examples name, and where it goes without a config file.
+ASSISTANT_ROUTE: Final = "assistant"
+ASSISTANT_MODEL: Final = "gpt-4o-mini"
 
 NonEmptyStr = Annotated[str, Field(min_length=1)]
 Loc = tuple[int | str, ...]
@@ -285,14 +288,21 @@ def parse_config(text: str, source: str, env: Mapping[str, str] | None = None) -
 
 
 def default_config(env: Mapping[str, str] | None = None) -> Config:
-    """The config used without a file: agent mode on every model via OpenAI, or the demo provider without a key."""
+    """The config used without a file, so the README's examples (``model="assistant"``) work as written.
+
+    With ``OPENAI_API_KEY``: ``assistant`` goes to ``$GATEWAY_ASSISTANT_MODEL`` (default gpt-4o-mini) and every
+    other model to OpenAI (``$OPENAI_BASE_URL``) under its own name, all in agent mode. Without a key: the same
+    routes on the demo provider, which answers under the requested name.
+    """
     env = os.environ if env is None else env
+    assistant: dict[str, Any] = {"name": ASSISTANT_ROUTE, "rewrite": {}}
     if key := env.get("OPENAI_API_KEY"):
         name, provider = "openai", {"base_url": env.get("OPENAI_BASE_URL") or OPENAI_BASE_URL, "api_key": key}
+        assistant["model"] = env.get("GATEWAY_ASSISTANT_MODEL") or ASSISTANT_MODEL
     else:
         name, provider = "demo", {"base_url": DEMO_BASE_URL}
-    data = {"providers": {name: provider}, "models": [{"name": "*", "provider": name, "rewrite": {}}]}
-    return _validate(data, "default config (from the environment)")
+    models = [{**assistant, "provider": name}, {"name": "*", "provider": name, "rewrite": {}}]
+    return _validate({"providers": {name: provider}, "models": models}, "default config (from the environment)")
 
 
 class _Loader(yaml.SafeLoader):

@@ -338,10 +338,19 @@ def test_default_config_with_openai_key() -> None:
     assert name == "openai"
     assert provider.base_url == "https://api.openai.com/v1"
     assert provider.api_key is not None and provider.api_key.get_secret_value() == SECRET
-    [route] = config.models
-    assert (route.name, route.provider, route.model, route.rewrite) == ("*", "openai", None, RewriteConfig())
-    assert config.route("anything") is route and route.upstream_model("gpt-4o") == "gpt-4o"
+    assistant, other = config.models
+    assert (assistant.name, assistant.provider, assistant.model, assistant.rewrite) == ("assistant", "openai", "gpt-4o-mini", RewriteConfig())
+    assert (other.name, other.provider, other.model, other.rewrite) == ("*", "openai", None, RewriteConfig())
+    assert config.route("assistant") is assistant and assistant.upstream_model("assistant") == "gpt-4o-mini"
+    assert config.route("anything") is other and other.upstream_model("gpt-4o") == "gpt-4o"
     assert not config.is_demo
+
+
+@pytest.mark.parametrize(("value", "upstream"), [("gpt-4.1-nano", "gpt-4.1-nano"), ("", "gpt-4o-mini")])
+def test_default_assistant_model_is_overridable(value: str, upstream: str) -> None:
+    config = default_config({"OPENAI_API_KEY": SECRET, "GATEWAY_ASSISTANT_MODEL": value})
+    route = config.route("assistant")
+    assert route is not None and route.upstream_model("assistant") == upstream
 
 
 def test_default_config_honours_openai_base_url() -> None:
@@ -362,7 +371,10 @@ def test_default_config_without_key_is_demo(env: dict[str, str]) -> None:
     assert list(config.providers) == ["demo"]
     assert config.providers["demo"].base_url == "http://demo.invalid/v1"
     assert config.providers["demo"].api_key is None
-    assert config.route("gpt-4o") is config.models[0] and config.models[0].rewrite == RewriteConfig()
+    assistant, other = config.models
+    assert config.route("assistant") is assistant and assistant.upstream_model("assistant") == "assistant"
+    assert config.route("gpt-4o") is other and other.upstream_model("gpt-4o") == "gpt-4o"
+    assert assistant.rewrite == other.rewrite == RewriteConfig()
 
 
 def test_is_demo_needs_the_demo_host() -> None:
