@@ -98,7 +98,9 @@ async def chat_completions(request: Request) -> Response:
 async def list_models(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
     gateway.authorize(request.headers.get("authorization", ""))
-    data = [{"id": r.name, "object": "model", "created": 0, "owned_by": ", ".join(r.providers)} for r in gateway.config.models]
+    # A glob route serves many names but is not one: only concrete route names are listed.
+    routes = [route for route in gateway.config.models if not route.is_glob]
+    data = [{"id": r.name, "object": "model", "created": 0, "owned_by": ", ".join(r.providers)} for r in routes]
     return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -247,24 +248,28 @@ class Running:
 
 
 @contextlib.contextmanager
-def gateway_process(*args: str, env: dict[str, str] | None = None) -> Iterator[Running]:
-    """``gateway serve`` as a real process on a free port, once /readyz answers 200.
+def gateway_process(*args: str, env: dict[str, str] | None = None, choose_port: bool = True) -> Iterator[Running]:
+    """``gateway serve`` as a real process, once /readyz answers 200.
 
+    It listens on a free port given as ``--port``; with ``choose_port=False`` the
+    args or the config choose, and the URL is read from the gateway's first log line.
     Its stderr goes to a file, not a pipe nobody reads, so a chatty process never blocks.
     """
-    port = free_port()
+    port = ["--port", str(free_port())] if choose_port else []
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "--port", str(port), *args],
+            [sys.executable, "-m", "gateway", "serve", *port, *args],
             env=env if env is not None else clean_env(),
             stderr=log,
         )
-        running = Running(f"http://127.0.0.1:{port}", process, log)
+        running = Running(f"http://127.0.0.1:{port[1]}" if port else "", process, log)
         try:
             deadline = time.monotonic() + 30
             while True:
+                if not running.url and (announced := re.search(r"serving on http://[^:]+:(\d+)/v1", running.stderr())):
+                    running.url = f"http://127.0.0.1:{announced[1]}"
                 try:
-                    if httpx.get(running.url + "/readyz").status_code == 200:
+                    if running.url and httpx.get(running.url + "/readyz").status_code == 200:
                         break
                 except httpx.TransportError:
                     pass

@@ -19,7 +19,17 @@ from hypothesis import strategies as st
 
 from gateway.core.fragments import FragmentRecogniser, FragmentTemplate
 from gateway.core.rewriter import RewriteOptions, StreamRewriter
-from tests.streams import FIXTURES, agent_stream, call, choice, chunk, recorded_chunks, recorded_files, split_evenly
+from tests.streams import (
+    FIXTURES,
+    agent_stream,
+    call,
+    choice,
+    chunk,
+    needs_recordings,
+    recorded_chunks,
+    recorded_files,
+    split_evenly,
+)
 
 Chunks = list[dict[str, Any]]
 Encode = Callable[[Any], bytes]
@@ -137,6 +147,7 @@ def test_recognised_fragments_rewrite_exactly_as_decoded_ones(
         assert recognised >= 2 * len(plain) - len(chunks), "each other chunk costs one fragment at most"
 
 
+@needs_recordings()
 @pytest.mark.parametrize("path", recorded_files(), ids=lambda path: path.name)
 def test_recorded_streams_rewrite_exactly_as_decoded(path: Any) -> None:
     payloads = [orjson.dumps(c) for c in recorded_chunks(path)]
@@ -145,7 +156,7 @@ def test_recorded_streams_rewrite_exactly_as_decoded(path: Any) -> None:
         assert out == decoding_only(payloads, options)
 
 
-@pytest.mark.skipif(not (FIXTURES / "openai-gpt4o-tool-call-a.sse").is_file(), reason="../shared/fixtures/recorded is not present")
+@needs_recordings("openai-gpt4o-tool-call-a.sse")
 def test_recorded_openai_fragments_are_recognised_from_their_original_bytes() -> None:
     body = (FIXTURES / "openai-gpt4o-tool-call-a.sse").read_bytes()
     payloads = [line[6:] for line in body.split(b"\n") if line.startswith(b"data: {")]

@@ -12,7 +12,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.core.rewriter import InvalidChunk, RewriteOptions, StreamRewriter, rewrite_completion
-from tests.streams import agent_stream, call, choice, chunk, recorded_chunks, recorded_files, split_evenly
+from tests.streams import (
+    agent_stream,
+    call,
+    choice,
+    chunk,
+    needs_recordings,
+    recorded_chunks,
+    recorded_files,
+    split_evenly,
+)
 
 Chunks = list[dict[str, Any]]
 
@@ -447,7 +456,6 @@ def test_completion_plain_content_and_no_choices() -> None:
 # Golden tests over the recorded provider streams.
 
 RECORDED = recorded_files()
-needs_recordings = pytest.mark.skipif(not RECORDED, reason="../shared/fixtures/recorded is not present")
 
 
 def recorded_calls(chunks: Chunks) -> list[dict[str, Any]]:
@@ -463,7 +471,7 @@ def recorded_calls(chunks: Chunks) -> list[dict[str, Any]]:
     return [calls[i] for i in sorted(calls)]
 
 
-@needs_recordings
+@needs_recordings()
 @pytest.mark.parametrize("path", RECORDED, ids=[p.name for p in RECORDED])
 def test_recorded_tool_as_message_tool(path: Path) -> None:
     chunks = recorded_chunks(path)
@@ -487,7 +495,7 @@ def test_recorded_tool_as_message_tool(path: Path) -> None:
     assert rewriter.finished and rewriter.stats.invalid_arguments == 0
 
 
-@needs_recordings
+@needs_recordings()
 @pytest.mark.parametrize("path", RECORDED, ids=[p.name for p in RECORDED])
 def test_recorded_tool_as_client_tool(path: Path) -> None:
     chunks = recorded_chunks(path)
