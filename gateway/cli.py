@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import copy
+import logging
 import math
 import os
 import shutil
@@ -11,35 +11,77 @@ import signal
 import sys
 import tempfile
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from gateway import __version__
 from gateway.config import Config, ConfigError, default_config, load_config
+from gateway.server.listen import ListenError, bind, local_url, probe, serve, url
 
 __all__ = ["main"]
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+logger = logging.getLogger("gateway")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, with exit status 2, like a config file's problems."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
+
+def _port(text: str) -> int:
+    if text.strip().isdigit() and 0 <= int(text) <= 65535:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"expected a port number from 0 (any free port) to 65535, got {text!r}")
+
+
+def _workers(text: str) -> int:
+    if text.strip().isdigit() and int(text) >= 1:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"expected a whole number of worker processes, at least 1, got {text!r}")
+
+
+def _host(text: str) -> str:
+    if text and text.strip() == text:
+        return text
+    raise argparse.ArgumentTypeError(f"expected an IP address or host name, got {text!r}")
+
+
+def _path(text: str) -> str:
+    if text:
+        return text
+    raise argparse.ArgumentTypeError("expected the path of a YAML file, got ''")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="gateway", description="An OpenAI-compatible gateway for agent-style models.")
+    parser = _Parser(prog="gateway", description="An OpenAI-compatible gateway for agent-style models.")
     parser.add_argument("--version", action="version", version=f"agent-gateway {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run the gateway")
-    serve.add_argument("--config", help="YAML config file (default: $GATEWAY_CONFIG, else the built-in default)")
-    serve.add_argument("--host", help="address to listen on (default: server.host, 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to listen on (default: server.port, 8080)")
-    serve.add_argument("--workers", type=int, default=1, help="worker processes (default: 1)")
-    serve.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    run = commands.add_parser("serve", help="run the gateway in the foreground (Ctrl+C or SIGTERM to stop)")
+    _address_options(run)
+    run.add_argument("--workers", type=_workers, default=1, help="worker processes (default: 1)")
+    run.add_argument("--log-level", choices=LOG_LEVELS, default="info")
 
     check = commands.add_parser("check-config", help="validate a config file and print the resolved routes")
-    check.add_argument("path")
+    check.add_argument("path", type=_path)
+
+    health = commands.add_parser("health", help="exit 0 when the gateway on the configured address answers /healthz")
+    _address_options(health)
 
     args = parser.parse_args(argv)
     if args.command == "check-config":
         return check_config(args.path)
+    if args.command == "health":
+        return health_command(args)
     return serve_command(args)
+
+
+def _address_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=_path, help="YAML config file (default: $GATEWAY_CONFIG, else the built-in default)")
+    parser.add_argument("--host", type=_host, help="address to listen on (default: server.host, 127.0.0.1)")
+    parser.add_argument("--port", type=_port, help="port to listen on, 0 for any free one (default: server.port, 8080)")
 
 
 def check_config(path: str) -> int:
@@ -56,16 +98,25 @@ def check_config(path: str) -> int:
     return 0
 
 
-def serve_command(args: argparse.Namespace) -> int:
+def _load(args: argparse.Namespace) -> tuple[Config, str | None]:
+    """The config ``serve`` would use: ``--config``, else ``$GATEWAY_CONFIG``, else the built-in default."""
     path = args.config or os.environ.get("GATEWAY_CONFIG") or None
+    return (load_config(path) if path else default_config()), path
+
+
+def serve_command(args: argparse.Namespace) -> int:
     try:
-        config = load_config(path) if path else default_config()
+        config, path = _load(args)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
-    host = args.host or config.server.host
-    port = args.port or config.server.port
-    print(banner(config, path, host, port, args.workers), file=sys.stderr, flush=True)
+    host = args.host if args.host is not None else config.server.host
+    port = args.port if args.port is not None else config.server.port
+    try:
+        sock = bind(host, port)
+    except ListenError as exc:
+        print(f"gateway serve: {exc}", file=sys.stderr)
+        return 1
     # Workers are separate processes: they find the config through the environment.
     if path:
         os.environ["GATEWAY_CONFIG"] = os.path.abspath(path)
@@ -80,55 +131,80 @@ def serve_command(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from gateway.server.protocol import GuardedHttpToolsProtocol
+
     # Uvicorn re-raises SIGTERM once its graceful shutdown is over; by then the
     # gateway has drained, so ending here is success (exit status 0).
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
     try:
-        uvicorn.run(
+        # Building the uvicorn config applies the logging setup, so the banner below is formatted like every other line.
+        server_config = uvicorn.Config(
             "gateway.server.app:app_from_env",
             factory=True,
-            host=host,
-            port=port,
             workers=args.workers,
             loop="uvloop",
-            http="httptools",
+            http=GuardedHttpToolsProtocol,  # httptools, with deadlines for slow clients
+            ws="none",  # no websocket endpoints: an upgrade request is answered as plain HTTP
             log_level=args.log_level,
             log_config=log_config(args.log_level, config.server.log_format),
             access_log=False,
             server_header=False,
-            # Past the gateway's own grace period, so the streams it ends get their error event out first.
-            timeout_graceful_shutdown=math.ceil(config.server.shutdown_grace) + 5,
+            # Past the gateway's own drain delay and grace period (a second signal may hand over before the
+            # delay is up), so the streams it ends get their error event out first.
+            timeout_graceful_shutdown=math.ceil(config.server.drain_delay + config.server.shutdown_grace) + 5,
         )
+        announce(config, path, url(host, sock), args.workers)
+        started = serve(server_config, sock)
+    except KeyboardInterrupt:
+        started = True
     finally:
+        sock.close()
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+    return 0 if started else 3
+
+
+def health_command(args: argparse.Namespace) -> int:
+    """The container HEALTHCHECK: finds the port the way ``serve`` does, so it follows the configured one."""
+    try:
+        config, _ = _load(args)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    host = args.host if args.host is not None else config.server.host
+    port = args.port if args.port is not None else config.server.port
+    problem = probe(local_url(host, port), timeout=2)
+    if problem is not None:
+        print(f"gateway health: {problem}", file=sys.stderr)
+        return 1
     return 0
 
 
-def banner(config: Config, path: str | None, host: str, port: int, workers: int) -> str:
-    if config.is_demo:
-        source = "DEMO provider (built in, no network): no config file and no OPENAI_API_KEY"
-    elif path:
+def announce(config: Config, path: str | None, base_url: str, workers: int) -> None:
+    """What is being served, and where: the first log lines, in the same format as the rest."""
+    if path:
         source = f"config {path}"
+    elif config.is_demo:
+        source = "DEMO provider (built in, no network): no config file and no OPENAI_API_KEY"
     else:
-        source = "every model proxied to OpenAI in agent mode (OPENAI_API_KEY set, no config file)"
-    lines = [
-        f"agent-gateway {__version__} on http://{host}:{port}/v1 ({workers} worker{'s' if workers != 1 else ''})",
-        f"  serving: {source}",
-        f"  routes: {', '.join(route.name for route in config.models)}",
-    ]
+        base = next(iter(config.providers.values())).base_url
+        source = f"OpenAI-compatible provider {base} in agent mode (OPENAI_API_KEY set, no config file)"
+    routes = ", ".join(f"{route.name} -> {route.model or '(requested name)'}" for route in config.models)
+    plural = "s" if workers != 1 else ""
+    message = f"agent-gateway {__version__} serving on {base_url} ({workers} worker{plural}); stop with Ctrl+C"
+    logger.info(message, extra={"fields": {"url": base_url, "workers": workers, "serving": source, "routes": routes}})
     if not config.server.api_keys:
-        lines.append("  WARNING: no server.api_keys configured: any client that can reach this port may use it")
-    return "\n".join(lines)
+        logger.warning("no server.api_keys configured: any client that can reach this port may use it")
 
 
 def log_config(level: str, log_format: str) -> dict[str, Any]:
-    """Uvicorn's logging setup plus the gateway's loggers, applied in every worker process."""
-    from uvicorn.config import LOGGING_CONFIG
-
-    config = copy.deepcopy(LOGGING_CONFIG)
+    """One handler and one format on stderr for the gateway's and uvicorn's loggers, in every worker process."""
     formatter = "JsonFormatter" if log_format == "json" else "TextFormatter"
-    config["formatters"]["gateway"] = {"()": f"gateway.server.logs.{formatter}"}
-    config["handlers"]["gateway"] = {"class": "logging.StreamHandler", "formatter": "gateway", "stream": "ext://sys.stderr"}
-    config["loggers"]["gateway"] = {"handlers": ["gateway"], "level": level.upper(), "propagate": False}
-    return config
+    stderr = {"handlers": ["stderr"], "level": level.upper(), "propagate": False}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"gateway": {"()": f"gateway.server.logs.{formatter}"}},
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "gateway", "stream": "ext://sys.stderr"}},
+        "loggers": {"gateway": stderr, "uvicorn": stderr, "uvicorn.access": stderr},
+    }

@@ -31,6 +31,7 @@ from pydantic import (
 )
 
 from gateway.core.options import Reasoning, RewriteOptions, Thoughts
+from gateway.upstream.forwarding import DEFAULT_FORWARD, DEFAULT_FORWARD_HEADERS, forwardable_header, parse_pattern
 
 __all__ = [
     "Config",
@@ -47,6 +48,9 @@ __all__ = [
 
 OPENAI_BASE_URL: Final = "https://api.openai.com/v1"
 DEMO_BASE_URL: Final = "http://demo.invalid/v1"
+# The route the README's examples name, and where it goes without a config file.
+ASSISTANT_ROUTE: Final = "assistant"
+ASSISTANT_MODEL: Final = "gpt-4o-mini"
 
 NonEmptyStr = Annotated[str, Field(min_length=1)]
 Loc = tuple[int | str, ...]
@@ -70,6 +74,12 @@ class ServerConfig(_Strict):
     # Plain strings for cheap comparison, but kept out of reprs all the same.
     api_keys: tuple[NonEmptyStr, ...] = Field(default=(), repr=False)
     max_body_bytes: int = Field(default=10 * 1024 * 1024, gt=0)
+    # Slow clients: a request's head must arrive within header_timeout seconds (from the connection, or a
+    # later request's first byte), its body within body_timeout seconds of the head; else 408 and close.
+    header_timeout: float = Field(default=10, gt=0)
+    body_timeout: float = Field(default=60, gt=0)
+    # Open client connections per worker process; a connection beyond it gets 503 and is closed.
+    max_connections: int = Field(default=2048, gt=0)
     # One line per request on stderr: a JSON object, or key=value text.
     log_format: Literal["json", "text"] = "json"
     # With --log-level debug, also log request messages. Off by default: content stays out of logs.
@@ -77,7 +87,9 @@ class ServerConfig(_Strict):
     # Bounded memory per stream: one upstream event, or one tool call's arguments, beyond these ends the stream.
     max_event_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     max_arguments_chars: int = Field(default=4 * 1024 * 1024, gt=0)
-    # On SIGTERM/SIGINT, in-flight streams may run this long before they are ended with an error event.
+    # On SIGTERM, /readyz and new requests answer 503 for this long before the listener closes.
+    drain_delay: float = Field(default=5, ge=0)
+    # Once the listener closes, in-flight streams may run this long before they are ended with an error event.
     shutdown_grace: float = Field(default=30, ge=0)
     # Retries: exponential backoff from `retry_backoff` seconds, capped at `retry_backoff_max`, with jitter;
     # an upstream Retry-After is honoured up to `retry_after_max`.
@@ -122,6 +134,29 @@ class ProviderConfig(_Strict):
     # After `max_failures` failures in a row, a deployment is skipped for `cooldown` seconds.
     max_failures: int = Field(default=3, gt=0)
     cooldown: float = Field(default=30, ge=0)
+    # Pass-through endpoints, below base_url: `*` is one path segment, a final `**` any number of them.
+    forward: tuple[str, ...] = DEFAULT_FORWARD
+    # Client request headers a pass-through request carries besides content-type and accept.
+    forward_headers: tuple[str, ...] = DEFAULT_FORWARD_HEADERS
+
+    @field_validator("forward")
+    @classmethod
+    def _patterns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for pattern in value:
+            parse_pattern(pattern)
+        return value
+
+    @field_validator("forward_headers")
+    @classmethod
+    def _safe_headers(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name):
+                raise ValueError(f"expected header names, got {name!r}")
+            if not forwardable_header(name):
+                raise ValueError(
+                    f"{name!r} is never forwarded: it carries credentials, is hop-by-hop, or the gateway sets it"
+                )
+        return tuple(name.lower() for name in value)
 
     @field_validator("base_url")
     @classmethod
@@ -200,6 +235,11 @@ class ModelRoute(_Strict):
     def providers(self) -> tuple[str, ...]:
         return (self.provider,) if isinstance(self.provider, str) else self.provider
 
+    @property
+    def is_glob(self) -> bool:
+        """Whether the name is a pattern (fnmatch's ``*``, ``?`` or ``[``) rather than one model name."""
+        return any(char in self.name for char in "*?[")
+
     def upstream_model(self, requested: str) -> str:
         """The name sent upstream: a glob route without ``model`` forwards what the client asked for."""
         return self.model or requested
@@ -228,20 +268,7 @@ class Config(_Strict):
     @model_validator(mode="after")
     def _consistent_routes(self) -> Config:
         """Cross-field checks; raised at the top level, so each line names its own path."""
-        problems = []
-        first: dict[str, int] = {}
-        known = ", ".join(map(repr, self.providers))
-        names = {route.name for route in self.models}
-        for i, route in enumerate(self.models):
-            for provider in route.providers:
-                if provider not in self.providers:
-                    problems.append(f"models[{i}].provider: expected one of the providers {known}, got {provider!r}")
-            if (earlier := first.setdefault(route.name, i)) != i:
-                problems.append(f"models[{i}].name: duplicate route name {route.name!r}, first at models[{earlier}]")
-            for j, fallback in enumerate(route.fallbacks):
-                if fallback not in names or fallback == route.name:
-                    problems.append(f"models[{i}].fallbacks[{j}]: expected the name of another route, got {fallback!r}")
-        if problems:
+        if problems := _reference_problems(self.model_dump()):
             raise ValueError("\n".join(problems))
         return self
 
@@ -282,6 +309,8 @@ class Config(_Strict):
             if provider.headers:
                 headers = ", ".join(f"{header}: {_mask(value)}" for header, value in provider.headers.items())
                 lines.append(f"    headers: {headers}")
+            forward = "the default OpenAI endpoints" if provider.forward == DEFAULT_FORWARD else ", ".join(provider.forward)
+            lines.append(f"    forwards: {forward or 'nothing'}; client headers: {', '.join(provider.forward_headers) or 'none'}")
         lines.append("routes:")
         for route in self.models:
             upstream = route.model or "(requested name)"
@@ -321,14 +350,21 @@ def parse_config(text: str, source: str, env: Mapping[str, str] | None = None) -
 
 
 def default_config(env: Mapping[str, str] | None = None) -> Config:
-    """The config used without a file: agent mode on every model via OpenAI, or the demo provider without a key."""
+    """The config used without a file, so the README's examples (``model="assistant"``) work as written.
+
+    With ``OPENAI_API_KEY``: ``assistant`` goes to ``$GATEWAY_ASSISTANT_MODEL`` (default gpt-4o-mini) and every
+    other model to OpenAI (``$OPENAI_BASE_URL``) under its own name, all in agent mode. Without a key: the same
+    routes on the demo provider, which answers under the requested name.
+    """
     env = os.environ if env is None else env
+    assistant: dict[str, Any] = {"name": ASSISTANT_ROUTE, "rewrite": {}}
     if key := env.get("OPENAI_API_KEY"):
         name, provider = "openai", {"base_url": env.get("OPENAI_BASE_URL") or OPENAI_BASE_URL, "api_key": key}
+        assistant["model"] = env.get("GATEWAY_ASSISTANT_MODEL") or ASSISTANT_MODEL
     else:
         name, provider = "demo", {"base_url": DEMO_BASE_URL}
-    data = {"providers": {name: provider}, "models": [{"name": "*", "provider": name, "rewrite": {}}]}
-    return _validate(data, "default config (from the environment)")
+    models = [{**assistant, "provider": name}, {"name": "*", "provider": name, "rewrite": {}}]
+    return _validate({"providers": {name: provider}, "models": models}, "default config (from the environment)")
 
 
 class _Loader(yaml.SafeLoader):
@@ -399,7 +435,41 @@ def _validate(data: Any, source: str) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError("\n".join(_problems(exc, source))) from None
+        lines = _problems(exc, source)
+        # Pydantic runs the cross-field checks only once every field is valid; run them on the
+        # plain data too, so a dangling reference is reported with every other problem at once.
+        if all(error["loc"] for error in exc.errors(include_url=False)):
+            lines += [f"{source}: {problem}" for problem in _reference_problems(data)]
+        raise ConfigError("\n".join(lines)) from None
+
+
+def _reference_problems(data: Any) -> list[str]:
+    """Routes naming a provider or a fallback that does not exist, and duplicate route names.
+
+    Works on unvalidated data: a part of the wrong shape is skipped, since its own error says why.
+    """
+    if not isinstance(data, Mapping) or not isinstance(routes := data.get("models"), list | tuple):
+        return []
+    providers = data.get("providers")
+    providers = providers if isinstance(providers, Mapping) and providers else None
+    known = ", ".join(map(repr, providers or ()))
+    routes = [route if isinstance(route, Mapping) else {} for route in routes]
+    names = {name for route in routes if isinstance(name := route.get("name"), str)}
+    problems = []
+    first: dict[str, int] = {}
+    for i, route in enumerate(routes):
+        listed = route.get("provider")
+        for provider in (listed,) if isinstance(listed, str) else listed if isinstance(listed, list | tuple) else ():
+            if providers is not None and isinstance(provider, str) and provider and provider not in providers:
+                problems.append(f"models[{i}].provider: expected one of the providers {known}, got {provider!r}")
+        name = route.get("name")
+        if isinstance(name, str) and (earlier := first.setdefault(name, i)) != i:
+            problems.append(f"models[{i}].name: duplicate route name {name!r}, first at models[{earlier}]")
+        fallbacks = route.get("fallbacks")
+        for j, fallback in enumerate(fallbacks if isinstance(fallbacks, list | tuple) else ()):
+            if isinstance(fallback, str) and fallback and (fallback not in names or fallback == name):
+                problems.append(f"models[{i}].fallbacks[{j}]: expected the name of another route, got {fallback!r}")
+    return problems
 
 
 # Fields whose values must not be echoed back in an error message.

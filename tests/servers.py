@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -32,6 +34,7 @@ class Received:
     headers: dict[str, str]
     body: bytes
     client_port: int = 0
+    raw_path: bytes = b""
 
     @property
     def json(self) -> Any:
@@ -123,7 +126,9 @@ class ScriptedUpstream:
             if not message.get("more_body"):
                 break
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
-        request = Received(scope["method"], scope["path"], headers, body, (scope.get("client") or ("", 0))[1])
+        request = Received(
+            scope["method"], scope["path"], headers, body, (scope.get("client") or ("", 0))[1], scope.get("raw_path", b"")
+        )
         self.requests.append(request)
         if self.script:
             reply = self.script.popleft()
@@ -178,6 +183,25 @@ class ScriptedUpstream:
             watcher.cancel()
 
 
+class RecordingTransport(httpx.AsyncBaseTransport):
+    """An in-process upstream for ``create_app``: records every request exactly as sent, and answers
+    with a streamed body, an agent stream when the request accepts one, else ``body``."""
+
+    def __init__(self, body: bytes = b'{"ok": true}', headers: dict[str, str] | None = None) -> None:
+        self.requests: list[httpx.Request] = []
+        self.body = body
+        self.headers = {"content-type": "application/json", **(headers or {})}
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        await request.aread()
+        self.requests.append(request)
+        if request.headers.get("accept") == "text/event-stream":
+            chunks = [make_chunk({"index": 0, "delta": {"content": "Hi"}, "finish_reason": "stop"})]
+            events = b"".join(sse(chunks))
+            return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=httpx.ByteStream(events))
+        return httpx.Response(200, headers=self.headers, stream=httpx.ByteStream(self.body))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -224,24 +248,28 @@ class Running:
 
 
 @contextlib.contextmanager
-def gateway_process(*args: str, env: dict[str, str] | None = None) -> Iterator[Running]:
-    """``gateway serve`` as a real process on a free port, once /readyz answers 200.
+def gateway_process(*args: str, env: dict[str, str] | None = None, choose_port: bool = True) -> Iterator[Running]:
+    """``gateway serve`` as a real process, once /readyz answers 200.
 
+    It listens on a free port given as ``--port``; with ``choose_port=False`` the
+    args or the config choose, and the URL is read from the gateway's first log line.
     Its stderr goes to a file, not a pipe nobody reads, so a chatty process never blocks.
     """
-    port = free_port()
+    port = ["--port", str(free_port())] if choose_port else []
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "serve", "--port", str(port), *args],
+            [sys.executable, "-m", "gateway", "serve", *port, *args],
             env=env if env is not None else clean_env(),
             stderr=log,
         )
-        running = Running(f"http://127.0.0.1:{port}", process, log)
+        running = Running(f"http://127.0.0.1:{port[1]}" if port else "", process, log)
         try:
             deadline = time.monotonic() + 30
             while True:
+                if not running.url and (announced := re.search(r"serving on http://[^:]+:(\d+)/v1", running.stderr())):
+                    running.url = f"http://127.0.0.1:{announced[1]}"
                 try:
-                    if httpx.get(running.url + "/readyz").status_code == 200:
+                    if running.url and httpx.get(running.url + "/readyz").status_code == 200:
                         break
                 except httpx.TransportError:
                     pass
@@ -253,7 +281,7 @@ def gateway_process(*args: str, env: dict[str, str] | None = None) -> Iterator[R
             yield running
         finally:
             if process.poll() is None:
-                process.terminate()
+                process.send_signal(signal.SIGINT)  # stopped as a developer would: no drain delay
                 try:
                     process.wait(30)
                 except subprocess.TimeoutExpired:

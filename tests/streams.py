@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from gateway.core.options import Reasoning, RewriteOptions, Thoughts
 from gateway.core.rewriter import RewriteStats, replay_completion
@@ -36,6 +37,14 @@ def recorded_files() -> list[Path]:
     if not FIXTURES.is_dir():
         return []
     return sorted(p for p in FIXTURES.iterdir() if p.suffix in (".sse", ".jsonl"))
+
+
+def needs_recordings(name: str | None = None) -> pytest.MarkDecorator:
+    """Skips a test when the recordings (or the one named) are absent, naming the place actually looked in."""
+    wanted = FIXTURES / name if name else FIXTURES
+    present = wanted.is_file() if name else bool(recorded_files())
+    reason = f"recorded provider streams not found: {wanted} is absent (GATEWAY_FIXTURES=<dir> looks elsewhere)"
+    return pytest.mark.skipif(not present, reason=reason)
 
 
 def recorded_body(path: Path) -> bytes:

@@ -1,4 +1,4 @@
-"""Unit tests of gateway.app, with the upstream provider mocked by respx.
+"""Unit tests of the ASGI app (gateway.server.app), with the upstream provider mocked by respx.
 
 The end-to-end tests (test_service.py) drive real servers and SDKs; these run
 the ASGI app in-process and pin down exactly what crosses the gateway: the
@@ -20,6 +20,7 @@ import orjson
 import pytest
 import respx
 
+from gateway import __version__
 from gateway.server.app import create_app
 from gateway.config import ModelRoute, parse_config
 from gateway.server.access import AccessLog
@@ -52,6 +53,7 @@ providers:
     base_url: {upstream}
     api_key: {provider_key}
     headers: {{x-extra: "yes", openai-organization: org-test}}
+    forward_headers: [openai-beta, x-extra, x-end-to-end, x-hop-only]
 models:
   - name: agent
     provider: up
@@ -226,21 +228,38 @@ def test_provider_key_and_headers_go_upstream_never_the_clients_key(
     assert not any(CLIENT_KEYS[0] in value for value in sent.headers.values())
 
 
-def test_passthrough_forwards_client_headers_but_not_hop_by_hop_ones(upstream: respx.MockRouter) -> None:
+def test_passthrough_forwards_only_the_body_type_accept_and_allowed_headers(upstream: respx.MockRouter) -> None:
     mocked = upstream.post("/embeddings").respond(json={"object": "list", "data": []})
-    hop_by_hop = {"connection": "upgrade", "upgrade": "h2c", "te": "trailers", "proxy-authorization": "Basic cHJveHk="}
-    response = send(
-        "POST",
-        "/v1/embeddings",
-        json={"model": "plain", "input": "x"},
-        headers={**hop_by_hop, "openai-beta": "assistants=v2"},
-    )
+    refused = {
+        "connection": "upgrade", "upgrade": "h2c", "te": "trailers", "proxy-authorization": "Basic cHJveHk=",
+        "x-api-key": "client-1", "api-key": "client-2", "openai-organization": "org-client", "openai-project": "proj",
+        "x-goog-api-key": "client-3", "ocp-apim-subscription-key": "client-4", "x-auth-token": "client-5",
+        "cookie": "s=1", "user-agent": "client-agent/1", "x-custom": "not asked for", "accept-encoding": "gzip",
+    }
+    client = {**refused, "openai-beta": "assistants=v2", "accept": "application/json"}
+    response = send("POST", "/v1/embeddings", json={"model": "plain", "input": "x"}, headers=client)
     assert response.status_code == 200
+    sent = mocked.calls.last.request
+    assert dict(sent.headers) == {
+        "host": "upstream.test",
+        "content-type": "application/json",
+        "content-length": str(len(sent.content)),
+        "accept": "application/json",
+        "openai-beta": "assistants=v2",
+        "x-request-id": response.headers["x-request-id"],
+        "user-agent": f"agent-gateway/{__version__}",
+        "x-extra": "yes",
+        "openai-organization": "org-test",
+        "authorization": f"Bearer {PROVIDER_KEY}",
+    }
+    assert orjson.loads(sent.content) == {"model": "upstream-plain", "input": "x"}
+
+
+def test_provider_headers_win_over_the_clients_even_when_allowed(upstream: respx.MockRouter) -> None:
+    mocked = upstream.get("/files").respond(json={"data": []})
+    send("GET", "/v1/files", headers={"x-extra": "from-client", "openai-organization": "org-client"})
     sent = mocked.calls.last.request.headers
-    assert sent["openai-beta"] == "assistants=v2"
-    assert "upgrade" not in sent and "te" not in sent and "proxy-authorization" not in sent
-    assert sent.get("connection") != "upgrade"
-    assert orjson.loads(mocked.calls.last.request.content) == {"model": "upstream-plain", "input": "x"}
+    assert sent.get_list("x-extra") == ["yes"] and sent.get_list("openai-organization") == ["org-test"]
 
 
 def test_passthrough_drops_headers_the_connection_header_nominates(upstream: respx.MockRouter) -> None:
@@ -298,12 +317,18 @@ def test_chat_relays_rate_limit_headers_and_the_upstream_id(
     assert_relayed(response, UPSTREAM_HEADERS, ("x-ratelimit-remaining-requests", "x-ratelimit-reset-tokens", "retry-after", "openai-processing-ms"))
 
 
-def test_passthrough_relays_upstream_headers_except_hop_by_hop(upstream: respx.MockRouter) -> None:
-    headers = {**UPSTREAM_HEADERS, "x-custom": "1"}
+def test_passthrough_relays_upstream_headers_except_hop_by_hop_cookies_and_host_ones(upstream: respx.MockRouter) -> None:
+    never = {
+        "set-cookie": "session=upstream-secret; Path=/", "set-cookie2": "old=1", "alt-svc": 'h3=":443"',
+        "strict-transport-security": "max-age=31536000", "x-nominated": "hop", "connection": "x-nominated",
+    }
+    headers = {**UPSTREAM_HEADERS, **never, "x-custom": "1", "content-disposition": "attachment"}
     upstream.post("/embeddings").respond(429, headers=headers, json=OPENAI_ERROR)
     response = send("POST", "/v1/embeddings", json={"model": "plain", "input": "x"})
     assert response.status_code == 429 and response.json() == OPENAI_ERROR
-    assert_relayed(response, headers, ("x-ratelimit-remaining-requests", "x-ratelimit-reset-tokens", "retry-after", "openai-processing-ms", "x-custom"))
+    kept = ("x-ratelimit-remaining-requests", "x-ratelimit-reset-tokens", "retry-after", "openai-processing-ms")
+    assert_relayed(response, headers, (*kept, "x-custom", "content-disposition"))
+    assert not set(never) & set(response.headers)
 
 
 @pytest.mark.parametrize(
@@ -638,8 +663,31 @@ def test_readyz_is_ready_only_between_start_and_stop() -> None:
     assert asyncio.run(statuses()) == [503, 200, 503]
 
 
-def test_passthrough_keeps_percent_encoded_path_segments(upstream: respx.MockRouter) -> None:
+def test_passthrough_keeps_the_escapes_a_segment_may_carry(upstream: respx.MockRouter) -> None:
     mocked = upstream.get(url__regex=r".*/files/.*").respond(json={"ok": True})
-    assert send("GET", "/v1/files/folder%2Fname/content").status_code == 200
-    assert mocked.calls.last.request.url.raw_path == b"/v1/files/folder%2Fname/content"
+    assert send("GET", "/v1/files/ft%3Amodel%20%C3%A9:x@y/content").status_code == 200
+    assert mocked.calls.last.request.url.raw_path == b"/v1/files/ft%3Amodel%20%C3%A9:x@y/content"
 
+
+@pytest.mark.parametrize("path", ["/v1/files/folder%2Fname/content", "/v1/files/%2e%2e/content", "/v1/files//content"])
+def test_passthrough_refuses_a_path_that_could_leave_its_segment(upstream: respx.MockRouter, path: str) -> None:
+    mocked = upstream.route().respond(json={"ok": True})
+    response = send("GET", path)
+    assert response.status_code == 400 and error_code(response) == "invalid_path"
+    assert not mocked.calls
+
+
+def test_passthrough_forwards_only_the_providers_endpoints(upstream: respx.MockRouter) -> None:
+    mocked = upstream.route().respond(json={"ok": True})
+    response = send("POST", "/v1/admin/keys", json={"model": "plain"})
+    assert response.status_code == 404 and error_code(response) == "not_found"
+    assert not mocked.calls
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "code"),
+    [("GET", "/nope", 404, "not_found"), ("DELETE", "/healthz", 405, "method_not_allowed"), ("GET", "/v1/files/", 400, "invalid_path")],
+)
+def test_unknown_paths_and_methods_are_openai_errors_not_redirects(method: str, path: str, status: int, code: str) -> None:
+    response = send(method, path)
+    assert response.status_code == status and error_code(response) == code

@@ -198,6 +198,37 @@ def test_every_problem_gets_its_own_line(tmp_path: Path) -> None:
     )
 
 
+def test_dangling_references_are_reported_with_every_other_problem(tmp_path: Path) -> None:
+    """Cross-field problems come in the same run as field problems, not after those are fixed."""
+    path = tmp_path / "gateway.yaml"
+    text = MINIMAL + "    fallbacks: [nowhere]\n  - {name: b, provider: opnai, rewrite: {reasoning: y}}\n  - {name: b, provider: openai, model: ''}\n"
+    lines = problems(tmp_path, text + "server: {port: -1}\n")
+    assert sorted(lines) == sorted(
+        [
+            f"{path}: models[0].fallbacks[0]: expected the name of another route, got 'nowhere'",
+            f"{path}: models[1].provider: expected one of the providers 'openai', got 'opnai'",
+            f"{path}: models[1].rewrite.reasoning: expected one of 'hide', 'expose', got 'y'",
+            f"{path}: models[2].name: duplicate route name 'b', first at models[1]",
+            f"{path}: models[2].model: expected a non-empty string, got ''",
+            f"{path}: server.port: expected a number greater than or equal to 1, got -1",
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "providers: []\nmodels: [{name: a, provider: p}]\n",
+        "providers: {}\nmodels: [{name: a, provider: p}]\n",
+        "models: [{name: a, provider: p}]\n",
+        "providers: {p: {base_url: 'http://up'}}\nmodels: [7, {name: a, provider: [p, 3]}, {name: [x], fallbacks: a}]\n",
+    ],
+)
+def test_references_in_a_broken_shape_add_no_noise(tmp_path: Path, text: str) -> None:
+    """Without a usable providers mapping, its own error is the one to fix; no line per route repeats it."""
+    assert not [line for line in problems(tmp_path, text) if "expected one of the providers" in line or "another route" in line]
+
+
 def test_providers_and_models_are_required(tmp_path: Path) -> None:
     path = tmp_path / "gateway.yaml"
     assert problems(tmp_path, "providers: {}\nmodels: []\n") == [
@@ -267,6 +298,11 @@ def test_glob_matching_is_case_sensitive_and_unmatched_is_none() -> None:
     assert routes("model-[ab]").route("model-c") is None
 
 
+@pytest.mark.parametrize(("name", "is_glob"), [("gpt-*", True), ("model-?", True), ("model-[ab]", True), ("assistant", False), ("gpt-4.1", False)])
+def test_glob_names_are_told_from_concrete_ones(name: str, is_glob: bool) -> None:
+    assert ModelRoute(name=name, provider="p").is_glob is is_glob
+
+
 def test_upstream_model() -> None:
     assert ModelRoute(name="gpt-*", provider="p").upstream_model("gpt-4o") == "gpt-4o"
     assert ModelRoute(name="assistant", provider="p", model="gpt-4o-mini").upstream_model("assistant") == "gpt-4o-mini"
@@ -302,10 +338,19 @@ def test_default_config_with_openai_key() -> None:
     assert name == "openai"
     assert provider.base_url == "https://api.openai.com/v1"
     assert provider.api_key is not None and provider.api_key.get_secret_value() == SECRET
-    [route] = config.models
-    assert (route.name, route.provider, route.model, route.rewrite) == ("*", "openai", None, RewriteConfig())
-    assert config.route("anything") is route and route.upstream_model("gpt-4o") == "gpt-4o"
+    assistant, other = config.models
+    assert (assistant.name, assistant.provider, assistant.model, assistant.rewrite) == ("assistant", "openai", "gpt-4o-mini", RewriteConfig())
+    assert (other.name, other.provider, other.model, other.rewrite) == ("*", "openai", None, RewriteConfig())
+    assert config.route("assistant") is assistant and assistant.upstream_model("assistant") == "gpt-4o-mini"
+    assert config.route("anything") is other and other.upstream_model("gpt-4o") == "gpt-4o"
     assert not config.is_demo
+
+
+@pytest.mark.parametrize(("value", "upstream"), [("gpt-4.1-nano", "gpt-4.1-nano"), ("", "gpt-4o-mini")])
+def test_default_assistant_model_is_overridable(value: str, upstream: str) -> None:
+    config = default_config({"OPENAI_API_KEY": SECRET, "GATEWAY_ASSISTANT_MODEL": value})
+    route = config.route("assistant")
+    assert route is not None and route.upstream_model("assistant") == upstream
 
 
 def test_default_config_honours_openai_base_url() -> None:
@@ -326,7 +371,10 @@ def test_default_config_without_key_is_demo(env: dict[str, str]) -> None:
     assert list(config.providers) == ["demo"]
     assert config.providers["demo"].base_url == "http://demo.invalid/v1"
     assert config.providers["demo"].api_key is None
-    assert config.route("gpt-4o") is config.models[0] and config.models[0].rewrite == RewriteConfig()
+    assistant, other = config.models
+    assert config.route("assistant") is assistant and assistant.upstream_model("assistant") == "assistant"
+    assert config.route("gpt-4o") is other and other.upstream_model("gpt-4o") == "gpt-4o"
+    assert assistant.rewrite == other.rewrite == RewriteConfig()
 
 
 def test_is_demo_needs_the_demo_host() -> None:

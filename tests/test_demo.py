@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import openai
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -378,7 +379,6 @@ def test_models_lists_the_demo_model() -> None:
 
 
 def test_the_openai_sdk_reads_the_demo() -> None:
-    openai = pytest.importorskip("openai")
     messages = [{"role": "user", "content": USER}]
 
     async def run() -> tuple[list[str], str, str]:

@@ -1,12 +1,25 @@
-"""Property-based fuzzing: no input makes the request parser, the SSE decoder or the stream path raise anything but their own errors."""
+"""Property-based fuzzing with real oracles.
+
+A request body, however hostile, gets a 4xx OpenAI error with nothing sent
+upstream, or is forwarded as valid JSON equal to what the client sent (the
+model replaced; on an agent route, the injection added around the client's
+own fields and user messages). A broken upstream stream never raises
+through the stream path: the client gets valid chunks, then one end.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+from typing import Any
+
+import httpx
 import orjson
-from hypothesis import given, settings
+import pytest
+from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from gateway.core.agent import prepare
+from gateway.config import parse_config
 from gateway.core.errors import GatewayError
 from gateway.core.events import Done, Error
 from gateway.core.options import Reasoning, RewriteOptions, Thoughts
@@ -15,40 +28,150 @@ from gateway.core.sse import SSEDecoder, SSEError
 from gateway.core.translator import StreamTranslator
 from gateway.dialects.chat import ChatStreamEncoder, fold_completion
 from gateway.dialects.chat import parse_request as parse_chat_request
+from gateway.server.app import create_app
+from tests.servers import RecordingTransport, completion_of
+from tests.streams import agent_stream
 
 json_values = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=10)),
     lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
     max_leaves=20,
 )
-# Bodies shaped like chat requests, with any value in any field, so validation and injection see hostile types.
-fields = st.sampled_from(["model", "messages", "stream", "tools", "tool_choice", "functions", "role", "content", "tool_calls", "function", "type", "parameters", "properties", "required", "name"])
-shaped = st.recursive(
-    json_values,
-    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(fields, inner, max_size=6)),
-    max_leaves=30,
+
+
+class Raw(str):
+    """JSON text written into a body as it is: a token a JSON encoder would never produce."""
+
+
+def render(value: Any) -> str:
+    """A body's text, with ``Raw`` tokens left as they are."""
+    if isinstance(value, Raw):
+        return value
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{json.dumps(key)}:{render(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(render(item) for item in value) + "]"
+    return json.dumps(value)
+
+
+def nested(depth: int) -> Raw:
+    return Raw("[" * depth + "]" * depth)
+
+
+# What a hostile client writes: non-finite and overflowing numbers, lone surrogates, integers beyond
+# 64 bits (which make the gateway decode exactly), and nesting around the limits of both decoders.
+hostile = st.one_of(
+    st.sampled_from([Raw("NaN"), Raw("Infinity"), Raw("-Infinity"), Raw("1e400"), Raw("-1E+999"), Raw('"\\ud800"'),
+                     Raw('"\\udc00"'), Raw('"x\\ud83d"'), Raw('"\\ud83d\\ude00"'), Raw("1.5e308"), Raw("-0.0")]),
+    st.integers(10**18, 10**40).map(lambda n: Raw(str(n))),
+    st.integers(-(10**40), -(10**18)).map(lambda n: Raw(str(n))),
+    st.sampled_from([10, 253, 254, 255, 400, 1023, 1100]).map(nested),
 )
-modes = st.builds(RewriteOptions, inner_thoughts=st.sampled_from(list(Thoughts)), system_prompt=st.sampled_from([None, "", "Be kind."]))
+leaves = st.one_of(json_values, hostile)
+fields = st.sampled_from(["model", "messages", "stream", "tools", "tool_choice", "functions", "role", "content", "text", "tool_calls", "function", "type", "parameters", "properties", "required", "name"])
+values = st.recursive(leaves, lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(fields, inner, max_size=4)), max_leaves=12)
+parts = st.fixed_dictionaries({"type": st.sampled_from(["text", "image_url"]) | values, "text": st.text(max_size=5) | values})
+messages = st.fixed_dictionaries(
+    {"role": st.sampled_from(["user", "assistant", "system", "tool"]) | values},
+    optional={"content": st.text(max_size=5) | st.none() | st.lists(parts, max_size=3) | values, "tool_calls": values, "name": values},
+)
+tools = st.fixed_dictionaries(
+    {"type": st.just("function") | values},
+    optional={"function": st.fixed_dictionaries({"name": st.text(max_size=5) | values}, optional={"parameters": values})},
+)
+chat_bodies = st.fixed_dictionaries(
+    {"model": st.sampled_from(["agent", "agent-content", "plain"]) | values, "messages": st.lists(messages, max_size=4) | values},
+    optional={"tools": st.lists(tools, max_size=3) | values, "tool_choice": st.sampled_from(["auto", "none", "required"]) | values,
+              "stream": st.booleans() | values, "x_vendor": values, "functions": values},
+)
+embedding_bodies = st.fixed_dictionaries({"model": st.sampled_from(["agent", "plain"]) | values, "input": values}, optional={"x_vendor": values})
+
+CONFIG = """
+providers: {up: {base_url: "http://upstream.test/v1"}}
+models:
+  - {name: plain, provider: up, model: upstream-plain, max_retries: 0}
+  - {name: agent, provider: up, model: upstream-agent, rewrite: {}, max_retries: 0}
+  - {name: agent-content, provider: up, model: upstream-agent, rewrite: {inner_thoughts: content, system_prompt: ""}, max_retries: 0}
+"""
+COMPLETION = orjson.dumps(completion_of(agent_stream(['{"inner_thoughts": "t", "message": "Hello"}'])))
 
 
-@settings(max_examples=400)
-@given(st.one_of(shaped, json_values), modes)
-def test_request_parser_and_agent_mode_raise_only_gateway_errors(body: object, config: RewriteOptions) -> None:
-    try:
-        payload = parse_chat_request(orjson.dumps(body)).payload
-    except GatewayError as error:
-        assert 400 <= error.status < 500
+RECORDER = RecordingTransport(COMPLETION)
+APP = create_app(parse_config(CONFIG, "fuzz.yaml", env={}), {"up": RECORDER})
+
+
+def through_the_gateway(path: str, body: bytes) -> tuple[httpx.Response, list[httpx.Request]]:
+    """The client's answer and what the upstream received, for one request."""
+    RECORDER.requests = []
+
+    async def main() -> httpx.Response:
+        gateway = APP.app.state.service
+        await gateway.start()
+        try:
+            transport = httpx.ASGITransport(app=APP, raise_app_exceptions=False)
+            async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+                return await client.post(path, content=body, headers={"content-type": "application/json"})
+        finally:
+            await gateway.stop()
+
+    return asyncio.run(main()), RECORDER.requests
+
+
+def assert_refused_or_forwarded_equal(path: str, body: bytes) -> tuple[Any, Any] | None:
+    """The oracle: a 4xx OpenAI error and nothing sent, or a success whose one upstream request is valid
+    JSON; returns (what the client sent, what the upstream received) for a forward, decoded exactly."""
+    response, sent = through_the_gateway(path, body)
+    if 400 <= response.status_code < 500:
+        error = response.json()["error"]
+        assert set(error) == {"message", "type", "param", "code"} and error["message"]
+        assert sent == []
+        event(f"refused {response.status_code}")
+        return None
+    assert response.status_code == 200, response.text
+    [request] = sent
+    orjson.loads(request.content)  # strict: no NaN, no Infinity, no lone surrogate, no 1e400
+    event("forwarded")
+    return json.loads(body), json.loads(request.content)
+
+
+@settings(max_examples=300)
+@given(chat_bodies)
+def test_a_chat_request_is_refused_or_forwarded_as_valid_json_equal_to_what_was_sent(body: dict[str, Any]) -> None:
+    forwarded = assert_refused_or_forwarded_equal("/v1/chat/completions", render(body).encode())
+    if forwarded is None:
         return
-    upstream, _ = prepare(payload, config)
-    orjson.dumps(upstream)
+    client, upstream = forwarded
+    if client["model"] == "plain":
+        assert upstream == {**client, "model": "upstream-plain"}
+        return
+    # An agent route adds the message tool, forces a tool call and rewrites past assistant turns;
+    # the client's other fields and its user messages reach the upstream as they were sent.
+    assert upstream["model"] == "upstream-agent"
+    for key in set(client) - {"model", "messages", "tools", "tool_choice"}:
+        assert upstream[key] == client[key]
+    users = [m for m in client["messages"] if m.get("role") == "user"]
+    assert [m for m in upstream["messages"] if m.get("role") == "user"] == users
+
+
+@settings(max_examples=200)
+@given(embedding_bodies)
+def test_a_forwarded_body_is_refused_or_sent_as_valid_json_equal_to_what_was_sent(body: dict[str, Any]) -> None:
+    forwarded = assert_refused_or_forwarded_equal("/v1/embeddings", render(body).encode())
+    if forwarded is not None:
+        client, upstream = forwarded
+        model = client["model"]  # a route's name is replaced; a model that is not a string names no route
+        models = {"plain": "upstream-plain", "agent": "upstream-agent"}
+        assert upstream == {**client, "model": models[model] if isinstance(model, str) else model}
 
 
 @given(st.binary(max_size=200))
 def test_request_parser_on_arbitrary_bytes(body: bytes) -> None:
     try:
-        parse_chat_request(body)
+        payload = parse_chat_request(body).payload
     except GatewayError as error:
-        assert error.status == 400
+        assert error.status == 400 and error.message
+        return
+    assert payload == json.loads(body) and isinstance(payload["model"], str) and isinstance(payload["messages"], list)
 
 
 @given(st.lists(st.binary(max_size=40), max_size=10))
@@ -57,7 +180,7 @@ def test_sse_decoder_on_arbitrary_bytes(reads: list[bytes]) -> None:
     try:
         for read in reads:
             for event in decoder.feed(read):
-                assert isinstance(event[0], bytes)
+                assert isinstance(event, bytes) or isinstance(event.text, bytes)
         decoder.close()
     except SSEError:
         pass
@@ -109,3 +232,56 @@ def test_replayed_completions_raise_only_invalid_chunk_and_fold_to_json(item: ob
     except InvalidChunk:
         return
     orjson.dumps(fold_completion(item, events))
+
+
+DEEP = b"[" * 1000 + b"]" * 1000
+LONG = b"1234567890123456789012"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "problem"),
+    [
+        ("/v1/chat/completions", b'{"model": "agent", "messages": [], "x": %s}' % DEEP, "nested too deeply"),
+        ("/v1/chat/completions", b'{"model": "plain", "messages": [], "x": %s}' % DEEP, "nested too deeply"),
+        ("/v1/embeddings", b'{"model": "plain", "input": %s}' % DEEP, "nested too deeply"),
+        ("/v1/chat/completions", b'{"model": "plain", "messages": [], "x": [%s, %s]}' % (nested(253).encode(), LONG), "nested too deeply"),
+        ("/v1/chat/completions", b'{"model": "plain", "messages": [], "s": "\\ud800", "n": %s}' % LONG, "surrogate"),
+        ("/v1/embeddings", b'{"model": "plain", "input": "\\udc00", "n": %s}' % LONG, "surrogate"),
+        ("/v1/chat/completions", b'{"model": "plain", "messages": [], "t": NaN, "n": %s}' % LONG, "not valid JSON"),
+        ("/v1/chat/completions", b'{"model": "plain", "messages": [], "t": Infinity, "n": %s}' % LONG, "not valid JSON"),
+        ("/v1/embeddings", b'{"model": "plain", "input": 1e400, "n": %s}' % LONG, "infinity"),
+        (
+            "/v1/chat/completions",
+            b'{"model": "agent", "messages": [{"role": "assistant", "content": [{"type": "text", "text": 5}]}]}',
+            "'messages.0.content.0.text': expected a string",
+        ),
+        (
+            "/v1/chat/completions",
+            b'{"model": "agent", "messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": [{"type": "text", "text": null}]}]}',
+            "'messages.1.content.0.text': expected a string",
+        ),
+    ],
+)
+def test_hostile_bodies_are_a_400_naming_the_problem_and_nothing_is_sent(path: str, body: bytes, problem: str) -> None:
+    response, sent = through_the_gateway(path, body)
+    assert response.status_code == 400 and problem in response.json()["error"]["message"]
+    assert sent == []
+
+
+def test_nesting_up_to_the_limit_and_long_integers_are_forwarded_exactly() -> None:
+    # The object, the list and 252 more: 254 levels, the most the gateway re-encodes.
+    body = b'{"model": "plain", "messages": [], "x": [%s, %s, -%s]}' % (nested(252).encode(), LONG, LONG)
+    response, [sent] = through_the_gateway("/v1/chat/completions", body)
+    assert response.status_code == 200
+    assert json.loads(sent.content) == {**json.loads(body), "model": "upstream-plain"}
+
+
+@pytest.mark.parametrize("name", [[1], {}, None, 7])
+def test_a_tool_whose_name_is_not_a_string_is_forwarded_for_the_upstream_to_judge(name: Any) -> None:
+    tool = {"type": "function", "function": {"name": name, "parameters": {"type": "object", "properties": {}}}}
+    body = orjson.dumps({"model": "agent", "messages": [{"role": "user", "content": "Hi"}], "tools": [tool]})
+    response, [sent] = through_the_gateway("/v1/chat/completions", body)
+    assert response.status_code == 200
+    [forwarded, message_tool] = orjson.loads(sent.content)["tools"]
+    assert forwarded["function"]["name"] == name and "inner_thoughts" in forwarded["function"]["parameters"]["properties"]
+    assert message_tool["function"]["name"] == "send_message"

@@ -109,6 +109,16 @@ def test_metrics_move_with_a_mix_of_requests(setup: tuple[ScriptedUpstream, str]
     assert value(after, "gateway_in_flight_requests") == 0 and value(after, "gateway_in_flight_streams") == 0
 
 
+def test_no_created_series_are_exported(setup: tuple[ScriptedUpstream, str]) -> None:
+    """Counters and histograms carry their values only, not a `*_created` timestamp series per label set."""
+    _, url = setup
+    assert post(url).status_code == 200
+    families = {family.name: family for family in text_string_to_metric_families(httpx.get(url + "/metrics").text)}
+    assert {"gateway_requests", "gateway_request_duration_seconds"} <= set(families)
+    names = {sample.name for family in families.values() for sample in family.samples}
+    assert "gateway_requests_total" in names and not [name for name in names if name.endswith("_created")]
+
+
 def test_invalid_tool_arguments_and_client_calls_are_counted(setup: tuple[ScriptedUpstream, str]) -> None:
     upstream, url = setup
     before = scrape(url)
@@ -165,7 +175,8 @@ def test_metrics_add_up_across_workers(tmp_path: Path) -> None:
     upstream = ScriptedUpstream(default=lambda request: stream_reply(agent_chunks()))
     with serve(upstream) as upstream_url:
         config = tmp_path / "workers.yaml"
-        config.write_text(f"providers: {{up: {{base_url: '{upstream_url}/v1'}}}}\nmodels: [{{name: agent, provider: up, rewrite: {{inject_tools: false}}}}]\n")
+        # The supervisor stops its workers with SIGTERM; no drain delay is needed to stop a test.
+        config.write_text(f"server: {{drain_delay: 0}}\nproviders: {{up: {{base_url: '{upstream_url}/v1'}}}}\nmodels: [{{name: agent, provider: up, rewrite: {{inject_tools: false}}}}]\n")
         with gateway_process("--config", str(config), "--workers", "2") as running:
             url = running.url
             threads = [threading.Thread(target=lambda: [httpx.post(url + "/v1/chat/completions", json={"model": "agent", "messages": [], "stream": True}) for _ in range(5)]) for _ in range(4)]

@@ -1,16 +1,70 @@
-"""The README's examples are what the gateway really does."""
+"""The README's examples are what the gateway really does, in every mode the README says they work in.
+
+The examples under "Using it" are run as written (only the port changes)
+against a real ``gateway serve`` process in each mode: the built-in demo (no
+config, no key), key-only (``OPENAI_API_KEY``, no config; ``OPENAI_BASE_URL``
+points at a scripted OpenAI-compatible upstream, which records what it got)
+and ``config.example.yaml`` with the same variables.
+"""
 
 from __future__ import annotations
 
+import ast
+import contextlib
+import io
+import json
+import re
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import httpx
+import openai
 import orjson
+import pytest
 
 from gateway.core.options import RewriteOptions
 from gateway.core.translator import StreamTranslator
 from gateway.dialects.chat import ChatStreamEncoder
+from gateway.upstream.forwarding import DEFAULT_FORWARD, DEFAULT_FORWARD_HEADERS
+from tests.servers import (
+    Received,
+    Reply,
+    Running,
+    ScriptedUpstream,
+    clean_env,
+    completion_of,
+    gateway_process,
+    json_reply,
+    serve,
+    stream_reply,
+)
+from tests.streams import agent_stream, split_evenly, sse_payloads
 
-README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text()
+README_URL = "http://127.0.0.1:8080/v1"
+PROVIDER_KEY = "sk-readme-provider-0123456789abcdef"
+REPLY = "Hello from the scripted upstream! 😀"
+THOUGHTS = "PRIVATE-THOUGHTS-never-shown"
+
+
+def section(title: str) -> str:
+    return README.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def code_blocks(text: str, language: str = "") -> list[str]:
+    return [code for lang, code in re.findall(r"^```(\w*)\n(.*?)^```$", text, re.DOTALL | re.MULTILINE) if lang == language]
+
+
+USING = section("Using it")
+OPENAI_EXAMPLE, LANGCHAIN_EXAMPLE = code_blocks(USING, "python")
+[CURL_EXAMPLE] = code_blocks(USING)
 
 
 def test_before_and_after_stream_example() -> None:
@@ -24,6 +78,201 @@ def test_before_and_after_stream_example() -> None:
 
 
 def test_the_test_command_is_what_ci_runs() -> None:
-    ci = (Path(__file__).resolve().parents[1] / ".ci" / "run").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
     assert '.venv/bin/pip install -e ".[test]" && .venv/bin/pytest -q' in README
     assert 'pip install --quiet -e ".[test]"' in ci and "pytest -q" in ci
+
+
+def test_the_forwarded_endpoints_listed_are_the_defaults() -> None:
+    section = README.split("The default is the OpenAI API besides chat completions", 1)[1].split("`forward: []`", 1)[0]
+    example = (Path(__file__).resolve().parents[1] / "config.example.yaml").read_text()
+    listed = example.split("# Default: the OpenAI API endpoints:", 1)[1].split("]", 1)[0]
+    assert re.findall(r"`(/[^`]+)`", section) == list(DEFAULT_FORWARD)
+    assert re.findall(r"/[\w/*]+", listed) == list(DEFAULT_FORWARD)
+    assert "forward_headers: [openai-beta]" in example and list(DEFAULT_FORWARD_HEADERS) == ["openai-beta"]
+
+
+# The examples under "Using it", in each zero-config mode and with the example config.
+
+
+def agent_answer(request: Received) -> Reply:
+    """An agent-style model: it calls the client's get_weather when offered, else replies through send_message."""
+    body = request.json
+    offered = {tool["function"]["name"] for tool in body.get("tools", []) if tool.get("type") == "function"}
+    if "get_weather" in offered and body["messages"][-1]["role"] == "user":
+        arguments, name, call_id = {"inner_thoughts": THOUGHTS, "city": "Oslo"}, "get_weather", "call_w"
+    else:
+        arguments, name, call_id = {"inner_thoughts": THOUGHTS, "message": REPLY}, "send_message", "call_1"
+    chunks = agent_stream(split_evenly(json.dumps(arguments), 7), name=name, call_id=call_id)
+    return stream_reply(chunks) if body.get("stream") else json_reply(completion_of(chunks))
+
+
+@dataclass
+class Mode:
+    name: str
+    running: Running
+    upstream: ScriptedUpstream | None  # None: the demo provider, inside the gateway
+    assistant_model: str  # what the `assistant` route sends upstream
+
+
+@contextlib.contextmanager
+def scripted_gateway(*args: str, **env: str) -> Iterator[tuple[Running, ScriptedUpstream]]:
+    """``gateway serve`` with OPENAI_API_KEY set and OPENAI_BASE_URL pointing at a scripted upstream."""
+    upstream = ScriptedUpstream(default=agent_answer)
+    with serve(upstream) as upstream_url:
+        process_env = clean_env(OPENAI_API_KEY=PROVIDER_KEY, OPENAI_BASE_URL=upstream_url + "/v1", **env)
+        with gateway_process(*args, env=process_env) as running:
+            yield running, upstream
+
+
+@pytest.fixture(scope="module", params=["demo", "key-only", "example config"])
+def mode(request: pytest.FixtureRequest) -> Iterator[Mode]:
+    if request.param == "demo":
+        with gateway_process() as running:
+            yield Mode(request.param, running, None, "assistant")
+        return
+    args = ("--config", str(ROOT / "config.example.yaml")) if request.param == "example config" else ()
+    with scripted_gateway(*args) as (running, upstream):
+        yield Mode(request.param, running, upstream, "gpt-4o-mini")
+
+
+def run_example(code: str, url: str) -> str:
+    """Runs a README example as written, but against ``url``; returns what it printed."""
+    assert code.count(README_URL) == 1
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code.replace(README_URL, url + "/v1"), "README.md", "exec"), {"__name__": "readme_example"})  # noqa: S102 (the README's own code)
+    return out.getvalue()
+
+
+def chat_log(running: Running) -> list[dict[str, Any]]:
+    """The gateway's access-log lines for chat completions so far (stderr is JSON lines, one format)."""
+    lines = [orjson.loads(line) for line in running.stderr().splitlines()]
+    return [line for line in lines if line.get("logger") == "gateway.access" and line.get("path") == "/v1/chat/completions"]
+
+
+@dataclass
+class Before:
+    """Where the upstream's record and the access log stood before an example ran."""
+
+    upstream: int
+    logged: int
+
+
+def before(mode: Mode) -> Before:
+    return Before(len(mode.upstream.requests) if mode.upstream else 0, len(chat_log(mode.running)))
+
+
+def assert_served_by_assistant(mode: Mode, since: Before, requests: int) -> None:
+    """The access log shows the `assistant` route with its upstream model, and so does what the upstream received."""
+    deadline = time.monotonic() + 10
+    while len(logged := chat_log(mode.running)[since.logged :]) < requests and time.monotonic() < deadline:
+        time.sleep(0.05)  # a line is written as its request ends, just after the client has the last byte
+    assert [(line["route"], line["upstream_model"], line["status"]) for line in logged] == [
+        ("assistant", mode.assistant_model, 200)
+    ] * requests
+    if mode.upstream is None:
+        return
+    sent = mode.upstream.requests[since.upstream :]
+    assert len(sent) == requests
+    for request in sent:
+        assert request.path == "/v1/chat/completions" and request.json["model"] == mode.assistant_model
+        # The provider's key goes upstream; the client's "your-gateway-key" does not.
+        assert request.headers["authorization"] == f"Bearer {PROVIDER_KEY}"
+        assert "your-gateway-key" not in request.body.decode() + str(request.headers)
+        assert request.json["tools"][-1]["function"]["name"] == "send_message"
+
+
+def test_openai_sdk_example(mode: Mode) -> None:
+    since = before(mode)
+    printed = run_example(OPENAI_EXAMPLE, mode.running.url)
+    if mode.upstream is None:
+        assert printed.startswith('Hi! This is the "agent-gateway" demo provider') and "You said: Hi!\n" in printed
+    else:
+        assert printed == REPLY
+        [request] = mode.upstream.requests[since.upstream :]
+        assert request.json["stream"] is True
+    assert THOUGHTS not in printed and "inner_thoughts" not in printed
+    assert_served_by_assistant(mode, since, 1)
+
+
+def test_langchain_example_with_a_tool(mode: Mode) -> None:
+    since = before(mode)
+    printed = run_example(LANGCHAIN_EXAMPLE, mode.running.url)
+    *text, calls_line = printed.rstrip("\n").split("\n")
+    calls = ast.literal_eval(calls_line)
+    assert [call["name"] for call in calls] == ["get_weather"]
+    if mode.upstream is None:
+        assert "You said: Hello\n" in "\n".join(text) + "\n"
+        assert list(calls[0]["args"]) == ["city"]
+    else:
+        assert text == [REPLY]
+        assert calls == [{"name": "get_weather", "args": {"city": "Oslo"}, "id": "call_w", "type": "tool_call"}]
+        _, with_tool = mode.upstream.requests[since.upstream :]
+        weather = next(tool for tool in with_tool.json["tools"] if tool["function"]["name"] == "get_weather")
+        assert weather["function"]["parameters"]["required"] == ["inner_thoughts", "city"]
+    assert_served_by_assistant(mode, since, 2)
+
+
+def test_curl_example(mode: Mode) -> None:
+    """The curl command's URL, headers and body, sent by httpx (no curl binary needed), read unbuffered like -N."""
+    argv = shlex.split(CURL_EXAMPLE.replace("\\\n", " "))
+    assert argv[:2] == ["curl", "-N"]
+    options = dict(zip(argv[3::2], argv[4::2], strict=True))
+    headers = [argv[i + 1] for i in range(3, len(argv), 2) if argv[i] == "-H"]
+    assert set(options) == {"-H", "-d"} and argv[2].startswith(README_URL)
+    since = before(mode)
+    url = argv[2].replace(README_URL, mode.running.url + "/v1")
+    with httpx.stream(
+        "POST", url, content=options["-d"], headers=dict(header.split(": ", 1) for header in headers), timeout=30
+    ) as response:
+        body = b"".join(response.iter_raw())
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+    assert body.rstrip().endswith(b"data: [DONE]")
+    text = "".join(
+        choice["delta"].get("content") or "" for payload in sse_payloads(body) for choice in payload["choices"]
+    )
+    if mode.upstream is None:
+        assert "You said: Hi!\n" in text
+    else:
+        assert text == REPLY
+    assert THOUGHTS.encode() not in body
+    assert_served_by_assistant(mode, since, 1)
+
+
+def test_models_lists_the_assistant_route(mode: Mode) -> None:
+    client = openai.OpenAI(base_url=mode.running.url + "/v1", api_key="your-gateway-key", max_retries=0)
+    ids = [model.id for model in client.models.list().data]
+    expected = ["assistant", "assistant-local", "assistant-thinking"] if mode.name == "example config" else ["assistant"]
+    assert ids == expected
+
+
+def test_key_only_mode_assistant_model_is_overridable_and_other_models_keep_their_names() -> None:
+    with scripted_gateway(GATEWAY_ASSISTANT_MODEL="gpt-4.1-nano") as (running, upstream):
+        assert run_example(OPENAI_EXAMPLE, running.url) == REPLY
+        client = openai.OpenAI(base_url=running.url + "/v1", api_key="your-gateway-key", max_retries=0)
+        other = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "Hi!"}])
+        assert other.choices[0].message.content == REPLY
+        assert [request.json["model"] for request in upstream.requests] == ["gpt-4.1-nano", "gpt-4o"]
+        # Every model is in agent mode: send_message injected, the answer turned back into plain text.
+        assert all(request.json["tools"][-1]["function"]["name"] == "send_message" for request in upstream.requests)
+
+
+def test_skips_name_the_fixtures_folder_actually_read(tmp_path: Path) -> None:
+    """The README: tests read the recordings from GATEWAY_FIXTURES when set, and skip with a reason naming it."""
+    assert "GATEWAY_FIXTURES=<dir>" in README
+    probe = "from tests.streams import needs_recordings as n; m, f = n(), n('x.sse'); print(m.args[0], m.kwargs['reason']); print(f.args[0], f.kwargs['reason'])"
+    empty = tmp_path / "elsewhere"
+    empty.mkdir()
+    lines = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, env=clean_env(GATEWAY_FIXTURES=str(empty)), capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert lines == [
+        f"True recorded provider streams not found: {empty} is absent (GATEWAY_FIXTURES=<dir> looks elsewhere)",
+        f"True recorded provider streams not found: {empty / 'x.sse'} is absent (GATEWAY_FIXTURES=<dir> looks elsewhere)",
+    ]
+    (empty / "x.sse").write_bytes(b"data: {}\n\n")
+    lines = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, env=clean_env(GATEWAY_FIXTURES=str(empty)), capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert [line.split(" ", 1)[0] for line in lines] == ["False", "False"]

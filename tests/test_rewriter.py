@@ -19,6 +19,7 @@ from tests.streams import (
     call,
     choice,
     chunk,
+    needs_recordings,
     options_of,
     recorded_chunks,
     recorded_files,
@@ -472,7 +473,6 @@ def test_completion_plain_content_and_no_choices() -> None:
 # Golden tests over the recorded provider streams.
 
 RECORDED = recorded_files()
-needs_recordings = pytest.mark.skipif(not RECORDED, reason="../shared/fixtures/recorded is not present")
 
 
 def recorded_calls(chunks: Chunks) -> list[dict[str, Any]]:
@@ -488,7 +488,7 @@ def recorded_calls(chunks: Chunks) -> list[dict[str, Any]]:
     return [calls[i] for i in sorted(calls)]
 
 
-@needs_recordings
+@needs_recordings()
 @pytest.mark.parametrize("path", RECORDED, ids=[p.name for p in RECORDED])
 def test_recorded_tool_as_message_tool(path: Path) -> None:
     chunks = recorded_chunks(path)
@@ -512,7 +512,7 @@ def test_recorded_tool_as_message_tool(path: Path) -> None:
     assert rewriter.finished and rewriter.stats.invalid_arguments == 0
 
 
-@needs_recordings
+@needs_recordings()
 @pytest.mark.parametrize("path", RECORDED, ids=[p.name for p in RECORDED])
 def test_recorded_tool_as_client_tool(path: Path) -> None:
     chunks = recorded_chunks(path)

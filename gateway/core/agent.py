@@ -4,7 +4,7 @@ With ``inject_tools`` the gateway adds the message tool (and the inner-thoughts
 argument to every client tool), forces a tool call, and rewrites past
 assistant turns into message-tool calls, so any tool-calling model behaves as
 an agent-style model while the client speaks plain chat. Pure functions: the
-client's payload in, the upstream payload out.
+client's payload in, the upstream payload out (or a 400 for history it cannot read).
 
 A request for structured output (``response_format`` of type ``json_schema``
 or ``json_object``) is answered without injection: the model writes the JSON
@@ -20,6 +20,7 @@ from typing import Any, Final
 
 import orjson
 
+from gateway.core.errors import ErrorKind, GatewayError
 from gateway.core.options import RewriteOptions, Thoughts
 
 __all__ = ["TOOL_RESULT", "call_id", "default_system_prompt", "prepare"]
@@ -122,7 +123,10 @@ def _message_tool(options: RewriteOptions) -> dict[str, Any]:
 def _with_inner_thoughts(tool: Any, options: RewriteOptions) -> Any:
     """The client tool with the inner-thoughts argument first (kwarg mode), unless it has one already."""
     function = _function_of(tool)
-    if options.inner_thoughts is not Thoughts.KWARG or function is None or function.get("name") in options.keep_arguments_of:
+    if options.inner_thoughts is not Thoughts.KWARG or function is None:
+        return tool
+    name = function.get("name")
+    if isinstance(name, str) and name in options.keep_arguments_of:
         return tool
     parameters = function.get("parameters")
     if not isinstance(parameters, dict):
@@ -138,12 +142,21 @@ def _with_inner_thoughts(tool: Any, options: RewriteOptions) -> Any:
     return {**tool, "function": {**function, "parameters": new_parameters}}
 
 
-def _text_of(content: Any) -> str:
+def _text_of(content: Any, position: int) -> str:
+    """An assistant message's text; a text part whose ``text`` is not a string is the client's error."""
     if isinstance(content, str):
         return content
-    if isinstance(content, list):
-        return "".join(part.get("text", "") for part in content if isinstance(part, dict) and part.get("type") == "text")
-    return ""
+    if not isinstance(content, list):
+        return ""
+    texts = []
+    for index, part in enumerate(content):
+        if isinstance(part, dict) and part.get("type") == "text":
+            text = part.get("text")
+            if not isinstance(text, str):
+                param = f"messages.{position}.content.{index}.text"
+                raise GatewayError(ErrorKind.INVALID_REQUEST, f"Invalid value for '{param}': expected a string.", param=param)
+            texts.append(text)
+    return "".join(texts)
 
 
 def call_id(position: int, text: str) -> str:
@@ -155,7 +168,8 @@ def _history(messages: list[Any], options: RewriteOptions) -> list[Any]:
     """Past assistant text becomes a message-tool call and its answer, as the model would have produced it."""
     out: list[Any] = []
     for position, message in enumerate(messages):
-        text = _text_of(message.get("content")) if isinstance(message, dict) and message.get("role") == "assistant" else ""
+        assistant = isinstance(message, dict) and message.get("role") == "assistant"
+        text = _text_of(message.get("content"), position) if assistant else ""
         if not text:
             out.append(message)
             continue

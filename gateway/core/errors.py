@@ -24,6 +24,8 @@ class ErrorKind(Enum):
     UNAUTHORIZED = (401, "invalid_request_error", "invalid_api_key")
     FORBIDDEN = (403, "invalid_request_error", "permission_denied")
     NOT_FOUND = (404, "invalid_request_error", "not_found")
+    METHOD_NOT_ALLOWED = (405, "invalid_request_error", "method_not_allowed")
+    REQUEST_TIMEOUT = (408, "invalid_request_error", "request_timeout")
     TOO_LARGE = (413, "invalid_request_error", "request_too_large")
     RATE_LIMITED = (429, "rate_limit_exceeded", "rate_limit_exceeded")
     QUOTA = (429, "insufficient_quota", "insufficient_quota")

@@ -85,10 +85,7 @@ class ChatRequest:
 
 def parse_request(body: bytes) -> ChatRequest:
     """A chat request body, validated as far as the gateway relies on it; 400 otherwise."""
-    try:
-        payload = json_body.loads(body)
-    except ValueError:
-        raise GatewayError(ErrorKind.INVALID_REQUEST, "The request body is not valid JSON.") from None
+    payload = json_body.loads(body)
     if not isinstance(payload, dict):
         raise GatewayError(ErrorKind.INVALID_REQUEST, "The request body must be a JSON object.")
     try:

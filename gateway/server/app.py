@@ -15,13 +15,15 @@ import signal
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from types import FrameType
+from typing import Any
 
 import httpx
 import orjson
 from prometheus_client import multiprocess as prometheus_multiprocess
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
-from starlette.requests import Request
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
@@ -30,8 +32,10 @@ from gateway.core.errors import ErrorKind, GatewayError
 from gateway.dialects import Dialect, chat
 from gateway.server.access import AccessLog, record_of
 from gateway.server.metrics import multiprocess_mode
+from gateway.server.protocol import CLIENT_LIMITS, ClientLimits
 from gateway.server.service import Service
 from gateway.server.streaming import EventStreamResponse, until_disconnected
+from gateway.upstream import forwarding
 
 __all__ = ["app_from_env", "create_app"]
 
@@ -106,24 +110,26 @@ async def list_models(request: Request) -> Response:
         service.auth.check(request.headers)
     except GatewayError as error:
         return _openai_error(error)
-    routes = service.config.models
+    # A glob route serves many names but is not one: only concrete route names are listed.
+    routes = [route for route in service.config.models if not route.is_glob]
     data = [{"id": r.name, "object": "model", "created": 0, "owned_by": ", ".join(r.providers)} for r in routes]
     return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
 
 
 async def forward(request: Request) -> Response:
-    """Any other ``/v1/`` endpoint, forwarded to the provider of the route its body names."""
+    """Any other ``/v1/`` endpoint a provider forwards, sent to the provider of the route its body names."""
     service = service_of(request)
     try:
         service.auth.check(request.headers)
+        path = forwarding.checked_path(request.scope.get("raw_path") or request.scope["path"].encode())
         service.refuse_when_draining()
         body = await read_body(request, service.config.server.max_body_bytes)
-        # The raw path keeps its percent-encoding: an encoded "/" in a segment must stay one.
         forwarded = await service.forwarder.forward(
             request.method,
-            request.scope["raw_path"].decode("latin-1"),
+            path,
             request.scope["query_string"].decode("latin-1"),
-            request.headers,
+            request.headers.items(),
+            request.headers.get("content-type", ""),
             body,
             record_of(request.scope),
         )
@@ -151,6 +157,20 @@ async def readyz(request: Request) -> Response:
     return Response(b'{"status":"not ready"}', 503, media_type="application/json")
 
 
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (no such route, method not allowed), in OpenAI's shape like every other error."""
+    assert isinstance(exc, HTTPException)
+    kind = ErrorKind.METHOD_NOT_ALLOWED if exc.status_code == 405 else ErrorKind.NOT_FOUND
+    message = f"{exc.detail}: {request.method} {request.url.path}"
+    return _openai_error(GatewayError(kind, message, status=exc.status_code, headers=exc.headers))
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    """The client left (or was cut off as too slow) while its body was being read: nobody to answer."""
+    record_of(request.scope).disconnected = True
+    return Response(status_code=499)  # the status is for the access log
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
     logger.exception("unhandled error", extra={"fields": {"request_id": record_of(request.scope).request_id}})
     return _openai_error(GatewayError(ErrorKind.INTERNAL, "The gateway failed to handle the request."))
@@ -159,6 +179,11 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
 def _drain_on_signals(service: Service) -> Callable[[], None]:
     """Start draining on SIGTERM/SIGINT, then let the server's own handler begin its shutdown.
 
+    On a first SIGTERM (what orchestrators send) the server's handler runs only after
+    ``server.drain_delay`` seconds: meanwhile /readyz answers 503, so a load balancer
+    stops sending, and requests still arriving get 503 with ``retry-after``; then the
+    server closes its listener. SIGINT, or a second signal, hands over at once.
+
     Installed from the lifespan, so it wraps whatever handler the server (or
     each uvicorn worker process) set up. Returns what puts the old ones back.
     """
@@ -166,12 +191,23 @@ def _drain_on_signals(service: Service) -> Callable[[], None]:
         return lambda: None
     loop = asyncio.get_running_loop()
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    delay = service.config.server.drain_delay
+    delaying = False
 
-    def handle(signum: int, frame: FrameType | None) -> None:
-        loop.call_soon_threadsafe(service.drain)
+    def hand_over(signum: int, frame: FrameType | None) -> None:
         handler = previous[signal.Signals(signum)]
         if callable(handler):
             handler(signum, frame)
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        nonlocal delaying
+        if signum == signal.SIGTERM and delay > 0 and not delaying:
+            delaying = True
+            loop.call_soon_threadsafe(service.drain, delay)
+            loop.call_soon_threadsafe(loop.call_later, delay, hand_over, signum, None)
+            return
+        loop.call_soon_threadsafe(service.drain)
+        hand_over(signum, frame)
 
     def restore() -> None:
         for sig, handler in previous.items():
@@ -185,13 +221,15 @@ def _drain_on_signals(service: Service) -> Callable[[], None]:
 def create_app(config: Config, transports: Mapping[str, httpx.AsyncBaseTransport] | None = None) -> AccessLog:
     """The ASGI app; ``transports`` replace the network for named providers (the demo, tests)."""
     service = Service(config, transports)
+    server = config.server
+    limits = ClientLimits(server.header_timeout, server.body_timeout, server.max_connections)
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         await service.start()
         restore = _drain_on_signals(service)
         try:
-            yield
+            yield {CLIENT_LIMITS: limits}  # the lifespan state, where the server's protocol finds them
         finally:
             restore()
             await service.stop()
@@ -207,9 +245,10 @@ def create_app(config: Config, transports: Mapping[str, httpx.AsyncBaseTransport
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
         ],
-        exception_handlers={Exception: _unexpected_error},
+        exception_handlers={HTTPException: _http_error, ClientDisconnect: _client_gone, Exception: _unexpected_error},
         lifespan=lifespan,
     )
+    app.router.redirect_slashes = False  # a redirect built from the client's Host header helps no API client
     app.state.service = service
     return AccessLog(app, service.metrics)
 

@@ -11,7 +11,7 @@ from gateway.config import Config
 from gateway.core.errors import ErrorKind, GatewayError
 from gateway.server.auth import Auth
 from gateway.server.completions import Completions
-from gateway.server.forward import Forwarder
+from gateway.server.forwarder import Forwarder
 from gateway.server.metrics import Metrics
 from gateway.server.retries import RetryPolicy
 from gateway.server.routing import Router
@@ -48,19 +48,22 @@ class Service:
         for provider in self.providers.values():
             await provider.aclose()
 
-    def drain(self) -> None:
-        """Stop taking requests; streams still running after the grace period are ended with an error event."""
+    def drain(self, delay: float = 0.0) -> None:
+        """Stop taking requests; streams still running ``delay`` plus the grace period later are ended
+        with an error event (``delay``: how long until the server closes its listener)."""
         if self.draining:
             return
         self.draining = True
         self.ready = False
         loop = asyncio.get_running_loop()
-        loop.call_later(self.config.server.shutdown_grace, self.completions.abort_streams, _CUT)
+        loop.call_later(delay + self.config.server.shutdown_grace, self.completions.abort_streams, _CUT)
 
     def refuse_when_draining(self) -> None:
+        """A 503 that sends the client elsewhere: retry later, and not on this connection."""
         if self.draining:
             message = "The gateway is shutting down."
-            raise GatewayError(ErrorKind.UNAVAILABLE, message, code="gateway_shutdown", headers={"retry-after": "1"})
+            headers = {"retry-after": "1", "connection": "close"}
+            raise GatewayError(ErrorKind.UNAVAILABLE, message, code="gateway_shutdown", headers=headers)
 
 
 _CUT = "The gateway is shutting down; the answer was cut."

@@ -24,40 +24,20 @@ from gateway.config import ProviderConfig, Timeouts
 from gateway.core.errors import ErrorKind, GatewayError
 from gateway.upstream.transport import Http1Transport
 
-__all__ = ["HOP_BY_HOP", "RETRYABLE_STATUS", "Provider", "UpstreamResponse", "client_headers", "retry_after"]
+__all__ = ["RETRYABLE_STATUS", "Provider", "UpstreamResponse", "client_headers", "retry_after"]
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
-
-# Never forwarded in either direction (RFC 9110 §7.6.1), plus what the gateway sets itself.
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "content-length",
-    }
-)
 
 # Upstream response headers a client uses: request ids, timing and rate limits.
 _RELAYED = frozenset({"x-request-id", "openai-processing-ms", "openai-version", "retry-after", "retry-after-ms"})
 
 
-def client_headers(upstream: httpx.Headers, every: bool = False) -> dict[str, str]:
-    """Upstream response headers for the client: the ones clients use (``every``: all but hop-by-hop).
+def client_headers(upstream: httpx.Headers) -> dict[str, str]:
+    """Upstream response headers for a completion's client: the ones clients use.
 
     The provider's request id comes back as ``x-upstream-request-id``: ``x-request-id`` is the gateway's own.
     """
-    if every:
-        headers = {name: value for name, value in upstream.items() if name not in HOP_BY_HOP}
-    else:
-        headers = {name: value for name, value in upstream.items() if name in _RELAYED or name.startswith("x-ratelimit-")}
+    headers = {name: value for name, value in upstream.items() if name in _RELAYED or name.startswith("x-ratelimit-")}
     upstream_id = headers.pop("x-request-id", None)
     if upstream_id is not None:
         headers["x-upstream-request-id"] = upstream_id
@@ -148,6 +128,7 @@ class Provider:
         self.name = name
         self.config = config
         self._base_url = config.base_url.rstrip("/")
+        self._below_base = httpx.URL(self._base_url).raw_path.rstrip(b"/") + b"/"
         self._headers = {"user-agent": f"agent-gateway/{__version__}"}
         self._headers.update((key.lower(), value) for key, value in config.headers.items())
         if config.api_key is not None:
@@ -183,7 +164,9 @@ class Provider:
     ) -> UpstreamResponse:
         """Send one request in a slot of this provider; the answer's body is still to read.
 
-        ``path`` and ``query`` are appended to the base URL as they are, percent-encoding kept.
+        ``path`` and ``query`` are appended to the base URL as they are, percent-encoding kept; a
+        URL that would not stay below the base URL is refused. The provider's own headers win over
+        ``headers``.
         """
         await self._acquire()
         try:
@@ -222,11 +205,14 @@ class Provider:
         # httpx's client layer (cookies, redirects, auth hooks) is skipped: a proxy needs none of
         # it, and a cookie jar shared by every client of the gateway would be a leak.
         url = _url(f"{self._base_url}/{path.lstrip('/')}{'?' + query if query else ''}")
+        if not url.raw_path.startswith(self._below_base):
+            message = "The path cannot be forwarded: it leaves the provider's base URL."
+            raise GatewayError(ErrorKind.INVALID_REQUEST, message, code="invalid_path")
         extensions = {
             "timeout": {"connect": timeouts.connect, "read": timeouts.read, "write": timeouts.read, "pool": timeouts.connect}
         }
         request = httpx.Request(
-            method, url, headers={**self._headers, **(headers or {})}, content=content, extensions=extensions
+            method, url, headers={**(headers or {}), **self._headers}, content=content, extensions=extensions
         )
         first_byte = min(timeouts.first_byte, timeouts.total or timeouts.first_byte)
         try:

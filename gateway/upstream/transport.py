@@ -247,12 +247,17 @@ class _ResponseBody(httpx.AsyncByteStream):
 
 
 class _Pool:
-    """Idle keep-alive connections per origin, most recently used first."""
+    """Idle keep-alive connections per origin, least recently used first.
+
+    Each is closed once it has been idle for ``keepalive_expiry`` seconds, by one
+    timer for the whole pool, set for the oldest idle connection's expiry.
+    """
 
     def __init__(self, max_idle: int, keepalive_expiry: float) -> None:
         self._idle: dict[_Origin, list[_Connection]] = {}
         self._max_idle = max_idle
         self._expiry = keepalive_expiry
+        self._timer: asyncio.TimerHandle | None = None
 
     def take(self, origin: _Origin) -> _Connection | None:
         idle = self._idle.get(origin)
@@ -266,15 +271,14 @@ class _Pool:
 
     def put(self, connection: _Connection) -> None:
         idle = self._idle.setdefault(connection.origin, [])
-        now = asyncio.get_running_loop().time()
-        while idle and now - idle[0].idle_since >= self._expiry:  # the least recently used, left over from a peak
-            idle.pop(0).close()
         if len(idle) >= self._max_idle:
             connection.close()
             return
         connection.recycle()
-        connection.idle_since = now
+        connection.idle_since = asyncio.get_running_loop().time()
         idle.append(connection)
+        if self._timer is None:
+            self._schedule()
 
     def forget(self, connection: _Connection) -> None:
         """A connection closed while idle leaves the pool at once."""
@@ -282,7 +286,23 @@ class _Pool:
         if idle and connection in idle:
             idle.remove(connection)
 
+    def _schedule(self) -> None:
+        oldest = min((idle[0].idle_since for idle in self._idle.values() if idle), default=None)
+        if oldest is not None:
+            self._timer = asyncio.get_running_loop().call_at(oldest + self._expiry, self._expire)
+
+    def _expire(self) -> None:
+        self._timer = None
+        now = asyncio.get_running_loop().time()
+        for idle in self._idle.values():
+            while idle and now - idle[0].idle_since >= self._expiry:
+                idle.pop(0).close()
+        self._schedule()
+
     def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         for idle in self._idle.values():
             for connection in idle:
                 connection.close()

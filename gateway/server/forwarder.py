@@ -1,5 +1,6 @@
 """Forwarded requests: ``/v1/*`` endpoints other than the front doors, sent to a provider as they came.
 
+What may cross, either way, is ``gateway.upstream.forwarding``'s to decide.
 They take the same upstream-call path as completions (a slot of the
 provider, its failure count and cool-down), once, without retries: many of
 them (uploads, batch creation) are not safe to repeat.
@@ -7,7 +8,7 @@ them (uploads, batch creation) are not safe to repeat.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,12 +16,10 @@ from gateway.core import json_body
 from gateway.server.metrics import RequestRecord
 from gateway.server.retries import RetryPolicy
 from gateway.server.routing import Router
-from gateway.upstream.provider import HOP_BY_HOP, RETRYABLE_STATUS, Provider, UpstreamResponse, client_headers
+from gateway.upstream import forwarding
+from gateway.upstream.provider import RETRYABLE_STATUS, Provider, UpstreamResponse
 
 __all__ = ["Forwarded", "Forwarder"]
-
-# Client request headers never forwarded: the gateway key and hop-by-hop fields.
-_NOT_FORWARDED = HOP_BY_HOP | {"authorization", "cookie", "x-request-id"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,33 +39,37 @@ class Forwarder:
     async def forward(
         self,
         method: str,
-        raw_path: str,
+        path: str,
         query: str,
-        headers: Mapping[str, str],
+        headers: Iterable[tuple[str, str]],
+        content_type: str,
         body: bytes,
         record: RequestRecord,
     ) -> Forwarded:
-        """Forward to the provider of the route the JSON body's ``model`` names (alias replaced), else the first."""
-        payload = _json_object(body) if "json" in headers.get("content-type", "") else None
+        """Forward to the provider of the route the JSON body's ``model`` names (alias replaced), else the first.
+
+        ``path`` is the part after ``/v1``, already checked by ``forwarding.checked_path``.
+        """
+        payload = _json_object(body) if body and "json" in content_type else None
         model = payload.get("model") if payload is not None else None
         if isinstance(model, str) and payload is not None:
             route = self._router.route(model)
             record.route = route.name
-            body = json_body.dumps({**payload, "model": route.upstream_model(model)})
+            forwarding.refuse_rewrite_route(path, route.name, route.rewrite is not None)
             provider = self._router.pick(route, set())
+            body = json_body.dumps({**payload, "model": route.upstream_model(model)})
         else:
             provider = next(iter(self._router.providers.values()))
-        # Headers the client's Connection header names are hop-by-hop too (RFC 9110 7.6.1).
-        nominated = {token.strip().lower() for token in headers.get("connection", "").split(",")}
-        sent = {name: value for name, value in headers.items() if name not in _NOT_FORWARDED and name not in nominated}
+        if not forwarding.allowed_path(path, provider.config.forward):
+            raise forwarding.not_forwarded(path)
+        sent = forwarding.request_headers(headers, provider.config.forward_headers)
         sent["x-request-id"] = record.request_id
-        path = raw_path.removeprefix("/v1")
 
         async def attempt(provider: Provider) -> UpstreamResponse:
             return await provider.call(method, path, content=body, headers=sent, query=query)
 
         upstream = await self._policy.once(provider, attempt, record, _failed)
-        return Forwarded(upstream.status, client_headers(upstream.headers, every=True), _raw_body(upstream))
+        return Forwarded(upstream.status, forwarding.response_headers(upstream.headers.items()), _raw_body(upstream))
 
 
 def _failed(upstream: UpstreamResponse) -> bool:
@@ -75,10 +78,8 @@ def _failed(upstream: UpstreamResponse) -> bool:
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:
-    try:
-        payload = json_body.loads(body)
-    except ValueError:
-        return None
+    """A JSON body's object; a body labelled JSON that is not valid JSON is refused, never sent on."""
+    payload = json_body.loads(body)
     return payload if isinstance(payload, dict) else None
 
 
@@ -90,4 +91,3 @@ async def _raw_body(upstream: UpstreamResponse) -> AsyncIterator[bytes]:
             yield part
     finally:
         await upstream.aclose()
-
