@@ -213,7 +213,7 @@ def parse_request(body: bytes) -> ResponsesRequest:
     history.read(payload.get("input"))
 
     chat: dict[str, Any] = {}
-    dropped = sorted(key for key in payload if key not in _TRANSLATED)
+    dropped = sorted(key for key, value in payload.items() if key not in _TRANSLATED and value is not None)
     tools, echo_tools = _tools(payload)
     if tools:
         chat["tools"] = tools
