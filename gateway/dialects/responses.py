@@ -29,6 +29,8 @@ import orjson
 from gateway import body as json_body
 from gateway.core.errors import ErrorKind, GatewayError
 from gateway.core.events import (
+    ChoiceStart,
+    ChunkStart,
     Comment,
     Done,
     Error,
@@ -622,7 +624,7 @@ class _Kind(Enum):
 
 
 class _Stage(Enum):
-    """Where an output item is; a function call stays PENDING until its name is whole (its arguments start)."""
+    """Where an output item is; a function call stays PENDING until its arguments say more than ``{``."""
 
     PENDING = "not announced"
     OPEN = "announced"
@@ -635,6 +637,8 @@ class _Phase(Enum):
     ENDED = "completed, incomplete or failed"
 
 
+# What carries the upstream's chunk fields for the chat encoder, and keep-alives: nothing for a Responses client.
+_UNSEEN: Final = frozenset((ChunkStart, ChoiceStart, Comment))
 _ID_PREFIX: Final = {_Kind.MESSAGE: "msg_", _Kind.REASONING: "rs_", _Kind.FUNCTION_CALL: "fc_"}
 
 
@@ -723,7 +727,7 @@ class _Answer:
     def feed(self, event: Event) -> list[dict[str, Any]]:
         """The events for one neutral event (none for what the client does not see)."""
         out: list[dict[str, Any]] = []
-        if self.phase is _Phase.ENDED:
+        if self.phase is _Phase.ENDED or type(event) in _UNSEEN:
             return out
         match event:
             case TextDelta(choice=0, text=text) if text:
