@@ -166,8 +166,11 @@ def check_protocol(events: list[dict[str, Any]]) -> dict[str, Any]:
     final: dict[str, Any] = events[-1]["response"]
     if final["status"] == "failed":
         assert final["error"]["message"]
+        assert len(final["output"]) == len(items)
         for index, item in items.items():
-            if item["done"] is None:
+            if item["done"] is not None:
+                assert final["output"][index] == item["done"]
+            else:  # what had arrived when the stream failed
                 assert final["output"][index]["status"] == "incomplete"
                 assert item_text(final["output"][index]) == item["text"]
     else:
