@@ -343,6 +343,8 @@ def test_after_close_the_filter_takes_no_more_text() -> None:
     assert f.close() == []
     with pytest.raises(ValueError, match="after close"):
         f.feed("more")
+    with pytest.raises(ValueError, match="after close"):
+        f.restart()
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,7 @@ has begun, text passes straight through, unexamined, until the next segment.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -91,10 +92,11 @@ _CLOSED: Final = ThinkState.CLOSED
 class _Closers:
     """The closing tags that end the current block, with what finding them quickly needs."""
 
-    __slots__ = ("any", "longest", "partial", "single", "tags")
+    __slots__ = ("any", "firsts", "longest", "partial", "single", "tags")
 
     def __init__(self, tags: tuple[str, ...]) -> None:
         self.tags = tags
+        self.firsts = tuple(dict.fromkeys(tag[0] for tag in tags))
         self.longest = max(map(len, tags))
         self.single = tags[0] if len(tags) == 1 else None
         self.any = re.compile("|".join(map(re.escape, tags)))
@@ -125,6 +127,39 @@ def _partial_pattern(tags: Sequence[str]) -> re.Pattern[str] | None:
     return re.compile(f"(?:{'|'.join(options)})\\Z") if options else None
 
 
+class _Table:
+    """What recognising one set of tag pairs needs, built once per set."""
+
+    __slots__ = ("any_closer", "closers_of", "longest_opener", "openers")
+
+    def __init__(self, pairs: tuple[tuple[str, str], ...]) -> None:
+        if not pairs:
+            raise ValueError("at least one pair of think tags is needed")
+        for opener, closer in pairs:
+            if not opener or not closer or opener[0] in WHITESPACE or closer[0] in WHITESPACE:
+                raise ValueError(f"a think tag is empty or begins with whitespace: {opener!r}, {closer!r}")
+        for side in (0, 1):
+            names = [pair[side] for pair in pairs]
+            for a in names:
+                if any(b != a and b.startswith(a) for b in names):
+                    raise ValueError(f"the think tag {a!r} is the beginning of another, which makes it ambiguous")
+        self.openers = tuple(dict.fromkeys(opener for opener, _ in pairs))
+        self.longest_opener = max(map(len, self.openers))
+        # An opening tag shared by several pairs is closed by any of their closing tags.
+        by_opener: dict[str, list[str]] = {}
+        for opener, closer in pairs:
+            by_opener.setdefault(opener, []).append(closer)
+        self.closers_of = {opener: _Closers(tuple(dict.fromkeys(c))) for opener, c in by_opener.items()}
+        # A block the template opened is closed by any pair's closing tag.
+        self.any_closer = _Closers(tuple(dict.fromkeys(closer for _, closer in pairs)))
+
+
+@functools.lru_cache(maxsize=64)
+def _table(pairs: tuple[tuple[str, str], ...]) -> _Table:
+    """The tables of a tag set, shared by every filter of a route instead of rebuilt per stream."""
+    return _Table(pairs)
+
+
 def _add(out: list[Piece], kind: type[Visible | Thought], text: str) -> None:
     """Appends ``text`` as a piece of ``kind``, merged into the last piece when that is of the same kind."""
     if not text:
@@ -147,35 +182,19 @@ class ThinkFilter:
     __slots__ = ("_closers", "_closers_of", "_longest_opener", "_openers", "_prefix", "_space", "_state")
 
     def __init__(self, tags: Sequence[tuple[str, str]] = DEFAULT_TAGS, *, start_inside: bool = False) -> None:
-        pairs = tuple((opener, closer) for opener, closer in tags)
-        if not pairs:
-            raise ValueError("at least one pair of think tags is needed")
-        for opener, closer in pairs:
-            if not opener or not closer or opener[0] in WHITESPACE or closer[0] in WHITESPACE:
-                raise ValueError(f"a think tag is empty or begins with whitespace: {opener!r}, {closer!r}")
-        for side in (0, 1):
-            names = [pair[side] for pair in pairs]
-            for a in names:
-                if any(b != a and b.startswith(a) for b in names):
-                    raise ValueError(f"the think tag {a!r} is the beginning of another, which makes it ambiguous")
-        self._openers: tuple[str, ...] = tuple(dict.fromkeys(opener for opener, _ in pairs))
-        # An opening tag shared by several pairs is closed by any of their closing tags.
-        by_opener: dict[str, list[str]] = {}
-        for opener, closer in pairs:
-            by_opener.setdefault(opener, []).append(closer)
-        self._closers_of = {opener: _Closers(tuple(dict.fromkeys(c))) for opener, c in by_opener.items()}
-        self._longest_opener = max(map(len, self._openers))
-        self._closers: _Closers | None = None
+        table = _table(tuple((opener, closer) for opener, closer in tags))
+        self._openers = table.openers
+        self._closers_of = table.closers_of
+        self._longest_opener = table.longest_opener
+        # The closing tags that end the current block; only read inside one.
+        self._closers = table.any_closer
+        self._state = _INSIDE if start_inside else _START
         self._space = ""  # the held leading whitespace of a segment
         self._prefix = ""  # the held text that may still become a tag
-        if start_inside:
-            self._state = _INSIDE
-            self._closers = _Closers(tuple(dict.fromkeys(closer for _, closer in pairs)))
-        else:
-            self._state = _START
 
     @property
     def state(self) -> ThinkState:
+        """Where the filter is: at a segment's start, in a block, after one, in the answer, or closed."""
         return self._state
 
     @property
@@ -193,6 +212,13 @@ class ThinkFilter:
         out: list[Piece] = []
         if not text:
             return out
+        if state is _INSIDE and not self._prefix:
+            # Reasoning with no character that begins a closing tag: all of it is thought, nothing to look at.
+            for first in self._closers.firsts:
+                if first in text:
+                    break
+            else:
+                return [Thought(text)]
         data = self._prefix + text if self._prefix else text
         self._prefix = ""
         pos = 0
@@ -214,6 +240,8 @@ class ThinkFilter:
         Returns what the end of the old segment releases. A block still open stays open: what follows
         is reasoning until its closing tag, so that an unclosed block never leaks into the next segment.
         """
+        if self._state is _CLOSED:
+            raise ValueError("the think filter was restarted after close()")
         out = self._release()
         if self._state is not _INSIDE:
             self._state = _START
@@ -239,12 +267,10 @@ class ThinkFilter:
     def _inside(self, data: str, pos: int, out: list[Piece]) -> int:
         """Reads reasoning from ``pos`` up to the closing tag, or holds a possible tag at the end."""
         closers = self._closers
-        assert closers is not None
         start, stop = closers.find(data, pos)
         if start >= 0:
             _add(out, Thought, data[pos:start])
             self._state = _AFTER
-            self._closers = None
             return stop
         end = len(data)
         if closers.partial is not None:
