@@ -12,7 +12,10 @@ Where a tag counts, so that a model writing about ``<think>`` in the middle of i
   after at most ``LEADING_WHITESPACE`` whitespace characters, and right after the closing tag of a
   previous block, after any amount of whitespace. Anywhere else it is ordinary text.
 - Inside a block only the closing tag of the block's own pair counts; with ``start_inside`` the
-  first block, opened by the template, is closed by the closing tag of any pair.
+  first block, opened by the template, is closed by the closing tag of any pair. Outside a block a
+  closing tag is ordinary text.
+- A block still open when a segment ends stays open into the next one. When the text ends, a tag
+  cut short is text: visible outside a block, thought inside one.
 
 Whitespace (``WHITESPACE``: space, tab, line feed, carriage return):
 
