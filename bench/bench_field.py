@@ -55,13 +55,16 @@ from targets import Run, Target, check_answers, delta_text
 from upstream import Script, model_name
 
 FULL = {
-    "request_seconds": 5.0, "stream_seconds": 12.0, "rate_seconds": 3.0, "capacity_seconds": 30.0,
-    "cpu_seconds": 10.0, "warmup": 1.0, "hold_timeout": 60.0,
+    "request_seconds": 5.0, "stream_seconds": 12.0, "stream_clients": "1,16", "rate_seconds": 3.0,
+    "rate_concurrency": "1,2,4,8,16,24,32,48,64,96,128,192,256,384,512", "capacity_seconds": 30.0, "capacity_max": 1024,
+    "cpu_seconds": 10.0, "cpu_clients": 64, "open_streams": 1000, "warmup": 1.0, "hold_timeout": 60.0,
 }
 SMOKE = {
-    "request_seconds": 1.0, "stream_seconds": 1.5, "rate_seconds": 0.7, "capacity_seconds": 2.0,
-    "cpu_seconds": 1.5, "warmup": 0.3, "hold_timeout": 15.0,
+    "request_seconds": 1.0, "stream_seconds": 1.5, "stream_clients": "1,4", "rate_seconds": 0.7,
+    "rate_concurrency": "1,4,16,64", "capacity_seconds": 2.0, "capacity_max": 64,
+    "cpu_seconds": 1.5, "cpu_clients": 16, "open_streams": 100, "warmup": 0.3, "hold_timeout": 15.0,
 }
+"""Defaults of the options left unset: the full run's, or, with ``--smoke``, seconds and small counts."""
 TARGETS = ("direct", "bare", "gateway", "gateway plain", "granian", "granian plain", "portkey", "litellm")
 """Every target, in the order of the report; ``direct`` is the reference every "added" figure is over."""
 FIGURES = (1, 2, 3, 4, 5)
@@ -69,31 +72,30 @@ FIGURES = (1, 2, 3, 4, 5)
 
 def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="seconds-long windows and small counts, to check the harness")
+    parser.add_argument("--smoke", action="store_true", help="seconds-long windows and small counts, to check the harness (4 to 7 minutes)")
     parser.add_argument("--targets", default=",".join(TARGETS), help=f"comma-separated, from {', '.join(TARGETS)} (default all)")
     parser.add_argument("--figures", default="1,2,3,4,5", help="which figures to measure (default 1,2,3,4,5)")
     parser.add_argument("--fragments", type=int, default=50, help="argument fragments per answer (default 50)")
     parser.add_argument("--warmup", type=float, help="seconds before each window (full 1)")
     parser.add_argument("--request-seconds", type=float, help="1: seconds of sequential requests per target (full 5)")
     parser.add_argument("--intervals", default="10,25", help="2: ms between paced events, comma-separated (default 10,25)")
-    parser.add_argument("--stream-clients", default="1,16", help="2: concurrent streams, comma-separated (default 1,16)")
+    parser.add_argument("--stream-clients", help="2: concurrent streams, comma-separated (full 1,16)")
     parser.add_argument("--stream-seconds", type=float, help="2: seconds per window (full 12)")
     parser.add_argument("--first-byte-ms", type=float, default=20.0, help="3: the upstream's time to first byte (default 20)")
     parser.add_argument(
-        "--rate-concurrency", default="1,2,4,8,16,24,32,48,64,96,128,192,256,384,512",
-        help="3: concurrency steps, tried in order until p99 reaches twice the time to first byte",
+        "--rate-concurrency", help="3: concurrency steps, tried in order until p99 reaches twice the time to first byte (full 1,2,4,...,512)",
     )
     parser.add_argument("--rate-seconds", type=float, help="3: seconds per step (full 3)")
     parser.add_argument("--capacity-interval-ms", type=float, default=25.0, help="4: ms between paced events (default 25)")
     parser.add_argument("--capacity-limit-ms", type=float, default=50.0, help="4: the most a stream's gap p99 may be (default 50)")
     parser.add_argument("--capacity-start", type=int, default=8, help="4: streams at the first step, doubled at each (default 8)")
-    parser.add_argument("--capacity-max", type=int, default=1024, help="4: the most streams tried (default 1024)")
+    parser.add_argument("--capacity-max", type=int, help="4: the most streams tried (full 1024)")
     parser.add_argument("--capacity-refine", type=int, default=2, help="4: halving steps between the last pass and the first fail (default 2)")
     parser.add_argument("--capacity-seconds", type=float, help="4: seconds each step is held (full 30; shorten for smoke runs)")
-    parser.add_argument("--cpu-clients", type=int, default=64, help="5: concurrent paced streams for CPU per stream (default 64)")
+    parser.add_argument("--cpu-clients", type=int, help="5: concurrent paced streams for CPU per stream (full 64)")
     parser.add_argument("--cpu-interval-ms", type=float, default=10.0, help="5: ms between paced events (default 10)")
     parser.add_argument("--cpu-seconds", type=float, help="5: seconds of the CPU window (full 10)")
-    parser.add_argument("--open-streams", type=int, default=1000, help="5: streams open at once for RSS (default 1000)")
+    parser.add_argument("--open-streams", type=int, help="5: streams open at once for RSS (full 1000)")
     parser.add_argument("--hold-interval-ms", type=float, default=1000.0, help="5: ms between events of those streams (default 1000)")
     parser.add_argument("--hold-timeout", type=float, help="5: seconds to wait for every stream to start (full 60)")
     parser.add_argument("--gateway-log-level", default="info", help="the gateway's log level, on uvicorn and granian (default info)")
@@ -404,7 +406,7 @@ async def measure_cpu(run: Run, targets: list[Target]) -> list[dict[str, Any]]:
             target.port, target.request(True, options.cpu_interval_ms), options.cpu_clients, options.cpu_seconds, options.warmup,
             run.meters(target),
         )
-        per_stream = result.usage["server"] / max(result.completed, 1) * 1e6
+        per_stream = result.usage["server"] / result.completed * 1e6 if result.completed else math.nan
         await run.settle()
         before = target.server.rss_bytes()
         request = target.request(True, options.hold_interval_ms)
