@@ -22,92 +22,32 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.util
 import json
 import math
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
 import uvloop
 from common import (
-    HOST,
     MIB,
     ServerProcess,
-    free_port,
     machine,
-    machine_busy_seconds,
     percentile,
     raise_fd_limit,
     start_bare,
     start_gateway,
+    start_litellm,
     start_upstream,
 )
-from load import Meters, chat_request, closed_loop, connect, hold_open, open_loop, sse_payloads
+from load import closed_loop, hold_open, open_loop
+from targets import Run, Target, check_answers
 from upstream import Script, model_name
 
 QUICK = {"duration": 1.5, "warmup": 0.5, "rounds": 1, "latency_seconds": 3.0}
 FULL = {"duration": 6.0, "warmup": 1.0, "rounds": 2, "latency_seconds": 12.0}
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where requests go, which process's CPU and memory count, and what a right answer looks like."""
-
-    name: str
-    server: ServerProcess
-    route: str
-    answer: str
-    """``rewritten`` (plain content), ``relayed`` (the upstream's tool call untouched) or ``any`` (complete only)."""
-
-    @property
-    def port(self) -> int:
-        return self.server.port
-
-    def request(self, stream: bool, interval_ms: float = 0) -> bytes:
-        return chat_request(self.port, model_name(self.route, interval_ms), stream)
-
-
-@dataclass(frozen=True)
-class Run:
-    """What every phase needs: the options, the upstream, and every process the benchmark started."""
-
-    options: argparse.Namespace
-    upstream: ServerProcess
-    servers: list[ServerProcess]
-
-    def meters(self, target: Target) -> Meters:
-        """CPU seconds of the target server (summed over its workers) and of everything else on the machine."""
-        meters: dict[str, Callable[[], float]] = {
-            "server": target.server.cpu_seconds,
-            "upstream": self.upstream.cpu_seconds,
-            "driver": time.process_time,
-            "others": self._others,
-        }
-        if target.server.expected_workers > 1:
-            for position in range(target.server.expected_workers):
-                meters[f"worker{position}"] = lambda position=position: target.server.worker_cpu_seconds()[position]
-        return meters
-
-    async def settle(self, limit: float = 60.0) -> None:
-        """Wait until every server is idle again: a peer still working through a backlog (LiteLLM
-        answers for a minute after a window it could not keep up with) would skew what comes next."""
-        deadline = time.monotonic() + limit
-        while time.monotonic() < deadline:
-            before = sum(server.total_cpu_seconds() for server in self.servers)
-            await asyncio.sleep(0.25)
-            if sum(server.total_cpu_seconds() for server in self.servers) - before < 0.25 * 0.05:
-                return
-
-    def _others(self) -> float:
-        """What the rest of the machine used: other sessions' work on a shared machine shows up here."""
-        ours = time.process_time() + sum(server.total_cpu_seconds() for server in self.servers)
-        return machine_busy_seconds() - ours
 
 
 def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
@@ -135,31 +75,6 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     return options
 
 
-def start_litellm(log_dir: Path, upstream_port: int, models: list[str]) -> ServerProcess:
-    """LiteLLM's proxy as a peer, one explicit route per model name the benchmark sends.
-
-    LiteLLM refuses to start without a master key; on 127.0.0.1 the benchmark uses its
-    documented switch for local runs instead, so every target gets the same unauthenticated requests.
-    """
-    lines = ["general_settings:", "  dangerously_permit_weak_or_unset_master_key: true", "model_list:"]
-    for model in models:
-        lines += [
-            f"  - model_name: {json.dumps(model)}",
-            "    litellm_params:",
-            f"      model: {json.dumps('openai/' + model)}",
-            f"      api_base: http://{HOST}:{upstream_port}/v1",
-            "      api_key: bench",
-        ]
-    config = log_dir / "litellm.yaml"
-    config.write_text("\n".join(lines) + "\n")
-    port = free_port()
-    argv = [
-        sys.executable, "-c", "from litellm.proxy.proxy_cli import run_server; run_server()",
-        "--config", str(config), "--host", HOST, "--port", str(port), "--num_workers", "1",
-    ]
-    return ServerProcess("litellm", argv, port, log_dir)
-
-
 @contextlib.contextmanager
 def servers(options: argparse.Namespace, log_dir: Path) -> Iterator[dict[str, ServerProcess | str]]:
     """Every server of the run, started together and stopped on every exit; a string says why a peer is missing."""
@@ -177,11 +92,12 @@ def servers(options: argparse.Namespace, log_dir: Path) -> Iterator[dict[str, Se
         start("gateway", start_gateway(log_dir, upstream.port, 1, options.gateway_log_level))
         if not options.no_workers2:
             start("gateway w2", start_gateway(log_dir, upstream.port, 2, options.gateway_log_level))
-        if importlib.util.find_spec("litellm") is None:
-            started["litellm"] = "not installed, peer skipped (pip install 'litellm[proxy]' to compare with it)"
+        models = [model_name("agent"), model_name("agent", options.interval_ms), model_name("agent", options.hold_interval_ms)]
+        litellm = start_litellm(log_dir, upstream.port, models)
+        if isinstance(litellm, str):
+            started["litellm"] = litellm
         else:
-            models = [model_name("agent"), model_name("agent", options.interval_ms)]
-            start("litellm", start_litellm(log_dir, upstream.port, models))
+            start("litellm", litellm)
         for name, server in list(started.items()):
             if not isinstance(server, ServerProcess):
                 continue
@@ -192,49 +108,6 @@ def servers(options: argparse.Namespace, log_dir: Path) -> Iterator[dict[str, Se
                     raise
                 started[name] = f"failed to start, peer skipped: {str(exc).splitlines()[0]}"
         yield started
-
-
-def answer_problem(target: Target, stream: bool, body: bytes, script: Script) -> str | None:
-    """What is wrong with an answer, or None."""
-    try:
-        if stream:
-            payloads = sse_payloads(body)
-            if payloads[-1:] != [b"[DONE]"]:
-                return "the stream does not end with [DONE]"
-            content, arguments = [], []
-            for payload in payloads[:-1]:
-                for choice in orjson.loads(payload)["choices"]:
-                    delta = choice.get("delta") or {}
-                    content.append(delta.get("content") or "")
-                    arguments += [call["function"].get("arguments") or "" for call in delta.get("tool_calls") or ()]
-            text, calls = "".join(content), "".join(arguments)
-        else:
-            message = orjson.loads(body)["choices"][0]["message"]
-            text = message.get("content") or ""
-            calls = "".join(call["function"]["arguments"] for call in message.get("tool_calls") or ())
-    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
-        return f"unexpected answer ({exc!r}): {body[:300]!r}"
-    if target.answer == "rewritten" and (text != script.message or calls):
-        return f"expected the message as plain content, got content {text[:80]!r} and arguments {calls[:80]!r}"
-    if target.answer == "relayed" and calls != script.arguments:
-        return f"expected the upstream's arguments untouched, got {calls[:80]!r}"
-    return None
-
-
-async def check_answers(targets: list[Target], script: Script, interval_ms: float) -> None:
-    """Every target answers a burst stream, a paced stream and a plain request correctly, or the run stops."""
-    for target in targets:
-        connection = await connect(target.port, keep_body=True)
-        try:
-            for stream, interval in ((True, 0), (True, interval_ms), (False, 0)):
-                exchange = await connection.request(target.request(stream, interval))
-                problem = f"status {exchange.status}" if exchange.status != 200 else None
-                problem = problem or answer_problem(target, stream, exchange.body or b"", script)
-                if problem:
-                    kind = "stream" if stream else "request"
-                    raise SystemExit(f"{target.name}: wrong answer to a {kind} ({model_name(target.route, interval)}): {problem}")
-        finally:
-            connection.close()
 
 
 def _percent(usage: dict[str, float], seconds: float) -> dict[str, float]:
@@ -346,7 +219,7 @@ async def bench(options: argparse.Namespace) -> dict[str, Any]:
             if isinstance(process, ServerProcess):
                 targets.append(Target(name, process, route, answer))
         results["notes"] = [f"{name}: {why}" for name, why in running.items() if isinstance(why, str)]
-        await check_answers(targets, script, options.interval_ms)
+        await check_answers(targets, script, [options.interval_ms])
         by_name = {target.name: target for target in targets}
         memory_targets = [by_name[name] for name in ("bare", "gateway", "gateway w2") if name in by_name]
         idle = {target.name: target.server.rss_bytes() for target in memory_targets}
@@ -474,10 +347,10 @@ def render(results: dict[str, Any]) -> str:
         results["paced"],
         f"3. open loop, paced upstream (one event every {options['interval_ms']:g} ms), {options['paced_rate']:g} streams/s for {options['latency_seconds']:g} s: ms",
     )
-    bare = _row(results["paced"], "bare")
+    bare_paced = _row(results["paced"], "bare")
     lines += [f"{'server CPU':<15}{'µs/stream burst':>16}{'paced':>8}{'µs/chunk paced':>16}{'over bare':>11}   (direct: the upstream's own)"]
     for burst, paced in zip(results["latency"], results["paced"], strict=True):
-        over = paced["server_cpu_us_per_chunk"] - bare["server_cpu_us_per_chunk"] if bare else math.nan
+        over = paced["server_cpu_us_per_chunk"] - bare_paced["server_cpu_us_per_chunk"] if bare_paced else math.nan
         lines.append(
             f"{paced['target']:<15}{burst['server_cpu_us_per_stream']:>16.0f}{paced['server_cpu_us_per_stream']:>8.0f}"
             f"{paced['server_cpu_us_per_chunk']:>16.1f}{over:>+11.1f}"

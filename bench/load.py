@@ -5,12 +5,15 @@ does as little as it can per response. One callback per socket read, no
 parsing of chunks or events: the body's end is found from its last bytes
 (the zero-size chunk, or the content length), and a stream counts as complete
 only when it ends with ``data: [DONE]``. A connection made with ``keep_body``
-keeps the decoded body, for checking answers outside the measurements.
+keeps the decoded body, for checking answers outside the measurements; one
+made with ``keep_reads`` keeps every read with its arrival time, from which
+``timed_payloads`` tells when each event arrived, once the answer is over.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -31,12 +34,13 @@ _STREAM_END = b"data: [DONE]\n\n" + _CHUNKED_END
 _TAIL = len(_STREAM_END)
 
 
-def chat_request(port: int, model: str, stream: bool) -> bytes:
+def chat_request(port: int, model: str, stream: bool, headers: Mapping[str, str] | None = None) -> bytes:
     """The raw bytes of one chat completion request, built once and sent many times."""
     body = orjson.dumps({"model": model, "messages": MESSAGES, "stream": stream})
     accept = b"text/event-stream" if stream else b"application/json"
-    head = b"POST /v1/chat/completions HTTP/1.1\r\nhost: %s:%d\r\ncontent-type: application/json\r\naccept: %s\r\ncontent-length: %d\r\n\r\n"
-    return head % (HOST.encode(), port, accept, len(body)) + body
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items()).encode()
+    head = b"POST /v1/chat/completions HTTP/1.1\r\nhost: %s:%d\r\ncontent-type: application/json\r\naccept: %s\r\n%scontent-length: %d\r\n\r\n"
+    return head % (HOST.encode(), port, accept, extra, len(body)) + body
 
 
 @dataclass(slots=True)
@@ -50,6 +54,9 @@ class Exchange:
     complete: bool
     body: bytes | None = None
     """The decoded body, for a connection made with ``keep_body``."""
+    reads: list[tuple[float, bytes]] | None = None
+    """Every read of the body as it came (still chunked), with its time, for a connection made with ``keep_reads``."""
+    chunked: bool = False
 
     @property
     def ttfb(self) -> float:
@@ -63,9 +70,11 @@ class Exchange:
 class Connection(asyncio.Protocol):
     """One keep-alive connection, one exchange at a time."""
 
-    def __init__(self, keep_body: bool = False) -> None:
+    def __init__(self, keep_body: bool = False, keep_reads: bool = False) -> None:
         self.transport: asyncio.Transport | None = None
         self.keep_body = keep_body
+        self.keep_reads = keep_reads
+        self.reads: list[tuple[float, bytes]] = []
         self.waiter: asyncio.Future[Exchange] | None = None
         self.head = bytearray()
         self.in_body = False
@@ -104,6 +113,7 @@ class Connection(asyncio.Protocol):
         self.remaining = self.received = 0
         self.tail = b""
         self.parts = []
+        self.reads = []
         self.first = 0.0
         self.transport.write(data)
         self.sent = time.perf_counter()
@@ -139,6 +149,8 @@ class Connection(asyncio.Protocol):
             self.first = now
         if self.keep_body:
             self.parts.append(data)
+        if self.keep_reads:
+            self.reads.append((now, data))
         if self.chunked:
             self.received += len(data)
             window = self.tail + data[-_TAIL:]
@@ -156,11 +168,12 @@ class Connection(asyncio.Protocol):
         if self.keep_body:
             body = b"".join(self.parts)
             body = _dechunk(body) if self.chunked else body
-        self.waiter.set_result(Exchange(self.sent, self.first or now, now, self.status, complete, body))
+        reads = self.reads if self.keep_reads else None
+        self.waiter.set_result(Exchange(self.sent, self.first or now, now, self.status, complete, body, reads, self.chunked))
 
 
-async def connect(port: int, keep_body: bool = False) -> Connection:
-    _, connection = await asyncio.get_running_loop().create_connection(lambda: Connection(keep_body), HOST, port)
+async def connect(port: int, keep_body: bool = False, keep_reads: bool = False) -> Connection:
+    _, connection = await asyncio.get_running_loop().create_connection(lambda: Connection(keep_body, keep_reads), HOST, port)
     return connection
 
 
@@ -175,7 +188,7 @@ async def connect_many(port: int, count: int, batch: int = 200) -> list[Connecti
 
 def _dechunk(raw: bytes) -> bytes:
     """A chunked body's content."""
-    out = []
+    out: list[bytes] = []
     position = 0
     while True:
         end = raw.index(b"\r\n", position)
@@ -184,6 +197,47 @@ def _dechunk(raw: bytes) -> bytes:
             return b"".join(out)
         out.append(raw[end + 2 : end + 2 + size])
         position = end + 2 + size + 2
+
+
+def timed_payloads(exchange: Exchange) -> list[tuple[float, bytes]]:
+    """The ``data:`` payloads of a streamed answer kept with ``keep_reads``, each with the arrival time
+    of the read that completed its event."""
+    reads = exchange.reads or []
+    raw = b"".join(data for _, data in reads)
+    read_ends = []
+    end = 0
+    for _, data in reads:
+        end += len(data)
+        read_ends.append(end)
+    # The content, and for each piece of it where it starts in the content and in the raw bytes.
+    content = bytearray()
+    pieces: list[tuple[int, int]] = []
+    if exchange.chunked:
+        position = 0
+        while True:
+            line_end = raw.index(b"\r\n", position)
+            size = int(raw[position:line_end].split(b";")[0], 16)
+            if size == 0:
+                break
+            pieces.append((len(content), line_end + 2))
+            content += raw[line_end + 2 : line_end + 2 + size]
+            position = line_end + 2 + size + 2
+    else:
+        pieces.append((0, 0))
+        content += raw
+    starts = [start for start, _ in pieces]
+    timed = []
+    position = 0
+    while (event_end := content.find(b"\n\n", position)) >= 0:
+        last = event_end + 1
+        piece = bisect.bisect_right(starts, last) - 1
+        raw_position = pieces[piece][1] + last - pieces[piece][0]
+        arrived = reads[bisect.bisect_right(read_ends, raw_position)][0]
+        payloads = sse_payloads(bytes(content[position : event_end + 2]))
+        if payloads:
+            timed.append((arrived, payloads[0]))
+        position = event_end + 2
+    return timed
 
 
 def sse_payloads(body: bytes) -> list[bytes]:
@@ -224,6 +278,10 @@ class ClosedLoopResult:
     errors: int
     seconds: float
     usage: dict[str, float] = field(default_factory=dict)
+    exchanges: list[Exchange] = field(default_factory=list)
+    """The complete answers that ended inside the window (their reads dropped once digested)."""
+    digests: list[Any] = field(default_factory=list)
+    """What ``digest`` made of each of them."""
 
     @property
     def rate(self) -> float:
@@ -231,40 +289,53 @@ class ClosedLoopResult:
 
 
 async def closed_loop(
-    port: int, request: bytes, concurrency: int, seconds: float, warmup: float, meters: Meters | None = None
+    port: int,
+    request: bytes,
+    concurrency: int,
+    seconds: float,
+    warmup: float,
+    meters: Meters | None = None,
+    digest: Callable[[Exchange], Any] | None = None,
 ) -> ClosedLoopResult:
     """``concurrency`` clients, each sending its next request as soon as the last answer ends.
 
     Only answers that end inside the window (after ``warmup``) count; the
-    meters are read when the window opens and closes.
+    meters are read when the window opens and closes. With ``digest``, the
+    connections keep their reads, and ``digest`` is called on each complete
+    answer in the window, as it ends.
     """
     opens_at = time.perf_counter() + warmup
     closes_at = opens_at + seconds
     window = _Window(meters)
-    completed = errors = 0
+    result = ClosedLoopResult(0, 0, seconds)
+    keep_reads = digest is not None
 
     async def client() -> None:
-        nonlocal completed, errors
-        connection = await connect(port)
+        connection = await connect(port, keep_reads=keep_reads)
         try:
             while time.perf_counter() < closes_at:
                 if connection.closed:
-                    connection = await connect(port)
+                    connection = await connect(port, keep_reads=keep_reads)
                 try:
                     exchange = await connection.request(request)
                 except ConnectionError:
-                    errors += 1
+                    result.errors += 1
                     continue
                 if opens_at <= exchange.last < closes_at:
                     if exchange.complete:
-                        completed += 1
+                        result.completed += 1
+                        if digest is not None:
+                            result.digests.append(digest(exchange))
+                            exchange.reads = None
+                        result.exchanges.append(exchange)
                     else:
-                        errors += 1
+                        result.errors += 1
         finally:
             connection.close()
 
     await asyncio.gather(_read_meters_at(window, opens_at, closes_at), *(client() for _ in range(concurrency)))
-    return ClosedLoopResult(completed, errors, seconds, window.usage)
+    result.usage = window.usage
+    return result
 
 
 @dataclass

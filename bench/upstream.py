@@ -6,7 +6,9 @@ fragments, as ``chat.completion.chunk`` events in HTTP/1.1 chunked transfer
 encoding, ending with ``data: [DONE]``; ``"stream": false`` gets the matching
 ``chat.completion``. The model name sets the pace: ``agent@10ms`` sends one
 event every 10 ms, as a real model would; a name without ``@`` sends the whole
-stream at once. Connections are kept alive.
+stream at once; a ``+ttfb20ms`` suffix (``agent+ttfb20ms``, ``agent@10ms+ttfb20ms``)
+holds the answer's first byte back for 20 ms, like a model's time to first
+token. Connections are kept alive.
 
 Each answer is encoded once per model name and replayed, so that the upstream
 costs the machine as little as possible: it shares two cores with what it
@@ -33,18 +35,25 @@ FRAGMENT_CHARS = 6
 """About one token and a half: the arguments are cut into N fragments of roughly this size."""
 
 
-def model_name(route: str, interval_ms: float = 0) -> str:
-    """The model name that asks the upstream for one event every ``interval_ms`` (0: all at once)."""
-    return f"{route}@{interval_ms:g}ms" if interval_ms else route
+def model_name(route: str, interval_ms: float = 0, first_byte_ms: float = 0) -> str:
+    """The model name that asks the upstream for one event every ``interval_ms`` (0: all at once),
+    the first one ``first_byte_ms`` after the request."""
+    name = f"{route}@{interval_ms:g}ms" if interval_ms else route
+    return f"{name}+ttfb{first_byte_ms:g}ms" if first_byte_ms else name
 
 
-def interval_of(model: str) -> float:
-    """Seconds between events for a model name made by ``model_name``."""
-    _, at, pace = model.rpartition("@")
-    if at and pace.endswith("ms"):
+def _milliseconds(text: str) -> float:
+    if text.endswith("ms"):
         with contextlib.suppress(ValueError):
-            return max(0.0, float(pace[:-2]) / 1000)
+            return max(0.0, float(text[:-2]) / 1000)
     return 0.0
+
+
+def pace_of(model: str) -> tuple[float, float]:
+    """Seconds between events and before the first byte, for a model name made by ``model_name``."""
+    name, _, first_byte = model.partition("+ttfb")
+    _, at, interval = name.rpartition("@")
+    return (_milliseconds(interval) if at else 0.0), _milliseconds(first_byte)
 
 
 def _frame(data: bytes) -> bytes:
@@ -65,12 +74,14 @@ class Script:
     """The encoded answers for one model name; ``padded`` adds OpenAI's per-chunk ``obfuscation`` field."""
 
     def __init__(self, model: str, fragments: int, padded: bool = False) -> None:
-        self.interval = interval_of(model)
+        self.interval, self.first_byte = pace_of(model)
         repeats = max(1, (fragments * FRAGMENT_CHARS - len(THOUGHTS)) // len(SENTENCE))
         self.message = (SENTENCE * repeats).rstrip("\n")
         self.arguments = orjson.dumps({"inner_thoughts": THOUGHTS, "message": self.message}).decode()
         size = len(self.arguments) / fragments
-        pieces = [self.arguments[round(i * size) : round((i + 1) * size)] for i in range(fragments)]
+        self.fragment_ends = [round((i + 1) * size) for i in range(fragments)]
+        """Where each fragment ends in ``arguments``: fragment ``i`` is event ``i + 1`` of the stream."""
+        pieces = [self.arguments[round(i * size) : end] for i, end in enumerate(self.fragment_ends)]
         head = {"id": "chatcmpl-bench0123456789abcdef", "object": "chat.completion.chunk", "created": CREATED, "model": model, "system_fingerprint": "fp_bench"}
         call = {"index": 0, "id": "call_bench0123456789abcdef", "type": "function", "function": {"name": "send_message", "arguments": ""}}
         chunks = [{**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": None, "tool_calls": [call]}, "logprobs": None, "finish_reason": None}]}]
@@ -153,25 +164,41 @@ class _Connection(asyncio.Protocol):
                 self._json(b"400 Bad Request", counter, b'{"error":{"message":"expected a chat request","type":"invalid_request_error"}}')
                 return
             script = self.upstream.script(model)
-            if not stream:
-                self._json(b"200 OK", counter, script.completion)
-                return
-            head = _response_head(b"200 OK", counter, b"content-type: text/event-stream\r\ntransfer-encoding: chunked\r\n")
-            if not script.interval:
-                self._write(head + script.burst)
-                self._done()
-                return
-            self.busy = True
-            self.pending = script.events[:0:-1]  # the remaining events, last first, to pop from the end
-            self.interval = script.interval
-            self.started = asyncio.get_running_loop().time()
-            self.sent = 1
-            self._write(head + script.events[0])
-            self._schedule()
+            if script.first_byte:
+                self.busy = True
+                self.timer = asyncio.get_running_loop().call_later(script.first_byte, self._answer_late, counter, script, stream)
+            else:
+                self._respond(counter, script, stream)
         elif method == b"GET" and path == b"/healthz":
             self._json(b"200 OK", counter, b'{"status":"ok"}')
         else:
             self._json(b"404 Not Found", counter, b'{"error":{"message":"not found","type":"invalid_request_error"}}')
+
+    def _answer_late(self, counter: int, script: Script, stream: bool) -> None:
+        """The answer, once its time to first byte is over; then any request that came meanwhile."""
+        self.timer = None
+        if self.transport is None:
+            return
+        self.busy = False
+        self._respond(counter, script, stream)
+        self._serve()
+
+    def _respond(self, counter: int, script: Script, stream: bool) -> None:
+        if not stream:
+            self._json(b"200 OK", counter, script.completion)
+            return
+        head = _response_head(b"200 OK", counter, b"content-type: text/event-stream\r\ntransfer-encoding: chunked\r\n")
+        if not script.interval:
+            self._write(head + script.burst)
+            self._done()
+            return
+        self.busy = True
+        self.pending = script.events[:0:-1]  # the remaining events, last first, to pop from the end
+        self.interval = script.interval
+        self.started = asyncio.get_running_loop().time()
+        self.sent = 1
+        self._write(head + script.events[0])
+        self._schedule()
 
     def _schedule(self) -> None:
         """The next event on a fixed grid from the first one, so timer lag does not add up."""
