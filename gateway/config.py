@@ -138,6 +138,9 @@ class ProviderConfig(_Strict):
     forward: tuple[str, ...] = DEFAULT_FORWARD
     # Client request headers a pass-through request carries besides content-type and accept.
     forward_headers: tuple[str, ...] = DEFAULT_FORWARD_HEADERS
+    # "native": the provider serves the Responses API itself, so /v1/responses on a plain route to it is
+    # forwarded unchanged (stored state, built-in tools). "translate": answered through chat completions.
+    responses: Literal["translate", "native"] = "translate"
 
     @field_validator("forward")
     @classmethod

@@ -30,6 +30,7 @@ from gateway.dialects.responses import (
     ResponsesRequest,
     ResponsesStreamEncoder,
     build,
+    response_object,
     error_status_and_body,
     parse_request,
     to_chat,
@@ -965,7 +966,7 @@ def test_the_response_object_is_what_the_stream_ends_with(case: str, route: str)
     chunks = NON_STREAMING[case]
     options = options_of(reasoning=route)
     request = request_of()
-    built = build(request, replay_completion(completion_of(chunks), options), created=1700000000)
+    built = response_object(request, replay_completion(completion_of(chunks), options), created=1700000000)
     parsed = Response.model_validate(built)
     streamed, _, _ = run([sse(chunks)], request, options)
     assert strip_ids(built) == strip_ids(streamed[-1]["response"])
@@ -984,7 +985,7 @@ def test_building_from_a_failed_answer_raises_its_error() -> None:
     translator = StreamTranslator(RewriteOptions(), "up")
     events = translator.feed(sse(agent_chunks("x")[:-2], done=False)) + translator.end()
     with pytest.raises(GatewayError) as caught:
-        build(request_of(), events, created=1)
+        response_object(request_of(), events, created=1)
     assert caught.value.kind is ErrorKind.INCOMPLETE
 
 
@@ -1175,7 +1176,7 @@ class FrontDoor:
         chunks = self.answers.pop(0)
         if not parsed.stream:
             events = replay_completion(completion_of(chunks), self.options)
-            return HTTP.Response(200, json=build(parsed, events, created=1700000000))
+            return HTTP.Response(200, content=build(parsed, events, created=1700000000))
         translator = StreamTranslator(self.options, "up")
         encoder = ResponsesStreamEncoder(parsed, created=1700000000)
         body = b"".join(encoder.encode(translator.feed(c)) for c in split_evenly_bytes(sse(chunks), 61))

@@ -331,10 +331,7 @@ def _validate(model: type[_M], data: Any, param: str, dropped: set[str]) -> _M:
 
 
 def _load(body: bytes) -> dict[str, Any]:
-    try:
-        payload = json_body.loads(body)
-    except ValueError:
-        raise _invalid("The request body is not valid JSON.") from None
+    payload = json_body.loads(body)
     if not isinstance(payload, dict):
         raise _invalid("The request body must be a JSON object.")
     return payload

@@ -26,7 +26,7 @@ from typing import Any, Final, Literal
 
 import orjson
 
-from gateway import body as json_body
+from gateway.core import json_body
 from gateway.core.errors import ErrorKind, GatewayError
 from gateway.core.events import (
     ChoiceStart,
@@ -52,8 +52,10 @@ __all__ = [
     "ResponsesStreamEncoder",
     "TokenLimit",
     "build",
+    "encoder",
     "error_status_and_body",
     "parse_request",
+    "response_object",
     "to_chat",
 ]
 
@@ -182,10 +184,7 @@ def _entry(value: Any, param: str) -> dict[str, Any]:
 
 def parse_request(body: bytes) -> ResponsesRequest:
     """A Responses request body, validated and translated; a 400 whose ``param`` names the field otherwise."""
-    try:
-        payload = json_body.loads(body)
-    except ValueError:
-        raise GatewayError(ErrorKind.INVALID_REQUEST, "The request body is not valid JSON.") from None
+    payload = json_body.loads(body)
     if not isinstance(payload, dict):
         raise GatewayError(ErrorKind.INVALID_REQUEST, "The request body must be a JSON object.")
     for key, needs in _STATEFUL.items():
@@ -982,7 +981,16 @@ def _sse(event: dict[str, Any]) -> bytes:
     return encode_event(orjson.dumps(event), event=event["type"].encode())
 
 
-def build(request: ResponsesRequest, events: Iterable[Event], *, created: int) -> dict[str, Any]:
+def encoder(request: ResponsesRequest, *, created: int) -> ResponsesStreamEncoder:
+    return ResponsesStreamEncoder(request, created=created)
+
+
+def build(request: ResponsesRequest, events: Iterable[Event], *, created: int) -> bytes:
+    """The non-streaming body: the ``response`` object (see ``response_object``)."""
+    return orjson.dumps(response_object(request, events, created=created))
+
+
+def response_object(request: ResponsesRequest, events: Iterable[Event], *, created: int) -> dict[str, Any]:
     """The non-streaming ``response`` object, from the events of the replayed completion.
 
     The object is the one ``response.completed`` (or ``.incomplete``) would

@@ -29,8 +29,12 @@ from starlette.routing import Route
 
 from gateway.config import Config, default_config, load_config
 from gateway.core.errors import ErrorKind, GatewayError
-from gateway.dialects import Dialect, chat
+from gateway.config import ModelRoute
+from gateway.core import json_body
+from gateway.core.agent import prepare
+from gateway.dialects import Dialect, anthropic, chat, responses
 from gateway.server.access import AccessLog, record_of
+from gateway.server.forwarder import Forwarded
 from gateway.server.metrics import multiprocess_mode
 from gateway.server.protocol import CLIENT_LIMITS, ClientLimits
 from gateway.server.service import Service
@@ -66,12 +70,16 @@ def service_of(request: Request) -> Service:
     return service
 
 
-def front_door(dialect: Dialect, *, x_api_key: bool = False) -> Handler:
-    """The handler of one front door; every error it meets is answered in the dialect's shape."""
+def front_door(dialect: Dialect, *, x_api_key: bool = False, native: str | None = None) -> Handler:
+    """The handler of one front door; every error it meets is answered in the dialect's shape.
+
+    ``native`` is the upstream path of the same API, for plain routes whose providers serve it
+    themselves (``providers.*.responses: native``): there the request is forwarded unchanged.
+    """
 
     async def handle(request: Request) -> Response:
         try:
-            return await _answer(request, dialect, x_api_key)
+            return await _answer(request, dialect, x_api_key, native)
         except GatewayError as error:
             status, body = dialect.error_status_and_body(error)
             return Response(body, status, error.headers, media_type="application/json")
@@ -79,13 +87,17 @@ def front_door(dialect: Dialect, *, x_api_key: bool = False) -> Handler:
     return handle
 
 
-async def _answer(request: Request, dialect: Dialect, x_api_key: bool) -> Response:
+async def _answer(request: Request, dialect: Dialect, x_api_key: bool, native: str | None) -> Response:
     service = service_of(request)
     service.auth.check(request.headers, x_api_key=x_api_key)
     service.refuse_when_draining()
-    parsed = dialect.parse_request(await read_body(request, service.config.server.max_body_bytes))
-    route = service.router.route(parsed.model)
+    body = await read_body(request, service.config.server.max_body_bytes)
     record = record_of(request.scope)
+    if native is not None and (route := _native_route(service, body)) is not None:
+        record.route = route.name
+        return _forwarded(await service.forwarder.forward_to(route, native, request.headers.items(), body, record))
+    parsed = dialect.parse_request(body)
+    route = service.router.route(parsed.model)
     record.route = route.name
     gone, answer = await until_disconnected(request.receive, service.completions.answer(dialect, parsed, route, record))
     if answer is None:
@@ -102,6 +114,37 @@ async def _answer(request: Request, dialect: Dialect, x_api_key: bool) -> Respon
             background=BackgroundTask(relay.close),
         )
     return Response(answer.body, headers=headers, media_type="application/json")
+
+
+def _native_route(service: Service, body: bytes) -> ModelRoute | None:
+    """The route a body's ``model`` names, if it is plain and every provider behind it serves the API itself."""
+    if not service.native_responses:
+        return None
+    payload = json_body.loads(body)
+    model = payload.get("model") if isinstance(payload, dict) else None
+    if not isinstance(model, str):
+        return None
+    route = service.router.route(model)
+    if route.rewrite is None and service.native_responses.issuperset(route.providers):
+        return route
+    return None
+
+
+async def count_tokens(request: Request) -> Response:
+    """Anthropic's ``count_tokens``: an estimate over the chat request the route would send (see the dialect)."""
+    try:
+        service = service_of(request)
+        service.auth.check(request.headers, x_api_key=True)
+        parsed = anthropic.parse_count_tokens_request(await read_body(request, service.config.server.max_body_bytes))
+        route = service.router.route(parsed.model)
+        options = service.config.options(route)
+        payload = anthropic.to_chat(parsed, reasoning=options.reasoning)
+        if not options.passthrough:
+            payload, _ = prepare(payload, options)
+    except GatewayError as error:
+        status, body = anthropic.error_status_and_body(error)
+        return Response(body, status, error.headers, media_type="application/json")
+    return Response(orjson.dumps(anthropic.count_tokens(payload)), media_type="application/json")
 
 
 async def list_models(request: Request) -> Response:
@@ -135,6 +178,10 @@ async def forward(request: Request) -> Response:
         )
     except GatewayError as error:
         return _openai_error(error)
+    return _forwarded(forwarded)
+
+
+def _forwarded(forwarded: Forwarded) -> Response:
     return StreamingResponse(forwarded.body, forwarded.status, forwarded.headers)
 
 
@@ -239,6 +286,9 @@ def create_app(config: Config, transports: Mapping[str, httpx.AsyncBaseTransport
     app = Starlette(
         routes=[
             Route("/v1/chat/completions", front_door(chat), methods=["POST"]),
+            Route("/v1/responses", front_door(responses, native="/responses"), methods=["POST"]),
+            Route("/v1/messages", front_door(anthropic, x_api_key=True), methods=["POST"]),
+            Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
             Route("/v1/models", list_models, methods=["GET"]),
             Route("/v1/{path:path}", forward, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
             Route("/metrics", metrics, methods=["GET"]),

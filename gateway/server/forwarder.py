@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.config import ModelRoute
 from gateway.core import json_body
 from gateway.server.metrics import RequestRecord
 from gateway.server.retries import RetryPolicy
@@ -62,6 +63,28 @@ class Forwarder:
             provider = next(iter(self._router.providers.values()))
         if not forwarding.allowed_path(path, provider.config.forward):
             raise forwarding.not_forwarded(path)
+        return await self._send(provider, method, path, query, headers, body, record)
+
+
+    async def forward_to(
+        self, route: ModelRoute, path: str, headers: Iterable[tuple[str, str]], body: bytes, record: RequestRecord
+    ) -> Forwarded:
+        """A front door's request, as the client sent it (the model replaced), to a provider that serves that API."""
+        payload = json_body.loads(body)
+        body = json_body.dumps({**payload, "model": route.upstream_model(payload["model"])})
+        provider = self._router.pick(route, set())
+        return await self._send(provider, "POST", path, "", headers, body, record)
+
+    async def _send(
+        self,
+        provider: Provider,
+        method: str,
+        path: str,
+        query: str,
+        headers: Iterable[tuple[str, str]],
+        body: bytes,
+        record: RequestRecord,
+    ) -> Forwarded:
         sent = forwarding.request_headers(headers, provider.config.forward_headers)
         sent["x-request-id"] = record.request_id
 

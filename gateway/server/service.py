@@ -34,6 +34,8 @@ class Service:
             name: Provider(name, provider, (transports or {}).get(name)) for name, provider in config.providers.items()
         }
         self.router = Router(config, self.providers)
+        # Providers that serve the Responses API themselves (``responses: native``).
+        self.native_responses = frozenset(name for name, p in config.providers.items() if p.responses == "native")
         policy = RetryPolicy(config.server, self.router, self.metrics)
         self.completions = Completions(config, policy, self.metrics)
         self.forwarder = Forwarder(self.router, policy)
