@@ -299,7 +299,7 @@ def test_a_path_outside_the_allow_list_is_404_and_nothing_is_sent() -> None:
 # A forwarded request naming a rewrite route (issue 13, item 5).
 
 
-@pytest.mark.parametrize("path", [b"/v1/responses", b"/v1/messages", b"/v1/completions", b"/v1/threads/t1/runs"])
+@pytest.mark.parametrize("path", [b"/v1/completions", b"/v1/threads/t1/runs"])
 def test_an_endpoint_where_the_model_answers_refuses_a_rewrite_route(path: bytes) -> None:
     app, recorder = recorded_app()
     status, body = call(app, "POST", path, orjson.dumps({"model": "agent", "input": "Hi"}))
@@ -312,8 +312,33 @@ def test_an_endpoint_where_the_model_answers_refuses_a_rewrite_route(path: bytes
 def test_other_endpoints_and_plain_routes_still_forward() -> None:
     app, recorder = recorded_app()
     assert call(app, "POST", b"/v1/embeddings", orjson.dumps({"model": "agent", "input": "x"}))[0] == 200
-    assert call(app, "POST", b"/v1/responses", orjson.dumps({"model": "plain", "input": "x"}))[0] == 200
+    assert call(app, "POST", b"/v1/completions", orjson.dumps({"model": "plain", "prompt": "x"}))[0] == 200
     assert [orjson.loads(r.content)["model"] for r in recorder.requests] == ["agent", "upstream-plain"]
+
+
+def test_responses_are_translated_unless_every_provider_of_a_plain_route_serves_them_natively() -> None:
+    completion = {"id": "c", "object": "chat.completion", "created": 1, "model": "m", "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop"}]}
+    for native, route, upstream_path in [
+        ("translate", "plain", b"/prefix/v1/chat/completions"),
+        ("native", "agent", b"/prefix/v1/chat/completions"),
+        ("native", "plain", b"/prefix/v1/responses"),
+    ]:
+        config = f"""
+providers: {{up: {{base_url: "http://upstream.test/prefix/v1", api_key: {PROVIDER_KEY}, responses: {native}}}}}
+models:
+  - {{name: plain, provider: up, model: upstream-plain}}
+  - {{name: agent, provider: up, rewrite: {{}}}}
+"""
+        recorder = RecordingTransport(orjson.dumps(completion))
+        app = create_app(parse_config(config, "t.yaml", env={}), {"up": recorder})
+        body = {"model": route, "input": "Hi", "previous_response_id": "resp_1"} if native == "native" and route == "plain" else {"model": route, "input": "Hi"}
+        status, _ = call(app, "POST", b"/v1/responses", orjson.dumps(body))
+        assert status == 200
+        [sent] = recorder.requests
+        assert sent.url.raw_path == upstream_path and sent.headers["authorization"] == f"Bearer {PROVIDER_KEY}"
+        if upstream_path.endswith(b"/responses"):  # as the client sent it, state and all, but for the model
+            assert orjson.loads(sent.content) == {**body, "model": "upstream-plain"}
 
 
 # End to end: raw sockets against a real gateway, so paths arrive exactly as an attacker writes them.
@@ -412,10 +437,15 @@ def test_a_valid_path_reaches_exactly_its_place_below_the_base(attack: tuple[Scr
     assert [r.raw_path for r in upstream.requests] == [b"/prefix/v1/files/file-abc123/content"]
 
 
-def test_a_rewrite_route_is_refused_on_the_responses_endpoint(attack: tuple[ScriptedUpstream, int]) -> None:
+def test_a_rewrite_route_on_the_responses_endpoint_is_translated_never_forwarded(
+    attack: tuple[ScriptedUpstream, int],
+) -> None:
     upstream, port = attack
     upstream.requests.clear()
     body = b'{"model": "agent", "input": "Hi"}'
     status, _, answer = raw_request(port, "POST", b"/v1/responses", {"content-type": "application/json"}, body)
-    assert status == 400 and "/v1/chat/completions" in openai_error(answer)["message"]
-    assert upstream.requests == []
+    # The scripted upstream answers {"ok": true}, which is no chat completion: a 502 saying so.
+    assert status == 502 and openai_error(answer)["code"] == "upstream_invalid_response"
+    [sent] = upstream.requests
+    assert sent.raw_path == b"/prefix/v1/chat/completions"
+    assert [tool["function"]["name"] for tool in sent.json["tools"]] == ["send_message"]

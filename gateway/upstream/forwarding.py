@@ -104,7 +104,7 @@ _ALNUM: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz
 Pattern = tuple[str, ...]
 
 # Forwarded endpoints where the model answers (OpenAI's, and Anthropic's Messages API).
-_ANSWERING: Final = ("/responses", "/messages", "/completions", "/threads/**")
+_ANSWERING: Final = ("/completions", "/threads/**")
 
 
 def _segment_problem(segment: bytes) -> str | None:
@@ -185,13 +185,13 @@ def not_forwarded(path: str) -> GatewayError:
 
 
 def refuse_rewrite_route(path: str, route: str, rewrites: bool) -> None:
-    """A rewrite route answers on ``/v1/chat/completions`` only: forwarded verbatim to an endpoint where the
+    """A rewrite route answers on the front doors only: forwarded verbatim to another endpoint where the
     model answers, the upstream's message-tool call and its inner thoughts would reach the client raw."""
     if rewrites and allowed_path(path, _ANSWERING):
         raise GatewayError(
             ErrorKind.INVALID_REQUEST,
-            f"The model route {route!r} rewrites the model's answers and is served on /v1/chat/completions only,"
-            f" not on /v1{path}.",
+            f"The model route {route!r} rewrites the model's answers and is served on /v1/chat/completions,"
+            f" /v1/responses and /v1/messages, not on /v1{path}.",
             param="model",
             code="unsupported_endpoint",
         )
