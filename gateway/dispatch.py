@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import email.utils
-import hmac
 import itertools
 import random
 import time
@@ -30,6 +29,7 @@ from gateway.asgi import EventStreamResponse
 from gateway.config import Config, ModelRoute
 from gateway.core.rewriter import RewriteOptions, StreamRewriter, rewrite_completion
 from gateway.errors import GatewayError, error_body
+from gateway.keys import ClientKey, KeyRegistry
 from gateway.metrics import Metrics, RequestRecord
 from gateway.relay import StreamRelay
 from gateway.upstream import Provider, client_headers
@@ -76,7 +76,7 @@ class Gateway:
         self.ready = False
         self.draining = False
         self._transports = dict(transports or {})
-        self._api_keys = [key.encode() for key in config.server.api_keys]
+        self.keys = KeyRegistry.from_config(config)
         self._turn = itertools.count()
 
     async def start(self) -> None:
@@ -101,17 +101,15 @@ class Gateway:
         for relay in list(self.streams):
             relay.abort("The gateway is shutting down; the answer was cut.")
 
-    def authorize(self, authorization: str) -> None:
-        if not self._api_keys:
-            return
+    def authorize(self, authorization: str) -> ClientKey | None:
+        """The client key a request presents (compared in constant time); None when the config names no keys."""
+        if not self.keys.required:
+            return None
         scheme, _, token = authorization.partition(" ")
-        presented = token.strip().encode()
-        # Compare against every key, so the time taken says nothing about which one nearly matched.
-        matched = False
-        for key in self._api_keys:
-            matched |= hmac.compare_digest(presented, key)
-        if scheme.lower() != "bearer" or not matched:
+        client = self.keys.resolve(token.strip())
+        if scheme.lower() != "bearer" or client is None:
             raise GatewayError(401, "Invalid or missing API key: send 'Authorization: Bearer <key>'.", code="invalid_api_key")
+        return client
 
     def refuse_when_draining(self) -> None:
         if self.draining:
