@@ -48,6 +48,8 @@ class MemoryStore(StateStore):
         self._cooldowns: dict[str, float] = {}  # deployment -> cooling down until
 
     async def admit(self, key: str, limits: Limits) -> Admission:
+        if not limits.any:
+            return Admission(None)
         now = self.clock()
         current = math.floor(now)
         state = self._keys.setdefault(key, _KeyState())
