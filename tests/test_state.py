@@ -567,7 +567,7 @@ def test_redis_stopped_open_admits_and_counts_then_limits_resume(
     own_redis: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     failures: list[str] = []
-    store = RedisStore.from_url(own_redis.url, failure=FailurePolicy.OPEN, timeout=1.0, on_failure=failures.append)
+    store = RedisStore.from_url(own_redis.url, failure=FailurePolicy.OPEN, timeout=5.0, on_failure=failures.append)
     limits = Limits(rpm=2)
 
     async def scenario() -> None:
@@ -594,7 +594,7 @@ def test_redis_stopped_open_admits_and_counts_then_limits_resume(
 
 def test_redis_stopped_closed_refuses_checks_but_not_bookkeeping(own_redis: RedisServer) -> None:
     failures: list[str] = []
-    store = RedisStore.from_url(own_redis.url, failure=FailurePolicy.CLOSED, timeout=1.0, on_failure=failures.append)
+    store = RedisStore.from_url(own_redis.url, failure=FailurePolicy.CLOSED, timeout=5.0, on_failure=failures.append)
     limits = Limits(rpm=2, max_concurrency=5)
 
     async def scenario() -> None:
@@ -630,7 +630,6 @@ def test_redis_too_slow_is_treated_as_down(own_redis: RedisServer, failure: Fail
 
     async def scenario() -> Admission | None:
         try:
-            await store.cooling_down(["warm-up"])  # connected before the pause
             own_redis.pause()
             try:
                 return await store.admit("app", limits)
