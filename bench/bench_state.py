@@ -3,8 +3,8 @@
 Run by hand: ``python bench/bench_state.py`` (starts ``redis-server`` on a free
 loopback port, without persistence) or ``--redis redis://host:port/db``. Each
 operation is awaited one at a time, on uvloop as the gateway runs, and timed
-alone; the table gives µs per operation (p50, p99, mean). Compare rows within
-one run: the machine is shared.
+alone, every operation in turn; the table gives µs per operation (p50, p99,
+mean). Compare rows within one run: the machine is shared.
 """
 
 from __future__ import annotations
@@ -40,19 +40,19 @@ def percentile(samples: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-async def timed(operation: Callable[[], Awaitable[object]], iterations: int) -> list[float]:
-    """Microseconds per call, after a warm-up of a tenth as many calls."""
-    for _ in range(max(1, iterations // 10)):
-        await operation()
-    samples = []
-    for _ in range(iterations):
+Timed = Callable[[], Awaitable[float]]
+
+
+def timing(operation: Callable[[], Awaitable[object]]) -> Timed:
+    async def timed() -> float:
         start = time.perf_counter_ns()
         await operation()
-        samples.append((time.perf_counter_ns() - start) / 1000)
-    return samples
+        return (time.perf_counter_ns() - start) / 1000
+
+    return timed
 
 
-async def measure(store: StateStore, iterations: int) -> list[tuple[str, list[float]]]:
+def operations(store: StateStore) -> list[tuple[str, Timed]]:
     async def admit_every_limit() -> float:
         start = time.perf_counter_ns()
         answer = await store.admit("bench", EVERY_LIMIT)
@@ -61,35 +61,42 @@ async def measure(store: StateStore, iterations: int) -> list[tuple[str, list[fl
         await store.release(answer.lease)  # not timed: the slot is given back when the request ends
         return elapsed
 
-    rows = [("admit: rpm, tpm, budget and a concurrency slot", [await admit_every_limit() for _ in range(iterations)])]
-    rows.append(("admit: rpm only", await timed(lambda: store.admit("bench-rpm", RPM_ONLY), iterations)))
-    rows.append(("admit: a key without limits", await timed(lambda: store.admit("bench-free", Limits()), iterations)))
-    rows.append(("charge: tokens to tpm and budget", await timed(lambda: store.charge("bench", EVERY_LIMIT, 100), iterations)))
-    rows.append(("cooling_down: 3 deployments", await timed(lambda: store.cooling_down(["a", "b", "c"]), iterations)))
-    return rows
+    return [
+        ("admit: rpm, tpm, budget and a concurrency slot", admit_every_limit),
+        ("admit: rpm only", timing(lambda: store.admit("bench-rpm", RPM_ONLY))),
+        ("admit: a key without limits", timing(lambda: store.admit("bench-free", Limits()))),
+        ("charge: tokens to tpm and budget", timing(lambda: store.charge("bench", EVERY_LIMIT, 100))),
+        ("cooling_down: 3 deployments", timing(lambda: store.cooling_down(["a", "b", "c"]))),
+    ]
 
 
 async def run(url: str, iterations: int) -> None:
+    """Every operation once per round, in turn, so a busy moment on the machine falls on all of them alike."""
     memory = MemoryStore()
     redis = RedisStore.from_url(url, prefix=f"bench:{uuid.uuid4().hex}:", timeout=5.0)
+    bare = Redis.from_url(url)
+    rows: list[tuple[str, str, Timed]] = []
+    for (name, in_memory), (_, in_redis) in zip(operations(memory), operations(redis), strict=True):
+        rows += [(name, "memory", in_memory), (name, "redis", in_redis)]
+    rows.append(("PING, the bare round trip", "redis", timing(bare.ping)))
+    samples: list[list[float]] = [[] for _ in rows]
     try:
-        results = [("memory", await measure(memory, iterations)), ("redis", await measure(redis, iterations))]
-        bare = Redis.from_url(url)
-        ping = await timed(bare.ping, iterations)
-        await bare.aclose()
+        for _ in range(max(1, iterations // 10)):  # warm-up: connections, the script cache, the code paths
+            for _, _, operation in rows:
+                await operation()
+        for _ in range(iterations):
+            for taken, (_, _, operation) in zip(samples, rows, strict=True):
+                taken.append(await operation())
     finally:
         await redis.aclose()
-    print(f"{iterations} operations each, one at a time, Python {sys.version.split()[0]}, uvloop")
+        await bare.aclose()
+    print(f"{iterations} rounds, each operation once per round, one at a time; Python {sys.version.split()[0]}, uvloop")
     print()
     print("| operation | backend | p50 µs | p99 µs | mean µs |")
     print("|---|---|---|---|---|")
-    for operation in range(len(results[0][1])):
-        for backend, rows in results:
-            name, samples = rows[operation]
-            p50, p99, mean = percentile(samples, 0.5), percentile(samples, 0.99), statistics.fmean(samples)
-            print(f"| {name} | {backend} | {p50:.1f} | {p99:.1f} | {mean:.1f} |")
-    p50, p99, mean = percentile(ping, 0.5), percentile(ping, 0.99), statistics.fmean(ping)
-    print(f"| PING, the bare round trip | redis | {p50:.1f} | {p99:.1f} | {mean:.1f} |")
+    for (name, backend, _), taken in zip(rows, samples, strict=True):
+        p50, p99, mean = percentile(taken, 0.5), percentile(taken, 0.99), statistics.fmean(taken)
+        print(f"| {name} | {backend} | {p50:.1f} | {p99:.1f} | {mean:.1f} |")
 
 
 def wait_for(port: int) -> None:

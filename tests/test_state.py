@@ -438,7 +438,7 @@ def test_both_backends_give_the_same_answers_to_the_same_history(redis_url: str)
     limits = (
         Limits(rpm=5),
         Limits(tpm=300),
-        Limits(rpm=8, tpm=500, max_concurrency=3, budget=Budget(2000, Period.DAY)),
+        Limits(rpm=8, tpm=500, max_concurrency=3, budget=Budget(800, Period.DAY)),
         Limits(max_concurrency=2),
     )
     for seed in range(3):

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import itertools
 import math
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,6 +42,7 @@ __all__ = [
     "Window",
     "admission",
     "duration",
+    "new_lease",
     "period_bounds",
     "refusal",
     "summarize",
@@ -175,16 +179,18 @@ class Admission:
 
 def summarize(buckets: Mapping[int, int], current: int, limit: int) -> Window:
     """A window from its buckets (stale ones ignored), as the Redis script computes it too."""
-    live = sorted((bucket, count) for bucket, count in buckets.items() if bucket > current - BUCKETS)
+    live = [(bucket, count) for bucket, count in buckets.items() if bucket > current - BUCKETS]
     used = sum(count for _, count in live)
+    newest = max(live)[0] if live else None
     release = None
-    left = used
-    for bucket, count in live:
-        if left < limit:
-            break
-        left -= count
-        release = bucket
-    return Window(used, live[-1][0] if live else None, release)
+    if used >= limit:  # only a full window needs to know which bucket frees it
+        left = used
+        for bucket, count in sorted(live):
+            if left < limit:
+                break
+            left -= count
+            release = bucket
+    return Window(used, newest, release)
 
 
 def refusal(limits: Limits, seen: Observed) -> Refusal | None:
@@ -247,7 +253,13 @@ def admission(limits: Limits, seen: Observed, lease: Lease | None) -> Admission:
 
 def period_bounds(now: float, period: Period) -> tuple[str, float]:
     """The period ``now`` falls in: a label (its first day) and its end as a Unix time, both in UTC."""
-    today = datetime.fromtimestamp(now, UTC).date()
+    return _period_of_day(math.floor(now / 86400), period)
+
+
+@functools.lru_cache(maxsize=16)
+def _period_of_day(day: int, period: Period) -> tuple[str, float]:
+    """Unix days count whole UTC days, so the period depends on the day alone: computed once a day, not per check."""
+    today = date(1970, 1, 1) + timedelta(days=day)
     if period is Period.DAY:
         start, end = today, today + timedelta(days=1)
     elif period is Period.WEEK:
@@ -270,6 +282,15 @@ def duration(seconds: float) -> str:
     if hours:
         return f"{hours}h{minutes}m{secs}"
     return f"{minutes}m{secs}" if minutes else secs
+
+
+_PROCESS: Final = uuid.uuid4().hex[:12]
+_LEASES: Final = itertools.count()
+
+
+def new_lease(key: str) -> Lease:
+    """A lease id unique across every worker and replica: this process's random prefix and a counter."""
+    return Lease(key, f"{_PROCESS}-{next(_LEASES)}")
 
 
 class StateStore(ABC):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -22,6 +21,7 @@ from gateway.state.base import (
     Observed,
     StateStore,
     admission,
+    new_lease,
     period_bounds,
     summarize,
 )
@@ -69,7 +69,7 @@ class MemoryStore(StateStore):
             state.leases = {lease: expiry for lease, expiry in state.leases.items() if expiry > now}
             held = len(state.leases)
         seen = Observed(now, requests, tokens, spent, end, held)
-        lease = Lease(key, uuid.uuid4().hex) if limits.max_concurrency is not None else None
+        lease = new_lease(key) if limits.max_concurrency is not None else None
         answer = admission(limits, seen, lease)
         if answer.allowed:
             if limits.rpm is not None:

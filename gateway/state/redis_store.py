@@ -16,7 +16,6 @@ import asyncio
 import logging
 import math
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from enum import StrEnum
 from typing import Any, Final, TypeVar
@@ -39,6 +38,7 @@ from gateway.state.base import (
     StateUnavailable,
     Window,
     admission,
+    new_lease,
     period_bounds,
 )
 
@@ -55,7 +55,7 @@ _ADMIT: Final = """
 local current = tonumber(ARGV[1])
 local function window(key, limit)
   local flat = redis.call('HGETALL', key)
-  local live, used = {}, 0
+  local live, used, newest, release = {}, 0, -1, -1
   for i = 1, #flat, 2 do
     local bucket = tonumber(flat[i])
     if bucket <= current - 60 then
@@ -63,16 +63,18 @@ local function window(key, limit)
     else
       local count = tonumber(flat[i + 1])
       used = used + count
+      newest = math.max(newest, bucket)
       live[#live + 1] = {bucket, count}
     end
   end
-  table.sort(live, function(a, b) return a[1] < b[1] end)
-  local newest, release, left = -1, -1, used
-  if #live > 0 then newest = live[#live][1] end
-  for _, entry in ipairs(live) do
-    if left < limit then break end
-    left = left - entry[2]
-    release = entry[1]
+  if used >= limit then
+    table.sort(live, function(a, b) return a[1] < b[1] end)
+    local left = used
+    for _, entry in ipairs(live) do
+      if left < limit then break end
+      left = left - entry[2]
+      release = entry[1]
+    end
   end
   return used, newest, release
 end
@@ -169,7 +171,7 @@ class RedisStore(StateStore):
         if not limits.any:
             return Admission(None)
         now = self.clock()
-        lease = Lease(key, uuid.uuid4().hex) if limits.max_concurrency is not None else None
+        lease = new_lease(key) if limits.max_concurrency is not None else None
         budget_end = None
         budget_key = self._key(key, "budget")
         if limits.budget is not None:
