@@ -98,12 +98,12 @@ def test_probes_and_ports_agree_with_the_gateway() -> None:
 
 
 def test_termination_waits_longer_than_the_gateway_drains() -> None:
-    grace = deployed_config().server.shutdown_grace
-    pre_stop = CONTAINER["lifecycle"]["preStop"]["exec"]["command"]
-    assert pre_stop[0] == "sleep"
-    # The pre-stop pause, then the gateway's grace period, then uvicorn's 5 s margin, all within the pod's grace.
-    assert POD["spec"]["terminationGracePeriodSeconds"] > int(pre_stop[1]) + grace + 5
-    assert int(COMPOSE["services"]["gateway"]["stop_grace_period"].removesuffix("s")) > grace + 5
+    server = deployed_config().server.model_dump()
+    # What the gateway takes from SIGTERM to exit: its drain delay (a setting of the shutdown work, counted
+    # once present), its grace period for streams in flight, and uvicorn's 5 s margin past both.
+    stopping = server.get("drain_delay", 0) + server["shutdown_grace"] + 5
+    assert POD["spec"]["terminationGracePeriodSeconds"] > stopping
+    assert int(COMPOSE["services"]["gateway"]["stop_grace_period"].removesuffix("s")) > stopping
 
 
 def test_the_pod_runs_as_the_image_user_without_privileges() -> None:
