@@ -15,6 +15,7 @@ from typing import Any
 
 from gateway import __version__
 from gateway.config import Config, ConfigError, default_config, load_config
+from gateway.keys import startup_warnings
 
 __all__ = ["main"]
 
@@ -117,17 +118,7 @@ def banner(config: Config, path: str | None, host: str, port: int, workers: int)
         f"  serving: {source}",
         f"  routes: {', '.join(route.name for route in config.models)}",
     ]
-    if not config.server.api_keys and not config.keys:
-        lines.append("  WARNING: no server.api_keys configured: any client that can reach this port may use it")
-    if config.keys:
-        lines.append(
-            "  WARNING: keys[].models and the keys' limits are not enforced yet: every key may use every route, unlimited"
-        )
-    if workers > 1 and config.server.state == "memory" and any(key.limited for key in config.keys):
-        lines.append(
-            f"  WARNING: server.state is memory: each of the {workers} workers keeps its own limits"
-            " (set server.state to a redis:// URL to share them)"
-        )
+    lines += [f"  WARNING: {warning}" for warning in startup_warnings(config, workers)]
     return "\n".join(lines)
 
 

@@ -16,7 +16,7 @@ from fnmatch import fnmatchcase
 from gateway.config import Config, KeyConfig, key_digest
 from gateway.state.base import Budget, Limits, Period
 
-__all__ = ["ClientKey", "KeyRegistry"]
+__all__ = ["ClientKey", "KeyRegistry", "startup_warnings"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,3 +63,18 @@ class KeyRegistry:
             if hmac.compare_digest(digest, entry_digest):
                 found = entry
         return found
+
+
+def startup_warnings(config: Config, workers: int) -> list[str]:
+    """What an operator must hear at start-up about who may call the gateway and how far limits reach."""
+    warnings = []
+    if not config.server.api_keys and not config.keys:
+        warnings.append("no server.api_keys configured: any client that can reach this port may use it")
+    if config.keys:
+        warnings.append("keys[].models and the keys' limits are not enforced yet: every key may use every route, unlimited")
+    if workers > 1 and config.server.state == "memory" and any(key.limited for key in config.keys):
+        warnings.append(
+            f"server.state is memory: each of the {workers} workers keeps its own limits"
+            " (set server.state to a redis:// URL to share them)"
+        )
+    return warnings

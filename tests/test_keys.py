@@ -10,9 +10,8 @@ import httpx
 import pytest
 
 from gateway.app import create_app
-from gateway.cli import banner
 from gateway.config import Config
-from gateway.keys import ClientKey, KeyRegistry
+from gateway.keys import ClientKey, KeyRegistry, startup_warnings
 from gateway.state import Budget, Limits, Period
 
 
@@ -123,10 +122,14 @@ def test_with_only_keys_configured_auth_is_on(authorization: str | None) -> None
     assert models_status(KEYS_ONLY, authorization) == 401
 
 
-def test_the_banner_says_what_keys_do_not_do_yet() -> None:
+def test_start_up_warns_of_what_keys_do_not_do_yet_and_of_limits_per_worker() -> None:
     limited = config(keys=[{"name": "app", "key": "sk-app-key", "rpm": 5}])
-    lines = banner(limited, "c.yaml", "127.0.0.1", 8080, 2).splitlines()
-    assert not any("no server.api_keys" in line for line in lines)
-    assert sum("not enforced yet" in line for line in lines) == 1
-    assert sum("each of the 2 workers keeps its own limits" in line for line in lines) == 1
-    assert not any("workers keeps" in line for line in banner(limited, "c.yaml", "h", 1, 1).splitlines())
+    assert startup_warnings(limited, 2) == [
+        "keys[].models and the keys' limits are not enforced yet: every key may use every route, unlimited",
+        "server.state is memory: each of the 2 workers keeps its own limits (set server.state to a redis:// URL to share them)",
+    ]
+    assert len(startup_warnings(limited, 1)) == 1
+    shared = config(keys=[{"name": "app", "key": "sk-app-key", "rpm": 5}], server={"state": "redis://cache:6379/0"})
+    assert len(startup_warnings(shared, 4)) == 1
+    assert startup_warnings(config(), 1) == ["no server.api_keys configured: any client that can reach this port may use it"]
+    assert startup_warnings(config(server={"api_keys": ["k"]}), 4) == []
