@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 from gateway import __version__
 from gateway.config import Config, ConfigError, default_config, load_config
 from gateway.server.listen import ListenError, bind, local_url, probe, serve, url
+from gateway.keys import startup_warnings
 
 __all__ = ["main"]
 
@@ -193,8 +194,8 @@ def announce(config: Config, path: str | None, base_url: str, workers: int) -> N
     plural = "s" if workers != 1 else ""
     message = f"agent-gateway {__version__} serving on {base_url} ({workers} worker{plural}); stop with Ctrl+C"
     logger.info(message, extra={"fields": {"url": base_url, "workers": workers, "serving": source, "routes": routes}})
-    if not config.server.api_keys:
-        logger.warning("no server.api_keys configured: any client that can reach this port may use it")
+    for warning in startup_warnings(config, workers):
+        logger.warning(warning)
 
 
 def log_config(level: str, log_format: str) -> dict[str, Any]:

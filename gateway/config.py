@@ -9,9 +9,10 @@ so a typo never silently changes what the gateway does.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from fnmatch import fnmatchcase
 from pathlib import Path
 from types import NoneType, UnionType
@@ -26,6 +27,7 @@ from pydantic import (
     PrivateAttr,
     SecretStr,
     ValidationError,
+    ValidatorFunctionWrapHandler,
     field_validator,
     model_validator,
 )
@@ -34,8 +36,10 @@ from gateway.core.options import Reasoning, RewriteOptions, Thoughts
 from gateway.upstream.forwarding import DEFAULT_FORWARD, DEFAULT_FORWARD_HEADERS, forwardable_header, parse_pattern
 
 __all__ = [
+    "Budget",
     "Config",
     "ConfigError",
+    "KeyConfig",
     "ModelRoute",
     "ProviderConfig",
     "RewriteConfig",
@@ -96,6 +100,120 @@ class ServerConfig(_Strict):
     retry_backoff: float = Field(default=0.25, ge=0)
     retry_backoff_max: float = Field(default=8, ge=0)
     retry_after_max: float = Field(default=30, ge=0)
+    # Where limits, budgets and deployment cool-downs live: "memory" (this process) or a redis:// or
+    # rediss:// URL shared by every worker and replica. Held out of reprs: the URL may carry a password.
+    state: NonEmptyStr = Field(default="memory", repr=False)
+    # When the shared state cannot be reached within `state_timeout` seconds: serve anyway, or answer 503.
+    state_failure: Literal["open", "closed"] = "open"
+    state_timeout: float = Field(default=0.05, gt=0)
+
+    @field_validator("state")
+    @classmethod
+    def _state_url(cls, value: str) -> str:
+        if value == "memory":
+            return value
+        expected = "expected 'memory' or a redis:// or rediss:// URL such as redis://host:6379/0"
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - a port that is not a number raises here
+        except ValueError:
+            raise ValueError(expected) from None
+        if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+            raise ValueError(expected)
+        database = parts.path.removeprefix("/")
+        if database and not database.isdigit():
+            raise ValueError("expected a database number after the host, as in redis://host:6379/0")
+        return value
+
+
+class Budget(_Strict):
+    """A key's token allowance per calendar period, in UTC (weeks start on Monday)."""
+
+    tokens: int = Field(gt=0)
+    period: Literal["day", "week", "month"]
+
+
+_KEY_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_SHA256_HEX: Final = re.compile(r"[0-9A-Fa-f]{64}")
+
+
+class KeyConfig(_Strict):
+    """One application's key: which routes it may use and the limits it is held to."""
+
+    # Shown in logs, metrics and state keys in place of the secret, so its alphabet is small.
+    name: str
+    key: SecretStr | None = None
+    # The key's SHA-256 as hex, so the config need not hold the secret itself.
+    key_sha256: str | None = Field(default=None, repr=False)
+    # Globs (fnmatch, case-sensitive) over route names.
+    models: tuple[NonEmptyStr, ...] = Field(default=("*",), min_length=1)
+    rpm: int | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)
+    max_concurrency: int | None = Field(default=None, gt=0)
+    budget: Budget | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _short_name(cls, value: str) -> str:
+        if not _KEY_NAME.fullmatch(value):
+            raise ValueError("expected up to 64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        return value
+
+    @field_validator("key_sha256")
+    @classmethod
+    def _hex_digest(cls, value: str) -> str:
+        if not _SHA256_HEX.fullmatch(value):
+            raise ValueError("expected 64 hexadecimal digits (the output of `sha256sum`)")
+        return value.lower()
+
+    @field_validator("models")
+    @classmethod
+    def _valid_globs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for glob in value:
+            if problem := glob_problem(glob):
+                raise ValueError(f"{glob!r}: {problem}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> KeyConfig:
+        if (self.key is None) == (self.key_sha256 is None):
+            raise ValueError("expected exactly one of key and key_sha256")
+        if self.key is not None and not self.key.get_secret_value():
+            raise ValueError("key: expected a non-empty string")
+        return self
+
+    @property
+    def digest(self) -> bytes:
+        """The key's SHA-256, which is all the gateway keeps of it."""
+        if self.key is not None:
+            return key_digest(self.key.get_secret_value())
+        assert self.key_sha256 is not None  # _one_secret
+        return bytes.fromhex(self.key_sha256)
+
+    @property
+    def limited(self) -> bool:
+        return any(limit is not None for limit in (self.rpm, self.tpm, self.max_concurrency, self.budget))
+
+
+def key_digest(key: str) -> bytes:
+    """A client key as the gateway compares it: its SHA-256."""
+    return hashlib.sha256(key.encode()).digest()
+
+
+def glob_problem(glob: str) -> str | None:
+    """Why a glob cannot mean what its author wrote, or None; fnmatch would take an unclosed '[' literally."""
+    i = 0
+    while (i := glob.find("[", i)) != -1:
+        j = i + 1
+        if glob[j : j + 1] == "!":
+            j += 1
+        if glob[j : j + 1] == "]":
+            j += 1
+        end = glob.find("]", j)
+        if end == -1:
+            return f"expected a ']' to close the '[' at position {i}"
+        i = end + 1
+    return None
 
 
 class Timeouts(_Strict):
@@ -254,6 +372,7 @@ class Config(_Strict):
     server: ServerConfig = ServerConfig()
     providers: dict[NonEmptyStr, ProviderConfig] = Field(min_length=1)
     models: tuple[ModelRoute, ...] = Field(min_length=1)
+    keys: tuple[KeyConfig, ...] = ()
     # Each route's rewrite options, built once from the route and the server's limits.
     _options: dict[str, RewriteOptions] = PrivateAttr(default_factory=dict)
 
@@ -267,6 +386,22 @@ class Config(_Strict):
     def options(self, route: ModelRoute) -> RewriteOptions:
         """How ``route`` rewrites (``RewriteOptions.plain()`` for a route without ``rewrite``)."""
         return self._options[route.name]
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _consistent_keys(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Config:
+        """Duplicate keys and globs that match no route, found on the raw data so they join every other problem."""
+        problems = _key_problems(data)
+        try:
+            config: Config = handler(data)
+        except ValidationError as exc:
+            if not problems:
+                raise
+            cross = {"type": "value_error", "loc": (), "input": data, "ctx": {"error": ValueError("\n".join(problems))}}
+            raise ValidationError.from_exception_data(exc.title, [*exc.errors(), cross]) from None  # type: ignore[list-item]
+        if problems:
+            raise ValueError("\n".join(problems))
+        return config
 
     @model_validator(mode="after")
     def _consistent_routes(self) -> Config:
@@ -294,12 +429,17 @@ class Config(_Strict):
     def describe(self) -> str:
         """The resolved config for humans (``gateway check-config``); secrets are masked."""
         server = self.server
-        keys = len(server.api_keys)
+        keys = len(server.api_keys) + len(self.keys)
         auth = f"on ({keys} key{'s' if keys != 1 else ''})" if keys else "off"
+        state = "memory (this process)" if server.state == "memory" else _redact_url(server.state)
         lines = [
             f"server: {server.host}:{server.port}, auth {auth}, max body {server.max_body_bytes} bytes",
-            "providers:",
+            f"state: {state}, on failure {server.state_failure}, timeout {server.state_timeout * 1000:g} ms",
         ]
+        if self.keys:
+            lines.append("keys:")
+            lines += [f"  {_key_summary(key)}" for key in self.keys]
+        lines.append("providers:")
         for name, provider in self.providers.items():
             key = _mask(provider.api_key.get_secret_value()) if provider.api_key else "(none)"
             lines.append(f"  {name}: {_redact_url(provider.base_url)}, api key {key}")
@@ -476,7 +616,7 @@ def _reference_problems(data: Any) -> list[str]:
 
 
 # Fields whose values must not be echoed back in an error message.
-_SECRET_FIELDS: Final = frozenset(("api_key", "api_keys", "headers"))
+_SECRET_FIELDS: Final = frozenset(("api_key", "api_keys", "headers", "key", "key_sha256", "state"))
 _BOUNDS: Final = frozenset(("greater_than", "greater_than_equal", "less_than", "less_than_equal"))
 _EXPECTATIONS: Final = {
     "missing": "required, but missing",
@@ -571,6 +711,69 @@ def _show(value: Any) -> str:
         return repr(value)
     names: dict[type, str] = {dict: "a mapping", list: "a list"}
     return names.get(type(value), type(value).__name__)
+
+
+def _key_problems(data: Any) -> list[str]:
+    """Cross-checks of ``keys`` on data not yet validated: whatever cannot be read here has its own error."""
+    keys = _read(data, "keys")
+    if not isinstance(keys, list | tuple):
+        return []
+    problems: list[str] = []
+    seen_names: dict[str, int] = {}
+    seen_keys: dict[bytes, str] = {}
+    api_keys = _read(_read(data, "server"), "api_keys")
+    for i, api_key in enumerate(api_keys if isinstance(api_keys, list | tuple) else ()):
+        if isinstance(api_key, str) and api_key:
+            seen_keys.setdefault(key_digest(api_key), f"server.api_keys[{i}]")
+    routes = _read(data, "models")
+    names = [_read(route, "name") for route in routes] if isinstance(routes, list | tuple) else []
+    route_names = names if all(isinstance(name, str) for name in names) else []
+    for i, entry in enumerate(keys):
+        name = _read(entry, "name")
+        if isinstance(name, str) and (first := seen_names.setdefault(name, i)) != i:
+            problems.append(f"keys[{i}].name: duplicate key name {name!r}, first at keys[{first}]")
+        for field, digest in _raw_digests(entry):
+            if (earlier := seen_keys.setdefault(digest, f"keys[{i}].{field}")) != f"keys[{i}].{field}":
+                problems.append(f"keys[{i}].{field}: the same key as {earlier}")
+        globs = _read(entry, "models")
+        for j, glob in enumerate(globs if isinstance(globs, list | tuple) and route_names else ()):
+            if isinstance(glob, str) and glob and not glob_problem(glob) and not any(fnmatchcase(r, glob) for r in route_names):
+                problems.append(
+                    f"keys[{i}].models[{j}]: {glob!r} matches no route; expected a glob over the route names"
+                    f" {', '.join(map(repr, route_names))}"
+                )
+    return problems
+
+
+def _raw_digests(entry: Any) -> Iterator[tuple[str, bytes]]:
+    """The SHA-256 of a raw key entry's secret, under the field it came from, when it is readable."""
+    key = _read(entry, "key")
+    if isinstance(key, SecretStr):
+        key = key.get_secret_value()
+    if isinstance(key, str) and key:
+        yield "key", key_digest(key)
+    hexdigest = _read(entry, "key_sha256")
+    if isinstance(hexdigest, str) and _SHA256_HEX.fullmatch(hexdigest):
+        yield "key_sha256", bytes.fromhex(hexdigest)
+
+
+def _read(node: Any, field: str) -> Any:
+    """A field of raw config data: a mapping from YAML, or a model instance passed to a constructor."""
+    if isinstance(node, Mapping):
+        return node.get(field)
+    return getattr(node, field, None) if isinstance(node, BaseModel) else None
+
+
+def _key_summary(key: KeyConfig) -> str:
+    secret = _mask(key.key.get_secret_value()) if key.key is not None else f"sha256 {key.digest.hex()[:8]}..."
+    limits = [
+        f"{label} {value}"
+        for label, value in (("rpm", key.rpm), ("tpm", key.tpm), ("concurrency", key.max_concurrency))
+        if value is not None
+    ]
+    if key.budget is not None:
+        limits.append(f"budget {key.budget.tokens} tokens per {key.budget.period}")
+    return f"{key.name}: key {secret}, models {', '.join(key.models)}, limits {', '.join(limits) or 'none'}"
 
 
 def _rewrite_summary(rewrite: RewriteConfig) -> str:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+
 import pytest
 from hypothesis import settings
+
+from tests.redis_server import URL_VARIABLE, RedisServer
 
 # No per-example deadline: the machine is shared, and a timing bound is not a behaviour.
 settings.register_profile("gateway", deadline=None)
@@ -21,3 +26,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "soak" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A real Redis shared by the test run: the one .ci/run started, else one of the run's own."""
+    if url := os.environ.get(URL_VARIABLE):
+        yield url
+        return
+    with RedisServer() as server:
+        yield server.url
+
+
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A real Redis for one test alone, which it may stop, pause and start again."""
+    with RedisServer() as server:
+        yield server

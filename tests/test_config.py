@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from textwrap import dedent
 
 import pytest
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
-from gateway.config import Config, ConfigError, ModelRoute, RewriteConfig, default_config, load_config, parse_config
+from gateway.config import (
+    Config,
+    ConfigError,
+    KeyConfig,
+    ModelRoute,
+    RewriteConfig,
+    default_config,
+    load_config,
+    parse_config,
+)
 from gateway.core.options import Reasoning, RewriteOptions, Thoughts
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config.example.yaml"
@@ -515,3 +525,184 @@ def test_example_local_provider_is_valid_when_uncommented(tmp_path: Path) -> Non
     path.write_text("\n".join([*lines[:start], *block, *lines[start + 3 :]]), encoding="utf-8")
     local = load_config(path, {"OPENAI_API_KEY": SECRET}).providers["local"]
     assert local.base_url == "http://127.0.0.1:11434/v1" and local.api_key is None and local.timeout.read == 900
+
+
+# Client keys and shared state
+
+KEYS = """\
+providers:
+  openai:
+    base_url: https://api.openai.com/v1
+models:
+  - {name: assistant, provider: openai}
+  - {name: "gpt-4o*", provider: openai}
+  - {name: embeddings, provider: openai}
+"""
+APP_KEY = "app-key-0123456789-SECRET"
+
+
+def test_keys_with_every_field() -> None:
+    text = KEYS + dedent(
+        """\
+        server:
+          api_keys: [plain-key-SECRET]
+          state: "redis://:${REDIS_PASSWORD}@redis:6379/2"
+          state_failure: closed
+          state_timeout: 0.1
+        keys:
+          - name: support-bot
+            key: ${SUPPORT_BOT_KEY}
+            models: ["assistant", "gpt-4o*"]
+            rpm: 600
+            tpm: 200000
+            max_concurrency: 20
+            budget: {tokens: 5000000, period: month}
+          - name: batch.v2
+            key_sha256: "{BATCH_SHA256}"
+        """
+    ).replace("{BATCH_SHA256}", hashlib.sha256(b"batch-key").hexdigest().upper())
+    config = parse_config(text, "c.yaml", {"SUPPORT_BOT_KEY": APP_KEY, "REDIS_PASSWORD": "pa ss"})
+    server = config.server
+    assert (server.state, server.state_failure, server.state_timeout) == ("redis://:pa ss@redis:6379/2", "closed", 0.1)
+    bot, batch = config.keys
+    assert bot.name == "support-bot" and bot.models == ("assistant", "gpt-4o*")
+    assert (bot.rpm, bot.tpm, bot.max_concurrency) == (600, 200000, 20)
+    assert bot.budget is not None and (bot.budget.tokens, bot.budget.period) == (5000000, "month")
+    assert bot.digest == hashlib.sha256(APP_KEY.encode()).digest() and bot.limited
+    assert batch.digest == hashlib.sha256(b"batch-key").digest() and batch.key_sha256 == batch.digest.hex()
+    assert batch.models == ("*",) and not batch.limited  # every route, no limits
+    assert server.api_keys == ("plain-key-SECRET",)
+
+
+def test_state_defaults_to_this_process() -> None:
+    server = parse_config(MINIMAL, "c.yaml", {}).server
+    assert (server.state, server.state_failure, server.state_timeout) == ("memory", "open", 0.05)
+
+
+@pytest.mark.parametrize("url", ["redis://localhost", "rediss://user:pw@cache.internal:6380/15", "redis://[::1]:6379/0"])
+def test_state_takes_redis_urls(url: str) -> None:
+    assert parse_config(MINIMAL + f"server: {{state: '{url}'}}\n", "c.yaml", {}).server.state == url
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ("keys: [{name: a, key: k, rpmm: 5}]\n", "keys[0].rpmm: unknown key; expected one of: name, key, key_sha256, models"),
+        ("keys: [{name: a, key: k, budget: {tokens: 5, period: year}}]\n",
+         "keys[0].budget.period: expected one of 'day', 'week', 'month', got 'year'"),
+        ("keys: [{name: a, key: k, budget: {tokens: 5}}]\n", "keys[0].budget.period: required, but missing"),
+        ("keys: [{name: a, key: k, budget: {tokens: 0, period: day}}]\n",
+         "keys[0].budget.tokens: expected a number greater than 0, got 0"),
+        ("keys: [{name: a, key: k, rpm: 0}]\n", "keys[0].rpm: expected a number greater than 0, got 0"),
+        ("keys: [{name: a, key: k, max_concurrency: -1}]\n",
+         "keys[0].max_concurrency: expected a number greater than 0, got -1"),
+        ("keys: [{name: a, key: k, models: ['assist[ant']}]\n",
+         "keys[0].models: 'assist[ant': expected a ']' to close the '[' at position 6"),
+        ("keys: [{name: a, key: k, models: []}]\n", "keys[0].models: expected at least one entry"),
+        ("keys: [{name: a, key: k, models: ['asistant']}]\n",
+         "keys[0].models[0]: 'asistant' matches no route; expected a glob over the route names 'assistant', 'gpt-4o*'"),
+        ("keys: [{name: 'support bot', key: k}]\n",
+         "keys[0].name: expected up to 64 letters, digits, '.', '_' or '-', starting with a letter or digit, got 'support bot'"),
+        ("keys: [{name: a}]\n", "keys[0]: expected exactly one of key and key_sha256"),
+        ("keys: [{name: a, key: k, key_sha256: '%s'}]\n" % ("0" * 64), "keys[0]: expected exactly one of key and key_sha256"),
+        ("keys: [{name: a, key: ''}]\n", "keys[0]: key: expected a non-empty string"),
+        ("keys: [{name: a, key_sha256: abc}]\n", "keys[0].key_sha256: expected 64 hexadecimal digits"),
+        ("keys: {name: a}\n", "keys: expected a list"),
+        ("server: {state: memcached://x}\n", "server.state: expected 'memory' or a redis:// or rediss:// URL"),
+        ("server: {state: 'redis://host:port'}\n", "server.state: expected 'memory' or a redis:// or rediss:// URL"),
+        ("server: {state: 'redis://host/zero'}\n", "server.state: expected a database number after the host"),
+        ("server: {state_failure: maybe}\n", "server.state_failure: expected one of 'open', 'closed', got 'maybe'"),
+        ("server: {state_timeout: 0}\n", "server.state_timeout: expected a number greater than 0, got 0"),
+    ],
+)
+def test_key_and_state_errors(tmp_path: Path, extra: str, expected: str) -> None:
+    lines = problems(tmp_path, KEYS.replace("  - {name: embeddings, provider: openai}\n", "") + extra)
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"{tmp_path / 'gateway.yaml'}: {expected}")
+
+
+def test_duplicate_names_and_keys_are_reported_with_every_other_problem(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    text = KEYS + dedent(
+        f"""\
+        server: {{api_keys: ["{APP_KEY}"], port: -1}}
+        keys:
+          - {{name: one, key: other-key-SECRET}}
+          - {{name: one, key_sha256: "{hashlib.sha256(b"other-key-SECRET").hexdigest()}"}}
+          - {{name: two, key: "{APP_KEY}", rpm: many}}
+          - {{name: three, key: k3, models: [nothing-here]}}
+        """
+    )
+    assert sorted(problems(tmp_path, text)) == sorted(
+        f"{path}: {line}"
+        for line in (
+            "server.port: expected a number greater than or equal to 1, got -1",
+            "keys[2].rpm: expected a valid integer, unable to parse string as an integer, got 'many'",
+            "keys[1].name: duplicate key name 'one', first at keys[0]",
+            "keys[1].key_sha256: the same key as keys[0].key",
+            "keys[2].key: the same key as server.api_keys[0]",
+            (
+                "keys[3].models[0]: 'nothing-here' matches no route; expected a glob over the route names"
+                " 'assistant', 'gpt-4o*', 'embeddings'"
+            ),
+        )
+    )
+
+
+def test_key_secrets_are_never_echoed(tmp_path: Path) -> None:
+    text = KEYS + dedent(
+        """\
+        server: {state: "redis://:hunter2hunter2@:6379"}
+        keys:
+          - {name: a, key: 987654321987}
+          - {name: b, key: [list-SECRET]}
+          - {name: c, key_sha256: "deadbeef-SECRET"}
+        """
+    )
+    lines = problems(tmp_path, text)
+    assert len(lines) == 4, lines
+    for secret in ("987654321987", "SECRET", "hunter2"):
+        assert all(secret not in line for line in lines)
+
+
+def test_direct_construction_checks_keys_too() -> None:
+    with pytest.raises(ValidationError, match=r"keys\[1\]\.key: the same key as keys\[0\]\.key"):
+        Config.model_validate(
+            {
+                "providers": {"p": {"base_url": "http://up"}},
+                "models": [{"name": "a", "provider": "p"}],
+                "keys": [KeyConfig(name="x", key=SecretStr("same")), {"name": "y", "key": "same"}],
+            }
+        )
+
+
+def test_describe_shows_keys_and_state_without_secrets() -> None:
+    text = KEYS + dedent(
+        f"""\
+        server: {{state: "rediss://gw:pw-SECRET-9@cache:6380/1", state_timeout: 0.2}}
+        keys:
+          - {{name: support-bot, key: "{APP_KEY}", models: [assistant], rpm: 600, budget: {{tokens: 9, period: week}}}}
+          - {{name: batch, key_sha256: "{hashlib.sha256(b"k").hexdigest()}"}}
+        """
+    )
+    described = parse_config(text, "c.yaml", {}).describe()
+    assert "SECRET" not in described
+    assert "auth on (2 keys)" in described
+    assert "state: rediss://gw:***@cache:6380/1, on failure open, timeout 200 ms" in described
+    assert "  support-bot: key ...CRET, models assistant, limits rpm 600, budget 9 tokens per week" in described
+    assert f"  batch: key sha256 {hashlib.sha256(b'k').hexdigest()[:8]}..., models *, limits none" in described
+    assert "state: memory (this process)" in parse_config(MINIMAL, "c.yaml", {}).describe()
+
+
+def test_example_keys_are_valid_when_uncommented(tmp_path: Path) -> None:
+    lines = EXAMPLE.read_text(encoding="utf-8").splitlines()
+    start = lines.index("# keys:")
+    block = [line.replace("# ", "", 1) for line in lines[start:]]
+    path = tmp_path / "keys.yaml"
+    path.write_text("\n".join([*lines[:start], *block]), encoding="utf-8")
+    config = load_config(path, {"OPENAI_API_KEY": SECRET, "SUPPORT_BOT_KEY": "sk-support-bot"})
+    bot, batch = config.keys
+    assert (bot.name, bot.rpm, bot.tpm, bot.max_concurrency) == ("support-bot", 600, 200000, 20)
+    assert bot.budget is not None and (bot.budget.tokens, bot.budget.period) == (5000000, "month")
+    assert bot.digest == hashlib.sha256(b"sk-support-bot").digest() and bot.key_sha256 is None
+    assert batch.digest == hashlib.sha256(b"password").digest() and batch.models == ("gpt-*",)

@@ -29,7 +29,7 @@ class Service:
     def __init__(self, config: Config, transports: Mapping[str, httpx.AsyncBaseTransport] | None = None) -> None:
         self.config = config
         self.metrics = Metrics()
-        self.auth = Auth(config.server.api_keys)
+        self.auth = Auth(config)
         self.providers = {
             name: Provider(name, provider, (transports or {}).get(name)) for name, provider in config.providers.items()
         }
