@@ -259,6 +259,12 @@ class ProviderConfig(_Strict):
     # "native": the provider serves the Responses API itself, so /v1/responses on a plain route to it is
     # forwarded unchanged (stored state, built-in tools). "translate": answered through chat completions.
     responses: Literal["translate", "native"] = "translate"
+    # The field the provider reads the output-token limit from: with "max_tokens", a request's
+    # max_completion_tokens (sent by the Responses and Messages front doors too) goes there instead.
+    token_limit: Literal["max_completion_tokens", "max_tokens"] = "max_completion_tokens"
+    # Whether the provider takes reasoning_effort: then a translated request's effort (Responses'
+    # reasoning.effort, a Messages thinking budget) is sent as one; otherwise it is dropped.
+    reasoning_effort: bool = False
 
     @field_validator("forward")
     @classmethod

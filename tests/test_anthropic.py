@@ -1685,7 +1685,7 @@ def test_a_non_streaming_cut_answer_is_max_tokens_and_bad_arguments_an_empty_inp
 
 def test_count_tokens_takes_the_messages_body_without_max_tokens() -> None:
     request = parse_count_tokens_request(orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "Hi"}]}))
-    assert request.max_tokens is None and "max_completion_tokens" not in to_chat(request, reasoning=Reasoning.HIDE)
+    assert request.max_tokens is None and "max_completion_tokens" not in to_chat(request, reasoning=Reasoning.HIDE, reasoning_effort=False)
     with pytest.raises(GatewayError) as caught:
         parse_count_tokens_request(orjson.dumps({"model": "m", "messages": []}))
     assert caught.value.param == "messages"
@@ -1693,7 +1693,7 @@ def test_count_tokens_takes_the_messages_body_without_max_tokens() -> None:
 
 def test_count_tokens_estimates_high_from_the_upstream_request() -> None:
     english = "The quick brown fox jumps over the lazy dog. " * 20  # 900 characters, about 200 tokens
-    chat = to_chat(request_of(messages=[{"role": "user", "content": english}]), reasoning=Reasoning.HIDE)
+    chat = to_chat(request_of(messages=[{"role": "user", "content": english}]), reasoning=Reasoning.HIDE, reasoning_effort=False)
     estimate = count_tokens(chat)["input_tokens"]
     assert estimate == 4 + 900 // 3 and estimate > len(english) / 4
     with_system = count_tokens({**chat, "messages": [{"role": "system", "content": "Be brief."}, *chat["messages"]]})[
@@ -1712,7 +1712,7 @@ def test_count_tokens_estimates_high_from_the_upstream_request() -> None:
 
 
 def test_count_tokens_counts_tool_calls_and_results_of_the_history() -> None:
-    chat = to_chat(request_of(messages=TOOL_ROUND_TRIP), reasoning=Reasoning.HIDE)
+    chat = to_chat(request_of(messages=TOOL_ROUND_TRIP), reasoning=Reasoning.HIDE, reasoning_effort=False)
     bare = count_tokens({"messages": [chat["messages"][0]]})["input_tokens"]
     assert count_tokens(chat)["input_tokens"] > bare + 4 * 4
 

@@ -71,7 +71,7 @@ def request_of(**body: Any) -> ResponsesRequest:
 
 def chat_of(route: Reasoning = Reasoning.HIDE, **body: Any) -> dict[str, Any]:
     """The chat request for a Responses body, on a route that hides (or exposes) reasoning."""
-    return to_chat(request_of(**body), reasoning=route)
+    return to_chat(request_of(**body), reasoning=route, reasoning_effort=True)
 
 
 def parse_sse(body: bytes) -> list[dict[str, Any]]:
@@ -428,8 +428,8 @@ def test_sampling_limits_and_formats_map_across() -> None:
     }
     assert chat_of(text={"format": {"type": "json_object"}})["response_format"] == {"type": "json_object"}
     assert "response_format" not in chat_of(text={"format": {"type": "text"}})
-    older = to_chat(request_of(max_output_tokens=64), reasoning=Reasoning.HIDE, token_limit="max_tokens")
-    assert older["max_tokens"] == 64 and "max_completion_tokens" not in older
+    without_effort = to_chat(request_of(reasoning={"effort": "low"}), reasoning=Reasoning.HIDE, reasoning_effort=False)
+    assert "reasoning_effort" not in without_effort, "only a provider that takes reasoning_effort gets it"
 
 
 def test_fields_without_a_chat_counterpart_are_dropped_and_named_in_a_debug_line(
@@ -1172,7 +1172,7 @@ class FrontDoor:
         except GatewayError as error:
             status, body = error_status_and_body(error)
             return HTTP.Response(status, content=body, headers={"content-type": "application/json"})
-        self.upstream.append(to_chat(parsed, reasoning=self.options.reasoning))
+        self.upstream.append(to_chat(parsed, reasoning=self.options.reasoning, reasoning_effort=True))
         chunks = self.answers.pop(0)
         if not parsed.stream:
             events = replay_completion(completion_of(chunks), self.options)

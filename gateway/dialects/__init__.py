@@ -37,8 +37,11 @@ class Dialect(Protocol):
     def parse_request(self, body: bytes) -> ClientRequest:
         """The client's body, validated; a 400 ``GatewayError`` naming the field otherwise."""
 
-    def to_chat(self, request: Any, *, reasoning: Reasoning) -> dict[str, Any]:
-        """The chat-completions request for a route; its ``model`` is set by the shell."""
+    def to_chat(self, request: Any, *, reasoning: Reasoning, reasoning_effort: bool) -> dict[str, Any]:
+        """The chat-completions request for a route; its ``model`` is set by the shell.
+
+        ``reasoning`` is the route's; ``reasoning_effort`` says whether the provider takes that field.
+        """
 
     def encoder(self, request: Any, *, created: int) -> StreamEncoder:
         """The encoder of one streamed answer."""

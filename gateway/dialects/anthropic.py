@@ -541,7 +541,7 @@ def reasoning_effort_of(request: MessagesRequest) -> str | None:
     return "medium" if request.thinking_budget < _EFFORT_MEDIUM_BELOW else "high"
 
 
-def to_chat(request: MessagesRequest, *, reasoning: Reasoning, reasoning_effort: bool = False) -> dict[str, Any]:
+def to_chat(request: MessagesRequest, *, reasoning: Reasoning, reasoning_effort: bool) -> dict[str, Any]:
     """The chat-completions request for this Messages request.
 
     ``reasoning`` is the route's: earlier thinking blocks go upstream (as the

@@ -97,7 +97,7 @@ def parse_request(body: bytes) -> ChatRequest:
     return ChatRequest(payload)
 
 
-def to_chat(request: ChatRequest, *, reasoning: Reasoning) -> dict[str, Any]:
+def to_chat(request: ChatRequest, *, reasoning: Reasoning, reasoning_effort: bool) -> dict[str, Any]:
     """The upstream speaks this dialect: the payload goes as it came (the shell sets the model)."""
     return dict(request.payload)
 

@@ -50,7 +50,6 @@ from gateway.dialects.chat import error_body
 __all__ = [
     "ResponsesRequest",
     "ResponsesStreamEncoder",
-    "TokenLimit",
     "build",
     "encoder",
     "error_status_and_body",
@@ -61,7 +60,6 @@ __all__ = [
 
 logger = logging.getLogger("gateway.dialects.responses")
 
-TokenLimit = Literal["max_completion_tokens", "max_tokens"]
 """The chat field that carries ``max_output_tokens``: the current name, or the older one some providers still want."""
 
 # Fields that need state the gateway does not keep: refused whenever they are set.
@@ -280,10 +278,11 @@ def parse_request(body: bytes) -> ResponsesRequest:
     )
 
 
-def to_chat(
-    request: ResponsesRequest, *, reasoning: Reasoning, token_limit: TokenLimit = "max_completion_tokens"
-) -> dict[str, Any]:
-    """The chat-completions request for a route; ``model`` stays the client's, for the shell to replace."""
+def to_chat(request: ResponsesRequest, *, reasoning: Reasoning, reasoning_effort: bool) -> dict[str, Any]:
+    """The chat-completions request for a route; ``model`` stays the client's, for the shell to replace.
+
+    ``reasoning.effort`` goes upstream as ``reasoning_effort`` only to a provider that takes it.
+    """
     messages = list(request.messages)
     if reasoning is Reasoning.EXPOSE:
         for position, text in request.reasoning.items():
@@ -297,8 +296,10 @@ def to_chat(
     if request.stream:
         chat["stream_options"] = {"include_usage": True}
     chat.update(request.chat)
+    if not reasoning_effort and chat.pop("reasoning_effort", None) is not None:
+        logger.debug("responses request: reasoning.effort not sent upstream (the provider does not take it)")
     if request.max_output_tokens is not None:
-        chat[token_limit] = request.max_output_tokens
+        chat["max_completion_tokens"] = request.max_output_tokens
     return chat
 
 

@@ -138,7 +138,7 @@ async def count_tokens(request: Request) -> Response:
         parsed = anthropic.parse_count_tokens_request(await read_body(request, service.config.server.max_body_bytes))
         route = service.router.route(parsed.model)
         options = service.config.options(route)
-        payload = anthropic.to_chat(parsed, reasoning=options.reasoning)
+        payload = anthropic.to_chat(parsed, reasoning=options.reasoning, reasoning_effort=False)
         if not options.passthrough:
             payload, _ = prepare(payload, options)
     except GatewayError as error:

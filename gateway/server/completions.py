@@ -69,17 +69,20 @@ class Completions:
         self, dialect: Dialect, request: ClientRequest, route: ModelRoute, provider: Provider, record: RequestRecord
     ) -> Answer:
         options = self._config.options(route)
-        payload = dialect.to_chat(request, reasoning=options.reasoning)
+        upstream = provider.config
+        payload = dialect.to_chat(request, reasoning=options.reasoning, reasoning_effort=upstream.reasoning_effort)
         record.upstream_model = payload["model"] = route.upstream_model(request.model)
+        if upstream.token_limit == "max_tokens" and "max_completion_tokens" in payload:
+            payload["max_tokens"] = payload.pop("max_completion_tokens")
         if not options.passthrough:
             payload, options = prepare(payload, options)
         record.reasoning_exposed = options.reasoning is Reasoning.EXPOSE and not options.passthrough
-        timeouts = route.timeout.apply(provider.config.timeout)
+        timeouts = route.timeout.apply(upstream.timeout)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeouts.total if timeouts.total else None
         waiting = loop.time()
         try:
-            upstream = await provider.call(
+            answer = await provider.call(
                 "POST",
                 "/chat/completions",
                 content=json_body.dumps(payload),
@@ -92,15 +95,15 @@ class Completions:
             )
         finally:
             record.upstream_seconds += loop.time() - waiting
-        if upstream.status >= 400:
-            raise await upstream.error()
-        headers = client_headers(upstream.headers)
+        if answer.status >= 400:
+            raise await answer.error()
+        headers = client_headers(answer.headers)
         created = int(time.time())
         if not request.stream:
-            events = await self._complete(upstream, provider, options, deadline, record)
+            events = await self._complete(answer, provider, options, deadline, record)
             return Answer(headers, body=dialect.build(request, events, created=created))
         relay = Relay(
-            upstream,
+            answer,
             StreamTranslator(options, provider.name, record.rewrite),
             dialect.encoder(request, created=created),
             idle=timeouts.idle,
