@@ -33,6 +33,7 @@ from pydantic import (
 )
 
 from gateway.core.options import Reasoning, RewriteOptions, Thoughts
+from gateway.core.think import DEFAULT_TAGS, ThinkFilter
 from gateway.upstream.forwarding import DEFAULT_FORWARD, DEFAULT_FORWARD_HEADERS, forwardable_header, parse_pattern
 
 __all__ = [
@@ -313,6 +314,16 @@ class RewriteConfig(_Strict):
     message_tool_description: str | None = None
     message_arg_description: str | None = None
     inner_thoughts_description: str | None = None
+    # Reasoning inside the visible text, between tags; [] turns it off.
+    think_tags: tuple[tuple[NonEmptyStr, NonEmptyStr], ...] = DEFAULT_TAGS
+    think_open: bool = False
+
+    @field_validator("think_tags")
+    @classmethod
+    def _usable_tags(cls, value: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+        if value:
+            ThinkFilter(value)  # the filter says what it cannot tell apart (a tag that begins another, ...)
+        return value
 
     @model_validator(mode="after")
     def _distinct_arguments(self) -> RewriteConfig:
@@ -333,6 +344,8 @@ class RewriteConfig(_Strict):
             message_tool_description=self.message_tool_description,
             message_arg_description=self.message_arg_description,
             inner_thoughts_description=self.inner_thoughts_description,
+            think_tags=self.think_tags,
+            think_open=self.think_open,
             max_event_bytes=server.max_event_bytes,
             max_arguments_chars=server.max_arguments_chars,
         )

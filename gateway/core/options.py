@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
+from gateway.core.think import DEFAULT_TAGS
+
 __all__ = ["Reasoning", "RewriteOptions", "Thoughts"]
 
 DEFAULT_MAX_EVENT_BYTES = 4 * 1024 * 1024
@@ -52,6 +54,10 @@ class RewriteOptions:
     message_tool_description: str | None = None
     message_arg_description: str | None = None
     inner_thoughts_description: str | None = None
+    # Reasoning inside the visible text: the (opening, closing) tag pairs; () turns the filter off.
+    # think_open: the text starts inside a block that the chat template opened.
+    think_tags: tuple[tuple[str, str], ...] = DEFAULT_TAGS
+    think_open: bool = False
     # Client tools that declare the inner-thoughts argument themselves keep it (set per request).
     keep_arguments_of: frozenset[str] = field(default_factory=frozenset)
     # Beyond these, the stream ends with an error event: one upstream event, one tool call's arguments.
@@ -68,6 +74,7 @@ class RewriteOptions:
             inner_thoughts=Thoughts.NONE,
             reasoning=Reasoning.EXPOSE,
             inject_tools=False,
+            think_tags=(),
             max_event_bytes=max_event_bytes,
             max_arguments_chars=max_arguments_chars,
             passthrough=True,

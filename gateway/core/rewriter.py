@@ -31,6 +31,7 @@ from gateway.core.events import (
     Usage,
 )
 from gateway.core.options import Reasoning, RewriteOptions, Thoughts
+from gateway.core.think import Piece, ThinkFilter, Visible
 
 __all__ = [
     "REWRITTEN_DELTA_KEYS",
@@ -52,7 +53,7 @@ _TOOL_CALL_KEYS: Final = frozenset(("index", "id", "type", "function"))
 _TOOL_FINISHES: Final = frozenset(("tool_calls", "function_call", "stop"))
 _REASONING_FIELDS: Final = ("reasoning_content", "reasoning")
 # Events that leave a chunk as the upstream sent it, so its bytes can go to a chat client as they are.
-_KEEPS_CHUNK: Final = frozenset((TextDelta, Finish, ToolCallEnd))
+_KEEPS_CHUNK: Final = frozenset((Finish, ToolCallEnd))
 
 
 class InvalidChunk(ValueError):
@@ -122,9 +123,9 @@ class _Call:
 class _Choice:
     """What one choice has said so far."""
 
-    __slots__ = ("calls", "finished", "client_calls", "legacy", "visible", "reasoning")
+    __slots__ = ("calls", "finished", "client_calls", "legacy", "visible", "reasoning", "think", "fed", "called")
 
-    def __init__(self) -> None:
+    def __init__(self, think: ThinkFilter | None) -> None:
         self.calls: dict[Hashable, _Call] = {}
         self.finished = False
         self.client_calls = 0
@@ -132,6 +133,11 @@ class _Choice:
         # The segment the last visible (or reasoning) text came from: a new one starts after a blank line.
         self.visible: object = None
         self.reasoning: object = None
+        # Reasoning between think tags in the visible text; ``fed`` is the segment the filter is reading,
+        # ``called`` whether a tool call came since (a block may open again where the text resumes).
+        self.think = think
+        self.fed: object = None
+        self.called = False
 
 
 class StreamRewriter:
@@ -156,6 +162,7 @@ class StreamRewriter:
         self._message_keys = (
             (options.message_arg, options.inner_thoughts_arg) if self._kwarg else (options.message_arg,)
         )
+        self._think_tags = () if options.passthrough else options.think_tags
 
     @property
     def finished(self) -> bool:
@@ -203,7 +210,8 @@ class StreamRewriter:
         state = self._choices.get(index)
         first = state is None
         if state is None:
-            state = self._choices[index] = _Choice()
+            think = ThinkFilter(self._think_tags, start_inside=self.options.think_open) if self._think_tags else None
+            state = self._choices[index] = _Choice(think)
         events.append(ChoiceStart(index, choice, first))
         start = len(events)
 
@@ -252,14 +260,36 @@ class StreamRewriter:
             return not isinstance(choice.get("delta"), dict)
         if changed:
             return True
-        # Unchanged: its content went out as it came, and nothing but the finish was added.
+        # Unchanged: its content went out as it came (nothing held back or added), and nothing but the finish.
+        shown = ""
         for event in events[start:]:
-            kind = type(event)
-            if (kind is TextDelta and event.text != content) or kind not in _KEEPS_CHUNK:  # type: ignore[union-attr]
+            if type(event) is TextDelta:
+                shown += event.text
+            elif type(event) not in _KEEPS_CHUNK:
                 return True
-        return False
+        return shown != (content if isinstance(content, str) else "")
 
     def _visible(self, index: Hashable, state: _Choice, text: str, segment: object, events: list[Event]) -> None:
+        """Visible text of a segment, through the think filter when the route has one."""
+        think = state.think
+        if think is None:
+            self._show(index, state, text, segment, events)
+            return
+        if state.fed is not segment or state.called:
+            # A new segment, or text again after a tool call: a think block may open at its start.
+            if state.fed is not None:
+                self._pieces(index, state, think.restart(), state.fed, events)
+            state.fed, state.called = segment, False
+        self._pieces(index, state, think.feed(text), segment, events)
+
+    def _pieces(self, index: Hashable, state: _Choice, pieces: list[Piece], segment: object, events: list[Event]) -> None:
+        for piece in pieces:
+            if type(piece) is Visible:
+                self._show(index, state, piece.text, segment, events)
+            else:
+                self._reason(index, state, piece.text, segment, events)
+
+    def _show(self, index: Hashable, state: _Choice, text: str, segment: object, events: list[Event]) -> None:
         if state.visible is not segment:
             if state.visible is not None:
                 text = "\n\n" + text
@@ -331,6 +361,7 @@ class StreamRewriter:
             self.stats.message_calls += 1
             return
         call.role = _CLIENT
+        state.called = True
         call.index = state.client_calls
         state.client_calls += 1
         state.legacy = state.legacy or call.legacy
@@ -371,6 +402,10 @@ class StreamRewriter:
     def _settle_all(self, index: Hashable, state: _Choice, events: list[Event]) -> None:
         for call in state.calls.values():
             self._settle(index, state, call, events)
+        if state.think is not None and state.fed is not None:
+            # What the filter held back (a tag cut short) is released: no more text of this choice is due.
+            # restart() rather than close(): a stream that goes on after a finish must not break the filter.
+            self._pieces(index, state, state.think.restart(), state.fed, events)
 
 
 def replay_completion(
