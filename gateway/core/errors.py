@@ -11,12 +11,13 @@ another on the way.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from enum import Enum
+from enum import Enum, unique
 from typing import Any
 
 __all__ = ["ErrorKind", "GatewayError"]
 
 
+@unique  # a member whose value repeated another's would silently be an alias of it
 class ErrorKind(Enum):
     """What went wrong: ``(HTTP status, OpenAI error type, default code)``."""
 
@@ -38,7 +39,7 @@ class ErrorKind(Enum):
     INVALID_RESPONSE = (502, "api_error", "upstream_invalid_event")
     RESPONSE_TOO_LARGE = (502, "api_error", "upstream_too_large")
     # The upstream sent its own error object in place of an answer (an SSE error event).
-    UPSTREAM_ERROR = (502, "api_error", "upstream_error")
+    UPSTREAM_ERROR = (502, "api_error", "upstream_error_event")
     BUSY = (503, "api_error", "provider_busy")
     UNAVAILABLE = (503, "api_error", "gateway_unavailable")
     TIMEOUT = (504, "api_error", "upstream_timeout")

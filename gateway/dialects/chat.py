@@ -32,7 +32,6 @@ from gateway.core.events import (
     TextDelta,
     ToolCallDelta,
     ToolCallStart,
-    Usage,
 )
 from gateway.core.options import Reasoning
 from gateway.core.rewriter import REWRITTEN_DELTA_KEYS
