@@ -449,3 +449,33 @@ def test_a_rewrite_route_on_the_responses_endpoint_is_translated_never_forwarded
     [sent] = upstream.requests
     assert sent.raw_path == b"/prefix/v1/chat/completions"
     assert [tool["function"]["name"] for tool in sent.json["tools"]] == ["send_message"]
+
+
+# Forwarded requests take a slot of the provider like every other upstream request.
+
+
+def test_a_forwarded_request_counts_against_max_concurrency() -> None:
+    upstream = ScriptedUpstream()
+    with serve(upstream) as upstream_url:
+        config = f"""
+providers:
+  up: {{base_url: "{upstream_url}/v1", max_concurrency: 1, queue_timeout: 0.2}}
+models: [{{name: plain, provider: up}}]
+"""
+        with serve(create_app(parse_config(config, "t.yaml", env={}))) as url:
+            # A forwarded download the upstream holds open takes the provider's only slot...
+            upstream.reply(Reply([b"part one, "], content_type="application/octet-stream", then="hang"))
+            with httpx.stream("GET", url + "/v1/files/file-1/content", timeout=10) as download:
+                assert download.status_code == 200
+                body = download.iter_raw()  # kept: a discarded iterator would close the response
+                assert next(body) == b"part one, "
+                # ...so a chat request waits for it up to the queue timeout, then is refused as busy,
+                busy = httpx.post(url + "/v1/chat/completions", json={"model": "plain", "messages": []}, timeout=10)
+                assert busy.status_code == 503 and busy.json()["error"]["code"] == "provider_busy", busy.text
+                # and so is another forwarded request.
+                second = httpx.get(url + "/v1/files/file-2/content", timeout=10)
+                assert second.status_code == 503 and second.json()["error"]["code"] == "provider_busy"
+            assert [request.path for request in upstream.requests] == ["/v1/files/file-1/content"]
+            # The slot comes back when the download ends.
+            upstream.reply(json_reply({"ok": True}))
+            assert httpx.get(url + "/v1/files/file-3/content", timeout=10).status_code == 200
