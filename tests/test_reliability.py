@@ -286,14 +286,19 @@ def test_client_leaving_while_waiting_for_the_first_byte_closes_the_upstream(env
 
 def test_concurrency_cap_queues_then_refuses(env: tuple[ScriptedUpstream, ScriptedUpstream, str]) -> None:
     _, b, url = env
-    b.reply(Reply(agent_events(size=20), delay=0.1))
-    holder = threading.Thread(target=lambda: stream_text(url, "capped"))
-    holder.start()
-    assert eventually(lambda: b.requests)
-    response = httpx.post(url + "/v1/chat/completions", json={"model": "capped", "messages": []}, timeout=10)
-    holder.join()
+    # The first stream holds the provider's only slot for as long as this test keeps it open, however
+    # slow the machine: the upstream sends its first events, then hangs until the gateway lets go.
+    b.reply(Reply(agent_events()[:2], then="hang"))
+    body = {"model": "capped", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=10) as holder:
+        assert holder.status_code == 200
+        events = holder.iter_raw()  # kept: a discarded iterator would close the response
+        assert next(events)
+        response = httpx.post(url + "/v1/chat/completions", json={"model": "capped", "messages": []}, timeout=10)
     assert response.status_code == 503, response.text
     assert response.headers["retry-after"] and response.json()["error"]["code"] == "provider_busy"
+    assert len(b.requests) == 1, "the refused request never reached the upstream"
+    assert eventually(lambda: b.hangups), "the held stream's upstream request was closed when its client left"
 
 
 # Hostile input: a clear 4xx or a correct forward, never a 500.
