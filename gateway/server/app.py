@@ -27,11 +27,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from gateway.config import Config, default_config, load_config
-from gateway.core.errors import ErrorKind, GatewayError
-from gateway.config import ModelRoute
+from gateway.config import Config, ModelRoute, default_config, load_config
 from gateway.core import json_body
 from gateway.core.agent import prepare
+from gateway.core.errors import ErrorKind, GatewayError
 from gateway.dialects import Dialect, anthropic, chat, responses
 from gateway.server.access import AccessLog, record_of
 from gateway.server.forwarder import Forwarded
@@ -100,7 +99,7 @@ async def _answer(request: Request, dialect: Dialect, x_api_key: bool, native: s
     route = service.router.route(parsed.model)
     record.route = route.name
     gone, answer = await until_disconnected(request.receive, service.completions.answer(dialect, parsed, route, record))
-    if answer is None:
+    if gone or answer is None:
         record.disconnected = True
         return Response(status_code=499)  # nobody is listening; the status is for the access log
     headers = {**answer.headers, "x-gateway-route": record.route}

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 import orjson
@@ -22,6 +21,7 @@ from gateway.config import Config, ModelRoute
 from gateway.core import json_body
 from gateway.core.agent import prepare
 from gateway.core.errors import ErrorKind, GatewayError
+from gateway.core.events import Event
 from gateway.core.options import Reasoning, RewriteOptions
 from gateway.core.rewriter import InvalidChunk, replay_completion
 from gateway.core.translator import StreamTranslator
@@ -128,7 +128,7 @@ class Completions:
         options: RewriteOptions,
         deadline: float | None,
         record: RequestRecord,
-    ) -> list[Any]:
+    ) -> list[Event]:
         """A non-streaming answer, read whole and replayed through the rewrite."""
         loop = asyncio.get_running_loop()
         waiting = loop.time()
