@@ -193,3 +193,24 @@ def test_usage_is_kept_for_the_shell() -> None:
     translator = StreamTranslator(RewriteOptions(), "up")
     translator.feed(sse([*chunks, {"id": "x", "choices": [], "usage": usage}]))
     assert translator.usage == usage and translator.phase is StreamPhase.ENDED
+
+
+@pytest.mark.parametrize("route", ["rewrite", "plain"])
+def test_every_choice_a_client_gets_has_a_delta_and_content_filter_fields_survive(route: str) -> None:
+    """Azure sends, after a choice's finish, a choice with content-filter results and no delta at all."""
+    import openai.types.chat as types
+
+    tail = {"index": 0, "finish_reason": None, "content_filter_offsets": {"check_offset": 35, "start_offset": 35},
+            "content_filter_results": {"hate": {"filtered": False, "severity": "safe"}}}
+    head = {"id": "x", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    body = sse([
+        {**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hi"}, "finish_reason": None}]},
+        {**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+        {**head, "choices": [tail]},
+    ])
+    client, events = run([body], RewriteOptions.plain() if route == "plain" else RewriteOptions())
+    sent = payloads(client)
+    for chunk in sent:
+        parsed = types.ChatCompletionChunk.model_validate(chunk)
+        assert all(choice.delta is not None for choice in parsed.choices)  # what a stock client reads
+    assert sent[-1]["choices"] == [{**tail, "delta": {}}] and isinstance(events[-1], Done)
