@@ -270,7 +270,7 @@ def start_granian(log_dir: Path, upstream_port: int, workers: int = 1, log_level
     argv = [
         str(granian), "--interface", "asgi", "--factory", "--host", HOST, "--port", str(port), "--workers", str(workers),
         "--loop", "uvloop", "--http", "1", "--no-ws", "--log-level", log_level, "--log-config", str(logging),
-        "--no-access-log", "--backlog", "4096", "gateway.app:app_from_env",
+        "--no-access-log", "--backlog", "4096", "gateway.server.app:app_from_env",
     ]
     name = "granian" if workers == 1 else f"granian-w{workers}"
     return ServerProcess(name, argv, port, log_dir, workers=workers, supervised=True, env=env)

@@ -34,7 +34,7 @@ def serve_worker(host: str, port: int, log_level: str) -> None:
     listener.bind((host, port))
     listener.listen(2048)
     config = uvicorn.Config(
-        "gateway.app:app_from_env",
+        "gateway.server.app:app_from_env",
         factory=True,
         loop="uvloop",
         http="httptools",
