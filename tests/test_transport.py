@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.config import ProviderConfig
-from gateway.core.errors import GatewayError
+from gateway.core.errors import ErrorKind, GatewayError
 from gateway.upstream.provider import Provider
 from gateway.upstream.transport import Http1Transport
 
@@ -875,5 +875,76 @@ def test_provider_maps_a_refused_connection_to_upstream_unreachable(run: Callabl
         finally:
             await provider.aclose()
         assert raised.value.status == 502 and raised.value.code == "upstream_unreachable"
+
+    run(main())
+
+
+# The provider's transport setting, and what its connection cap and write timeout become, on either transport.
+
+TRANSPORTS = ["gateway", "httpx"]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_provider_transport_setting_chooses_the_http_client(run: Callable[..., Any], transport: str) -> None:
+    events = [b'data: {"n": %d}\n\n' % n for n in range(50)]
+
+    async def main() -> None:
+        async with raw_server(keep_alive(chunked(*events))) as server:
+            provider = Provider("up", ProviderConfig(base_url=server.url + "/v1", transport=transport))
+            try:
+                reply = await provider.call("GET", "/stream")
+                reads = [part async for part in reply.reads()]
+                await reply.aclose()
+            finally:
+                await provider.aclose()
+        assert b"".join(reads) == b"".join(events)
+        # The gateway's transport hands over what one socket read brought; httpx's, one piece per HTTP chunk.
+        assert len(reads) == (1 if transport == "gateway" else len(events))
+
+    run(main())
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_provider_at_its_connection_limit_is_busy(run: Callable[..., Any], transport: str) -> None:
+    async def main() -> None:
+        async with raw_server(holding(ok(b"{}"))) as server:
+            config = ProviderConfig(base_url=server.url, transport=transport, max_connections=1, queue_timeout=0.2)
+            provider = Provider("up", config)
+            try:
+                held = await provider.call("GET", "/held")
+                with pytest.raises(GatewayError) as raised:
+                    await provider.call("GET", "/waits")
+                await held.aclose()
+                reply = await provider.call("GET", "/after")
+                assert await reply.read() == b"{}"
+                await reply.aclose()
+            finally:
+                await provider.aclose()
+            assert [request.line.split()[1] for request in server.requests] == [b"/held", b"/after"]
+        error = raised.value
+        assert error.kind is ErrorKind.BUSY and error.status == 503 and error.code == "provider_busy"
+        assert error.retryable and error.headers == {"retry-after": "1"}
+        assert "max_connections" in error.message
+
+    run(main())
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_provider_whose_upstream_never_takes_the_body_times_out(run: Callable[..., Any], transport: str) -> None:
+    async def handler(server: Server, peer: Peer) -> None:
+        await peer.reader.readuntil(b"\r\n\r\n")
+        await asyncio.Event().wait()
+
+    async def main() -> None:
+        async with raw_server(handler, receive_buffer=TAKEN) as server:
+            config = ProviderConfig(base_url=server.url, transport=transport, timeout={"read": 0.3})
+            provider = Provider("up", config)
+            try:
+                with pytest.raises(GatewayError) as raised:
+                    await provider.call("POST", "/chat/completions", content=b"x" * LARGE)
+            finally:
+                await provider.aclose()
+        error = raised.value
+        assert error.kind is ErrorKind.TIMEOUT and error.status == 504 and error.retryable
 
     run(main())
