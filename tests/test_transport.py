@@ -19,7 +19,7 @@ import uvloop
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.config import ProviderConfig
+from gateway.config import ProviderConfig, Timeouts
 from gateway.core.errors import ErrorKind, GatewayError
 from gateway.upstream.provider import Provider
 from gateway.upstream.transport import Http1Transport
@@ -946,5 +946,60 @@ def test_a_provider_whose_upstream_never_takes_the_body_times_out(run: Callable[
                 await provider.aclose()
         error = raised.value
         assert error.kind is ErrorKind.TIMEOUT and error.status == 504 and error.retryable
+
+    run(main())
+
+
+PROVIDER_ENDINGS = ["first_byte timeout", "cancelled", "read timeout", "body left unread", "broken mid-body"]
+
+
+@pytest.mark.parametrize("ending", PROVIDER_ENDINGS)
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_provider_at_one_connection_gets_it_back_however_a_request_ends(
+    run: Callable[..., Any], transport: str, ending: str
+) -> None:
+    async def handler(server: Server, peer: Peer) -> None:
+        if peer.number > 1:
+            await keep_alive(*[ok(b"fresh")] * 3)(server, peer)
+            return
+        await answer(server, peer, b"" if ending in ("first_byte timeout", "cancelled") else ok(b"0123456789")[:-5])
+        if ending != "broken mid-body":
+            await peer.reader.read()
+
+    async def first_request(provider: Provider) -> None:
+        if ending == "first_byte timeout":
+            with pytest.raises(GatewayError) as raised:
+                await provider.call("GET", "/first", timeouts=Timeouts(first_byte=0.2))
+            assert raised.value.kind is ErrorKind.TIMEOUT
+            return
+        if ending == "cancelled":
+            call = asyncio.ensure_future(provider.call("GET", "/first"))
+            await asyncio.sleep(0.2)
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            return
+        reply = await provider.call("GET", "/first", timeouts=Timeouts(read=0.2))
+        try:
+            if ending != "body left unread":
+                with pytest.raises(httpx.TransportError):
+                    async for _ in reply.reads():
+                        pass
+        finally:
+            await reply.aclose()
+
+    async def main() -> None:
+        async with raw_server(handler) as server:
+            config = ProviderConfig(base_url=server.url, transport=transport, max_connections=1, queue_timeout=2)
+            provider = Provider("up", config)
+            try:
+                await first_request(provider)
+                for _ in range(2):
+                    reply = await provider.call("GET", "/next")
+                    assert await reply.read() == b"fresh"
+                    await reply.aclose()
+            finally:
+                await provider.aclose()
+            assert server.connections == 2
 
     run(main())
