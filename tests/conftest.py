@@ -28,6 +28,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="module", params=["gateway", "httpx"])
+def upstream_transport(request: pytest.FixtureRequest) -> str:
+    """How the gateway reaches its providers (``providers.*.transport``): its own transport, or httpx's,
+    the escape hatch. An end-to-end module whose gateway config takes this runs over each in turn.
+
+    Where they differ, the tests show the difference harmless: httpx's hands a body over one HTTP
+    chunk per read (the gateway's, all that one socket read brought), and the upstream's pieces are
+    its HTTP chunks, so the tests that split events across pieces, down to one byte each, cover it.
+    """
+    return str(request.param)
+
+
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     """A real Redis shared by the test run: the one .ci/run started, else one of the run's own."""

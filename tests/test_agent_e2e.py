@@ -19,7 +19,7 @@ from tests.streams import agent_stream, call, choice, chunk, split_evenly
 
 CONFIG = """
 providers:
-  up: {{base_url: "{upstream}/v1"}}
+  up: {{base_url: "{upstream}/v1", transport: {transport}}}
 models:
   - name: agent
     provider: up
@@ -80,11 +80,13 @@ class AgentModel:
 
 
 @pytest.fixture(scope="module")
-def model_and_gateway() -> Iterator[tuple[AgentModel, ScriptedUpstream, str]]:
+def model_and_gateway(upstream_transport: str) -> Iterator[tuple[AgentModel, ScriptedUpstream, str]]:
     model = AgentModel()
     upstream = ScriptedUpstream(default=model)
-    with serve(upstream) as upstream_url, serve(create_app(parse_config(CONFIG.format(upstream=upstream_url), "t.yaml", env={}))) as url:
-        yield model, upstream, url
+    with serve(upstream) as upstream_url:
+        config = parse_config(CONFIG.format(upstream=upstream_url, transport=upstream_transport), "t.yaml", env={})
+        with serve(create_app(config)) as url:
+            yield model, upstream, url
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -188,6 +188,8 @@ def test_error_names_file_path_and_expectation(tmp_path: Path, extra: str, expec
         ("{base_url: 'http://u', timeout: {read: 0}}", "timeout.read: expected a number greater than 0, got 0"),
         ("{base_url: 'http://u', timeout: {conect: 1}}", "timeout.conect: unknown key; expected one of: connect, read, first_byte, idle, total"),
         ("{api_key: x}", "base_url: required, but missing"),
+        ("{base_url: 'http://u', transport: curl}", "transport: expected one of 'gateway', 'httpx', got 'curl'"),
+        ("{base_url: 'http://u', max_connections: 0}", "max_connections: expected a number greater than 0, got 0"),
     ],
 )
 def test_provider_errors(tmp_path: Path, provider: str, expected: str) -> None:
@@ -326,6 +328,7 @@ def test_defaults() -> None:
     server, provider, route = config.server, config.providers["openai"], config.models[0]
     assert (server.host, server.port, server.api_keys, server.max_body_bytes) == ("127.0.0.1", 8080, (), 10485760)
     assert (provider.api_key, provider.headers, provider.timeout.connect, provider.timeout.read) == (None, {}, 10, 600)
+    assert (provider.transport, provider.max_connections, provider.queue_timeout) == ("gateway", 512, 10)
     assert route.model is None and route.rewrite is None
     assert parse_config(MINIMAL + "    rewrite: {}\n", "c.yaml", {}).models[0].rewrite == RewriteConfig(
         inject_tools=True,

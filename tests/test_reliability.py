@@ -29,14 +29,17 @@ server:
 providers:
   a:
     base_url: "{a}/v1"
+    transport: {transport}
     timeout: {{connect: 1, read: 3, first_byte: 0.6, idle: 0.5}}
     max_failures: 2
     cooldown: 60
   b:
     base_url: "{b}/v1"
+    transport: {transport}
     timeout: {{connect: 1, read: 3, first_byte: 0.6, idle: 0.5}}
   capped:
     base_url: "{b}/v1"
+    transport: {transport}
     max_concurrency: 1
     queue_timeout: 0.3
 models:
@@ -59,10 +62,11 @@ def healthy_reply(request: Any) -> Reply:
 
 
 @pytest.fixture(scope="module")
-def servers() -> Iterator[tuple[ScriptedUpstream, ScriptedUpstream, str, Service]]:
+def servers(upstream_transport: str) -> Iterator[tuple[ScriptedUpstream, ScriptedUpstream, str, Service]]:
     a, b = ScriptedUpstream(default=healthy_reply), ScriptedUpstream(default=healthy_reply)
     with serve(a) as a_url, serve(b) as b_url:
-        app = create_app(parse_config(CONFIG.format(a=a_url, b=b_url), "faults.yaml", env={}))
+        text = CONFIG.format(a=a_url, b=b_url, transport=upstream_transport)
+        app = create_app(parse_config(text, "faults.yaml", env={}))
         with serve(app) as url:
             yield a, b, url, app.app.state.service
 

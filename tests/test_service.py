@@ -44,8 +44,10 @@ providers:
     api_key: {provider_key}
     headers: {{x-extra: "yes"}}
     timeout: {{connect: 2, read: 1}}
+    transport: {transport}
   down:
     base_url: http://127.0.0.1:{closed_port}/v1
+    transport: {transport}
 models:
   - name: agent
     provider: up
@@ -76,8 +78,14 @@ def upstream() -> Iterator[tuple[ScriptedUpstream, str]]:
 
 
 @pytest.fixture(scope="module")
-def gateway_url(upstream: tuple[ScriptedUpstream, str]) -> Iterator[str]:
-    text = CONFIG.format(gateway_key=GATEWAY_KEY, upstream=upstream[1], provider_key=PROVIDER_KEY, closed_port=free_port())
+def gateway_url(upstream: tuple[ScriptedUpstream, str], upstream_transport: str) -> Iterator[str]:
+    text = CONFIG.format(
+        gateway_key=GATEWAY_KEY,
+        upstream=upstream[1],
+        provider_key=PROVIDER_KEY,
+        closed_port=free_port(),
+        transport=upstream_transport,
+    )
     with serve(create_app(parse_config(text, "test.yaml", env={}))) as url:
         yield url
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import socket
 import ssl
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -18,10 +19,10 @@ import uvloop
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.config import ProviderConfig
-from gateway.core.errors import GatewayError
-from gateway.upstream.transport import Http1Transport
+from gateway.config import ProviderConfig, Timeouts
+from gateway.core.errors import ErrorKind, GatewayError
 from gateway.upstream.provider import Provider
+from gateway.upstream.transport import Http1Transport
 
 T = TypeVar("T")
 
@@ -87,8 +88,14 @@ class Server:
 
 
 @contextlib.asynccontextmanager
-async def raw_server(handler: Handler, tls: ssl.SSLContext | None = None) -> AsyncIterator[Server]:
-    """A server on 127.0.0.1 running ``handler`` for each connection it accepts."""
+async def raw_server(
+    handler: Handler, tls: ssl.SSLContext | None = None, receive_buffer: int | None = None
+) -> AsyncIterator[Server]:
+    """A server on 127.0.0.1 running ``handler`` for each connection it accepts.
+
+    ``receive_buffer`` fixes its connections' kernel receive buffer (``SO_RCVBUF``), so that a
+    request body it does not read stops the sender after that many bytes, not after megabytes.
+    """
     server = Server()
 
     async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -100,7 +107,11 @@ async def raw_server(handler: Handler, tls: ssl.SSLContext | None = None) -> Asy
         finally:
             writer.close()
 
-    listening = await asyncio.start_server(accept, "127.0.0.1", 0, ssl=tls)
+    sock = socket.socket()
+    if receive_buffer is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)  # accepted sockets inherit it
+    sock.bind(("127.0.0.1", 0))
+    listening = await asyncio.start_server(accept, sock=sock, ssl=tls)
     server.url = f"{'https' if tls else 'http'}://127.0.0.1:{listening.sockets[0].getsockname()[1]}"
     async with listening:
         yield server
@@ -447,6 +458,256 @@ def test_a_slow_reader_stops_the_socket_being_read(run: Callable[..., Any]) -> N
     run(against(handler, scenario))
 
 
+# The connection cap: requests beyond it wait, in order, up to the pool timeout.
+
+
+def holding(response: bytes) -> Handler:
+    """The first connection answers its first request only with the head and some of the body, and holds
+    it; every connection after it answers each request with ``response``."""
+
+    async def handler(server: Server, peer: Peer) -> None:
+        if peer.number == 1:
+            await answer(server, peer, b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf")
+            await peer.reader.read()
+        else:
+            await keep_alive(*[response] * 10)(server, peer)
+
+    return handler
+
+
+def test_a_full_pool_times_out_after_the_pool_timeout_without_opening_a_connection(run: Callable[..., Any]) -> None:
+    async def scenario(server: Server, http: httpx.AsyncClient) -> None:
+        async with http.stream("GET", "/held"):
+            with pytest.raises(httpx.PoolTimeout):
+                await http.get("/waits", timeout=httpx.Timeout(5, pool=0.2))
+            with pytest.raises(httpx.PoolTimeout):
+                await http.get("/does-not-wait", timeout=httpx.Timeout(5, pool=0))
+        assert server.connections == 1 and len(server.requests) == 1
+
+    run(against(holding(ok(b"")), scenario, max_connections=1))
+
+
+def test_the_cap_is_per_origin(run: Callable[..., Any]) -> None:
+    async def main() -> None:
+        transport = Http1Transport(max_connections=1)
+        async with (
+            raw_server(holding(ok(b""))) as first,
+            raw_server(keep_alive(ok(b"other origin"))) as second,
+            httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(5, pool=0.2)) as http,
+            http.stream("GET", first.url),
+        ):
+            assert (await http.get(second.url)).content == b"other origin"
+
+    run(main())
+
+
+def test_waiting_requests_are_served_in_the_order_they_came(
+    run: Callable[..., Any],
+) -> None:
+    go = asyncio.Event()
+
+    async def handler(server: Server, peer: Peer) -> None:
+        while (request := await peer.request()) is not None:
+            server.requests.append(request)
+            path = request.line.split()[1]
+            if path == b"/first":
+                await go.wait()
+            await peer.send(ok(path))
+
+    async def scenario(server: Server, http: httpx.AsyncClient) -> None:
+        first = asyncio.ensure_future(fetch(http, path="/first"))
+        waiting = []
+        for name in "abcdef":
+            waiting.append(asyncio.ensure_future(fetch(http, path=f"/{name}")))
+            await asyncio.sleep(0.01)
+        go.set()
+        await first
+        for name, request in zip("abcdef", waiting, strict=True):
+            _, reads = await request
+            assert reads == [f"/{name}".encode()]
+        served = [request.line.split()[1] for request in server.requests]
+        assert served == [b"/first", *(f"/{name}".encode() for name in "abcdef")]
+        assert server.connections == 1
+
+    run(against(handler, scenario, max_connections=1))
+
+
+def test_requests_that_give_up_waiting_take_no_connection_with_them(run: Callable[..., Any]) -> None:
+    """One cancelled while it waits, one cancelled just as a connection was handed to it: the next gets it."""
+    go = asyncio.Event()
+
+    async def handler(server: Server, peer: Peer) -> None:
+        while (request := await peer.request()) is not None:
+            server.requests.append(request)
+            if request.line.startswith(b"GET /first"):
+                await peer.send(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\n")
+                await go.wait()
+                await peer.send(b"served")
+            else:
+                await peer.send(ok(b"served"))
+
+    async def scenario(server: Server, http: httpx.AsyncClient) -> None:
+        async with http.stream("GET", "/first") as first:
+            waiting = []
+            for name in ("cancelled", "handed-over", "next"):
+                waiting.append(asyncio.ensure_future(http.get(f"/{name}")))
+                await asyncio.sleep(0.01)
+            cancelled, handed_over, after = waiting
+            with pytest.raises(httpx.PoolTimeout):
+                await http.get("/timed-out", timeout=httpx.Timeout(5, pool=0.05))
+            cancelled.cancel()
+            go.set()
+            await first.aread()  # the connection goes back to the pool, handed to the first request still waiting...
+        handed_over.cancel()  # ...which is cancelled before it could run
+        assert (await after).content == b"served"
+        assert (await http.get("/again")).content == b"served"
+        assert cancelled.cancelled() and handed_over.cancelled()
+        assert [request.line.split()[1] for request in server.requests] == [b"/first", b"/next", b"/again"]
+        assert server.connections == 1
+
+    run(against(handler, scenario, max_connections=1))
+
+
+ENDINGS = ["closed after its answer", "read timeout", "cancelled", "body left unread", "invalid HTTP"]
+
+
+@pytest.mark.parametrize("ending", ENDINGS)
+def test_a_connection_that_ends_gives_its_place_to_the_next_waiting_request(
+    run: Callable[..., Any], ending: str
+) -> None:
+    go = asyncio.Event()
+
+    async def handler(server: Server, peer: Peer) -> None:
+        if peer.number > 1:
+            await keep_alive(ok(b"fresh"))(server, peer)
+            return
+        request = await peer.request()
+        assert request is not None
+        server.requests.append(request)
+        await go.wait()
+        if ending == "closed after its answer":
+            await peer.send(ok(b"last", b"connection: close"))
+        elif ending == "body left unread":
+            await peer.send(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nsome")
+            await peer.reader.read()
+        elif ending == "invalid HTTP":
+            await peer.send(b"<html>not http</html>\r\n\r\n")
+            await peer.reader.read()
+        else:
+            await peer.reader.read()
+
+    async def first_request(http: httpx.AsyncClient) -> None:
+        if ending == "closed after its answer":
+            await fetch(http)
+        elif ending == "read timeout":
+            with pytest.raises(httpx.ReadTimeout):
+                await fetch(http, timeout=httpx.Timeout(5, read=0.2))
+        elif ending == "body left unread":
+            async with http.stream("GET", "/"):
+                pass
+        elif ending == "invalid HTTP":
+            with pytest.raises(httpx.RemoteProtocolError):
+                await fetch(http)
+        else:
+            await fetch(http)
+
+    async def scenario(server: Server, http: httpx.AsyncClient) -> None:
+        first = asyncio.ensure_future(first_request(http))
+        await asyncio.sleep(0.05)
+        second = asyncio.ensure_future(fetch(http, path="/second"))
+        await asyncio.sleep(0.05)
+        assert not second.done() and server.connections == 1, "the second request waits for the only place"
+        go.set()
+        if ending == "cancelled":
+            first.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await first
+        _, reads = await second
+        assert b"".join(reads) == b"fresh" and server.connections == 2
+
+    run(against(handler, scenario, max_connections=1))
+
+
+def test_a_failed_connect_gives_its_place_back(run: Callable[..., Any]) -> None:
+    async def main() -> None:
+        async with raw_server(once(b"")) as server:
+            url = server.url
+        timeout = httpx.Timeout(5, pool=1)
+        async with httpx.AsyncClient(transport=Http1Transport(max_connections=1), timeout=timeout) as http:
+            results = await asyncio.gather(*(http.get(url) for _ in range(3)), return_exceptions=True)
+        assert [type(result) for result in results] == [httpx.ConnectError] * 3
+
+    run(main())
+
+
+# Writing the request: the write timeout is the longest the upstream may take none of its bytes.
+
+LARGE = 16 * 1024 * 1024  # well beyond every buffer on the way: the sender's socket, the receiver's, asyncio's
+TAKEN = 64 * 1024  # the raw server's socket receive buffer in these tests
+
+
+def test_a_server_that_never_reads_the_body_is_a_write_timeout(run: Callable[..., Any]) -> None:
+    async def handler(server: Server, peer: Peer) -> None:
+        await peer.reader.readuntil(b"\r\n\r\n")  # the head only
+        await asyncio.Event().wait()
+
+    async def main() -> None:
+        async with (
+            raw_server(handler, receive_buffer=TAKEN) as server,
+            httpx.AsyncClient(transport=Http1Transport(), base_url=server.url) as http,
+        ):
+            with pytest.raises(httpx.WriteTimeout):
+                await http.post("/", content=b"x" * LARGE, timeout=httpx.Timeout(60, write=0.3))
+
+    run(main())
+
+
+def test_a_server_that_reads_slowly_but_steadily_gets_the_whole_body(run: Callable[..., Any]) -> None:
+    step = 1024 * 1024
+
+    async def handler(server: Server, peer: Peer) -> None:
+        await peer.reader.readuntil(b"\r\n\r\n")
+        received = 0
+        while received < LARGE:
+            received += len(await peer.reader.readexactly(step))
+            await asyncio.sleep(0.1)  # sixteen pauses, well over the write timeout together, each well under it
+        await peer.send(ok(b"%d" % received))
+        await peer.reader.read()
+
+    async def main() -> None:
+        async with (
+            raw_server(handler, receive_buffer=TAKEN) as server,
+            httpx.AsyncClient(transport=Http1Transport(), base_url=server.url) as http,
+        ):
+            response = await http.post("/", content=b"x" * LARGE, timeout=httpx.Timeout(60, write=1))
+            assert response.content == b"%d" % LARGE
+
+    run(main())
+
+
+def test_an_answer_before_the_body_was_taken_is_the_answer_and_the_connection_is_not_reused(
+    run: Callable[..., Any],
+) -> None:
+    async def handler(server: Server, peer: Peer) -> None:
+        if peer.number > 1:
+            await keep_alive(ok(b"fresh"))(server, peer)
+            return
+        await peer.reader.readuntil(b"\r\n\r\n")
+        await peer.send(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\n\r\ntoo long")
+        await asyncio.Event().wait()  # keeps the connection open, never reading the body
+
+    async def main() -> None:
+        async with (
+            raw_server(handler, receive_buffer=TAKEN) as server,
+            httpx.AsyncClient(transport=Http1Transport(), base_url=server.url) as http,
+        ):
+            response = await http.post("/", content=b"x" * LARGE, timeout=httpx.Timeout(60, write=30))
+            assert response.status_code == 413 and response.content == b"too long"
+            assert (await http.get("/")).content == b"fresh" and server.connections == 2
+
+    run(main())
+
+
 # TLS.
 
 
@@ -614,5 +875,131 @@ def test_provider_maps_a_refused_connection_to_upstream_unreachable(run: Callabl
         finally:
             await provider.aclose()
         assert raised.value.status == 502 and raised.value.code == "upstream_unreachable"
+
+    run(main())
+
+
+# The provider's transport setting, and what its connection cap and write timeout become, on either transport.
+
+TRANSPORTS = ["gateway", "httpx"]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_provider_transport_setting_chooses_the_http_client(run: Callable[..., Any], transport: str) -> None:
+    events = [b'data: {"n": %d}\n\n' % n for n in range(50)]
+
+    async def main() -> None:
+        async with raw_server(keep_alive(chunked(*events))) as server:
+            provider = Provider("up", ProviderConfig(base_url=server.url + "/v1", transport=transport))
+            try:
+                reply = await provider.call("GET", "/stream")
+                reads = [part async for part in reply.reads()]
+                await reply.aclose()
+            finally:
+                await provider.aclose()
+        assert b"".join(reads) == b"".join(events)
+        # The gateway's transport hands over what one socket read brought; httpx's, one piece per HTTP chunk.
+        assert len(reads) == (1 if transport == "gateway" else len(events))
+
+    run(main())
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_provider_at_its_connection_limit_is_busy(run: Callable[..., Any], transport: str) -> None:
+    async def main() -> None:
+        async with raw_server(holding(ok(b"{}"))) as server:
+            config = ProviderConfig(base_url=server.url, transport=transport, max_connections=1, queue_timeout=0.2)
+            provider = Provider("up", config)
+            try:
+                held = await provider.call("GET", "/held")
+                with pytest.raises(GatewayError) as raised:
+                    await provider.call("GET", "/waits")
+                await held.aclose()
+                reply = await provider.call("GET", "/after")
+                assert await reply.read() == b"{}"
+                await reply.aclose()
+            finally:
+                await provider.aclose()
+            assert [request.line.split()[1] for request in server.requests] == [b"/held", b"/after"]
+        error = raised.value
+        assert error.kind is ErrorKind.BUSY and error.status == 503 and error.code == "provider_busy"
+        assert error.retryable and error.headers == {"retry-after": "1"}
+        assert "max_connections" in error.message
+
+    run(main())
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_provider_whose_upstream_never_takes_the_body_times_out(run: Callable[..., Any], transport: str) -> None:
+    async def handler(server: Server, peer: Peer) -> None:
+        await peer.reader.readuntil(b"\r\n\r\n")
+        await asyncio.Event().wait()
+
+    async def main() -> None:
+        async with raw_server(handler, receive_buffer=TAKEN) as server:
+            config = ProviderConfig(base_url=server.url, transport=transport, timeout={"read": 0.3})
+            provider = Provider("up", config)
+            try:
+                with pytest.raises(GatewayError) as raised:
+                    await provider.call("POST", "/chat/completions", content=b"x" * LARGE)
+            finally:
+                await provider.aclose()
+        error = raised.value
+        assert error.kind is ErrorKind.TIMEOUT and error.status == 504 and error.retryable
+
+    run(main())
+
+
+PROVIDER_ENDINGS = ["first_byte timeout", "cancelled", "read timeout", "body left unread", "broken mid-body"]
+
+
+@pytest.mark.parametrize("ending", PROVIDER_ENDINGS)
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_provider_at_one_connection_gets_it_back_however_a_request_ends(
+    run: Callable[..., Any], transport: str, ending: str
+) -> None:
+    async def handler(server: Server, peer: Peer) -> None:
+        if peer.number > 1:
+            await keep_alive(*[ok(b"fresh")] * 3)(server, peer)
+            return
+        await answer(server, peer, b"" if ending in ("first_byte timeout", "cancelled") else ok(b"0123456789")[:-5])
+        if ending != "broken mid-body":
+            await peer.reader.read()
+
+    async def first_request(provider: Provider) -> None:
+        if ending == "first_byte timeout":
+            with pytest.raises(GatewayError) as raised:
+                await provider.call("GET", "/first", timeouts=Timeouts(first_byte=0.2))
+            assert raised.value.kind is ErrorKind.TIMEOUT
+            return
+        if ending == "cancelled":
+            call = asyncio.ensure_future(provider.call("GET", "/first"))
+            await asyncio.sleep(0.2)
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            return
+        reply = await provider.call("GET", "/first", timeouts=Timeouts(read=0.2))
+        try:
+            if ending != "body left unread":
+                with pytest.raises(httpx.TransportError):
+                    async for _ in reply.reads():
+                        pass
+        finally:
+            await reply.aclose()
+
+    async def main() -> None:
+        async with raw_server(handler) as server:
+            config = ProviderConfig(base_url=server.url, transport=transport, max_connections=1, queue_timeout=2)
+            provider = Provider("up", config)
+            try:
+                await first_request(provider)
+                for _ in range(2):
+                    reply = await provider.call("GET", "/next")
+                    assert await reply.read() == b"fresh"
+                    await reply.aclose()
+            finally:
+                await provider.aclose()
+            assert server.connections == 2
 
     run(main())

@@ -28,6 +28,10 @@ __all__ = ["RETRYABLE_STATUS", "Provider", "UpstreamResponse", "client_headers",
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
+# Idle keep-alive connections kept per provider, and how long each is kept, whichever transport holds them.
+_MAX_IDLE = 256
+_KEEPALIVE_EXPIRY = 60.0
+
 # Upstream response headers a client uses: request ids, timing and rate limits.
 _RELAYED = frozenset({"x-request-id", "openai-processing-ms", "openai-version", "retry-after", "retry-after-ms"})
 
@@ -133,7 +137,7 @@ class Provider:
         self._headers.update((key.lower(), value) for key, value in config.headers.items())
         if config.api_key is not None:
             self._headers["authorization"] = f"Bearer {config.api_key.get_secret_value()}"
-        self._transport = transport or network_transport(self._base_url)
+        self._transport = transport or network_transport(config)
         self.in_flight = 0
         self.cooldown_until = 0.0
         self._failures = 0
@@ -208,16 +212,23 @@ class Provider:
         if not url.raw_path.startswith(self._below_base):
             message = "The path cannot be forwarded: it leaves the provider's base URL."
             raise GatewayError(ErrorKind.INVALID_REQUEST, message, code="invalid_path")
-        extensions = {
-            "timeout": {"connect": timeouts.connect, "read": timeouts.read, "write": timeouts.read, "pool": timeouts.connect}
-        }
+        # `read` also bounds how long the upstream may take none of the request's bytes; `pool` is how long a
+        # request waits for a connection when the provider is at max_connections, like a slot's queue_timeout.
+        pool = self.config.queue_timeout
+        timeout = {"connect": timeouts.connect, "read": timeouts.read, "write": timeouts.read, "pool": pool}
         request = httpx.Request(
-            method, url, headers={**(headers or {}), **self._headers}, content=content, extensions=extensions
+            method, url, headers={**(headers or {}), **self._headers}, content=content, extensions={"timeout": timeout}
         )
         first_byte = min(timeouts.first_byte, timeouts.total or timeouts.first_byte)
         try:
             async with asyncio.timeout(first_byte):
                 response = await self._transport.handle_async_request(request)
+        except httpx.PoolTimeout:
+            # The gateway's own cap, not the provider's failure: nothing was sent, so another attempt (another
+            # deployment, or this one a moment later) may well succeed. Like a full max_concurrency: 503, retry-after.
+            retry = str(max(1, round(pool)))
+            message = f"The upstream provider {self.name!r} is at its connection limit (max_connections)."
+            raise GatewayError(ErrorKind.BUSY, message, headers={"retry-after": retry}, retryable=True) from None
         except (TimeoutError, httpx.TimeoutException):
             message = f"The upstream provider {self.name!r} timed out."
             raise GatewayError(ErrorKind.TIMEOUT, message, retryable=True) from None
@@ -258,11 +269,21 @@ def _url(text: str) -> httpx.URL:
     return httpx.URL(text)
 
 
-def network_transport(base_url: str) -> httpx.AsyncBaseTransport:
-    """The gateway's own transport, or httpx's when the environment routes this URL through a proxy."""
-    url = httpx.URL(base_url)
+def network_transport(config: ProviderConfig) -> httpx.AsyncBaseTransport:
+    """The gateway's own transport, or httpx's when the config asks for it or the environment routes this
+    URL through a proxy; both with the same connection cap and keep-alive."""
+    url = httpx.URL(config.base_url)
     proxies = urllib.request.getproxies()
     proxy = proxies.get(url.scheme) or proxies.get("all")
-    if proxy and not urllib.request.proxy_bypass(url.host):
-        return httpx.AsyncHTTPTransport(proxy=proxy)
-    return Http1Transport()
+    if proxy and urllib.request.proxy_bypass(url.host):
+        proxy = None
+    if config.transport == "httpx" or proxy:
+        limits = httpx.Limits(
+            max_connections=config.max_connections,
+            max_keepalive_connections=min(_MAX_IDLE, config.max_connections),
+            keepalive_expiry=_KEEPALIVE_EXPIRY,
+        )
+        return httpx.AsyncHTTPTransport(proxy=proxy, limits=limits)
+    return Http1Transport(
+        max_connections=config.max_connections, max_idle=_MAX_IDLE, keepalive_expiry=_KEEPALIVE_EXPIRY
+    )

@@ -8,8 +8,14 @@ event loop feeds, parsed by httptools (uvicorn's parser), and a body read
 returns everything that arrived since the previous one. An idle connection
 learns from the event loop that the server closed it, so the pool never probes.
 
+It honours the four timeouts of httpx's ``timeout`` extension: ``connect``;
+``write``, the longest the upstream may go without taking any of the request's
+bytes; ``read``, the longest it may go without sending any; and ``pool``, the
+longest a request waits for a connection when its origin is at
+``max_connections``.
+
 It speaks direct HTTP/1.1, plain or TLS. A provider that a proxy setting
-(``HTTPS_PROXY``...) covers gets httpx's own transport instead (see ``upstream``).
+(``HTTPS_PROXY``...) covers gets httpx's own transport instead (see ``provider``).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import AsyncIterator
+from enum import Enum
 from typing import Any, cast
 
 import httptools
@@ -31,8 +38,19 @@ _NO_BODY_STATUSES = frozenset({204, 304})
 _Origin = tuple[str, str, int]
 
 
+class _Awaiting(Enum):
+    """What a request waits on its connection for: it says which timeout runs and what counts as progress."""
+
+    WRITE = "write"  # the transport to take the request's bytes (its buffer under the low-water mark)
+    READ = "read"  # response bytes
+
+
 class _Connection(asyncio.Protocol):
-    """One upstream connection, carrying one request at a time."""
+    """One upstream connection, carrying one request at a time.
+
+    It holds one of its origin's ``max_connections`` places from the moment the
+    pool hands it out, before it is even connected, until it closes.
+    """
 
     def __init__(self, pool: _Pool, origin: _Origin) -> None:
         self._pool = pool
@@ -42,6 +60,7 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.idle_since = 0.0
         self._in_use = False
+        self._write_paused = False
         self._reset()
 
     def _reset(self) -> None:
@@ -58,8 +77,15 @@ class _Connection(asyncio.Protocol):
         self._paused = False
         self._error: httpx.TransportError | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self._awaiting = _Awaiting.READ
+        self._timeout = 0.0
         self._timer: asyncio.TimerHandle | None = None
-        self._last_read = 0.0
+        self._last_progress = 0.0
+        self._unsent = 0
+
+    @property
+    def connected(self) -> bool:
+        return self._transport is not None
 
     # The event loop's side.
 
@@ -73,7 +99,7 @@ class _Connection(asyncio.Protocol):
                 self.close()
             return
         self.received = True
-        self._last_read = self._loop.time()
+        self._last_progress = self._loop.time()
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -93,7 +119,6 @@ class _Connection(asyncio.Protocol):
         return False  # close our side too; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
         if self._head and self._until_close and not self._complete and self._error is None:
             self._complete = True  # a body without length or chunks ends where the connection does
         elif not self._complete:
@@ -101,7 +126,16 @@ class _Connection(asyncio.Protocol):
                 httpx.RemoteProtocolError("The upstream closed the connection before the response was complete.")
             )
         self._wake()
-        self._pool.forget(self)
+        if not self.closed:
+            self.closed = True
+            self._pool.discard(self)
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._wake()
 
     # httptools' callbacks.
 
@@ -137,13 +171,20 @@ class _Connection(asyncio.Protocol):
     # The request's side.
 
     def send(self, data: bytes) -> None:
-        assert self._transport is not None
+        if self.closed or self._transport is None:
+            raise httpx.RemoteProtocolError("The upstream connection is closed.")
         self._in_use = True
         self._transport.write(data)
 
+    async def sent(self, timeout: float | None) -> None:
+        """Wait until the transport has taken the request, or the response has begun (then the rest of the
+        request no longer matters, and the connection is not reused unless it all went out)."""
+        while self._write_paused and not self._head:
+            await self._wait(_Awaiting.WRITE, timeout)
+
     async def response_head(self, timeout: float | None) -> tuple[int, list[tuple[bytes, bytes]]]:
         while not self._head:
-            await self._wait(timeout)
+            await self._wait(_Awaiting.READ, timeout)
         return self._status, self._headers
 
     async def read(self, timeout: float | None) -> bytes:
@@ -151,7 +192,7 @@ class _Connection(asyncio.Protocol):
         while not self._body:
             if self._complete:
                 return b""
-            await self._wait(timeout)
+            await self._wait(_Awaiting.READ, timeout)
         data = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         self._body = []
         self._buffered = 0
@@ -162,7 +203,14 @@ class _Connection(asyncio.Protocol):
 
     @property
     def reusable(self) -> bool:
-        return self._complete and self._keep_alive and not self.closed
+        """The response is whole, the server keeps the connection open, and the request went out entirely."""
+        return (
+            self._complete
+            and self._keep_alive
+            and not self.closed
+            and self._transport is not None
+            and self._transport.get_write_buffer_size() == 0
+        )
 
     def recycle(self) -> None:
         """Ready for the next request, once the pool takes it back."""
@@ -170,19 +218,34 @@ class _Connection(asyncio.Protocol):
         self._reset()
 
     def close(self) -> None:
-        if self._transport is not None and not self.closed:
-            self._transport.close()
+        """Close it (if it is not yet), and give its place in the pool to whoever waits for one."""
+        if self.closed:
+            return
         self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._transport is not None:
+            self._transport.close()
+        self._pool.discard(self)
 
-    async def _wait(self, timeout: float | None) -> None:
+    async def _wait(self, awaiting: _Awaiting, timeout: float | None) -> None:
         if self._error is not None:
             raise self._error
         if self.closed and not self._complete:
             raise httpx.RemoteProtocolError("The upstream connection is closed.")
         self._waiter = self._loop.create_future()
-        self._last_read = self._loop.time()
-        if timeout is not None and self._timer is None:
-            self._timer = self._loop.call_at(self._last_read + timeout, self._check_timeout, timeout)
+        self._awaiting = awaiting
+        self._last_progress = now = self._loop.time()
+        if awaiting is _Awaiting.WRITE and self._transport is not None:
+            self._unsent = self._transport.get_write_buffer_size()
+        if timeout is not None:
+            self._timeout = timeout
+            if self._timer is not None and self._timer.when() > now + timeout:
+                self._timer.cancel()
+                self._timer = None
+            if self._timer is None:
+                self._timer = self._loop.call_at(now + timeout, self._check_timeout)
         try:
             await self._waiter
         finally:
@@ -190,16 +253,26 @@ class _Connection(asyncio.Protocol):
         if self._error is not None:
             raise self._error
 
-    def _check_timeout(self, timeout: float) -> None:
-        """One timer per connection, moved on lazily: reads only note the time."""
+    def _check_timeout(self) -> None:
+        """One timer per connection, moved on lazily: progress (bytes read, or the request's
+        bytes taken while writing) only notes the time."""
         self._timer = None
         if self._waiter is None or self._waiter.done():
             return
-        due = self._last_read + timeout
-        if self._loop.time() < due:
-            self._timer = self._loop.call_at(due, self._check_timeout, timeout)
+        now = self._loop.time()
+        if self._awaiting is _Awaiting.WRITE and self._transport is not None:
+            unsent = self._transport.get_write_buffer_size()
+            if unsent < self._unsent:
+                self._unsent = unsent
+                self._last_progress = now
+        due = self._last_progress + self._timeout
+        if now < due:
+            self._timer = self._loop.call_at(due, self._check_timeout)
             return
-        self._fail(httpx.ReadTimeout("Timed out reading from the upstream."))
+        if self._awaiting is _Awaiting.WRITE:
+            self._fail(httpx.WriteTimeout("Timed out writing to the upstream: it took none of the request's bytes."))
+        else:
+            self._fail(httpx.ReadTimeout("Timed out reading from the upstream."))
         self.close()
         self._wake()
 
@@ -247,19 +320,56 @@ class _ResponseBody(httpx.AsyncByteStream):
 
 
 class _Pool:
-    """Idle keep-alive connections per origin, least recently used first.
+    """The connections to each origin: at most ``max_connections`` open at once (in use, idle or
+    opening), idle ones kept for reuse, least recently used first, and the requests waiting for one.
 
-    Each is closed once it has been idle for ``keepalive_expiry`` seconds, by one
-    timer for the whole pool, set for the oldest idle connection's expiry.
+    A connection whose response completed goes to the oldest waiting request, else joins the idle
+    ones; one that closes hands its place to the oldest waiting request, which opens a new one. So
+    requests are served in the order they came, and a place is never lost: a waiter that leaves
+    (cancelled, timed out) after a connection was handed to it hands that connection on.
+    Idle connections are closed once idle for ``keepalive_expiry`` seconds, by one timer for the
+    whole pool, set for the oldest idle connection's expiry.
     """
 
-    def __init__(self, max_idle: int, keepalive_expiry: float) -> None:
+    def __init__(self, max_connections: int | None, max_idle: int, keepalive_expiry: float) -> None:
         self._idle: dict[_Origin, list[_Connection]] = {}
+        self._open: dict[_Origin, int] = {}
+        # Per origin, the requests waiting for a connection, oldest first (a dict: ordered, and O(1) to leave).
+        self._waiting: dict[_Origin, dict[asyncio.Future[_Connection], None]] = {}
+        self._max_connections = max_connections
         self._max_idle = max_idle
         self._expiry = keepalive_expiry
         self._timer: asyncio.TimerHandle | None = None
 
-    def take(self, origin: _Origin) -> _Connection | None:
+    async def acquire(self, origin: _Origin, timeout: float | None, request: httpx.Request) -> _Connection:
+        """An idle connection, else a new one (not yet connected) when the origin has room, else the first
+        connection or place that comes back within ``timeout`` seconds (``httpx.PoolTimeout`` otherwise)."""
+        connection = self._take(origin)
+        if connection is not None:
+            return connection
+        opened = self._open.get(origin, 0)
+        if self._max_connections is None or opened < self._max_connections:
+            self._open[origin] = opened + 1
+            return _Connection(self, origin)
+        if timeout is not None and timeout <= 0:
+            raise _pool_timeout(request)
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[_Connection] = loop.create_future()
+        waiting = self._waiting.setdefault(origin, {})
+        waiting[waiter] = None
+        timer = None if timeout is None else loop.call_later(timeout, _expire_waiter, waiter, request)
+        try:
+            return await waiter
+        except BaseException:
+            waiting.pop(waiter, None)
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self._hand_back(waiter.result())  # handed over just as this request gave up
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def _take(self, origin: _Origin) -> _Connection | None:
         idle = self._idle.get(origin)
         now = asyncio.get_running_loop().time()
         while idle:
@@ -269,22 +379,46 @@ class _Pool:
             connection.close()
         return None
 
+    def _hand_over(self, origin: _Origin, connection: _Connection) -> bool:
+        """Give a connection (or, unconnected, a place) to the oldest request waiting for one, if any."""
+        waiting = self._waiting.get(origin)
+        while waiting:
+            waiter = next(iter(waiting))
+            del waiting[waiter]
+            if not waiter.done():
+                waiter.set_result(connection)
+                return True
+        return False
+
+    def _hand_back(self, connection: _Connection) -> None:
+        """A connection handed to a request that left before using it."""
+        if connection.connected and not connection.closed:
+            self.put(connection)
+        else:
+            connection.close()
+
     def put(self, connection: _Connection) -> None:
+        """A connection ready for another request: to the oldest waiting one, else idle."""
+        connection.recycle()
+        if self._hand_over(connection.origin, connection):
+            return
         idle = self._idle.setdefault(connection.origin, [])
         if len(idle) >= self._max_idle:
             connection.close()
             return
-        connection.recycle()
         connection.idle_since = asyncio.get_running_loop().time()
         idle.append(connection)
         if self._timer is None:
             self._schedule()
 
-    def forget(self, connection: _Connection) -> None:
-        """A connection closed while idle leaves the pool at once."""
-        idle = self._idle.get(connection.origin)
+    def discard(self, connection: _Connection) -> None:
+        """A connection closed (once each): out of the idle ones, and its place to the oldest waiting request."""
+        origin = connection.origin
+        idle = self._idle.get(origin)
         if idle and connection in idle:
             idle.remove(connection)
+        if not self._hand_over(origin, _Connection(self, origin)):
+            self._open[origin] -= 1
 
     def _schedule(self) -> None:
         oldest = min((idle[0].idle_since for idle in self._idle.values() if idle), default=None)
@@ -303,20 +437,38 @@ class _Pool:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        for idle in self._idle.values():
-            for connection in idle:
+        for idle in list(self._idle.values()):
+            for connection in list(idle):
                 connection.close()
         self._idle.clear()
 
 
+def _pool_timeout(request: httpx.Request) -> httpx.PoolTimeout:
+    return httpx.PoolTimeout("Timed out waiting for a connection: the origin is at max_connections.", request=request)
+
+
+def _expire_waiter(waiter: asyncio.Future[_Connection], request: httpx.Request) -> None:
+    if not waiter.done():
+        waiter.set_exception(_pool_timeout(request))
+
+
 class Http1Transport(httpx.AsyncBaseTransport):
-    """HTTP/1.1 with keep-alive; one connection per request in flight, idle ones kept for reuse."""
+    """HTTP/1.1 with keep-alive; one connection per request in flight, idle ones kept for reuse.
+
+    ``max_connections`` caps the connections per origin (None: no cap); requests beyond it wait,
+    in order, up to the request's ``pool`` timeout.
+    """
 
     def __init__(
-        self, *, ssl_context: ssl.SSLContext | None = None, max_idle: int = 256, keepalive_expiry: float = 60.0
+        self,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        max_connections: int | None = None,
+        max_idle: int = 256,
+        keepalive_expiry: float = 60.0,
     ) -> None:
         self._ssl = ssl_context
-        self._pool = _Pool(max_idle, keepalive_expiry)
+        self._pool = _Pool(max_connections, max_idle, keepalive_expiry)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
@@ -325,19 +477,19 @@ class Http1Transport(httpx.AsyncBaseTransport):
         origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
         timeouts: dict[str, Any] = request.extensions.get("timeout", {})
         message = _serialize(request, await request.aread())
-        pooled = self._pool.take(origin)
-        try:
-            connection, status, headers = await self._exchange(
-                pooled or await self._connect(origin, timeouts, request), message, timeouts
-            )
-        except httpx.TransportError as exc:
-            # A kept-alive connection the server closed just as we sent: the request goes again on a new one.
-            if pooled is None or pooled.received or isinstance(exc, httpx.TimeoutException):
-                exc.request = request
-                raise
-            connection, status, headers = await self._exchange(
-                await self._connect(origin, timeouts, request), message, timeouts
-            )
+        while True:
+            connection = await self._pool.acquire(origin, timeouts.get("pool"), request)
+            reused = connection.connected
+            try:
+                if not reused:
+                    await self._connect(connection, timeouts, request)
+                status, headers = await self._exchange(connection, message, timeouts)
+                break
+            except httpx.TransportError as exc:
+                # A kept-alive connection the server closed just as we sent: the request goes again on another.
+                if not reused or connection.received or isinstance(exc, httpx.TimeoutException):
+                    exc.request = request
+                    raise
         if request.method == "HEAD":
             connection.close()  # its Content-Length describes a body that never comes; not worth tracking
             stream: httpx.AsyncByteStream = httpx.ByteStream(b"")
@@ -348,22 +500,22 @@ class Http1Transport(httpx.AsyncBaseTransport):
     @staticmethod
     async def _exchange(
         connection: _Connection, message: bytes, timeouts: dict[str, Any]
-    ) -> tuple[_Connection, int, list[tuple[bytes, bytes]]]:
+    ) -> tuple[int, list[tuple[bytes, bytes]]]:
         """Send the request and wait for the response head; a connection that fails is closed."""
         try:
             connection.send(message)
-            status, headers = await connection.response_head(timeouts.get("read"))
+            await connection.sent(timeouts.get("write"))
+            return await connection.response_head(timeouts.get("read"))
         except BaseException:
             connection.close()
             raise
-        return connection, status, headers
 
-    async def _connect(self, origin: _Origin, timeouts: dict[str, Any], request: httpx.Request) -> _Connection:
-        scheme, host, port = origin
+    async def _connect(self, connection: _Connection, timeouts: dict[str, Any], request: httpx.Request) -> None:
+        """Connect a connection the pool made room for; one that fails is closed, giving its place back."""
+        scheme, host, port = connection.origin
         timeout = timeouts.get("connect")
         loop = asyncio.get_running_loop()
         tls = self._tls_context() if scheme == "https" else None
-        connection = _Connection(self._pool, origin)
         try:
             async with asyncio.timeout(timeout):
                 await loop.create_connection(
@@ -375,7 +527,9 @@ class Http1Transport(httpx.AsyncBaseTransport):
         except OSError as exc:  # ssl.SSLError included
             connection.close()
             raise httpx.ConnectError(f"Could not connect to {host}:{port}: {exc}", request=request) from None
-        return connection
+        except BaseException:
+            connection.close()
+            raise
 
     def _tls_context(self) -> ssl.SSLContext:
         if self._ssl is None:
