@@ -22,7 +22,7 @@ import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import orjson
 
@@ -59,8 +59,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("gateway.dialects.responses")
-
-"""The chat field that carries ``max_output_tokens``: the current name, or the older one some providers still want."""
 
 # Fields that need state the gateway does not keep: refused whenever they are set.
 _STATEFUL: Final = {
