@@ -34,6 +34,7 @@ from gateway.server.app import create_app
 from gateway.server.service import Service
 from tests.servers import Received, Reply, ScriptedUpstream, json_reply, serve, sse, stream_reply
 from tests.streams import call, choice, chunk, split_evenly
+from tests.test_observability import scrape, value
 from tests.test_responses import (
     HIDDEN,
     RESPONSES,
@@ -481,6 +482,32 @@ def test_an_agents_sdk_agent_calls_its_tool_and_answers(gateway: Gateway, stream
     assert [tool["function"]["name"] for tool in asked["tools"]] == ["get_weather", "send_message"]
     assert answered["messages"][-1] == {"role": "tool", "tool_call_id": "call_w1", "content": "sunny"}
     assert all(body["stream"] is streaming for body in (asked, answered))
+
+
+# Metrics: a Responses request counts as a chat one does.
+
+
+def test_metrics_count_responses_requests(gateway: Gateway) -> None:
+    before = scrape(gateway.url)
+    client = gateway.client()
+    client.responses.create(model="assistant", input="Hi")
+    stream_events(client)
+    client.responses.create(model="assistant", input="What is the weather in Oslo?", tools=[WEATHER])
+    gateway.upstream.reply(Reply(agent_events("This stream breaks.")[:-5], then="break"))
+    assert stream_events(client)[-1].type == "response.failed"
+
+    def delta(name: str, **labels: str) -> float:
+        return value(scrape(gateway.url), name, **labels) - value(before, name, **labels)
+
+    # A request is counted as its answer ends, a moment after the client has the last byte.
+    assert eventually(lambda: delta("gateway_requests_total", route="assistant", status="200", stream="true") == 2)
+    assert delta("gateway_requests_total", route="assistant", status="200", stream="false") == 2
+    assert delta("gateway_tokens_total", route="assistant", kind="prompt") == 3 * USAGE["prompt_tokens"]
+    assert delta("gateway_tokens_total", route="assistant", kind="completion") == 3 * USAGE["completion_tokens"]
+    assert delta("gateway_rewrite_message_calls_total", route="assistant") == 4
+    assert delta("gateway_rewrite_client_calls_total", route="assistant") == 1
+    assert delta("gateway_rewrite_reasoning_chars_total", route="assistant", action="hidden") > 0
+    assert delta("gateway_upstream_errors_total", provider="up", kind="mid_stream") == 1
 
 
 # Natively forwarded Responses streams reach the client byte for byte.
