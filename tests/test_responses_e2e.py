@@ -314,6 +314,8 @@ def test_create_returns_the_message_as_output_text(gateway: Gateway) -> None:
 
 
 def test_streamed_events_carry_the_message_and_end_completed_with_usage(gateway: Gateway) -> None:
+    provider_headers = {"x-request-id": "req_up_1", "x-ratelimit-remaining-requests": "99"}
+    gateway.upstream.reply(stream_reply(agent_answer("You said: Hello, 😀 world"), headers=provider_headers))
     events = stream_events(gateway.client(), input="Hello, 😀 world")
     assert [event.sequence_number for event in events] == list(range(len(events)))
     assert [event.type for event in events if "delta" not in event.type] == [
@@ -332,6 +334,8 @@ def test_streamed_events_carry_the_message_and_end_completed_with_usage(gateway:
     assert usage is not None and (usage.input_tokens, usage.output_tokens, usage.total_tokens) == (11, 7, 18)
     [answer] = gateway.tap.answers
     assert answer.headers["x-gateway-route"] == "assistant" and answer.headers["cache-control"] == "no-cache"
+    assert answer.headers["x-upstream-request-id"] == "req_up_1" and answer.headers["x-request-id"] != "req_up_1"
+    assert answer.headers["x-ratelimit-remaining-requests"] == "99"
     assert not any(c in answer.body.decode() for c in HIDDEN)
     [body] = gateway.sent()
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
