@@ -28,6 +28,7 @@ import openai
 import orjson
 import pytest
 from openai.types.responses import FunctionToolParam, Response
+from pydantic import BaseModel
 
 from gateway.config import parse_config
 from gateway.server.app import create_app
@@ -69,6 +70,7 @@ models:
   - {{name: thinker, provider: up, model: tool-model, rewrite: {{inject_tools: true, reasoning: expose}}, max_retries: 0}}
   - {{name: main, provider: up, model: tool-model, rewrite: {{inject_tools: true}}, max_retries: 0, fallbacks: [assistant]}}
   - {{name: gpt-native, provider: openai, model: gpt-4o}}
+  - {{name: "llama-*", provider: up, rewrite: {{inject_tools: true}}, max_retries: 0}}
 """
 THOUGHTS = "Private thoughts: " + HIDDEN
 PROVIDER_REASONING = "Provider reasoning: " + HIDDEN[::-1]
@@ -351,6 +353,29 @@ def test_stream_helpers_build_snapshots_and_the_final_response(gateway: Gateway)
     assert final.status == "completed" and final.usage is not None and final.usage.total_tokens == 18
 
 
+def test_a_glob_route_serves_the_name_it_matches(gateway: Gateway) -> None:
+    raw = gateway.client().responses.with_raw_response.create(model="llama-3.1-8b", input="Hi")
+    assert raw.headers["x-gateway-route"] == "llama-*"
+    response = raw.parse()
+    assert response.model == "llama-3.1-8b" and response.output_text == "You said: Hi"
+    assert [body["model"] for body in gateway.sent()] == ["llama-3.1-8b"]
+
+
+def test_structured_output_through_an_agent_route(gateway: Gateway) -> None:
+    class City(BaseModel):
+        name: str
+        population: int
+
+    # Structured output goes without the message tool, as on chat completions: the model writes the JSON as content.
+    answer = [chunk(choice(role="assistant", content='{"name": "Oslo", "population": 709000}', finish="stop"))]
+    gateway.upstream.reply(json_reply(completion_of([*answer, chunk(usage=USAGE)])))
+    parsed = gateway.client().responses.parse(model="assistant", input="Oslo?", text_format=City)
+    assert parsed.output_parsed == City(name="Oslo", population=709000)
+    [body] = gateway.sent()
+    assert body["response_format"]["type"] == "json_schema" and body["response_format"]["json_schema"]["name"] == "City"
+    assert "tools" not in body
+
+
 def test_an_answer_cut_at_max_output_tokens_is_incomplete(gateway: Gateway) -> None:
     response = gateway.client().responses.create(model="assistant", input="Hello there", max_output_tokens=7)
     assert response.status == "incomplete" and response.incomplete_details is not None
@@ -506,8 +531,8 @@ def test_metrics_count_responses_requests(gateway: Gateway) -> None:
     # A request is counted as its answer ends, a moment after the client has the last byte.
     assert eventually(lambda: delta("gateway_requests_total", route="assistant", status="200", stream="true") == 2)
     assert delta("gateway_requests_total", route="assistant", status="200", stream="false") == 2
-    assert delta("gateway_tokens_total", route="assistant", kind="prompt") == 3 * USAGE["prompt_tokens"]
-    assert delta("gateway_tokens_total", route="assistant", kind="completion") == 3 * USAGE["completion_tokens"]
+    assert delta("gateway_tokens_total", route="assistant", kind="prompt") == 3 * cast(int, USAGE["prompt_tokens"])
+    assert delta("gateway_tokens_total", route="assistant", kind="completion") == 3 * cast(int, USAGE["completion_tokens"])
     assert delta("gateway_rewrite_message_calls_total", route="assistant") == 4
     assert delta("gateway_rewrite_client_calls_total", route="assistant") == 1
     assert delta("gateway_rewrite_reasoning_chars_total", route="assistant", action="hidden") > 0
