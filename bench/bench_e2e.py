@@ -5,7 +5,9 @@ upstream (``upstream.py``), the bare pass-through (``bare.py``) and the gateway
 (``gateway serve``, with one worker and, separately, two), checks every
 target's answers, then measures the same workload against each:
 
-1. closed-loop throughput, streams/s and non-streaming requests/s (burst upstream);
+1. closed-loop throughput, streams/s and non-streaming requests/s (burst upstream),
+   on chat completions and, for the agent route, also on the Responses API
+   ("gateway resp": the same conversation as ``POST /v1/responses``);
 2. open-loop latency at a fixed rate (burst upstream): time to first and last byte;
 3. the same at a lower rate with a paced upstream, and the server's CPU time per
    stream and per upstream chunk over that run;
@@ -205,19 +207,20 @@ async def bench(options: argparse.Namespace) -> dict[str, Any]:
         assert isinstance(upstream, ServerProcess)
         run = Run(options, upstream, processes)
         candidates = [
-            ("direct", "upstream", "agent", "relayed"),
-            ("bare", "bare", "agent", "relayed"),
-            ("bare httpcore", "bare httpcore", "agent", "relayed"),
-            ("gateway", "gateway", "agent", "rewritten"),
-            ("gateway plain", "gateway", "plain", "relayed"),
-            ("gateway w2", "gateway w2", "agent", "rewritten"),
-            ("litellm", "litellm", "agent", "any"),
+            ("direct", "upstream", "agent", "relayed", "chat"),
+            ("bare", "bare", "agent", "relayed", "chat"),
+            ("bare httpcore", "bare httpcore", "agent", "relayed", "chat"),
+            ("gateway", "gateway", "agent", "rewritten", "chat"),
+            ("gateway resp", "gateway", "agent", "rewritten", "responses"),
+            ("gateway plain", "gateway", "plain", "relayed", "chat"),
+            ("gateway w2", "gateway w2", "agent", "rewritten", "chat"),
+            ("litellm", "litellm", "agent", "any", "chat"),
         ]
         targets = []
-        for name, server, route, answer in candidates:
+        for name, server, route, answer, front_door in candidates:
             process = running.get(server)
             if isinstance(process, ServerProcess):
-                targets.append(Target(name, process, route, answer))
+                targets.append(Target(name, process, route, answer, front_door=front_door))
         results["notes"] = [f"{name}: {why}" for name, why in running.items() if isinstance(why, str)]
         await check_answers(targets, script, [options.interval_ms])
         by_name = {target.name: target for target in targets}
@@ -340,6 +343,12 @@ def render(results: dict[str, Any]) -> str:
             split = " + ".join(f"{value:.0f}" for name, value in row["cpu_percent"].items() if name.startswith("worker"))
             parts.append(f"{kind}s @{clients} {row['rate'] / _rate(results, 'gateway', kind, clients):.2f}x (CPU % {split})")
         lines.append("2 workers / 1: " + ", ".join(parts))
+    if "gateway resp" in targets:
+        ratios = [
+            f"{kind}s @{clients} {_rate(results, 'gateway resp', kind, clients) / _rate(results, 'gateway', kind, clients):.2f}x"
+            for kind, clients in columns
+        ]
+        lines.append("Responses / chat completions, agent route: " + ", ".join(ratios))
     lines += [""]
     lines += _render_open_loop(results["latency"], f"2. open loop, burst upstream, {options['rate']:g} streams/s for {options['latency_seconds']:g} s: ms, + is over direct")
     lines += [""]

@@ -4,7 +4,8 @@ Not httpx: the client shares two cores with the servers it measures, so it
 does as little as it can per response. One callback per socket read, no
 parsing of chunks or events: the body's end is found from its last bytes
 (the zero-size chunk, or the content length), and a stream counts as complete
-only when it ends with ``data: [DONE]``. A connection made with ``keep_body``
+only when it ends with ``data: [DONE]`` (a Responses stream, which has no
+``[DONE]``: when its ``response.completed`` event arrived). A connection made with ``keep_body``
 keeps the decoded body, for checking answers outside the measurements; one
 made with ``keep_reads`` keeps every read with its arrival time, from which
 ``timed_payloads`` tells when each event arrived, once the answer is over.
@@ -32,15 +33,28 @@ MESSAGES = [
 _CHUNKED_END = b"\r\n0\r\n\r\n"
 _STREAM_END = b"data: [DONE]\n\n" + _CHUNKED_END
 _TAIL = len(_STREAM_END)
+_RESPONSES = b"POST /v1/responses "
+_COMPLETED = b"event: response.completed\n"
 
 
 def chat_request(port: int, model: str, stream: bool, headers: Mapping[str, str] | None = None) -> bytes:
     """The raw bytes of one chat completion request, built once and sent many times."""
-    body = orjson.dumps({"model": model, "messages": MESSAGES, "stream": stream})
+    body = {"model": model, "messages": MESSAGES, "stream": stream}
+    return _post(port, b"/v1/chat/completions", body, stream, headers)
+
+
+def responses_request(port: int, model: str, stream: bool, headers: Mapping[str, str] | None = None) -> bytes:
+    """The same conversation as ``chat_request``, as a Responses API request (``POST /v1/responses``)."""
+    body = {"model": model, "instructions": MESSAGES[0]["content"], "input": MESSAGES[1]["content"], "stream": stream}
+    return _post(port, b"/v1/responses", body, stream, headers)
+
+
+def _post(port: int, path: bytes, body: dict[str, Any], stream: bool, headers: Mapping[str, str] | None) -> bytes:
+    content = orjson.dumps(body)
     accept = b"text/event-stream" if stream else b"application/json"
     extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items()).encode()
-    head = b"POST /v1/chat/completions HTTP/1.1\r\nhost: %s:%d\r\ncontent-type: application/json\r\naccept: %s\r\n%scontent-length: %d\r\n\r\n"
-    return head % (HOST.encode(), port, accept, extra, len(body)) + body
+    head = b"POST %s HTTP/1.1\r\nhost: %s:%d\r\ncontent-type: application/json\r\naccept: %s\r\n%scontent-length: %d\r\n\r\n"
+    return head % (path, HOST.encode(), port, accept, extra, len(content)) + content
 
 
 @dataclass(slots=True)
@@ -86,6 +100,10 @@ class Connection(asyncio.Protocol):
         self.status = 0
         self.sent = 0.0
         self.first = 0.0
+        self.responses = False
+        """Whether the answer is a Responses stream, complete once ``response.completed`` was seen."""
+        self.completed_seen = False
+        self.marker_tail = b""
 
     @property
     def closed(self) -> bool:
@@ -115,6 +133,9 @@ class Connection(asyncio.Protocol):
         self.parts = []
         self.reads = []
         self.first = 0.0
+        self.responses = data.startswith(_RESPONSES)
+        self.completed_seen = False
+        self.marker_tail = b""
         self.transport.write(data)
         self.sent = time.perf_counter()
         return await self.waiter
@@ -153,10 +174,16 @@ class Connection(asyncio.Protocol):
             self.reads.append((now, data))
         if self.chunked:
             self.received += len(data)
+            if self.responses and not self.completed_seen:
+                # The event line may be cut between two reads: the end of the last one is searched with this one.
+                marker = len(_COMPLETED)
+                self.completed_seen = _COMPLETED in data or _COMPLETED in self.marker_tail + data[: marker - 1]
+                self.marker_tail = (self.marker_tail + data[-marker:])[-marker:]
             window = self.tail + data[-_TAIL:]
             self.tail = window[-_TAIL:]
             if window.endswith(_CHUNKED_END) or (self.received == 5 and window == b"0\r\n\r\n"):
-                self._finish(now, self.status == 200 and window.endswith(_STREAM_END))
+                ended = self.completed_seen if self.responses else window.endswith(_STREAM_END)
+                self._finish(now, self.status == 200 and ended)
         else:
             self.remaining -= len(data)
             if self.remaining <= 0:

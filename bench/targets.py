@@ -8,10 +8,11 @@ import functools
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 from common import ServerProcess, machine_busy_seconds
-from load import Meters, chat_request, connect, sse_payloads
+from load import Meters, chat_request, connect, responses_request, sse_payloads
 from upstream import Script, model_name
 
 
@@ -26,13 +27,16 @@ class Target:
     """``rewritten`` (plain content), ``relayed`` (the upstream's tool call untouched) or ``any`` (complete only)."""
     headers: Mapping[str, str] = field(default_factory=dict)
     """Sent with every request: a peer's routing headers (Portkey's provider and custom host)."""
+    front_door: str = "chat"
+    """``chat`` (``/v1/chat/completions``) or ``responses`` (``/v1/responses``, the same conversation)."""
 
     @property
     def port(self) -> int:
         return self.server.port
 
     def request(self, stream: bool, interval_ms: float = 0, first_byte_ms: float = 0) -> bytes:
-        return chat_request(self.port, self.model(interval_ms, first_byte_ms), stream, self.headers)
+        build = responses_request if self.front_door == "responses" else chat_request
+        return build(self.port, self.model(interval_ms, first_byte_ms), stream, self.headers)
 
     def model(self, interval_ms: float = 0, first_byte_ms: float = 0) -> str:
         return model_name(self.route, interval_ms, first_byte_ms)
@@ -96,6 +100,31 @@ def answer_text(stream: bool, body: bytes) -> tuple[str, str]:
     return message.get("content") or "", calls
 
 
+def responses_answer_text(stream: bool, body: bytes) -> tuple[str, str]:
+    """A Responses answer's text and its function calls' arguments, each joined up; the stream must end
+    with ``response.completed``, whose response must hold what the deltas said."""
+    if stream:
+        events = [orjson.loads(payload) for payload in sse_payloads(body)]
+        if not events or events[-1]["type"] != "response.completed":
+            raise ValueError(f"the stream does not end with response.completed: {events[-1:]!r}")
+        text = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+        arguments = "".join(e["delta"] for e in events if e["type"] == "response.function_call_arguments.delta")
+        if (text, arguments) != _output_text(events[-1]["response"]):
+            raise ValueError("the deltas differ from the completed response")
+        return text, arguments
+    response = orjson.loads(body)
+    if response["status"] != "completed":
+        raise ValueError(f"the response is {response['status']}")
+    return _output_text(response)
+
+
+def _output_text(response: dict[str, Any]) -> tuple[str, str]:
+    """The text of a response object's message items and the arguments of its function calls."""
+    items = response["output"]
+    text = "".join(part["text"] for item in items if item["type"] == "message" for part in item["content"])
+    return text, "".join(item["arguments"] for item in items if item["type"] == "function_call")
+
+
 def delta_text(chunk: dict[str, object]) -> tuple[str, str]:
     """The content and the tool-call arguments that one ``chat.completion.chunk`` adds."""
     content, arguments = [], []
@@ -109,7 +138,7 @@ def delta_text(chunk: dict[str, object]) -> tuple[str, str]:
 def answer_problem(target: Target, stream: bool, body: bytes, script: Script) -> str | None:
     """What is wrong with an answer, or None."""
     try:
-        text, calls = answer_text(stream, body)
+        text, calls = (responses_answer_text if target.front_door == "responses" else answer_text)(stream, body)
     except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
         return f"unexpected answer ({exc!r}): {body[:300]!r}"
     if target.answer == "rewritten" and (text != script.message or calls):

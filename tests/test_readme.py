@@ -65,6 +65,7 @@ def code_blocks(text: str, language: str = "") -> list[str]:
 USING = section("Using it")
 OPENAI_EXAMPLE, LANGCHAIN_EXAMPLE = code_blocks(USING, "python")
 [CURL_EXAMPLE] = code_blocks(USING)
+RESPONSES_EXAMPLE, AGENTS_EXAMPLE = code_blocks(section("Responses API"), "python")
 
 
 def test_before_and_after_stream_example() -> None:
@@ -145,10 +146,10 @@ def run_example(code: str, url: str) -> str:
     return out.getvalue()
 
 
-def chat_log(running: Running) -> list[dict[str, Any]]:
-    """The gateway's access-log lines for chat completions so far (stderr is JSON lines, one format)."""
+def chat_log(running: Running, path: str = "/v1/chat/completions") -> list[dict[str, Any]]:
+    """The gateway's access-log lines for chat completions (or another path) so far (stderr is JSON lines, one format)."""
     lines = [orjson.loads(line) for line in running.stderr().splitlines()]
-    return [line for line in lines if line.get("logger") == "gateway.access" and line.get("path") == "/v1/chat/completions"]
+    return [line for line in lines if line.get("logger") == "gateway.access" and line.get("path") == path]
 
 
 @dataclass
@@ -159,14 +160,14 @@ class Before:
     logged: int
 
 
-def before(mode: Mode) -> Before:
-    return Before(len(mode.upstream.requests) if mode.upstream else 0, len(chat_log(mode.running)))
+def before(mode: Mode, path: str = "/v1/chat/completions") -> Before:
+    return Before(len(mode.upstream.requests) if mode.upstream else 0, len(chat_log(mode.running, path)))
 
 
-def assert_served_by_assistant(mode: Mode, since: Before, requests: int) -> None:
+def assert_served_by_assistant(mode: Mode, since: Before, requests: int, path: str = "/v1/chat/completions") -> None:
     """The access log shows the `assistant` route with its upstream model, and so does what the upstream received."""
     deadline = time.monotonic() + 10
-    while len(logged := chat_log(mode.running)[since.logged :]) < requests and time.monotonic() < deadline:
+    while len(logged := chat_log(mode.running, path)[since.logged :]) < requests and time.monotonic() < deadline:
         time.sleep(0.05)  # a line is written as its request ends, just after the client has the last byte
     assert [(line["route"], line["upstream_model"], line["status"]) for line in logged] == [
         ("assistant", mode.assistant_model, 200)
@@ -238,6 +239,39 @@ def test_curl_example(mode: Mode) -> None:
         assert text == REPLY
     assert THOUGHTS.encode() not in body
     assert_served_by_assistant(mode, since, 1)
+
+
+def test_responses_example(mode: Mode) -> None:
+    """The Responses API section's openai-python example: one answer, then one streamed with its usage."""
+    since = before(mode, "/v1/responses")
+    printed = run_example(RESPONSES_EXAMPLE, mode.running.url)
+    if mode.upstream is None:
+        assert printed.startswith('Hi! This is the "agent-gateway" demo provider') and "You said: Hi!\n" in printed
+        assert "You said: Tell me a short story.\n" in printed and "\n ResponseUsage(input_tokens=" in printed
+        assert "(demo) Thinking" not in printed
+    else:
+        # The scripted upstream reports usage only in non-streaming answers.
+        assert printed == f"{REPLY}\n{REPLY}\n None\n"
+        answered, streamed = mode.upstream.requests[since.upstream :]
+        assert "stream_options" not in answered.json
+        assert streamed.json["stream"] is True and streamed.json["stream_options"] == {"include_usage": True}
+    assert THOUGHTS not in printed and "inner_thoughts" not in printed
+    assert_served_by_assistant(mode, since, 2, "/v1/responses")
+
+
+def test_agents_sdk_example(mode: Mode) -> None:
+    """The Responses API section's agent: the model calls get_weather, the SDK runs it and sends its output back."""
+    since = before(mode, "/v1/responses")
+    printed = run_example(AGENTS_EXAMPLE, mode.running.url)
+    if mode.upstream is None:
+        assert "The tool returned: sunny" in printed
+    else:
+        assert printed == REPLY + "\n"
+        asked, answered = mode.upstream.requests[since.upstream :]
+        assert [tool["function"]["name"] for tool in asked.json["tools"]] == ["get_weather", "send_message"]
+        assert answered.json["messages"][-1] == {"role": "tool", "tool_call_id": "call_w", "content": "sunny"}
+    assert "(demo) Thinking" not in printed and THOUGHTS not in printed
+    assert_served_by_assistant(mode, since, 2, "/v1/responses")
 
 
 def test_models_lists_the_assistant_route(mode: Mode) -> None:

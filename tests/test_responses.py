@@ -1,24 +1,20 @@
 """The Responses front door without sockets: request translation, and upstream chat streams through the core into
-Responses events, every one of them parsed by the openai SDK's own types and fed to its own stream machinery."""
+Responses events, every one of them parsed by the openai SDK's own types. Real clients against a real gateway
+are in ``test_responses_e2e.py``."""
 
 from __future__ import annotations
 
-import asyncio
-import importlib
-import itertools
 import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, get_args
 
-import agents
-import openai
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from openai.types.responses import FunctionToolParam, Response, ResponseStreamEvent
+from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import BaseModel, TypeAdapter
 
 from gateway.core.errors import ErrorKind, GatewayError
@@ -29,10 +25,9 @@ from gateway.core.translator import StreamTranslator
 from gateway.dialects.responses import (
     ResponsesRequest,
     ResponsesStreamEncoder,
-    build,
-    response_object,
     error_status_and_body,
     parse_request,
+    response_object,
     to_chat,
 )
 from tests.streams import (
@@ -1148,229 +1143,3 @@ def test_exposed_reasoning_has_the_events_and_fields_of_a_raw_reasoning_stream()
     # OpenRouter adds its own: the SDKs' output_text property, and its costs in usage.
     extras = frozenset(("output_text", "cost", "cost_details", "is_byok"))
     compare([e for e in events if "response" in e], [e for e in theirs if "response" in e], ignore=extras)
-
-
-# The SDKs' own stream machinery and models, with the front door behind a mock transport (no sockets).
-
-# The HTTP package the installed openai SDK is built on (httpx, or its successor httpx2 in openai 3).
-HTTP: Any = importlib.import_module(openai.DefaultHttpxClient.__mro__[1].__module__.partition(".")[0])
-
-
-class FrontDoor:
-    """The front door's pieces wired as the shell wires them, answering each request with the next scripted
-    upstream stream (or, for a non-streaming request, the completion that stream adds up to)."""
-
-    def __init__(self, *answers: list[dict[str, Any]], options: RewriteOptions | None = None) -> None:
-        self.answers = list(answers)
-        self.options = options or RewriteOptions()
-        self.upstream: list[dict[str, Any]] = []  # the chat requests sent upstream
-
-    def handle(self, request: Any) -> Any:
-        assert (request.method, request.url.path) == ("POST", "/v1/responses")
-        try:
-            parsed = parse_request(request.content)
-        except GatewayError as error:
-            status, body = error_status_and_body(error)
-            return HTTP.Response(status, content=body, headers={"content-type": "application/json"})
-        self.upstream.append(to_chat(parsed, reasoning=self.options.reasoning, reasoning_effort=True))
-        chunks = self.answers.pop(0)
-        if not parsed.stream:
-            events = replay_completion(completion_of(chunks), self.options)
-            return HTTP.Response(200, content=build(parsed, events, created=1700000000))
-        translator = StreamTranslator(self.options, "up")
-        encoder = ResponsesStreamEncoder(parsed, created=1700000000)
-        body = b"".join(encoder.encode(translator.feed(c)) for c in split_evenly_bytes(sse(chunks), 61))
-        body += encoder.encode(translator.end())
-        return HTTP.Response(200, content=body, headers={"content-type": "text/event-stream"})
-
-    def client(self) -> openai.OpenAI:
-        """A client that validates every body against the SDK's types, as a strict client would."""
-        http = openai.DefaultHttpxClient(transport=HTTP.MockTransport(self.handle))
-        return openai.OpenAI(
-            base_url="http://gateway.test/v1",
-            api_key="gateway-key",
-            http_client=http,
-            max_retries=0,
-            _strict_response_validation=True,
-        )
-
-    def async_client(self) -> openai.AsyncOpenAI:
-        http = openai.DefaultAsyncHttpxClient(transport=HTTP.MockTransport(self.handle))
-        return openai.AsyncOpenAI(
-            base_url="http://gateway.test/v1", api_key="gateway-key", http_client=http, max_retries=0
-        )
-
-
-def split_evenly_bytes(body: bytes, size: int) -> list[bytes]:
-    return [body[i : i + size] for i in range(0, len(body), size)]
-
-
-def client_call(name: str, call_id: str, **arguments: Any) -> list[dict[str, Any]]:
-    """An agent-style model calling a client tool, with its inner thoughts, as the upstream streams it."""
-    document = json.dumps({"inner_thoughts": INNER, **arguments})
-    chunks = [chunk(choice(role="assistant", content=None, tool_calls=[call(0, "", id=call_id, name=name)]))]
-    chunks += [chunk(choice(tool_calls=[call(0, p)])) for p in split_evenly(document, 6)]
-    return [*chunks, chunk(choice(finish="tool_calls")), chunk(usage=USAGE)]
-
-
-WEATHER: FunctionToolParam = {
-    "type": "function",
-    "name": "get_weather",
-    "description": "The weather in a city.",
-    "parameters": {
-        "type": "object",
-        "properties": {"city": {"type": "string"}},
-        "required": ["city"],
-        "additionalProperties": False,
-    },
-    "strict": True,
-}
-
-
-def test_openai_python_non_streaming() -> None:
-    door = FrontDoor(agent_chunks("Hello from the gateway."))
-    response = door.client().responses.create(model="assistant", input="Hi", instructions="Be kind.")
-    assert response.output_text == "Hello from the gateway."
-    assert response.status == "completed" and response.model == "assistant" and response.id.startswith("resp_")
-    assert response.usage is not None and response.usage.total_tokens == 18
-    assert door.upstream[0]["messages"] == [
-        {"role": "system", "content": "Be kind."},
-        {"role": "user", "content": "Hi"},
-    ]
-    assert door.upstream[0]["stream"] is False
-
-
-def test_openai_python_streaming_events() -> None:
-    door = FrontDoor(agent_chunks("Hello from the gateway."))
-    with door.client().responses.create(model="assistant", input="Hi", stream=True) as stream:
-        events = list(stream)
-    assert [e.sequence_number for e in events] == list(range(len(events)))
-    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == "Hello from the gateway."
-    assert events[-1].type == "response.completed" and events[-1].response.output_text == "Hello from the gateway."
-    assert door.upstream[0]["stream_options"] == {"include_usage": True}
-
-
-def test_openai_python_stream_helpers_and_final_response() -> None:
-    door = FrontDoor(agent_chunks("Hello from the gateway."))
-    with door.client().responses.stream(model="assistant", input="Hi") as stream:
-        snapshots = [e.snapshot for e in stream if e.type == "response.output_text.delta"]
-        final = stream.get_final_response()
-    assert snapshots[-1] == "Hello from the gateway." and len(snapshots) > 1
-    assert all(b.startswith(a) for a, b in itertools.pairwise(snapshots))
-    assert final.output_text == "Hello from the gateway."
-
-
-@pytest.mark.parametrize("streaming", [False, True])
-def test_openai_python_tool_round_trip(streaming: bool) -> None:
-    """function_call out, function_call_output in, final text; the previous output items go back as they came."""
-    door = FrontDoor(client_call("get_weather", "call_w1", city="Oslo"), agent_chunks("It is sunny in Oslo."))
-    client = door.client()
-    question: list[Any] = [{"role": "user", "content": "Weather in Oslo?"}]
-    first: Response
-    if streaming:
-        with client.responses.stream(model="assistant", input=question, tools=[WEATHER]) as stream:
-            first = stream.get_final_response()
-    else:
-        first = client.responses.create(model="assistant", input=question, tools=[WEATHER])
-    [tool_call] = [item for item in first.output if item.type == "function_call"]
-    assert (tool_call.call_id, tool_call.name, json.loads(tool_call.arguments)) == (
-        "call_w1",
-        "get_weather",
-        {"city": "Oslo"},
-    )
-    follow_up = [
-        *question,
-        *first.output,
-        {"type": "function_call_output", "call_id": tool_call.call_id, "output": "sunny"},
-    ]
-    second = client.responses.create(model="assistant", input=follow_up, tools=[WEATHER])
-    assert second.output_text == "It is sunny in Oslo."
-    messages = door.upstream[1]["messages"]
-    assert messages[1]["tool_calls"] == [
-        {"id": "call_w1", "type": "function", "function": {"name": "get_weather", "arguments": tool_call.arguments}}
-    ]
-    assert messages[2] == {"role": "tool", "tool_call_id": "call_w1", "content": "sunny"}
-    assert door.upstream[1]["tools"] == [
-        {"type": "function", "function": {k: v for k, v in WEATHER.items() if k != "type"}}
-    ]
-
-
-def test_openai_python_structured_output() -> None:
-    class City(BaseModel):
-        name: str
-        population: int
-
-    door = FrontDoor(agent_chunks('{"name": "Oslo", "population": 709000}'))
-    parsed = door.client().responses.parse(model="assistant", input="Oslo?", text_format=City)
-    assert parsed.output_parsed == City(name="Oslo", population=709000)
-    assert door.upstream[0]["response_format"]["type"] == "json_schema"
-    assert door.upstream[0]["response_format"]["json_schema"]["name"] == "City"
-
-
-def test_openai_python_sees_a_failed_stream_as_failed() -> None:
-    door = FrontDoor(agent_chunks("This never finishes.")[:-2])
-    with door.client().responses.stream(model="assistant", input="Hi") as stream:
-        events = list(stream)
-        assert events[-1].type == "response.failed"
-        assert (
-            events[-1].response.error is not None
-            and "before the answer was finished" in events[-1].response.error.message
-        )
-        with pytest.raises(RuntimeError, match="response.completed"):
-            stream.get_final_response()
-    assert not any(e.type == "response.completed" for e in events)
-
-
-def test_openai_python_raises_on_a_refused_request() -> None:
-    door = FrontDoor()
-    with pytest.raises(openai.BadRequestError) as caught:
-        door.client().responses.create(model="assistant", input="Hi", previous_response_id="resp_1")
-    assert caught.value.status_code == 400 and caught.value.param == "previous_response_id"
-    assert caught.value.code == "unsupported_parameter"
-    with pytest.raises(openai.BadRequestError) as caught:
-        door.client().responses.create(model="assistant", input="Hi", tools=[{"type": "web_search"}])
-    assert caught.value.param == "tools[0].type" and "'web_search'" in caught.value.message
-
-
-@pytest.mark.parametrize("streaming", [False, True])
-def test_an_openai_agents_agent_runs_its_tool_through_the_front_door(streaming: bool) -> None:
-    calls: list[str] = []
-
-    @agents.function_tool
-    def get_weather(city: str) -> str:
-        """The weather in a city."""
-        calls.append(city)
-        return f"sunny in {city}"
-
-    door = FrontDoor(client_call("get_weather", "call_a1", city="Oslo"), agent_chunks("It is sunny in Oslo."))
-    model = agents.OpenAIResponsesModel(model="assistant", openai_client=door.async_client())
-    agent = agents.Agent(name="Weather", instructions="Answer briefly.", tools=[get_weather], model=model)
-    config = agents.RunConfig(tracing_disabled=True)
-
-    async def run_agent() -> tuple[Any, str]:
-        if not streaming:
-            result = await agents.Runner.run(agent, "Weather in Oslo?", run_config=config)
-            return result.final_output, ""
-        streamed = agents.Runner.run_streamed(agent, "Weather in Oslo?", run_config=config)
-        text = ""
-        async for event in streamed.stream_events():
-            if event.type == "raw_response_event" and event.data.type == "response.output_text.delta":
-                text += event.data.delta
-        return streamed.final_output, text
-
-    final_output, streamed_text = asyncio.run(run_agent())
-    assert final_output == "It is sunny in Oslo." and calls == ["Oslo"]
-    assert streamed_text == (final_output if streaming else "")
-    first, second = door.upstream
-    assert first["messages"] == [
-        {"role": "system", "content": "Answer briefly."},
-        {"role": "user", "content": "Weather in Oslo?"},
-    ]
-    assert [t["function"]["name"] for t in first["tools"]] == ["get_weather"]
-    assert second["messages"][-1] == {"role": "tool", "tool_call_id": "call_a1", "content": "sunny in Oslo"}
-    [sent_back] = second["messages"][-2]["tool_calls"]
-    assert (sent_back["id"], sent_back["function"]["name"], json.loads(sent_back["function"]["arguments"])) == (
-        "call_a1",
-        "get_weather",
-        {"city": "Oslo"},
-    )

@@ -60,8 +60,6 @@ __all__ = [
 
 logger = logging.getLogger("gateway.dialects.responses")
 
-"""The chat field that carries ``max_output_tokens``: the current name, or the older one some providers still want."""
-
 # Fields that need state the gateway does not keep: refused whenever they are set.
 _STATEFUL: Final = {
     "previous_response_id": "a stored response",

@@ -94,7 +94,8 @@ async def _answer(request: Request, dialect: Dialect, x_api_key: bool, native: s
     record = record_of(request.scope)
     if native is not None and (route := _native_route(service, body)) is not None:
         record.route = route.name
-        return _forwarded(await service.forwarder.forward_to(route, native, request.headers.items(), body, record))
+        forwarded = await service.forwarder.forward_to(route, native, request.headers.items(), body, record)
+        return StreamingResponse(forwarded.body, forwarded.status, {**forwarded.headers, "x-gateway-route": route.name})
     parsed = dialect.parse_request(body)
     route = service.router.route(parsed.model)
     record.route = route.name
