@@ -43,6 +43,7 @@ from common import (
     start_upstream,
 )
 from load import closed_loop, hold_open, open_loop
+from messages import MessagesTarget
 from targets import Run, Target, check_answers
 from upstream import Script, model_name
 
@@ -218,6 +219,8 @@ async def bench(options: argparse.Namespace) -> dict[str, Any]:
             process = running.get(server)
             if isinstance(process, ServerProcess):
                 targets.append(Target(name, process, route, answer))
+            if name == "gateway" and isinstance(process, ServerProcess):  # the same route, the Messages front door
+                targets.append(MessagesTarget("gateway messages", process, route, answer))
         results["notes"] = [f"{name}: {why}" for name, why in running.items() if isinstance(why, str)]
         await check_answers(targets, script, [options.interval_ms])
         by_name = {target.name: target for target in targets}

@@ -37,6 +37,10 @@ class Target:
     def model(self, interval_ms: float = 0, first_byte_ms: float = 0) -> str:
         return model_name(self.route, interval_ms, first_byte_ms)
 
+    def answer_text(self, stream: bool, body: bytes) -> tuple[str, str]:
+        """The answer's plain content and its tool calls' arguments (another front door reads its own answers)."""
+        return answer_text(stream, body)
+
 
 @dataclass(frozen=True)
 class Run:
@@ -109,7 +113,7 @@ def delta_text(chunk: dict[str, object]) -> tuple[str, str]:
 def answer_problem(target: Target, stream: bool, body: bytes, script: Script) -> str | None:
     """What is wrong with an answer, or None."""
     try:
-        text, calls = answer_text(stream, body)
+        text, calls = target.answer_text(stream, body)
     except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
         return f"unexpected answer ({exc!r}): {body[:300]!r}"
     if target.answer == "rewritten" and (text != script.message or calls):
