@@ -212,6 +212,7 @@ async def bench(options: argparse.Namespace) -> dict[str, Any]:
             ("bare httpcore", "bare httpcore", "agent", "relayed", "chat"),
             ("gateway", "gateway", "agent", "rewritten", "chat"),
             ("gateway resp", "gateway", "agent", "rewritten", "responses"),
+            ("gateway messages", "gateway", "agent", "rewritten", "messages"),
             ("gateway plain", "gateway", "plain", "relayed", "chat"),
             ("gateway w2", "gateway w2", "agent", "rewritten", "chat"),
             ("litellm", "litellm", "agent", "any", "chat"),

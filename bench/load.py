@@ -4,11 +4,11 @@ Not httpx: the client shares two cores with the servers it measures, so it
 does as little as it can per response. One callback per socket read, no
 parsing of chunks or events: the body's end is found from its last bytes
 (the zero-size chunk, or the content length), and a stream counts as complete
-only when it ends with ``data: [DONE]`` (a Responses stream, which has no
-``[DONE]``: when its ``response.completed`` event arrived). A connection made with ``keep_body``
-keeps the decoded body, for checking answers outside the measurements; one
-made with ``keep_reads`` keeps every read with its arrival time, from which
-``timed_payloads`` tells when each event arrived, once the answer is over.
+only when it ends with ``data: [DONE]`` (from the Messages front door, with
+``message_stop``; a Responses stream, which has no ``[DONE]``: when its ``response.completed``
+event arrived). A connection made with ``keep_body`` keeps the decoded body, for checking answers
+outside the measurements; one made with ``keep_reads`` keeps every read with its arrival time, from
+which ``timed_payloads`` tells when each event arrived, once the answer is over.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ MESSAGES = [
 ]
 _CHUNKED_END = b"\r\n0\r\n\r\n"
 _STREAM_END = b"data: [DONE]\n\n" + _CHUNKED_END
-_TAIL = len(_STREAM_END)
+_MESSAGES_END = b'data: {"type":"message_stop"}\n\n' + _CHUNKED_END
+_TAIL = max(len(_STREAM_END), len(_MESSAGES_END))
 _RESPONSES = b"POST /v1/responses "
 _COMPLETED = b"event: response.completed\n"
 
@@ -182,7 +183,7 @@ class Connection(asyncio.Protocol):
             window = self.tail + data[-_TAIL:]
             self.tail = window[-_TAIL:]
             if window.endswith(_CHUNKED_END) or (self.received == 5 and window == b"0\r\n\r\n"):
-                ended = self.completed_seen if self.responses else window.endswith(_STREAM_END)
+                ended = self.completed_seen if self.responses else window.endswith((_STREAM_END, _MESSAGES_END))
                 self._finish(now, self.status == 200 and ended)
         else:
             self.remaining -= len(data)

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 from common import ServerProcess, machine_busy_seconds
 from load import Meters, chat_request, connect, responses_request, sse_payloads
+from messages import messages_answer_text, messages_request
 from upstream import Script, model_name
 
 
@@ -28,18 +29,23 @@ class Target:
     headers: Mapping[str, str] = field(default_factory=dict)
     """Sent with every request: a peer's routing headers (Portkey's provider and custom host)."""
     front_door: str = "chat"
-    """``chat`` (``/v1/chat/completions``) or ``responses`` (``/v1/responses``, the same conversation)."""
+    """``chat`` (``/v1/chat/completions``), ``responses`` (``/v1/responses``) or ``messages`` (``/v1/messages``):
+    the same conversation through each front door."""
 
     @property
     def port(self) -> int:
         return self.server.port
 
     def request(self, stream: bool, interval_ms: float = 0, first_byte_ms: float = 0) -> bytes:
-        build = responses_request if self.front_door == "responses" else chat_request
+        build = _REQUESTS[self.front_door]
         return build(self.port, self.model(interval_ms, first_byte_ms), stream, self.headers)
 
     def model(self, interval_ms: float = 0, first_byte_ms: float = 0) -> str:
         return model_name(self.route, interval_ms, first_byte_ms)
+
+    def answer_text(self, stream: bool, body: bytes) -> tuple[str, str]:
+        """The answer's plain content and its tool calls' arguments, read the way its front door writes them."""
+        return _ANSWERS[self.front_door](stream, body)
 
 
 @dataclass(frozen=True)
@@ -138,7 +144,7 @@ def delta_text(chunk: dict[str, object]) -> tuple[str, str]:
 def answer_problem(target: Target, stream: bool, body: bytes, script: Script) -> str | None:
     """What is wrong with an answer, or None."""
     try:
-        text, calls = (responses_answer_text if target.front_door == "responses" else answer_text)(stream, body)
+        text, calls = target.answer_text(stream, body)
     except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
         return f"unexpected answer ({exc!r}): {body[:300]!r}"
     if target.answer == "rewritten" and (text != script.message or calls):
@@ -168,3 +174,7 @@ async def check_answers(targets: list[Target], script: Script, intervals_ms: lis
                     raise SystemExit(f"{target.name}: wrong answer to a {kind} ({target.model(interval, first_byte)}): {problem}")
         finally:
             connection.close()
+
+
+_REQUESTS = {"chat": chat_request, "responses": responses_request, "messages": messages_request}
+_ANSWERS = {"chat": answer_text, "responses": responses_answer_text, "messages": messages_answer_text}
