@@ -155,6 +155,25 @@ def test_log_lines_have_the_fields_and_never_content_or_keys(setup: tuple[Script
                 assert secret not in formatted
 
 
+def test_log_content_logs_the_request_body_at_debug_only_when_asked(caplog: pytest.LogCaptureFixture) -> None:
+    upstream = ScriptedUpstream(default=lambda request: stream_reply(agent_chunks()))
+    with serve(upstream) as upstream_url:
+        for log_content in (False, True):
+            text = CONFIG.format(key=KEY, upstream=upstream_url, provider_key=PROVIDER_KEY)
+            text = text.replace("retry_backoff: 0.01", f"retry_backoff: 0.01, log_content: {str(log_content).lower()}")
+            with serve(create_app(parse_config(text, "o.yaml", env={}))) as url, caplog.at_level(logging.DEBUG, logger="gateway"):
+                caplog.clear()
+                assert post(url, **{"x-request-id": f"content-{log_content}"}).status_code == 200
+                time.sleep(0.2)
+            logged = [r for r in caplog.records if r.getMessage() == "request content"]
+            if not log_content:
+                assert logged == [] and not any(SECRET_TEXT in r.getMessage() for r in caplog.records)
+                continue
+            [line] = [json.loads(JsonFormatter().format(r)) for r in logged]
+            assert line["request_id"] == "content-True" and SECRET_TEXT in line["body"]
+            assert KEY not in line["body"]
+
+
 def test_request_ids_go_upstream_and_come_back(setup: tuple[ScriptedUpstream, str]) -> None:
     upstream, url = setup
     response = post(url, **{"x-request-id": "abc-123"})

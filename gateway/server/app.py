@@ -99,6 +99,10 @@ async def _answer(request: Request, dialect: Dialect, x_api_key: bool, native: s
     parsed = dialect.parse_request(body)
     route = service.router.route(parsed.model)
     record.route = route.name
+    if service.config.server.log_content and logger.isEnabledFor(logging.DEBUG):
+        # The operator's explicit choice (server.log_content); never the default.
+        fields = {"request_id": record.request_id, "body": body.decode("utf-8", "replace")}
+        logger.debug("request content", extra={"fields": fields})
     gone, answer = await until_disconnected(request.receive, service.completions.answer(dialect, parsed, route, record))
     if gone or answer is None:
         record.disconnected = True
@@ -135,8 +139,10 @@ async def count_tokens(request: Request) -> Response:
     try:
         service = service_of(request)
         service.auth.check(request.headers, x_api_key=True)
+        service.refuse_when_draining()
         parsed = anthropic.parse_count_tokens_request(await read_body(request, service.config.server.max_body_bytes))
         route = service.router.route(parsed.model)
+        record_of(request.scope).route = route.name
         options = service.config.options(route)
         payload = anthropic.to_chat(parsed, reasoning=options.reasoning, reasoning_effort=False)
         if not options.passthrough:
