@@ -474,7 +474,7 @@ KEYS = {
     "empty x-api-key": {"x-api-key": ""},
     "the key in another header": {"api-key": GATEWAY_KEY},
     "the key without Bearer": {"authorization": GATEWAY_KEY},
-    "a wrong bearer beside the right x-api-key": {"authorization": "Bearer nope", "x-api-key": GATEWAY_KEY},
+    "a wrong bearer beside a wrong x-api-key": {"authorization": "Bearer nope", "x-api-key": "not-the-key"},
 }
 
 
@@ -492,7 +492,15 @@ def test_a_wrong_or_missing_key_is_401_in_anthropics_shape(
 
 @pytest.mark.parametrize("path", ["/v1/messages", "/v1/messages/count_tokens"])
 @pytest.mark.parametrize(
-    "headers", [{"x-api-key": GATEWAY_KEY}, {"authorization": f"Bearer {GATEWAY_KEY}"}], ids=["x-api-key", "bearer"]
+    "headers",
+    [
+        {"x-api-key": GATEWAY_KEY},
+        {"authorization": f"Bearer {GATEWAY_KEY}"},
+        # A coding agent with both a token and a key set sends both: either may be the gateway's key.
+        {"authorization": "Bearer another-token", "x-api-key": GATEWAY_KEY},
+        {"authorization": f"Bearer {GATEWAY_KEY}", "x-api-key": "another-key"},
+    ],
+    ids=["x-api-key", "bearer", "a wrong bearer beside the right x-api-key", "the right bearer beside a wrong x-api-key"],
 )
 def test_the_gateway_key_in_either_header_is_let_in(gateway: Gateway, path: str, headers: dict[str, str]) -> None:
     response = post(gateway, path, MESSAGES_BODY if path == "/v1/messages" else COUNT_BODY, headers)

@@ -23,10 +23,11 @@ class Auth:
         if not self._keys.required:
             return None
         scheme, _, token = headers.get("authorization", "").partition(" ")
-        presented = token.strip() if scheme.lower() == "bearer" else None
-        if presented is None and x_api_key:
-            presented = headers.get("x-api-key")
-        client = self._keys.resolve(presented) if presented is not None else None
+        presented = [token.strip()] if scheme.lower() == "bearer" else []
+        if x_api_key and "x-api-key" in headers:
+            # Anthropic's clients may send both (a coding agent with a token and a key set): either may be ours.
+            presented.append(headers["x-api-key"])
+        client = next(filter(None, map(self._keys.resolve, presented)), None)
         if client is None:
             where = "'Authorization: Bearer <key>'" + (" or 'x-api-key: <key>'" if x_api_key else "")
             raise GatewayError(ErrorKind.UNAUTHORIZED, f"Invalid or missing API key: send {where}.")
