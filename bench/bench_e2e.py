@@ -69,6 +69,10 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--hold-interval-ms", type=float, default=1000.0, help="ms between events of those streams (default 1000)")
     parser.add_argument("--gateway-log-level", default="info", help="the gateway's --log-level (default info, as deployed)")
     parser.add_argument("--no-workers2", action="store_true", help="skip the two-worker gateway")
+    parser.add_argument(
+        "--compare-with", type=Path, metavar="CHECKOUT",
+        help="also run the gateway of another checkout (an earlier commit, say) as the target 'gateway before'",
+    )
     options = parser.parse_args(argv)
     for name, value in (QUICK if options.quick else FULL).items():
         if getattr(options, name) is None:
@@ -94,6 +98,9 @@ def servers(options: argparse.Namespace, log_dir: Path) -> Iterator[dict[str, Se
         start("gateway", start_gateway(log_dir, upstream.port, 1, options.gateway_log_level))
         if not options.no_workers2:
             start("gateway w2", start_gateway(log_dir, upstream.port, 2, options.gateway_log_level))
+        if options.compare_with is not None:
+            source = options.compare_with.resolve()
+            start("gateway before", start_gateway(log_dir, upstream.port, 1, options.gateway_log_level, source))
         models = [model_name("agent"), model_name("agent", options.interval_ms), model_name("agent", options.hold_interval_ms)]
         litellm = start_litellm(log_dir, upstream.port, models)
         if isinstance(litellm, str):
@@ -199,7 +206,7 @@ async def measure_memory(run: Run, targets: list[Target], idle: dict[str, int]) 
 async def bench(options: argparse.Namespace) -> dict[str, Any]:
     raise_fd_limit(max(65536, 4 * options.open_streams))
     script = Script(model_name("agent"), options.fragments, options.padded)
-    results: dict[str, Any] = {"bench": "e2e", "machine": machine(), "options": dict(vars(options))}
+    results: dict[str, Any] = {"bench": "e2e", "machine": machine(), "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(options).items()}}
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp, servers(options, Path(tmp)) as running:
         processes = [server for server in running.values() if isinstance(server, ServerProcess)]
@@ -211,9 +218,11 @@ async def bench(options: argparse.Namespace) -> dict[str, Any]:
             ("bare", "bare", "agent", "relayed", "chat"),
             ("bare httpcore", "bare httpcore", "agent", "relayed", "chat"),
             ("gateway", "gateway", "agent", "rewritten", "chat"),
+            ("gateway before", "gateway before", "agent", "rewritten", "chat"),
             ("gateway resp", "gateway", "agent", "rewritten", "responses"),
             ("gateway messages", "gateway", "agent", "rewritten", "messages"),
             ("gateway plain", "gateway", "plain", "relayed", "chat"),
+            ("gateway plain before", "gateway before", "plain", "relayed", "chat"),
             ("gateway w2", "gateway w2", "agent", "rewritten", "chat"),
             ("litellm", "litellm", "agent", "any", "chat"),
         ]

@@ -234,8 +234,14 @@ def start_bare(log_dir: Path, upstream_port: int, transport: str = "gateway") ->
     return ServerProcess("bare" if transport == "gateway" else f"bare-{transport}", argv, port, log_dir)
 
 
-def start_gateway(log_dir: Path, upstream_port: int, workers: int = 1, log_level: str = "info") -> ServerProcess:
-    """``gateway serve`` exactly as deployed, on a config with the ``agent*`` and ``plain*`` routes."""
+def start_gateway(
+    log_dir: Path, upstream_port: int, workers: int = 1, log_level: str = "info", source: Path | None = None
+) -> ServerProcess:
+    """``gateway serve`` exactly as deployed, on a config with the ``agent*`` and ``plain*`` routes.
+
+    ``source``: another checkout of the gateway (an earlier commit, say) to run instead of this one,
+    with this interpreter, so that two versions are measured side by side in one run.
+    """
     config = write_gateway_config(log_dir, upstream_port)
     port = free_port()
     argv = [
@@ -243,7 +249,10 @@ def start_gateway(log_dir: Path, upstream_port: int, workers: int = 1, log_level
         "--port", str(port), "--workers", str(workers), "--log-level", log_level,
     ]
     name = "gateway" if workers == 1 else f"gateway-w{workers}"
-    return ServerProcess(name, argv, port, log_dir, workers=workers)
+    if source is None:
+        return ServerProcess(name, argv, port, log_dir, workers=workers)
+    env = {"PYTHONPATH": str(source)}
+    return ServerProcess(f"{name}-{source.name}", argv, port, log_dir, workers=workers, env=env, cwd=source)
 
 
 def write_gateway_config(log_dir: Path, upstream_port: int) -> Path:
