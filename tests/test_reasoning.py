@@ -20,9 +20,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.core.events import Event
+from gateway.core.events import Done, Event, ReasoningDelta, TextDelta
 from gateway.core.options import RewriteOptions
-from gateway.core.rewriter import replay_completion
+from gateway.core.rewriter import StreamRewriter, replay_completion
 from gateway.core.translator import StreamTranslator
 from gateway.dialects import anthropic as anthropic_dialect
 from gateway.dialects import chat as chat_dialect
@@ -578,3 +578,208 @@ def test_the_excerpts_keep_every_landmark_of_the_recordings() -> None:
         full, short = recorded_body(path), excerpt(recorded_body(path))
         assert list(landmarks(short).values()) == list(landmarks(full).values()), path.name
         assert len(short) < 8_000 and short.endswith(b"data: [DONE]\n\n")
+
+
+# 4. Scripted streams shaped like the servers that put reasoning in the text.
+
+
+def released(chunks: list[dict[str, Any]], options: RewriteOptions) -> list[tuple[str, str]]:
+    """What each upstream chunk releases, (visible text, exposed reasoning), in order; the stream's end last."""
+    rewriter = StreamRewriter(options)
+    out = []
+    for events in [*(rewriter.feed(c) for c in chunks), rewriter.finish()]:
+        visible = "".join(e.text for e in events if isinstance(e, TextDelta))
+        reasoning = "".join(e.text for e in events if isinstance(e, ReasoningDelta))
+        out.append((visible, reasoning))
+    return out
+
+
+def vllm(
+    *deltas: dict[str, Any], finish: str = "stop", model: str = "deepseek-ai/DeepSeek-R1-Distill-Qwen-32B"
+) -> list[dict[str, Any]]:
+    """A vLLM stream: an empty first content with the role, one delta per chunk, the finish on an empty content."""
+    head = {"id": "chatcmpl-7f3a", "object": "chat.completion.chunk", "created": 1735689600, "model": model}
+
+    def make(delta: dict[str, Any], finish_reason: str | None = None) -> dict[str, Any]:
+        item = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason, "stop_reason": None}
+        return {**head, "choices": [item]}
+
+    usage = {"prompt_tokens": 12, "total_tokens": 60, "completion_tokens": 48}
+    chunks = [make({"role": "assistant", "content": ""}), *map(make, deltas), make({"content": ""}, finish)]
+    return [*chunks, {**head, "choices": [], "usage": usage}]
+
+
+def contents(*texts: str) -> list[dict[str, Any]]:
+    return [{"content": text} for text in texts]
+
+
+R1_TOKENS = [
+    "<think>",
+    "\n",
+    "Okay",
+    ",",
+    " the",
+    " user",
+    " said",
+    " hi",
+    ".",
+    " I",
+    " should",
+    " greet",
+    " them",
+    ".\n",
+]
+R1_TOKENS += ["</think>", "\n\n", "Hello", "!", " How", " can", " I", " help", " you", " today", "?"]
+
+
+def test_deepseek_r1_on_vllm_without_a_reasoning_parser_each_token_is_released_as_it_comes() -> None:
+    chunks = vllm(*contents(*R1_TOKENS))
+    thought = "\nOkay, the user said hi. I should greet them.\n"
+    for exposed in (False, True):
+        steps = released(chunks, route("expose" if exposed else "hide"))
+        tokens = ["", *R1_TOKENS, "", "", ""]  # the role chunk; the finish, usage and end release nothing
+        answer_from = R1_TOKENS.index("Hello") + 1
+        assert [visible for visible, _ in steps] == [
+            t if i >= answer_from and t.strip() else "" for i, t in enumerate(tokens)
+        ]
+        assert "".join(reasoning for _, reasoning in steps) == (thought if exposed else "")
+        if exposed:  # each reasoning token goes out with its own chunk, the tags never
+            assert [r for _, r in steps[2 : answer_from - 2]] == R1_TOKENS[1:-11]
+        body = sse(chunks)
+        answer = read_chat(chat_bytes([body], route("expose" if exposed else "hide")))
+        assert_chat(answer, thought, exposed, "Hello! How can I help you today?")
+        assert answer.finish == ["stop"]
+    # Hidden, every answer chunk reaches the client as the bytes the upstream sent.
+    body = chat_bytes([sse(chunks)], route("hide"))
+    for token in R1_TOKENS[R1_TOKENS.index("Hello") :]:
+        assert orjson.dumps(vllm(*contents(token))[1]) in body
+
+
+def test_deepseek_r1_on_vllm_with_merged_deltas_cut_inside_the_tags() -> None:
+    """vLLM with a stream interval merges tokens: a delta holds the end of the reasoning and the start of the answer."""
+    pieces = [
+        "<th",
+        "ink>\nOkay, the user said hi.",
+        " I should greet them.\n</th",
+        "ink>\n\nHello! How",
+        " can I help?",
+    ]
+    steps = released(vllm(*contents(*pieces)), route("expose"))
+    assert steps == [
+        ("", ""),
+        ("", ""),
+        ("", "\nOkay, the user said hi."),
+        ("", " I should greet them.\n"),
+        ("Hello! How", ""),
+        (" can I help?", ""),
+        ("", ""),
+        ("", ""),
+        ("", ""),
+    ]
+
+
+QWEN3 = "Qwen/Qwen3-32B"
+
+
+def tool_call_deltas(index: int, call_id: str, name: str, arguments: str, size: int = 9) -> list[dict[str, Any]]:
+    """A call as vLLM's hermes parser streams it: the name first, then the arguments in pieces."""
+    header = {"tool_calls": [{"index": index, "id": call_id, "type": "function", "function": {"name": name}}]}
+    pieces = [arguments[i : i + size] for i in range(0, len(arguments), size)]
+    return [header, *({"tool_calls": [{"index": index, "function": {"arguments": p}}]} for p in pieces)]
+
+
+def test_qwen3_thinks_then_calls_the_clients_tool() -> None:
+    """A reasoning-model route: the think block is reasoning, the client's call passes as it came."""
+    thought = "\nThe user wants the weather in Oslo. I'll call get_weather.\n"
+    deltas = contents("<think>", thought, "</think>", "\n\n")
+    deltas += tool_call_deltas(0, "chatcmpl-tool-1", "get_weather", '{"city": "Oslo", "unit": "celsius"}')
+    chunks = vllm(*deltas, finish="tool_calls", model=QWEN3)
+    for exposed in (False, True):
+        answer = read_chat(chat_bytes([sse(chunks)], route("expose" if exposed else "hide")))
+        assert_chat(answer, thought, exposed, "", '{"city": "Oslo", "unit": "celsius"}')
+        assert answer.calls == [("chatcmpl-tool-1", "get_weather", {"city": "Oslo", "unit": "celsius"})]
+        assert answer.finish == ["tool_calls"]
+
+
+def test_qwen3_on_an_agent_route_thinks_before_and_between_its_calls() -> None:
+    """Think, call the client's tool (its inner thoughts removed), think again, answer through send_message."""
+    first, second = "\nThe user wants the weather. Call the tool first.\n", "\nAlso tell the user what I am doing.\n"
+    deltas = contents("<think>", first, "</think>", "\n\n")
+    deltas += tool_call_deltas(
+        0, "call_w", "get_weather", json.dumps({"inner_thoughts": "Weather first.", "city": "Oslo"})
+    )
+    deltas += contents("<th", "ink>", second, "</think>\n\n")
+    message = json.dumps({"inner_thoughts": "Say so.", "message": "Checking the weather in Oslo <think> now."})
+    deltas += tool_call_deltas(1, "call_m", "send_message", message, size=4)
+    chunks = vllm(*deltas, finish="tool_calls", model=QWEN3)
+    reasoning = f"{first}\n\nWeather first.\n\n{second}\n\nSay so."
+    for exposed in (False, True):
+        answer = read_chat(chat_bytes([sse(chunks)], agent_route("expose" if exposed else "hide")))
+        assert_chat(answer, reasoning, exposed, "Checking the weather in Oslo <think> now.", '{"city": "Oslo"}')
+        assert answer.calls == [("call_w", "get_weather", {"city": "Oslo"})]
+        assert answer.finish == ["tool_calls"]
+        if not exposed:
+            assert b"Weather first" not in answer.body and b"Say so" not in answer.body
+
+
+def test_a_template_opened_block_is_closed_by_the_stream() -> None:
+    """DeepSeek-R1-0528 and Qwen3 thinking models: the chat template writes ``<think>``, the stream only ``</think>``."""
+    pieces = ["Okay", ", the user", " greets me.", "\n", "</", "think", ">", "\n\n", "Hello", "!"]
+    chunks = vllm(*contents(*pieces))
+    steps = released(chunks, route("expose", think_open=True))
+    assert [v for v, _ in steps] == ["", "", "", "", "", "", "", "", "", "Hello", "!", "", "", ""]
+    assert "".join(r for _, r in steps) == "Okay, the user greets me.\n"
+    for exposed in (False, True):
+        answer = read_chat(chat_bytes([sse(chunks)], route("expose" if exposed else "hide", think_open=True)))
+        assert_chat(answer, "Okay, the user greets me.\n", exposed, "Hello!")
+    # Without think_open the lone closing tag is text, and so is everything around it: the route must say so.
+    assert read_chat(chat_bytes([sse(chunks)], route("hide"))).content == "".join(pieces)
+
+
+KIMI = ("◁think▷", "◁/think▷")
+
+
+@pytest.mark.parametrize("tags", [(KIMI,), (("<think>", "</think>"), KIMI)], ids=["kimi", "both pairs"])
+def test_kimi_style_tags(tags: tuple[tuple[str, str], ...]) -> None:
+    pieces = [
+        "◁",
+        "think▷",
+        "The user asks",
+        " for a haiku.",
+        "◁/",
+        "think",
+        "▷",
+        "\n",
+        "Autumn moon",
+        "light—\n",
+        "a ◁think▷ pause",
+    ]
+    chunks = vllm(*contents(*pieces), model="moonshotai/Kimi-VL-A3B-Thinking")
+    for exposed in (False, True):
+        answer = read_chat(chat_bytes([sse(chunks)], route("expose" if exposed else "hide", think_tags=tags)))
+        assert_chat(answer, "The user asks for a haiku.", exposed, "Autumn moonlight—\na ◁think▷ pause")
+    # The default pair alone does not know these tags: all of it is the answer.
+    assert read_chat(chat_bytes([sse(chunks)], route("hide"))).content == "".join(pieces)
+
+
+@pytest.mark.parametrize("finish", ["length", "stop"])
+def test_a_stream_that_ends_inside_a_think_block_has_emitted_only_reasoning(finish: str) -> None:
+    """Cut by max_tokens (or never closed): the block's text, a closing tag cut short included, is reasoning."""
+    chunks = vllm(*contents("<think>", "\n", "Let me", " count the r's", " in straw", "berry.</th"), finish=finish)
+    thought = "\nLet me count the r's in strawberry.</th"
+    for exposed in (False, True):
+        options = route("expose" if exposed else "hide")
+        client, events = translate([sse(chunks)], options, ChatStreamEncoder())
+        answer = read_chat(client)
+        assert_chat(answer, thought, exposed, "")
+        assert answer.finish == [finish] and isinstance(events[-1], Done)
+        messages, _ = translate([sse(chunks)], options, anthropic_dialect.encoder(MESSAGES_REQUEST, created=0))
+        stream = test_anthropic.read(messages)
+        assert [(b.type, b.text) for b in stream.blocks] == ([("thinking", thought)] if exposed else [])
+        assert stream.delta is not None
+        assert stream.delta["delta"]["stop_reason"] == ("max_tokens" if finish == "length" else "end_turn")
+        responses, _, _ = test_responses.run([sse(chunks)], RESPONSES_REQUEST, options)
+        final = test_responses.check_protocol(responses)
+        assert test_responses.reasoning_of(final) == (thought if exposed else "")
+        assert final["status"] == ("incomplete" if finish == "length" else "completed")
+        assert not any(item["type"] == "message" for item in final["output"])

@@ -159,7 +159,7 @@ class _Call:
 class _Choice:
     """What one choice has said so far."""
 
-    __slots__ = ("calls", "finished", "client_calls", "legacy", "visible", "reasoning", "think", "fed", "called")
+    __slots__ = ("calls", "finished", "client_calls", "legacy", "visible", "reasoning", "think", "fed")
 
     def __init__(self, think: ThinkFilter | None) -> None:
         self.calls: dict[Hashable, _Call] = {}
@@ -170,10 +170,9 @@ class _Choice:
         self.visible: object = None
         self.reasoning: object = None
         # Reasoning between think tags in the visible text; ``fed`` is the segment the filter is reading,
-        # ``called`` whether a tool call came since (a block may open again where the text resumes).
+        # None once a tool call has ended it (a block may open again where the text resumes).
         self.think = think
         self.fed: object = None
-        self.called = False
 
 
 class StreamRewriter:
@@ -309,11 +308,10 @@ class StreamRewriter:
         if think is None:
             self._show(index, state, text, segment, events)
             return
-        if state.fed is not segment or state.called:
+        if state.fed is not segment:
             # A new segment, or text again after a tool call: a think block may open at its start.
-            if state.fed is not None:
-                self._pieces(index, state, think.restart(), state.fed, events)
-            state.fed, state.called = segment, False
+            self._end_segment(index, state, events)
+            state.fed = segment
         self._pieces(index, state, think.feed(text), segment, events)
 
     def _pieces(self, index: Hashable, state: _Choice, pieces: list[Piece], segment: object, events: list[Event]) -> None:
@@ -392,13 +390,14 @@ class StreamRewriter:
 
     def _decide(self, index: Hashable, state: _Choice, call: _Call, events: list[Event]) -> None:
         options = self.options
+        # A tool call ends the visible text before it: what the think filter held back goes out before the call.
+        self._end_segment(index, state, events)
         if not self._passthrough and call.name == options.message_tool:
             call.role = _MESSAGE
             call.parser = ArgumentsParser(capture=self._message_keys)
             self.stats.message_calls += 1
             return
         call.role = _CLIENT
-        state.called = True
         call.index = state.client_calls
         state.client_calls += 1
         state.legacy = state.legacy or call.legacy
@@ -439,10 +438,17 @@ class StreamRewriter:
     def _settle_all(self, index: Hashable, state: _Choice, events: list[Event]) -> None:
         for call in state.calls.values():
             self._settle(index, state, call, events)
+        # No more text of this choice is due.
+        self._end_segment(index, state, events)
+
+    def _end_segment(self, index: Hashable, state: _Choice, events: list[Event]) -> None:
+        """The segment the think filter reads is over: what it held back (a tag cut short) is what it turned out to be.
+
+        restart() rather than close(): text may follow (after a tool call, or a stream that goes on after a finish).
+        """
         if state.think is not None and state.fed is not None:
-            # What the filter held back (a tag cut short) is released: no more text of this choice is due.
-            # restart() rather than close(): a stream that goes on after a finish must not break the filter.
             self._pieces(index, state, state.think.restart(), state.fed, events)
+            state.fed = None
 
 
 def replay_completion(
