@@ -783,3 +783,21 @@ def test_a_stream_that_ends_inside_a_think_block_has_emitted_only_reasoning(fini
         assert test_responses.reasoning_of(final) == (thought if exposed else "")
         assert final["status"] == ("incomplete" if finish == "length" else "completed")
         assert not any(item["type"] == "message" for item in final["output"])
+
+
+OPENROUTER = "openrouter-chat-claude-reasoning.sse"
+
+
+@pytest.mark.skipif(not (REASONING_DIR / OPENROUTER).is_file(), reason=f"{REASONING_DIR / OPENROUTER} is absent")
+def test_openrouters_details_alone_carry_the_reasoning() -> None:
+    """The recording with its ``reasoning`` strings taken out: the ``reasoning_details`` text is the same reasoning."""
+    expected = recorded(OPENROUTER)
+    chunks = sse_payloads(expected.body)
+    for payload in chunks:
+        for item in payload["choices"]:
+            item["delta"].pop("reasoning", None)
+    assert b'"reasoning":' not in sse(chunks)
+    for exposed in (False, True):
+        answer = read_chat(chat_bytes([sse(chunks)], route("expose" if exposed else "hide")))
+        assert_chat(answer, expected.reasoning, exposed, expected.answer)
+        assert answer.finish == ["stop"]
