@@ -381,10 +381,14 @@ def test_default_config_without_key_is_demo(env: dict[str, str]) -> None:
     assert list(config.providers) == ["demo"]
     assert config.providers["demo"].base_url == "http://demo.invalid/v1"
     assert config.providers["demo"].api_key is None
-    assistant, other = config.models
+    assistant, thinker, exposed, other = config.models
     assert config.route("assistant") is assistant and assistant.upstream_model("assistant") == "assistant"
     assert config.route("gpt-4o") is other and other.upstream_model("gpt-4o") == "gpt-4o"
     assert assistant.rewrite == other.rewrite == RewriteConfig()
+    # The demo's model that thinks in tags, as a reasoning model: no agent mode, the reasoning hidden or exposed.
+    for route, name, reasoning in ((thinker, "thinker", "hide"), (exposed, "thinker-exposed", "expose")):
+        assert config.route(name) is route and route.upstream_model(name) == "demo-thinker"
+        assert route.rewrite == RewriteConfig(inject_tools=False, inner_thoughts="none", reasoning=reasoning)
 
 
 def test_is_demo_needs_the_demo_host() -> None:
@@ -706,3 +710,4 @@ def test_example_keys_are_valid_when_uncommented(tmp_path: Path) -> None:
     assert bot.budget is not None and (bot.budget.tokens, bot.budget.period) == (5000000, "month")
     assert bot.digest == hashlib.sha256(b"sk-support-bot").digest() and bot.key_sha256 is None
     assert batch.digest == hashlib.sha256(b"password").digest() and batch.models == ("gpt-*",)
+
