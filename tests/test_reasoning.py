@@ -801,3 +801,14 @@ def test_openrouters_details_alone_carry_the_reasoning() -> None:
         answer = read_chat(chat_bytes([sse(chunks)], route("expose" if exposed else "hide")))
         assert_chat(answer, expected.reasoning, exposed, expected.answer)
         assert answer.finish == ["stop"]
+
+
+def test_a_block_left_open_at_a_tool_call_stays_open_after_it() -> None:
+    """The README: the text after the call is reasoning until the closing tag, never the answer."""
+    deltas = contents("<think>", "Call the tool, then ")
+    deltas += tool_call_deltas(0, "call_1", "get_weather", '{"city": "Oslo"}')
+    deltas += contents("read its result.</th", "ink>\n\nIt is sunny.")
+    chunks = vllm(*deltas, finish="tool_calls", model=QWEN3)
+    answer = read_chat(chat_bytes([sse(chunks)], route("expose")))
+    assert answer.content == "It is sunny." and answer.reasoning == "Call the tool, then read its result."
+    assert answer.calls == [("call_1", "get_weather", {"city": "Oslo"})]
