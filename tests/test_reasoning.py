@@ -299,6 +299,7 @@ NON_STREAMING_FIELDS: dict[str, dict[str, Any]] = {
         "reasoning": REASONING_TEXT,
         "reasoning_details": [detail("reasoning.text", REASONING_TEXT, signature="c2ln")],
     },
+    "reasoning_content and reasoning": {"reasoning_content": REASONING_TEXT, "reasoning": REASONING_TEXT},
     "think tags": {"content_prefix": f"<think>{REASONING_TEXT}</think>\n\n"},
     "think tags, template-opened": {"content_prefix": f"{REASONING_TEXT}</think>\n\n", "think_open": True},
 }

@@ -41,7 +41,6 @@ __all__ = [
     "StreamRewriter",
     "choice_index",
     "replay_completion",
-    "upstream_reasoning",
 ]
 
 Chunk = dict[str, Any]
@@ -76,7 +75,7 @@ def choice_index(choice: Mapping[str, Any], position: int) -> Hashable:
     return index  # type: ignore[no-any-return]
 
 
-def upstream_reasoning(delta: Mapping[str, Any]) -> str:
+def _upstream_reasoning(delta: Mapping[str, Any]) -> str:
     """The reasoning text a delta (or a non-streaming message) carries in the provider reasoning fields.
 
     The first non-empty string of ``reasoning_content`` (DeepSeek, older vLLM) and ``reasoning`` (newer
@@ -264,7 +263,7 @@ class StreamRewriter:
         if "reasoning_content" in delta or "reasoning" in delta or "reasoning_details" in delta:
             # The fields never reach a chat client as they came: their text is reasoning, hidden or exposed.
             changed = True
-            reasoning = upstream_reasoning(delta)
+            reasoning = _upstream_reasoning(delta)
             if reasoning:
                 self._reason(index, state, reasoning, _Segment.UPSTREAM_REASONING, events)
         tool_calls = delta.get("tool_calls")
