@@ -3,6 +3,15 @@
 Run by hand: ``python bench/bench_core.py``. Compare ratios within one run;
 the machine is shared and absolute figures drift.
 
+The think-tag case streams a reasoning model's content without a reasoning
+parser: ``<think>``, a reasoning block as long as the answer, ``</think>``,
+then the answer, in the same 4-character chunks, through the stream path of a
+rewriting route that hides (and one that exposes) the reasoning. It is compared
+per chunk with the answer alone as plain content on the same route. These three
+are timed in CPU time, in samples taken in turn and holding the same number of
+chunks at every size, so that other load on the machine falls on all of them
+alike and the sizes compare like for like.
+
 The baseline re-parses the accumulated buffer with ``partial-json-parser``
 after every fragment, as earlier proxies did (``pip install partial-json-parser``).
 """
@@ -23,11 +32,14 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gateway.core.arguments import ArgumentsParser  # noqa: E402
-from gateway.core.options import RewriteOptions  # noqa: E402
+from gateway.core.options import Reasoning, RewriteOptions  # noqa: E402
+from gateway.core.sse import SSEDecoder
 from gateway.core.translator import StreamTranslator  # noqa: E402
 from gateway.dialects.chat import ChatStreamEncoder  # noqa: E402
 
 FRAGMENT = 4
+SAMPLE_CHUNKS = 1 << 15
+"""Chunks per timed sample of the think-tag case, at every size (a small stream is run many times)."""
 SIZES = {"1 KB": 1024, "16 KB": 16 * 1024, "256 KB": 256 * 1024}
 
 
@@ -113,6 +125,25 @@ def content_events(message: str) -> list[bytes]:
     return [b"data: " + orjson.dumps(chunk) + b"\n\n" for chunk in chunks] + [b"data: [DONE]\n\n"]
 
 
+def think_events(reasoning: str, answer: str) -> list[bytes]:
+    """A reasoning model's content with its think block, in the same fragments as ``content_events``."""
+    return content_events(f"<think>\n{reasoning}\n</think>\n\n{answer}")
+
+
+def client_text(reads: list[bytes], options: RewriteOptions) -> tuple[str, str]:
+    """The visible text and the exposed reasoning a chat client gets for these reads."""
+    translator = StreamTranslator(options, "bench")
+    encoder = ChatStreamEncoder()
+    body = b"".join(encoder.encode(translator.feed(read)) for read in reads) + encoder.encode(translator.end())
+    deltas = [
+        choice["delta"]
+        for payload in SSEDecoder(1 << 30).feed(body)
+        if isinstance(payload, bytes) and payload != b"[DONE]"
+        for choice in orjson.loads(payload)["choices"]
+    ]
+    return "".join(d.get("content") or "" for d in deltas), "".join(d.get("reasoning_content") or "" for d in deltas)
+
+
 def relay(reads: list[bytes], options: RewriteOptions) -> int:
     """The relay's work on a stream, one read at a time: translate, then encode; returns the bytes sent."""
     translator = StreamTranslator(options, "bench")
@@ -121,6 +152,21 @@ def relay(reads: list[bytes], options: RewriteOptions) -> int:
     for read in reads:
         sent += len(encoder.encode(translator.feed(read)))
     return sent + len(encoder.encode(translator.end()))
+
+
+def cpu_us_per_chunk(cases: dict[str, tuple[list[bytes], RewriteOptions]], samples: int) -> dict[str, float]:
+    """Best CPU time per chunk of each case through ``relay``, over samples taken in turn, after a warm-up."""
+    best = dict.fromkeys(cases, float("inf"))
+    for reads, options in cases.values():
+        relay(reads, options)
+    for _ in range(samples):
+        for name, (reads, options) in cases.items():
+            streams = max(1, SAMPLE_CHUNKS // len(reads))
+            start = time.process_time()
+            for _ in range(streams):
+                relay(reads, options)
+            best[name] = min(best[name], (time.process_time() - start) / (streams * len(reads)))
+    return {name: seconds * 1e6 for name, seconds in best.items()}
 
 
 def _verdict(correct: bool | None) -> str:
@@ -134,6 +180,8 @@ def main() -> None:
     options = parser.parse_args()
 
     rows = []
+    # size, chunks, CPU µs per chunk: think tags hidden, exposed, and the answer alone as content
+    think_rows: list[tuple[str, int, float, float, float]] = []
     for label, size in SIZES.items():
         message = message_of(size)
         fragments = fragments_of(message)
@@ -146,6 +194,18 @@ def main() -> None:
         plain_reads = content_events(message)
         plain_seconds = best_of(options.repeats, lambda: relay(plain_reads, RewriteOptions.plain()))
         content_seconds = best_of(options.repeats, lambda: relay(plain_reads, RewriteOptions()))
+        reasoning = message_of(size + 1)[:size]
+        think_reads = think_events(reasoning, message)
+        exposing = RewriteOptions(reasoning=Reasoning.EXPOSE)
+        assert client_text(think_reads, RewriteOptions()) == (message, "")
+        assert client_text(think_reads, exposing) == (message, f"\n{reasoning}\n")
+        cases = {
+            "think": (think_reads, RewriteOptions()),
+            "exposed": (think_reads, exposing),
+            "content": (plain_reads, RewriteOptions()),
+        }
+        cpu = cpu_us_per_chunk(cases, options.repeats)
+        think_rows.append((label, len(think_reads), cpu["think"], cpu["exposed"], cpu["content"]))
         row = {
             "size": label,
             "fragments": len(fragments),
@@ -154,6 +214,9 @@ def main() -> None:
             "agent_us_per_chunk": agent_seconds / len(reads) * 1e6,
             "content_us_per_chunk": content_seconds / len(plain_reads) * 1e6,
             "plain_us_per_chunk": plain_seconds / len(plain_reads) * 1e6,
+            "think_chunks": think_rows[-1][1],
+            "think_us_per_chunk": think_rows[-1][2],
+            "think_exposed_us_per_chunk": think_rows[-1][3],
             "baseline_us_per_fragment": None,
             "speedup_vs_baseline": None,
             "baseline_correct": None,
@@ -178,9 +241,24 @@ def main() -> None:
             f" {row['content_us_per_chunk']:>17.2f} {row['plain_us_per_chunk']:>15.2f} {baseline:>17} {speedup:>8}"
             f" {_verdict(row['baseline_correct']):>16}"
         )
+    print()
+    print(f"think tags: CPU time per chunk, {SAMPLE_CHUNKS} chunks per sample, best of {options.repeats} samples")
+    print(
+        f"{'size':>8} {'think chunks':>12} {'think µs/chunk':>15} {'exposed µs/chunk':>17} {'content µs/chunk':>17}"
+        f" {'think/content':>14} {'exposed/content':>16}"
+    )
+    for label, chunks, think, exposed, content in think_rows:
+        print(
+            f"{label:>8} {chunks:>12} {think:>15.2f} {exposed:>17.2f} {content:>17.2f}"
+            f" {think / content:>13.2f}x {exposed / content:>15.2f}x"
+        )
     small, large = rows[0], rows[-1]
     ratio = large["agent_us_per_chunk"] / small["agent_us_per_chunk"]
     print(f"linearity: agent cost per chunk at {large['size']} / at {small['size']} = {ratio:.2f}x (target <= 1.3x)")
+    ratio = think_rows[-1][2] / think_rows[0][2]
+    print(f"linearity: think cost per chunk at {large['size']} / at {small['size']} = {ratio:.2f}x (target: flat)")
+    worst = max(think / content for _, _, think, _, content in think_rows)
+    print(f"think tags: hidden reasoning costs at most {worst:.2f}x plain content per chunk (target <= 1.2x)")
     print(json.dumps({"bench": "core", "fragment_chars": FRAGMENT, "rows": rows}))
 
 

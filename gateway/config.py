@@ -34,6 +34,7 @@ from pydantic import (
 
 from gateway.core.options import Reasoning, RewriteOptions, Thoughts
 from gateway.core.think import DEFAULT_TAGS, ThinkFilter
+from gateway.demo import THINKER_MODEL
 from gateway.upstream.forwarding import DEFAULT_FORWARD, DEFAULT_FORWARD_HEADERS, forwardable_header, parse_pattern
 
 __all__ = [
@@ -56,6 +57,8 @@ DEMO_BASE_URL: Final = "http://demo.invalid/v1"
 # The route the README's examples name, and where it goes without a config file.
 ASSISTANT_ROUTE: Final = "assistant"
 ASSISTANT_MODEL: Final = "gpt-4o-mini"
+THINKER_ROUTE: Final = "thinker"
+THINKER_REWRITE: Final = {"inject_tools": False, "inner_thoughts": "none"}
 
 NonEmptyStr = Annotated[str, Field(min_length=1)]
 Loc = tuple[int | str, ...]
@@ -521,7 +524,8 @@ def default_config(env: Mapping[str, str] | None = None) -> Config:
 
     With ``OPENAI_API_KEY``: ``assistant`` goes to ``$GATEWAY_ASSISTANT_MODEL`` (default gpt-4o-mini) and every
     other model to OpenAI (``$OPENAI_BASE_URL``) under its own name, all in agent mode. Without a key: the same
-    routes on the demo provider, which answers under the requested name.
+    routes on the demo provider, which answers under the requested name, and ``thinker`` and ``thinker-exposed``,
+    its model that thinks in tags, with the reasoning hidden and exposed.
     """
     env = os.environ if env is None else env
     assistant: dict[str, Any] = {"name": ASSISTANT_ROUTE, "rewrite": {}}
@@ -530,7 +534,14 @@ def default_config(env: Mapping[str, str] | None = None) -> Config:
         assistant["model"] = env.get("GATEWAY_ASSISTANT_MODEL") or ASSISTANT_MODEL
     else:
         name, provider = "demo", {"base_url": DEMO_BASE_URL}
-    models = [{**assistant, "provider": name}, {"name": "*", "provider": name, "rewrite": {}}]
+    models = [{**assistant, "provider": name}]
+    if name == "demo":
+        # A reasoning model rather than an agent: no tools injected, its think blocks hidden or exposed.
+        models += [
+            {"name": route, "provider": name, "model": THINKER_MODEL, "rewrite": {**THINKER_REWRITE, "reasoning": shown}}
+            for route, shown in ((THINKER_ROUTE, "hide"), (THINKER_ROUTE + "-exposed", "expose"))
+        ]
+    models.append({"name": "*", "provider": name, "rewrite": {}})
     return _validate({"providers": {name: provider}, "models": models}, "default config (from the environment)")
 
 

@@ -9,6 +9,12 @@ tool arguments are cut inside escapes and surrogate pairs, and the SSE body
 arrives in irregular byte pieces, so the demo exercises the rewrite path a
 real provider would. Answers are deterministic: the same request always gets
 the same bytes.
+
+The model ``demo-thinker`` answers instead like a reasoning model served
+without a reasoning parser (DeepSeek-R1, QwQ, Qwen3 on a bare vLLM): plain
+content that begins with its reasoning between ``<think>`` tags, cut inside
+the tags and across the end of the reasoning, then the answer or a call to the
+client's tool. It shows what a route's ``reasoning: hide`` and ``expose`` do.
 """
 
 from __future__ import annotations
@@ -24,9 +30,11 @@ from typing import Any, Final, NamedTuple
 import httpx
 import orjson
 
-__all__ = ["DemoTransport"]
+__all__ = ["THINKER_MODEL", "DemoTransport"]
 
 _MODEL: Final = "demo-agent"
+THINKER_MODEL: Final = "demo-thinker"
+"""The demo model that thinks in ``<think>`` tags in its content."""
 _MESSAGE_TOOL: Final = "send_message"
 _THOUGHTS: Final = "inner_thoughts"
 # Fixed rather than the clock, so that a request always gets the same answer.
@@ -38,6 +46,7 @@ _FRAGMENT_SIZES: Final = (1, 7)
 _PIECE_SIZES: Final = (1, 600)
 # One JSON escape: a surrogate pair, another \uXXXX, or a one-character escape.
 _ESCAPE: Final = re.compile(r"\\(?:u[dD][89abAB][0-9a-fA-F]{2}\\u[0-9a-fA-F]{4}|u[0-9a-fA-F]{4}|.)")
+_TAG: Final = re.compile(r"</?think>")
 
 
 class _Call(NamedTuple):
@@ -49,6 +58,7 @@ class _Call(NamedTuple):
 class _Reply(NamedTuple):
     id: str
     model: str
+    content: str | None  # plain content (the thinker's), streamed before the calls
     calls: list[_Call]
     usage: dict[str, int]
 
@@ -71,8 +81,11 @@ class DemoTransport(httpx.AsyncBaseTransport):
         if request.method == "POST" and path.endswith("/chat/completions"):
             return self._chat(body, seed, headers)
         if request.method == "GET" and path.endswith("/models"):
-            model = {"id": _MODEL, "object": "model", "created": _CREATED, "owned_by": "agent-gateway"}
-            return _json(200, {"object": "list", "data": [model]}, headers)
+            models = [
+                {"id": name, "object": "model", "created": _CREATED, "owned_by": "agent-gateway"}
+                for name in (_MODEL, THINKER_MODEL)
+            ]
+            return _json(200, {"object": "list", "data": models}, headers)
         unknown = f"Unknown request URL: {request.method} {request.url.path}."
         return _error(404, f"{unknown} The demo serves chat/completions and models.", "not_found", headers)
 
@@ -86,7 +99,8 @@ class DemoTransport(httpx.AsyncBaseTransport):
         messages = request.get("messages")
         if not isinstance(messages, list) or not messages:
             return _error(400, "'messages' must be a non-empty array.", None, headers, param="messages")
-        reply = _reply(request, [m for m in messages if isinstance(m, dict)], seed)
+        answer = _think_reply if request.get("model") == THINKER_MODEL else _reply
+        reply = answer(request, [m for m in messages if isinstance(m, dict)], seed)
         if request.get("stream") is not True:
             return _json(200, _completion(reply), headers)
         options = request.get("stream_options")
@@ -126,6 +140,47 @@ def _reply(request: dict[str, Any], messages: list[dict[str, Any]], seed: bytes)
             "message": f"Let me check that with {name}.",
         }
         planned = [(_MESSAGE_TOOL, announce), (name, _tool_arguments(name, parameters, topic))]
+    return _made(request, messages, seed, None, planned)
+
+
+def _think_reply(request: dict[str, Any], messages: list[dict[str, Any]], seed: bytes) -> _Reply:
+    """What the thinker says: its reasoning between think tags, then a call to the client's tool or the answer."""
+    said = next((_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
+    last = messages[-1] if messages else {}
+    result = _text(last.get("content")) if last.get("role") == "tool" else None
+    tool = None if result is not None else _client_tool(request.get("tools"))
+    quoted = f'"{_clip(said)}"' if said else "nothing I could read"
+    if tool is not None:
+        name, parameters = tool
+        topic = " ".join(said.split()[:_TOPIC_WORDS])[:_TOPIC_LIMIT] or "something"
+        thought = f"(demo) Thinking: the user wrote {quoted}. I should call {name} before I answer."
+        arguments = _tool_arguments(name, parameters, topic, thoughts=False)
+        return _made(request, messages, seed, f"<think>\n{thought}\n</think>\n\n", [(name, arguments)])
+    thought = (
+        f"(demo) Thinking: the user wrote {quoted}. A real reasoning model reasons here, in its visible text,"
+        " where a client without the gateway would show it. Under reasoning: hide not a byte of this reaches"
+        " the client; under reasoning: expose it arrives as reasoning, tags removed."
+    )
+    lines = [
+        (
+            "Hi! This is the demo thinker: it writes its reasoning in <think> tags before it answers, as"
+            " DeepSeek-R1 or Qwen3 do on a server without a reasoning parser."
+        ),
+        f"You said: {_clip(said)}" if said else "I could not find any text in your message.",
+    ]
+    if result is not None:
+        lines.append(f"The tool returned: {_clip(result) or 'nothing'}")
+    return _made(request, messages, seed, f"<think>\n{thought}\n</think>\n\n" + "\n".join(lines), [])
+
+
+def _made(
+    request: dict[str, Any],
+    messages: list[dict[str, Any]],
+    seed: bytes,
+    content: str | None,
+    planned: list[tuple[str, dict[str, Any]]],
+) -> _Reply:
+    """The reply with its ids, model and usage: the content, then the planned calls."""
     # json, not orjson: only json escapes non-ASCII, which a real model's output does.
     calls = [
         _Call("call_demo_" + _digest(seed, f"call{index}"), name, json.dumps(arguments))
@@ -135,10 +190,11 @@ def _reply(request: dict[str, Any], messages: list[dict[str, Any]], seed: bytes)
     if request.get("tools"):
         prompt += _tokens(orjson.dumps(request["tools"]).decode())
     completion = sum(_tokens(call.name) + _tokens(call.arguments) for call in calls)
+    completion += _tokens(content) if content else 0
     usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
     model = request.get("model")
     model = model if isinstance(model, str) else _MODEL
-    return _Reply("chatcmpl-demo-" + _digest(seed, "completion"), model, calls, usage)
+    return _Reply("chatcmpl-demo-" + _digest(seed, "completion"), model, content, calls, usage)
 
 
 def _answer(said: str, result: str | None) -> dict[str, str]:
@@ -168,10 +224,11 @@ def _client_tool(tools: Any) -> tuple[str, dict[str, Any]] | None:
     return None
 
 
-def _tool_arguments(name: str, parameters: dict[str, Any], topic: str) -> dict[str, Any]:
-    """Inner thoughts first, then a plausible value for each required property."""
-    thoughts = f'(demo) Thinking: the user asked about "{topic}"; I should call {name} first.'
-    arguments: dict[str, Any] = {_THOUGHTS: thoughts}
+def _tool_arguments(name: str, parameters: dict[str, Any], topic: str, *, thoughts: bool = True) -> dict[str, Any]:
+    """Inner thoughts first (the agent's, not the thinker's), then a plausible value for each required property."""
+    arguments: dict[str, Any] = {}
+    if thoughts:
+        arguments[_THOUGHTS] = f'(demo) Thinking: the user asked about "{topic}"; I should call {name} first.'
     properties = parameters.get("properties")
     properties = properties if isinstance(properties, dict) else {}
     required = parameters.get("required")
@@ -210,8 +267,11 @@ def _completion(reply: _Reply) -> dict[str, Any]:
         {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
         for call in reply.calls
     ]
-    message = {"role": "assistant", "content": None, "tool_calls": calls}
-    choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "tool_calls"}
+    message: dict[str, Any] = {"role": "assistant", "content": reply.content}
+    if calls:
+        message["tool_calls"] = calls
+    finish = "tool_calls" if calls else "stop"
+    choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
     return {**_header(reply, "chat.completion"), "choices": [choice], "usage": reply.usage}
 
 
@@ -225,13 +285,17 @@ def _chunks(reply: _Reply, include_usage: bool) -> list[dict[str, Any]]:
         return {**header, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}], **tail}
 
     chunks: list[dict[str, Any]] = []
+    if reply.content is not None:
+        # As vLLM streams content: the role with an empty content first, then the text in pieces.
+        chunks.append(chunk({"role": "assistant", "content": ""}))
+        chunks += [chunk({"content": piece}) for piece in _content_pieces(reply.content)]
     for index, call in enumerate(reply.calls):
         opening = {"index": index, "id": call.id, "type": "function", "function": {"name": call.name, "arguments": ""}}
-        first = {"role": "assistant", "content": None} if index == 0 else {}
+        first = {"role": "assistant", "content": None} if index == 0 and not chunks else {}
         chunks.append(chunk({**first, "tool_calls": [opening]}))
         for fragment in _fragments(call.arguments):
             chunks.append(chunk({"tool_calls": [{"index": index, "function": {"arguments": fragment}}]}))
-    chunks.append(chunk({}, "tool_calls"))
+    chunks.append(chunk({}, "tool_calls" if reply.calls else "stop"))
     if include_usage:
         chunks.append({**header, "choices": [], "usage": reply.usage})
     return chunks
@@ -261,6 +325,30 @@ def _fragments(text: str) -> list[str]:
     while position < len(text):
         position += rng.randint(*_FRAGMENT_SIZES)
         cuts.add(position)
+    bounds = sorted(cut for cut in cuts if 0 < cut < len(text))
+    return [text[start:end] for start, end in zip([0, *bounds], [*bounds, len(text)])]
+
+
+def _content_pieces(text: str) -> list[str]:
+    """Cut content where a naive think-tag filter would break.
+
+    Every tag is cut in its middle, with no other cut near it: one piece holds
+    the end of the reasoning with the start of the closing tag, the next the
+    rest of that tag, the whitespace after it and the start of the answer.
+    Elsewhere the cuts follow a pseudo-random run of sizes seeded by the text.
+    """
+    cuts: set[int] = set()
+    near_a_tag: set[int] = set()
+    for tag in _TAG.finditer(text):
+        start, end = tag.span()
+        cuts.add((start + end) // 2)
+        near_a_tag.update(range(start - 3, end + 6))
+    rng = random.Random(text)
+    position = 0
+    while position < len(text):
+        position += rng.randint(*_FRAGMENT_SIZES)
+        if position not in near_a_tag:
+            cuts.add(position)
     bounds = sorted(cut for cut in cuts if 0 < cut < len(text))
     return [text[start:end] for start, end in zip([0, *bounds], [*bounds, len(text)])]
 

@@ -64,7 +64,9 @@ def test_serve_without_config_starts_the_demo() -> None:
     banner, warning = lines[:2]
     assert banner["message"].startswith(f"agent-gateway {__version__} serving on {running.url}/v1 (1 worker)")
     assert banner["url"] == running.url + "/v1" and banner["serving"].startswith("DEMO provider")
-    assert banner["routes"] == "assistant -> (requested name), * -> (requested name)"
+    assert banner["routes"] == (
+        "assistant -> (requested name), thinker -> demo-thinker, thinker-exposed -> demo-thinker, * -> (requested name)"
+    )
     assert (warning["level"], warning["message"]) == ("warning", "no server.api_keys configured: any client that can reach this port may use it")
     assert {line["logger"] for line in lines} >= {"gateway", "uvicorn.error"}
     assert "Application startup complete." in [line["message"] for line in lines if line["logger"] == "uvicorn.error"]

@@ -384,10 +384,14 @@ def test_default_config_without_key_is_demo(env: dict[str, str]) -> None:
     assert list(config.providers) == ["demo"]
     assert config.providers["demo"].base_url == "http://demo.invalid/v1"
     assert config.providers["demo"].api_key is None
-    assistant, other = config.models
+    assistant, thinker, exposed, other = config.models
     assert config.route("assistant") is assistant and assistant.upstream_model("assistant") == "assistant"
     assert config.route("gpt-4o") is other and other.upstream_model("gpt-4o") == "gpt-4o"
     assert assistant.rewrite == other.rewrite == RewriteConfig()
+    # The demo's model that thinks in tags, as a reasoning model: no agent mode, the reasoning hidden or exposed.
+    for route, name, reasoning in ((thinker, "thinker", "hide"), (exposed, "thinker-exposed", "expose")):
+        assert config.route(name) is route and route.upstream_model(name) == "demo-thinker"
+        assert route.rewrite == RewriteConfig(inject_tools=False, inner_thoughts="none", reasoning=reasoning)
 
 
 def test_is_demo_needs_the_demo_host() -> None:
@@ -709,3 +713,42 @@ def test_example_keys_are_valid_when_uncommented(tmp_path: Path) -> None:
     assert bot.budget is not None and (bot.budget.tokens, bot.budget.period) == (5000000, "month")
     assert bot.digest == hashlib.sha256(b"sk-support-bot").digest() and bot.key_sha256 is None
     assert batch.digest == hashlib.sha256(b"password").digest() and batch.models == ("gpt-*",)
+
+
+def test_example_reasoning_route_is_valid_when_uncommented(tmp_path: Path) -> None:
+    lines = EXAMPLE.read_text(encoding="utf-8").splitlines()
+    provider, route = lines.index("  # local:"), lines.index("  # - name: r1")
+    uncommented = dict.fromkeys([*range(provider, provider + 3), *range(route, route + 4)])
+    text = [line.replace("# ", "", 1) if number in uncommented else line for number, line in enumerate(lines)]
+    path = tmp_path / "r1.yaml"
+    path.write_text("\n".join(text), encoding="utf-8")
+    config = load_config(path, {"OPENAI_API_KEY": SECRET})
+    r1 = config.route_named("r1")
+    options = config.options(r1)
+    assert r1.provider == "local" and r1.upstream_model("r1") == "deepseek-ai/DeepSeek-R1-Distill-Qwen-32B"
+    assert not options.inject_tools and options.inner_thoughts.value == "none"
+    assert options.think_tags == (("<think>", "</think>"),) and options.think_open
+
+
+def test_think_tags_from_yaml_reach_the_rewrite_options() -> None:
+    text = MINIMAL + '    rewrite: {think_tags: [["◁think▷", "◁/think▷"], ["<think>", "</think>"]], think_open: true}\n'
+    config = parse_config(text, "c.yaml", {})
+    options = config.options(config.route_named("assistant"))
+    assert options.think_tags == (("◁think▷", "◁/think▷"), ("<think>", "</think>")) and options.think_open
+    off = parse_config(MINIMAL + "    rewrite: {think_tags: []}\n", "c.yaml", {})
+    assert off.options(off.route_named("assistant")).think_tags == ()
+
+
+@pytest.mark.parametrize(
+    ("tags", "problem"),
+    [
+        ('[["<think>", ""]]', "think_tags[0][1]: expected a non-empty string, got ''"),
+        ('[[" <t>", "</t>"]]', "think_tags: a think tag is empty or begins with whitespace: ' <t>', '</t>'"),
+        ('[["<t>", "</t>"], ["<t>x", "</x>"]]', "think_tags: the think tag '<t>' is the beginning of another"),
+        ('["<think>"]', "think_tags[0]: expected a list, got '<think>'"),
+    ],
+)
+def test_think_tags_the_filter_cannot_tell_apart_are_config_errors(tags: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_config(MINIMAL + f"    rewrite: {{think_tags: {tags}}}\n", "c.yaml", {})
+    assert str(raised.value).startswith(f"c.yaml: models[0].rewrite.{problem}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import re
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.config import default_config
 from gateway.core.rewriter import StreamRewriter
 from gateway.demo import DemoTransport
 from gateway.dialects.chat import ChatStreamEncoder
@@ -374,8 +376,9 @@ def test_models_lists_the_demo_model() -> None:
     assert response.status == 200 and response.headers["content-type"] == "application/json"
     listing = response.json()
     assert listing["object"] == "list"
-    [model] = listing["data"]
-    assert model["id"] == "demo-agent" and model["object"] == "model" and isinstance(model["created"], int)
+    assert [model["id"] for model in listing["data"]] == ["demo-agent", "demo-thinker"]
+    for model in listing["data"]:
+        assert model["object"] == "model" and isinstance(model["created"], int)
 
 
 def test_the_openai_sdk_reads_the_demo() -> None:
@@ -398,7 +401,7 @@ def test_the_openai_sdk_reads_the_demo() -> None:
             return models, streamed, whole.choices[0].message.tool_calls[0].function.arguments
 
     models, streamed, whole = asyncio.run(run())
-    assert models == ["demo-agent"]
+    assert models == ["demo-agent", "demo-thinker"]
     assert streamed == whole and USER in json.loads(whole)["message"]
 
 
@@ -420,3 +423,98 @@ def test_bad_bodies_are_400(body: bytes, param: str | None) -> None:
     assert response.status == 400 and response.headers["content-type"] == "application/json"
     error = response.json()["error"]
     assert error["type"] == "invalid_request_error" and error["param"] == param and error["message"]
+
+
+# The thinker: a reasoning model that writes its reasoning between think tags in its content
+
+THINKER_ROUTES = {name: default_config({}).options(default_config({}).route_named(name)) for name in ("thinker", "thinker-exposed")}
+
+
+def contents(chunks: Chunks) -> list[str]:
+    return [c["delta"]["content"] for chunk in chunks for c in chunk["choices"] if c["delta"].get("content") is not None]
+
+
+def think(content: Any = USER, **body: Any) -> dict[str, Any]:
+    return chat(content, model="demo-thinker", **body)
+
+
+def through(route: str, chunks: Chunks) -> tuple[str, str, list[dict[str, Any]], list[str]]:
+    """What a chat client of a demo route gets: the text, the exposed reasoning, the calls, the finish reasons."""
+    rewriter = StreamRewriter(THINKER_ROUTES[route])
+    out = ChatStreamEncoder().chunks([event for chunk in chunks for event in rewriter.feed(chunk)] + rewriter.finish())
+    reasoning = "".join(c["delta"].get("reasoning_content") or "" for chunk in out for c in chunk["choices"])
+    return visible(out), reasoning, client_calls(out), finish_reasons(out)
+
+
+def test_the_thinker_streams_its_reasoning_in_tags_before_the_answer() -> None:
+    chunks = events(post(think(stream=True)).body)
+    assert all(chunk["model"] == "demo-thinker" for chunk in chunks)
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    content = "".join(contents(chunks))
+    block, closing, answer = content.partition("</think>\n\n")
+    assert block.startswith("<think>\n(demo) Thinking: ") and closing
+    assert "demo thinker" in answer and f"You said: {USER}" in answer and "<think> tags" in answer
+    assert finish_reasons(chunks) == ["stop"] and "tool_calls" not in str(chunks)
+
+
+def test_the_thinkers_content_is_cut_inside_every_tag_and_across_the_end_of_the_reasoning() -> None:
+    pieces = contents(events(post(think(stream=True)).body))[1:]
+    content = "".join(pieces)
+    ends = list(itertools.accumulate(map(len, pieces)))
+    tags = list(re.finditer("</?think>", content))
+    assert [tag.group() for tag in tags] == ["<think>", "</think>", "<think>"]  # the last one mid-answer, as text
+    for tag in tags:
+        assert any(tag.start() < end < tag.end() for end in ends), f"{tag.group()} at {tag.start()} is cut inside"
+    # One piece ends the reasoning and begins the closing tag; the next ends the tag and begins the answer.
+    closing = next(i for i, end in enumerate(ends) if tags[1].start() < end < tags[1].end())
+    before, after = pieces[closing], pieces[closing + 1]
+    assert before.endswith(".\n</th") and len(before) > len(".\n</th")
+    assert after.startswith("ink>\n\nHi! ")
+    assert len({len(piece) for piece in pieces}) > 3, "sizes should be irregular"
+
+
+@pytest.mark.parametrize("route", ["thinker", "thinker-exposed"])
+def test_the_thinker_routes_hide_or_expose_its_reasoning(route: str) -> None:
+    chunks = events(post(think(stream=True)).body)
+    content = "".join(contents(chunks))
+    thought, _, answer = content.removeprefix("<think>").partition("</think>\n\n")
+    text, reasoning, calls, finish = through(route, chunks)
+    assert text == answer and calls == [] and finish == ["stop"]
+    assert reasoning == (thought if route == "thinker-exposed" else "")
+    completion = rewrite_completion(post(think()).json(), THINKER_ROUTES[route])
+    message = completion["choices"][0]["message"]
+    assert message["content"] == answer and message.get("reasoning_content", "") == reasoning
+
+
+def test_the_thinker_thinks_then_calls_an_offered_tool_without_inner_thoughts() -> None:
+    chunks = events(post(think(tools=[WEATHER], stream=True)).body)
+    content = "".join(contents(chunks))
+    assert content.startswith("<think>\n(demo) Thinking: ") and content.endswith("</think>\n\n")
+    assert "I should call get_weather" in content
+    pieces = fragments(chunks)
+    assert json.loads("".join(pieces[0])) == {"inner_thoughts": USER, **EXPECTED_ARGUMENTS}  # the schema requires it
+    for route in THINKER_ROUTES:
+        text, reasoning, calls, finish = through(route, chunks)
+        assert text == "" and finish == ["tool_calls"]
+        [call] = calls
+        assert call["name"] == "get_weather" and json.loads(call["arguments"])["city"] == USER
+        assert ("get_weather" in reasoning) is (route == "thinker-exposed")
+
+
+def test_the_thinker_answers_a_tool_result() -> None:
+    body = think(tools=[WEATHER], stream=True)
+    asked = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Köln"}'}}
+    body["messages"] += [
+        {"role": "assistant", "content": None, "tool_calls": [asked]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "Sunny, 21 °C"},
+    ]
+    text, _, calls, finish = through("thinker", events(post(body).body))
+    assert "The tool returned: Sunny, 21 °C" in text and calls == [] and finish == ["stop"]
+
+
+def test_the_thinker_is_deterministic_and_its_usage_counts_the_content() -> None:
+    body = think(stream=True, stream_options={"include_usage": True})
+    assert post(body).pieces == post(body, transport=DemoTransport()).pieces
+    usage = events(post(body).body)[-1]["usage"]
+    completion = post(think()).json()
+    assert usage == completion["usage"] and usage["completion_tokens"] * 4 >= len(completion["choices"][0]["message"]["content"])

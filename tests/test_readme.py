@@ -66,6 +66,7 @@ USING = section("Using it")
 OPENAI_EXAMPLE, LANGCHAIN_EXAMPLE = code_blocks(USING, "python")
 [CURL_EXAMPLE] = code_blocks(USING)
 RESPONSES_EXAMPLE, AGENTS_EXAMPLE = code_blocks(section("Responses API"), "python")
+[THINKER_EXAMPLE] = code_blocks(section("Quick start"), "python")
 
 
 def test_before_and_after_stream_example() -> None:
@@ -277,8 +278,35 @@ def test_agents_sdk_example(mode: Mode) -> None:
 def test_models_lists_the_assistant_route(mode: Mode) -> None:
     client = openai.OpenAI(base_url=mode.running.url + "/v1", api_key="your-gateway-key", max_retries=0)
     ids = [model.id for model in client.models.list().data]
-    expected = ["assistant", "assistant-local", "assistant-thinking"] if mode.name == "example config" else ["assistant"]
+    expected = {
+        "demo": ["assistant", "thinker", "thinker-exposed"],
+        "key-only": ["assistant"],
+        "example config": ["assistant", "assistant-local", "assistant-thinking"],
+    }[mode.name]
     assert ids == expected
+
+
+@pytest.mark.parametrize("mode", ["demo"], indirect=True)  # the thinker routes are the demo's
+def test_the_demo_thinker_example_shows_the_reasoning_only_where_the_route_exposes_it(mode: Mode) -> None:
+    """The Quick start's example: the same answer on both routes, no tag in it, reasoning only from ``thinker-exposed``."""
+    said = {}
+    for line in run_example(THINKER_EXAMPLE, mode.running.url).splitlines():
+        model, rest = line.split(": ", 1)
+        kind, value = rest.split(" ", 1)
+        said[model, kind] = ast.literal_eval(value)
+    assert list(said) == [
+        ("thinker", "reasoning"),
+        ("thinker", "answer"),
+        ("thinker-exposed", "reasoning"),
+        ("thinker-exposed", "answer"),
+    ]
+    answer = said["thinker", "answer"]
+    assert answer == said["thinker-exposed", "answer"]
+    assert answer.startswith("Hi! This is the demo thinker") and answer.endswith("You said: Hi!")
+    assert "</think>" not in answer and "(demo) Thinking" not in answer
+    assert said["thinker", "reasoning"] == ""
+    assert said["thinker-exposed", "reasoning"].startswith('(demo) Thinking: the user wrote "Hi!".')
+    assert "think>" not in said["thinker-exposed", "reasoning"]
 
 
 def test_key_only_mode_assistant_model_is_overridable_and_other_models_keep_their_names() -> None:

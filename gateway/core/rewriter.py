@@ -51,7 +51,10 @@ REWRITTEN_DELTA_KEYS: Final = frozenset(
 )
 _TOOL_CALL_KEYS: Final = frozenset(("index", "id", "type", "function"))
 _TOOL_FINISHES: Final = frozenset(("tool_calls", "function_call", "stop"))
+# The provider reasoning fields that carry text, in the order they are read; the first non-empty one counts.
 _REASONING_FIELDS: Final = ("reasoning_content", "reasoning")
+# OpenRouter's reasoning_details items that carry readable text, and the key holding it.
+_DETAIL_TEXT_KEYS: Final = {"reasoning.text": "text", "reasoning.summary": "summary"}
 # Events that leave a chunk as the upstream sent it, so its bytes can go to a chat client as they are.
 _KEEPS_CHUNK: Final = frozenset((Finish, ToolCallEnd))
 
@@ -72,6 +75,31 @@ def choice_index(choice: Mapping[str, Any], position: int) -> Hashable:
     return index  # type: ignore[no-any-return]
 
 
+def _upstream_reasoning(delta: Mapping[str, Any]) -> str:
+    """The reasoning text a delta (or a non-streaming message) carries in the provider reasoning fields.
+
+    The first non-empty string of ``reasoning_content`` (DeepSeek, older vLLM) and ``reasoning`` (newer
+    vLLM, OpenRouter, Ollama, Groq); failing both, the text of OpenRouter's ``reasoning_details`` items
+    (``reasoning.text`` and ``reasoning.summary``; encrypted items have none). A server that fills
+    several of them repeats one text in each (vLLM during its rename, OpenRouter always), so it counts once.
+    """
+    for key in _REASONING_FIELDS:
+        value = delta.get(key)
+        if isinstance(value, str) and value:
+            return value
+    details = delta.get("reasoning_details")
+    if not isinstance(details, list):
+        return ""
+    texts = []
+    for item in details:
+        kind = item.get("type") if isinstance(item, dict) else None
+        field = _DETAIL_TEXT_KEYS.get(kind) if isinstance(kind, str) else None
+        text = item.get(field) if field is not None else None
+        if isinstance(text, str):
+            texts.append(text)
+    return "".join(texts)
+
+
 @dataclass(slots=True)
 class RewriteStats:
     """What the rewrite did, for metrics; never any text."""
@@ -86,7 +114,14 @@ class _Segment(Enum):
     """Where a run of text came from, when not from a tool call: segments are set off by a blank line."""
 
     CONTENT = "content"
+    # Content mode: the content is reasoning. It still goes through the think filter, whose state it
+    # carries into the message (a block the template opened closes here); its blocks' text is this
+    # segment, the rest of it CONTENT, so that exposed they are set off from each other.
+    THOUGHT_CONTENT = "content that is reasoning"
     UPSTREAM_REASONING = "upstream reasoning"
+
+
+_CONTENT, _THOUGHT_CONTENT = _Segment.CONTENT, _Segment.THOUGHT_CONTENT
 
 
 class _Role(Enum):
@@ -123,7 +158,7 @@ class _Call:
 class _Choice:
     """What one choice has said so far."""
 
-    __slots__ = ("calls", "finished", "client_calls", "legacy", "visible", "reasoning", "think", "fed", "called")
+    __slots__ = ("calls", "finished", "client_calls", "legacy", "visible", "reasoning", "think", "fed")
 
     def __init__(self, think: ThinkFilter | None) -> None:
         self.calls: dict[Hashable, _Call] = {}
@@ -134,10 +169,9 @@ class _Choice:
         self.visible: object = None
         self.reasoning: object = None
         # Reasoning between think tags in the visible text; ``fed`` is the segment the filter is reading,
-        # ``called`` whether a tool call came since (a block may open again where the text resumes).
+        # None once a tool call has ended it (a block may open again where the text resumes).
         self.think = think
         self.fed: object = None
-        self.called = False
 
 
 class StreamRewriter:
@@ -223,17 +257,15 @@ class StreamRewriter:
         if isinstance(content, str) and content:
             if self._content_is_reasoning:
                 changed = True
-                self._reason(index, state, content, _Segment.CONTENT, events)
+                self._visible(index, state, content, _Segment.THOUGHT_CONTENT, events)
             else:
                 self._visible(index, state, content, _Segment.CONTENT, events)
-        for key in _REASONING_FIELDS:
-            reasoning = delta.get(key)
-            if reasoning is not None:
-                changed = True
-                if isinstance(reasoning, str) and reasoning:
-                    self._reason(index, state, reasoning, _Segment.UPSTREAM_REASONING, events)
-        if "reasoning_details" in delta:
-            changed = changed or not self._expose
+        if "reasoning_content" in delta or "reasoning" in delta or "reasoning_details" in delta:
+            # The fields never reach a chat client as they came: their text is reasoning, hidden or exposed.
+            changed = True
+            reasoning = _upstream_reasoning(delta)
+            if reasoning:
+                self._reason(index, state, reasoning, _Segment.UPSTREAM_REASONING, events)
         tool_calls = delta.get("tool_calls")
         if tool_calls is not None:
             changed = True
@@ -275,11 +307,10 @@ class StreamRewriter:
         if think is None:
             self._show(index, state, text, segment, events)
             return
-        if state.fed is not segment or state.called:
+        if state.fed is not segment:
             # A new segment, or text again after a tool call: a think block may open at its start.
-            if state.fed is not None:
-                self._pieces(index, state, think.restart(), state.fed, events)
-            state.fed, state.called = segment, False
+            self._end_segment(index, state, events)
+            state.fed = segment
         self._pieces(index, state, think.feed(text), segment, events)
 
     def _pieces(self, index: Hashable, state: _Choice, pieces: list[Piece], segment: object, events: list[Event]) -> None:
@@ -290,6 +321,9 @@ class StreamRewriter:
                 self._reason(index, state, piece.text, segment, events)
 
     def _show(self, index: Hashable, state: _Choice, text: str, segment: object, events: list[Event]) -> None:
+        if segment is _THOUGHT_CONTENT:
+            self._reason(index, state, text, _CONTENT, events)
+            return
         if state.visible is not segment:
             if state.visible is not None:
                 text = "\n\n" + text
@@ -355,13 +389,14 @@ class StreamRewriter:
 
     def _decide(self, index: Hashable, state: _Choice, call: _Call, events: list[Event]) -> None:
         options = self.options
+        # A tool call ends the visible text before it: what the think filter held back goes out before the call.
+        self._end_segment(index, state, events)
         if not self._passthrough and call.name == options.message_tool:
             call.role = _MESSAGE
             call.parser = ArgumentsParser(capture=self._message_keys)
             self.stats.message_calls += 1
             return
         call.role = _CLIENT
-        state.called = True
         call.index = state.client_calls
         state.client_calls += 1
         state.legacy = state.legacy or call.legacy
@@ -402,10 +437,17 @@ class StreamRewriter:
     def _settle_all(self, index: Hashable, state: _Choice, events: list[Event]) -> None:
         for call in state.calls.values():
             self._settle(index, state, call, events)
+        # No more text of this choice is due.
+        self._end_segment(index, state, events)
+
+    def _end_segment(self, index: Hashable, state: _Choice, events: list[Event]) -> None:
+        """The segment the think filter reads is over: what it held back (a tag cut short) is what it turned out to be.
+
+        restart() rather than close(): text may follow (after a tool call, or a stream that goes on after a finish).
+        """
         if state.think is not None and state.fed is not None:
-            # What the filter held back (a tag cut short) is released: no more text of this choice is due.
-            # restart() rather than close(): a stream that goes on after a finish must not break the filter.
             self._pieces(index, state, state.think.restart(), state.fed, events)
+            state.fed = None
 
 
 def replay_completion(
