@@ -296,9 +296,10 @@ def new_lease(key: str) -> Lease:
 class StateStore(ABC):
     """Limits, concurrency leases and deployment health, kept in this process or shared by every worker.
 
-    Checks on the request path (``admit``, ``cooling_down``) follow ``state_failure`` when the state cannot
-    be reached: admit anyway, or raise StateUnavailable. Bookkeeping once a request is under way (``charge``,
-    ``renew``, ``release``, ``failed``, ``succeeded``) never raises: there is nobody left to refuse.
+    A limit check (``admit``) follows ``state_failure`` when the state cannot be reached: admit anyway, or
+    raise StateUnavailable. Everything else never raises: bookkeeping once a request is under way
+    (``charge``, ``renew``, ``release``, ``failed``, ``succeeded``) has nobody left to refuse, and a
+    deployment's health (``cooling_down``) is advice to routing, which then sees no deployment cooling down.
     """
 
     def __init__(self, clock: Clock, lease_seconds: float) -> None:

@@ -246,7 +246,7 @@ class RedisStore(StateStore):
         if not deployments:
             return {}
         keys = [self._deployment(name, "cooldown") for name in deployments]
-        values: list[bytes | None] = await self._guard("cooling_down", lambda: self._redis.mget(keys), [])
+        values: list[bytes | None] = await self._guard("cooling_down", lambda: self._redis.mget(keys), [], refuse=False)
         now = self.clock()
         left = {name: float(value) - now for name, value in zip(deployments, values, strict=False) if value is not None}
         return {name: seconds for name, seconds in left.items() if seconds > 0}
