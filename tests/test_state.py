@@ -647,6 +647,36 @@ def test_redis_too_slow_is_treated_as_down(own_redis: RedisServer, failure: Fail
     assert failures == ["admit"]
 
 
+def test_bookkeeping_outlasts_a_stall_a_check_would_not(own_redis: RedisServer) -> None:
+    """Tokens charged, or a slot given back, while Redis stalls for longer than state_timeout are not lost."""
+    failures: list[str] = []
+    store = RedisStore.from_url(own_redis.url, failure=FailurePolicy.CLOSED, timeout=0.05, on_failure=failures.append)
+    limits = Limits(tpm=100, max_concurrency=1)
+
+    async def stalled(operation: Awaitable[None]) -> None:
+        own_redis.pause()
+        try:
+            pending = asyncio.ensure_future(operation)
+            await asyncio.sleep(0.2)  # four times state_timeout
+        finally:
+            own_redis.resume()
+        await pending
+
+    async def scenario() -> None:
+        try:
+            first = await store.admit("app", limits)
+            assert first.lease is not None
+            await stalled(store.charge("app", limits, 60))
+            await stalled(store.release(first.lease))
+            again = await store.admit("app", limits)  # the slot is back, and the tokens counted
+            assert again.allowed and again.tokens is not None and again.tokens.remaining == 40
+        finally:
+            await store.aclose()
+
+    asyncio.run(scenario())
+    assert failures == []
+
+
 def test_a_password_comes_from_the_url() -> None:
     with RedisServer("--requirepass", "s3cret-pass") as server:
 
