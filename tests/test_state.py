@@ -353,6 +353,21 @@ def test_a_renewed_lease_is_kept_and_a_lapsed_one_put_back(stores: Stores) -> No
     stores.run(scenario)
 
 
+def test_finish_charges_the_tokens_and_gives_the_slot_back_in_one_step(stores: Stores) -> None:
+    store = stores()
+    limits = Limits(tpm=100, max_concurrency=1, budget=Budget(1000, Period.DAY))
+
+    async def scenario() -> None:
+        first = await store.admit("app", limits)
+        assert first.lease is not None and not (await store.admit("app", limits)).allowed
+        await store.finish("app", limits, 70, first.lease)
+        again = await store.admit("app", limits)
+        assert again.allowed and again.tokens == near(100, 30, 59.75) and again.budget is not None
+        assert again.budget.remaining == 930
+
+    stores.run(scenario)
+
+
 def test_hold_keeps_a_slot_while_the_request_runs_and_gives_it_back_after(stores: Stores) -> None:
     # Real time: the renewals run in the background every half second, well inside the 1.5 s lease.
     store = stores(clock=time.time, lease_seconds=1.5)
@@ -579,7 +594,7 @@ def test_redis_stopped_open_admits_and_counts_then_limits_resume(
                 assert await store.cooling_down(["east"]) == {}
                 await store.charge("app", Limits(tpm=10), 5)
             assert all(a.allowed and a.degraded and a.headers() == {} for a in answers)
-            assert failures == ["admit"] * 5 + ["cooling_down", "charge"]
+            assert failures == ["admit"] * 5 + ["cooling_down", "finish"]
             warnings = [r.getMessage() for r in caplog.records if r.name == "gateway.state"]
             assert len(warnings) == 1, warnings  # one warning per interval, not one per request
             assert f"127.0.0.1:{own_redis.port}" in warnings[0] and "state_failure: open" in warnings[0]
@@ -613,7 +628,7 @@ def test_redis_stopped_closed_refuses_limit_checks_only(own_redis: RedisServer) 
             await store.release(lease)
             assert not await store.failed("east", 1, 30)
             await store.succeeded("east")
-            assert failures == ["admit", "cooling_down", "charge", "renew", "release", "failed", "succeeded"]
+            assert failures == ["admit", "cooling_down", "finish", "renew", "finish", "failed", "succeeded"]
             own_redis.start()
             assert [a.allowed for a in await admit_many(store, "app", limits, 3)] == [True, True, False]
         finally:

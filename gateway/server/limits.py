@@ -13,7 +13,6 @@ given back.
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import AsyncIterator, Iterable, Mapping
 from enum import Enum
@@ -53,7 +52,7 @@ class Stage(Enum):
 class Ticket:
     """One admitted request of a client key (or of no key, when the config has none)."""
 
-    __slots__ = ("_key", "_prompt_estimate", "_record", "_slot", "_stage", "_store", "headers")
+    __slots__ = ("_key", "_lease", "_prompt_estimate", "_record", "_stage", "_store", "headers")
 
     def __init__(self, key: ClientKey | None, admission: Admission, store: StateStore, record: RequestRecord) -> None:
         # OpenAI's rate-limit headers, for every answer of this request.
@@ -63,7 +62,10 @@ class Ticket:
         self._record = record
         self._stage = Stage.ADMITTED
         self._prompt_estimate = 0
-        self._slot = contextlib.AsyncExitStack()
+        # The concurrency slot, renewed in the background until the ticket is settled.
+        self._lease = admission.lease
+        if self._lease is not None:
+            store.keep(self._lease)
 
     @property
     def stage(self) -> Stage:
@@ -74,10 +76,6 @@ class Ticket:
         """Whether this key's tokens are counted against a limit (``tpm`` or a budget)."""
         limits = self._key.limits if self._key is not None else None
         return limits is not None and (limits.tpm is not None or limits.budget is not None)
-
-    async def hold(self, admission: Admission) -> None:
-        """Keep the admission's concurrency slot (renewed in the background) until the ticket is settled."""
-        await self._slot.enter_async_context(self._store.hold(admission.lease))
 
     def answering(self, chat: Mapping[str, Any] | None = None) -> None:
         """An upstream accepted the request (``chat``: the chat-completions request it got, for an estimate)."""
@@ -90,19 +88,19 @@ class Ticket:
     async def settle(self, usage: object = None, completion_estimate: int = 0) -> None:
         """Charge the tokens, the usage's or (for an answer that ended without usage) the prompt's estimate plus
         ``completion_estimate``, and give the slot back. Only the first call does anything; it is not cancelled."""
-        if self._stage is Stage.SETTLED:
+        if self._stage is Stage.SETTLED or self._key is None:
+            self._stage = Stage.SETTLED
             return
         stage, self._stage = self._stage, Stage.SETTLED
+        tokens = None
+        if self.charges_tokens:
+            tokens = tokens_of(usage)
+            if tokens is None and stage is Stage.ANSWERING:
+                tokens = self._record.estimated_tokens = self._prompt_estimate + completion_estimate
+        if self._lease is not None:
+            self._store.let_go(self._lease)
         with anyio.CancelScope(shield=True):
-            try:
-                if self._key is not None and self.charges_tokens:
-                    tokens = tokens_of(usage)
-                    if tokens is None and stage is Stage.ANSWERING:
-                        tokens = self._record.estimated_tokens = self._prompt_estimate + completion_estimate
-                    if tokens:
-                        await self._store.charge(self._key.name, self._key.limits, tokens)
-            finally:
-                await self._slot.aclose()
+            await self._store.finish(self._key.name, self._key.limits, tokens or 0, self._lease)
 
 
     async def forwarded(self, status: int, headers: Mapping[str, str], body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -174,9 +172,7 @@ class Limiter:
         if admission.refusal is not None:
             self._metrics.key_rejections.labels(client.name, admission.refusal.value).inc()
             raise _refused(client, admission, admission.refusal)
-        ticket = Ticket(client, admission, self._store, record)
-        await ticket.hold(admission)
-        return ticket
+        return Ticket(client, admission, self._store, record)
 
 
 def _refused(client: ClientKey, admission: Admission, refusal: Refusal) -> GatewayError:
