@@ -1,4 +1,4 @@
-"""End-to-end benchmark of client-key limits: a limited key against a local redis-server, beside the same route unlimited.
+"""End to end: a route with a limited key against a local redis-server, beside the same route unlimited.
 
 Run by hand: ``python bench/bench_limits.py [--quick]`` (starts ``redis-server``
 on a free loopback port, without persistence). One run starts the scripted
@@ -83,7 +83,12 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=100.0, help="open loop: streams/s (default 100)")
     parser.add_argument("--latency-seconds", type=float, help="seconds per open-loop run (quick 3, full 12)")
     parser.add_argument("--fragments", type=int, default=50, help="argument fragments per answer (default 50)")
-    parser.add_argument("--state-timeout", type=float, default=0.05, help="the gateways' server.state_timeout (default 0.05, the gateway's)")
+    parser.add_argument(
+        "--state-timeout",
+        type=float,
+        default=0.05,
+        help="the gateways' server.state_timeout (default 0.05, the gateway's)",
+    )
     options = parser.parse_args(argv)
     for name, value in (QUICK if options.quick else FULL).items():
         if getattr(options, name) is None:
@@ -93,10 +98,17 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
 
 def start_gateway(log_dir: Path, name: str, upstream_port: int, state: str, state_timeout: float) -> ServerProcess:
     config = log_dir / f"{name}.yaml"
-    config.write_text(CONFIG.format(
-        host=HOST, state=state, state_timeout=state_timeout, unlimited=UNLIMITED_KEY, limited=LIMITED_KEY,
-        upstream_port=upstream_port, huge=HUGE,
-    ))
+    config.write_text(
+        CONFIG.format(
+            host=HOST,
+            state=state,
+            state_timeout=state_timeout,
+            unlimited=UNLIMITED_KEY,
+            limited=LIMITED_KEY,
+            upstream_port=upstream_port,
+            huge=HUGE,
+        )
+    )
     port = free_port()
     argv = [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--port", str(port), "--workers", "1"]
     return ServerProcess(name, argv, port, log_dir)
@@ -115,7 +127,11 @@ def servers(options: argparse.Namespace, log_dir: Path) -> Iterator[dict[str, Se
         upstream = start(start_upstream(log_dir, options.fragments))
         redis = start(start_redis(log_dir))
         start(start_gateway(log_dir, "gateway-memory", upstream.port, "memory", options.state_timeout))
-        start(start_gateway(log_dir, "gateway-redis", upstream.port, f"redis://{HOST}:{redis.port}/0", options.state_timeout))
+        start(
+            start_gateway(
+                log_dir, "gateway-redis", upstream.port, f"redis://{HOST}:{redis.port}/0", options.state_timeout
+            )
+        )
         for server in started.values():
             if server.name.startswith("gateway"):
                 server.wait_ready()
@@ -136,10 +152,18 @@ async def measure_throughput(run: Run, targets: list[Target], redis: ServerProce
                 await run.settle()
                 meters = {**run.meters(target), "redis": redis.cpu_seconds}
                 result = await closed_loop(
-                    target.port, target.request(kind == "stream"), options.concurrency, options.duration, options.warmup, meters
+                    target.port,
+                    target.request(kind == "stream"),
+                    options.concurrency,
+                    options.duration,
+                    options.warmup,
+                    meters,
                 )
                 row = {
-                    "target": target.name, "kind": kind, "rate": result.rate, "errors": result.errors,
+                    "target": target.name,
+                    "kind": kind,
+                    "rate": result.rate,
+                    "errors": result.errors,
                     "server_cpu_us": result.usage["server"] / max(result.completed, 1) * 1e6,
                     "redis_cpu_us": result.usage["redis"] / max(result.completed, 1) * 1e6,
                 }
@@ -162,16 +186,18 @@ async def measure_latency(run: Run, targets: list[Target], redis: ServerProcess)
         ttfb = sorted(exchange.ttfb * 1000 for exchange in result.exchanges)
         ttlb = sorted(exchange.ttlb * 1000 for exchange in result.exchanges)
         streams = max(len(result.exchanges) + result.errors, 1)
-        rows.append({
-            "target": target.name,
-            "streams": streams,
-            "errors": result.errors,
-            "max_send_lag_ms": result.max_lag * 1000,
-            "ttfb_ms": {f"p{q}": percentile(ttfb, q) for q in (50, 90, 99)},
-            "ttlb_ms": {f"p{q}": percentile(ttlb, q) for q in (50, 90, 99)},
-            "server_cpu_us": result.usage["server"] / streams * 1e6,
-            "redis_cpu_us": result.usage["redis"] / streams * 1e6,
-        })
+        rows.append(
+            {
+                "target": target.name,
+                "streams": streams,
+                "errors": result.errors,
+                "max_send_lag_ms": result.max_lag * 1000,
+                "ttfb_ms": {f"p{q}": percentile(ttfb, q) for q in (50, 90, 99)},
+                "ttlb_ms": {f"p{q}": percentile(ttlb, q) for q in (50, 90, 99)},
+                "server_cpu_us": result.usage["server"] / streams * 1e6,
+                "redis_cpu_us": result.usage["redis"] / streams * 1e6,
+            }
+        )
     for row in rows:
         state = row["target"].split()[0]
         reference = next(other for other in rows if other["target"] == f"{state} unlimited")
@@ -212,7 +238,9 @@ async def bench(options: argparse.Namespace) -> dict[str, Any]:
                     operation: metric_total(running[name], f'gateway_state_failures_total{{operation="{operation}"}}')
                     for operation in ("admit", "charge", "renew", "release", "cooling_down", "failed", "succeeded")
                 },
-                "limited_answered": metric_total(running[name], 'gateway_key_requests_total{key="limited",status="200"}'),
+                "limited_answered": metric_total(
+                    running[name], 'gateway_key_requests_total{key="limited",status="200"}'
+                ),
             }
         results["checks"] = checks
     results["seconds"] = time.monotonic() - started
@@ -221,27 +249,34 @@ async def bench(options: argparse.Namespace) -> dict[str, Any]:
 
 def report(results: dict[str, Any]) -> None:
     options = results["options"]
-    print(f"limits end to end: {options['concurrency']} clients closed loop, {options['rate']:g} streams/s open loop,"
-          f" {options['fragments']} fragments, burst upstream; {results['seconds']:.0f} s")
+    print(
+        f"limits end to end: {options['concurrency']} clients closed loop, {options['rate']:g} streams/s open loop,"
+        f" {options['fragments']} fragments, burst upstream; {results['seconds']:.0f} s"
+    )
     print()
     print("| target | streams/s | requests/s | gateway CPU µs/stream | redis CPU µs/stream |")
     print("|---|---|---|---|---|")
     rows = {(row["target"], row["kind"]): row for row in results["throughput"]}
     for target in dict.fromkeys(row["target"] for row in results["throughput"]):
         stream, request = rows[(target, "stream")], rows[(target, "request")]
-        print(f"| {target} | {stream['rate']:.0f} | {request['rate']:.0f} | {stream['server_cpu_us']:.0f} | {stream['redis_cpu_us']:.0f} |")
+        cpu = f"{stream['server_cpu_us']:.0f} | {stream['redis_cpu_us']:.0f}"
+        print(f"| {target} | {stream['rate']:.0f} | {request['rate']:.0f} | {cpu} |")
     print()
     print("| target | TTFB p50 / p90 / p99 ms | added p50 / p99 | TTLB p50 / p99 ms | gateway CPU µs/stream | errors |")
     print("|---|---|---|---|---|---|")
     for row in results["latency"]:
         ttfb, ttlb, added = row["ttfb_ms"], row["ttlb_ms"], row["added_ttfb_ms"]
-        print(f"| {row['target']} | {ttfb['p50']:.2f} / {ttfb['p90']:.2f} / {ttfb['p99']:.2f} | {added['p50']:+.2f} / {added['p99']:+.2f}"
-              f" | {ttlb['p50']:.2f} / {ttlb['p99']:.2f} | {row['server_cpu_us']:.0f} | {row['errors']} |")
+        first_byte = f"{ttfb['p50']:.2f} / {ttfb['p90']:.2f} / {ttfb['p99']:.2f}"
+        first_byte += f" | {added['p50']:+.2f} / {added['p99']:+.2f}"
+        last_byte = f"{ttlb['p50']:.2f} / {ttlb['p99']:.2f}"
+        print(f"| {row['target']} | {first_byte} | {last_byte} | {row['server_cpu_us']:.0f} | {row['errors']} |")
     print()
     for name, check in results["checks"].items():
         failed = ", ".join(f"{op} {count:.0f}" for op, count in check["failed_operations"].items() if count) or "none"
-        print(f"{name}: the limited key had {check['limited_answered']:.0f} answers, {check['rejections']:.0f} refusals;"
-              f" failed round trips to the state store: {failed}")
+        print(
+            f"{name}: the limited key had {check['limited_answered']:.0f} answers, {check['rejections']:.0f} refusals;"
+            f" failed round trips to the state store: {failed}"
+        )
     print(json.dumps(results))
 
 

@@ -42,8 +42,14 @@ def agent_chunks(usage: bool) -> list[dict[str, Any]]:
 def answer(request: Received) -> Reply:
     """The upstream's answer: with its usage, a stream's only when the gateway asked for it."""
     if request.path.endswith("/embeddings"):
-        return json_reply({"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.5]}],
-                           "model": "m", "usage": {"prompt_tokens": 18, "total_tokens": 18}})
+        return json_reply(
+            {
+                "object": "list",
+                "data": [{"object": "embedding", "index": 0, "embedding": [0.5]}],
+                "model": "m",
+                "usage": {"prompt_tokens": 18, "total_tokens": 18},
+            }
+        )
     if request.path.endswith("/files"):
         return json_reply({"object": "list", "data": []})
     body = request.json
@@ -132,11 +138,21 @@ class Door:
             return False
         text = response.text
         if self.path == "/v1/chat/completions":
-            return text.endswith("data: [DONE]\n\n") if "text/event-stream" in response.headers["content-type"] else MESSAGE in text
+            return (
+                text.endswith("data: [DONE]\n\n")
+                if "text/event-stream" in response.headers["content-type"]
+                else MESSAGE in text
+            )
         if self.path == "/v1/responses":
-            return "response.completed" in text if "text/event-stream" in response.headers["content-type"] else MESSAGE in text
+            return (
+                "response.completed" in text
+                if "text/event-stream" in response.headers["content-type"]
+                else MESSAGE in text
+            )
         if self.path == "/v1/messages":
-            return "message_stop" in text if "text/event-stream" in response.headers["content-type"] else MESSAGE in text
+            return (
+                "message_stop" in text if "text/event-stream" in response.headers["content-type"] else MESSAGE in text
+            )
         return bool(response.json()["object"] == "list")
 
 
@@ -202,7 +218,9 @@ def test_a_key_sees_only_its_models_and_counts_tokens_only_for_them(gateway: Sta
     count = {"model": "plain", "messages": [{"role": "user", "content": "Hi"}]}
     refused = httpx.post(url + "/v1/messages/count_tokens", json=count, headers={"x-api-key": "sk-narrow"})
     assert refused.status_code == 403 and refused.json()["error"]["type"] == "permission_error"
-    counted = httpx.post(url + "/v1/messages/count_tokens", json={**count, "model": "assistant"}, headers={"x-api-key": "sk-narrow"})
+    counted = httpx.post(
+        url + "/v1/messages/count_tokens", json={**count, "model": "assistant"}, headers={"x-api-key": "sk-narrow"}
+    )
     assert counted.status_code == 200 and counted.json()["input_tokens"] > 0
 
 
@@ -237,7 +255,9 @@ def test_requests_per_minute_are_refused_with_429_and_every_answer_says_how_many
     assert int(third.headers["retry-after-ms"]) <= 60_000
     assert ratelimit(third)["x-ratelimit-reset-requests"].endswith("s")
     kind, message = door.error(third)
-    assert kind == ("rate_limit_error" if door.anthropic else "rate_limit_exceeded") and "2 requests per minute" in message
+    assert (
+        kind == ("rate_limit_error" if door.anthropic else "rate_limit_exceeded") and "2 requests per minute" in message
+    )
     assert len(scripted.requests) == 2
 
 
@@ -251,20 +271,28 @@ def test_the_sdks_see_the_refusal_and_its_headers(gateway: Start) -> None:
         assert "".join(c.choices[0].delta.content or "" for c in streamed.parse() if c.choices) == MESSAGE
     with pytest.raises(openai.RateLimitError) as refused:
         client.chat.completions.create(model="assistant", messages=[{"role": "user", "content": "Hi"}])
-    assert refused.value.code == "rate_limit_exceeded" and refused.value.response.headers["x-ratelimit-limit-requests"] == "1"
+    assert (
+        refused.value.code == "rate_limit_exceeded"
+        and refused.value.response.headers["x-ratelimit-limit-requests"] == "1"
+    )
     claude = anthropic.Anthropic(base_url=url, api_key="sk-app", max_retries=0)
     with pytest.raises(anthropic.RateLimitError):
         claude.messages.create(model="assistant", max_tokens=64, messages=[{"role": "user", "content": "Hi"}])
 
 
-def test_upstream_rate_limit_headers_are_renamed_beside_the_keys_own(gateway: Start, scripted: ScriptedUpstream) -> None:
+def test_upstream_rate_limit_headers_are_renamed_beside_the_keys_own(
+    gateway: Start, scripted: ScriptedUpstream
+) -> None:
     url = gateway([{"name": "app", "key": "sk-app", "rpm": 5}])
     upstream_headers = {"x-ratelimit-remaining-requests": "4999", "x-ratelimit-limit-tokens": "800000"}
     scripted.reply(json_reply(completion_of(agent_chunks(usage=False)) | {"usage": USAGE}, headers=upstream_headers))
     answered = DOORS[0].post(url, "sk-app")
     assert answered.headers["x-ratelimit-remaining-requests"] == "4"
     assert answered.headers["x-upstream-ratelimit-remaining-requests"] == "4999"
-    assert answered.headers["x-upstream-ratelimit-limit-tokens"] == "800000" and "x-ratelimit-limit-tokens" not in answered.headers
+    assert (
+        answered.headers["x-upstream-ratelimit-limit-tokens"] == "800000"
+        and "x-ratelimit-limit-tokens" not in answered.headers
+    )
     scripted.reply(json_reply({"object": "list", "data": []}, headers=upstream_headers))
     forwarded = DOORS[3].post(url, "sk-app")
     assert forwarded.headers["x-ratelimit-remaining-requests"] == "3"
@@ -296,17 +324,24 @@ def test_tokens_per_minute_are_charged_from_the_upstream_usage(
     assert len(scripted.requests) == 2
 
 
-def test_a_token_budget_spent_is_insufficient_quota_until_its_period_ends(gateway: Start, scripted: ScriptedUpstream) -> None:
+def test_a_token_budget_spent_is_insufficient_quota_until_its_period_ends(
+    gateway: Start, scripted: ScriptedUpstream
+) -> None:
     url = gateway([{"name": "app", "key": "sk-app", "budget": {"tokens": 10, "period": "day"}}])
     assert DOORS[0].complete(DOORS[0].post(url, "sk-app", stream=True))
     for door in DOORS:
         refused = door.post(url, "sk-app")
         assert refused.status_code == 429 and refused.headers["x-should-retry"] == "false"
-        assert refused.headers["x-ratelimit-limit-tokens"] == "10" and refused.headers["x-ratelimit-remaining-tokens"] == "0"
+        assert (
+            refused.headers["x-ratelimit-limit-tokens"] == "10"
+            and refused.headers["x-ratelimit-remaining-tokens"] == "0"
+        )
         seconds_to_midnight = 86400 - time.time() % 86400
         assert abs(int(refused.headers["retry-after"]) - seconds_to_midnight) < 60
         kind, message = door.error(refused)
-        assert kind == ("billing_error" if door.anthropic else "insufficient_quota") and "budget of 10 tokens" in message
+        assert (
+            kind == ("billing_error" if door.anthropic else "insufficient_quota") and "budget of 10 tokens" in message
+        )
         if not door.anthropic:
             assert refused.json()["error"]["code"] == "insufficient_quota"
     assert len(scripted.requests) == 1
@@ -339,8 +374,13 @@ def test_a_stream_cut_short_without_usage_is_charged_an_estimate(gateway: Start,
     url = gateway([{"name": "app", "key": "sk-app", "tpm": 100000}])
     pieces = [chunk(choice(content="word ", role="assistant"))] + [chunk(choice(content="word ")) for _ in range(4)]
     scripted.reply(Reply(sse(pieces, done=False), then="hang"))
-    with httpx.stream("POST", url + "/v1/chat/completions", json=DOORS[0].body("plain", True),
-                      headers={"authorization": "Bearer sk-app"}, timeout=10) as response:
+    with httpx.stream(
+        "POST",
+        url + "/v1/chat/completions",
+        json=DOORS[0].body("plain", True),
+        headers={"authorization": "Bearer sk-app"},
+        timeout=10,
+    ) as response:
         received = 0
         for line in response.iter_lines():
             received += line.startswith("data: {")
@@ -378,7 +418,9 @@ def held_stream(gate: threading.Event) -> Reply:
 @contextlib.contextmanager
 def stream_open(url: str, key: str, door: Door = DOORS[0]) -> Iterator[httpx.Response]:
     """A stream whose head has arrived, held open while the block runs."""
-    with httpx.stream("POST", url + door.path, json=door.body("assistant", True), headers=door.headers(key), timeout=10) as response:
+    with httpx.stream(
+        "POST", url + door.path, json=door.body("assistant", True), headers=door.headers(key), timeout=10
+    ) as response:
         assert response.status_code == 200
         yield response
 
@@ -393,19 +435,27 @@ def test_a_concurrency_slot_is_held_while_the_request_runs_and_comes_back_on_eve
     url = gateway([{"name": "app", "key": "sk-app", "max_concurrency": 1}])
     chat = DOORS[0]
     gate, checked = threading.Event(), threading.Event()
-    scripted.reply({
-        "finished": held_stream(gate),
-        "client-left": held_stream(gate),
-        "upstream-broke": Reply(sse(agent_chunks(usage=False))[:3], then="break", gate=gate),
-        "upstream-error": Reply([b'{"error": {"message": "down", "type": "server_error"}}'], status=503,
-                                content_type="application/json", gate=gate, gate_at=0),
-        "client-left-before-the-answer": Reply(sse(agent_chunks(usage=False)), gate=gate, gate_at=0),
-    }[exit])
+    scripted.reply(
+        {
+            "finished": held_stream(gate),
+            "client-left": held_stream(gate),
+            "upstream-broke": Reply(sse(agent_chunks(usage=False))[:3], then="break", gate=gate),
+            "upstream-error": Reply(
+                [b'{"error": {"message": "down", "type": "server_error"}}'],
+                status=503,
+                content_type="application/json",
+                gate=gate,
+                gate_at=0,
+            ),
+            "client-left-before-the-answer": Reply(sse(agent_chunks(usage=False)), gate=gate, gate_at=0),
+        }[exit]
+    )
     statuses: list[int] = []
 
     def first() -> None:
-        with httpx.stream("POST", url + chat.path, json=chat.body("assistant", True), headers=chat.headers("sk-app"),
-                          timeout=10) as response:
+        with httpx.stream(
+            "POST", url + chat.path, json=chat.body("assistant", True), headers=chat.headers("sk-app"), timeout=10
+        ) as response:
             statuses.append(response.status_code)
             if exit == "client-left":
                 lines = response.iter_lines()  # kept: a line iterator dropped closes the response
@@ -418,8 +468,10 @@ def test_a_concurrency_slot_is_held_while_the_request_runs_and_comes_back_on_eve
         if exit == "client-left-before-the-answer":
             raw = stack.enter_context(socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))))
             body = json.dumps(chat.body("assistant", True)).encode()
-            raw.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\nauthorization: Bearer sk-app\r\n"
-                        b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+            raw.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\nauthorization: Bearer sk-app\r\n"
+                b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+            )
         else:
             runner = threading.Thread(target=first)
             runner.start()

@@ -38,8 +38,16 @@ def answer(request: Received) -> Reply:
     body = request.json
     if body.get("stream"):
         return Reply(sse(agent_chunks(usage=(body.get("stream_options") or {}).get("include_usage") is True)))
-    return json_reply({"id": "c", "object": "chat.completion", "created": 1, "model": "m", "usage": USAGE,
-                       "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello."}, "finish_reason": "stop"}]})
+    return json_reply(
+        {
+            "id": "c",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "m",
+            "usage": USAGE,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello."}, "finish_reason": "stop"}],
+        }
+    )
 
 
 def failing(request: Received) -> Reply:
@@ -71,7 +79,13 @@ def gateways(
         def start(count: int, key: dict[str, Any], state: str = redis_url, **server: Any) -> tuple[Running, ...]:
             east, west = f"east-{unique}", f"west-{unique}"
             config = {
-                "server": {"api_keys": [PLAIN_KEY], "state": state, "state_timeout": 5, "retry_backoff": 0.01, **server},
+                "server": {
+                    "api_keys": [PLAIN_KEY],
+                    "state": state,
+                    "state_timeout": 5,
+                    "retry_backoff": 0.01,
+                    **server,
+                },
                 "providers": {
                     east: {"base_url": f"{broken_url}/v1", "max_failures": 1, "cooldown": 120},
                     west: {"base_url": f"{healthy_url}/v1"},
@@ -91,7 +105,9 @@ def gateways(
 
 def post(gateway: Running, model: str = "assistant", stream: bool = False, key: str = KEY) -> httpx.Response:
     body = {"model": model, "messages": [{"role": "user", "content": "Hi"}], "stream": stream}
-    return httpx.post(gateway.url + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}"}, timeout=30)
+    return httpx.post(
+        gateway.url + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}"}, timeout=30
+    )
 
 
 def eventually(condition: Callable[[], bool], seconds: float = 20) -> bool:
@@ -107,8 +123,10 @@ def test_a_rate_limit_holds_exactly_across_two_gateways(gateways: Gateways) -> N
         answers = list(pool.map(post, [first, second] * 10))
     statuses = sorted(answer.status_code for answer in answers)
     assert statuses == [200] * 10 + [429] * 10
-    served_by = {gateway.url: [a.status_code for a, g in zip(answers, [first, second] * 10, strict=True) if g is gateway]
-                 for gateway in (first, second)}
+    served_by = {
+        gateway.url: [a.status_code for a, g in zip(answers, [first, second] * 10, strict=True) if g is gateway]
+        for gateway in (first, second)
+    }
     assert all(len(codes) == 10 for codes in served_by.values())  # each gateway took half of the requests
     assert all(a.headers["x-ratelimit-limit-requests"] == "10" for a in answers)
 
@@ -149,8 +167,13 @@ def test_the_slot_of_a_gateway_killed_mid_stream_comes_back_when_its_lease_ends(
     healthy.reply(Reply(sse(agent_chunks(usage=True)), gate=gate))
     try:
         body = {"model": "assistant", "messages": [{"role": "user", "content": "Hi"}], "stream": True}
-        with httpx.stream("POST", first.url + "/v1/chat/completions", json=body,
-                          headers={"authorization": f"Bearer {KEY}"}, timeout=30) as stream:
+        with httpx.stream(
+            "POST",
+            first.url + "/v1/chat/completions",
+            json=body,
+            headers={"authorization": f"Bearer {KEY}"},
+            timeout=30,
+        ) as stream:
             lines = stream.iter_lines()
             assert next(lines).startswith("data: {")
             refused = post(second)

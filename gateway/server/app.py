@@ -73,7 +73,9 @@ def service_of(request: Request) -> Service:
     return service
 
 
-def client_of(service: Service, request: Request, record: RequestRecord, *, x_api_key: bool = False) -> ClientKey | None:
+def client_of(
+    service: Service, request: Request, record: RequestRecord, *, x_api_key: bool = False
+) -> ClientKey | None:
     """The request's client key (401 without a valid one, when the config names keys), noted in its record."""
     client = service.auth.check(request.headers, x_api_key=x_api_key)
     record.key = client.name if client is not None else None

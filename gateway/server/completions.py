@@ -91,8 +91,8 @@ class Completions:
         if upstream.token_limit == "max_tokens" and "max_completion_tokens" in payload:
             payload["max_tokens"] = payload.pop("max_completion_tokens")
         if request.stream:
-            stream_options = payload.get("stream_options")
-            payload["stream_options"] = {**(stream_options if isinstance(stream_options, dict) else {}), "include_usage": True}
+            asked = payload.get("stream_options")
+            payload["stream_options"] = {**(asked if isinstance(asked, dict) else {}), "include_usage": True}
         if not options.passthrough:
             payload, options = prepare(payload, options)
         record.reasoning_exposed = options.reasoning is Reasoning.EXPOSE and not options.passthrough

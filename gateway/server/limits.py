@@ -102,8 +102,9 @@ class Ticket:
         with anyio.CancelScope(shield=True):
             await self._store.finish(self._key.name, self._key.limits, tokens or 0, self._lease)
 
-
-    async def forwarded(self, status: int, headers: Mapping[str, str], body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    async def forwarded(
+        self, status: int, headers: Mapping[str, str], body: AsyncIterator[bytes]
+    ) -> AsyncIterator[bytes]:
         """A forwarded answer's body, settling the ticket as it ends, charged the usage its end reports (nothing
         without one: a forwarded request's format is the endpoint's, so there is nothing to estimate from).
 
@@ -168,7 +169,9 @@ class Limiter:
             admission = await self._store.admit(client.name, client.limits)
         except StateUnavailable as exc:
             message = f"{exc} Retry later."
-            raise GatewayError(ErrorKind.UNAVAILABLE, message, code="state_unavailable", headers={"retry-after": "1"}) from None
+            raise GatewayError(
+                ErrorKind.UNAVAILABLE, message, code="state_unavailable", headers={"retry-after": "1"}
+            ) from None
         if admission.refusal is not None:
             self._metrics.key_rejections.labels(client.name, admission.refusal.value).inc()
             raise _refused(client, admission, admission.refusal)

@@ -93,10 +93,28 @@ class Metrics:
         self.client_calls = Counter("gateway_rewrite_client_calls", "Client tool calls passed through.", ["route"], registry=registry)
         self.reasoning_chars = Counter("gateway_rewrite_reasoning_chars", "Characters of model reasoning, by what happened to them (hidden, exposed).", ["route", "action"], registry=registry)
         self.invalid_arguments = Counter("gateway_rewrite_invalid_arguments", "Tool calls whose arguments were not a valid JSON object.", ["route"], registry=registry)
-        self.key_requests = Counter("gateway_key_requests", "Requests by client key name and status.", ["key", "status"], registry=registry)
-        self.key_tokens = Counter("gateway_key_tokens", "Tokens by client key name and kind (prompt, completion: from the upstream usage; estimated: charged without usage).", ["key", "kind"], registry=registry)
-        self.key_rejections = Counter("gateway_key_rejections", "Requests refused by a client key's limits, by key name and limit (requests, tokens, budget, concurrency).", ["key", "limit"], registry=registry)
-        self.state_failures = Counter("gateway_state_failures", "Round trips to the shared state that failed or timed out, by operation.", ["operation"], registry=registry)
+        self.key_requests = Counter(
+            "gateway_key_requests", "Requests by client key name and status.", ["key", "status"], registry=registry
+        )
+        self.key_tokens = Counter(
+            "gateway_key_tokens",
+            "Tokens by client key name and kind (prompt, completion: from the upstream usage; estimated: charged"
+            " without usage).",
+            ["key", "kind"],
+            registry=registry,
+        )
+        self.key_rejections = Counter(
+            "gateway_key_rejections",
+            "Requests refused by a client key's limits, by key name and limit (requests, tokens, budget, concurrency).",
+            ["key", "limit"],
+            registry=registry,
+        )
+        self.state_failures = Counter(
+            "gateway_state_failures",
+            "Round trips to the shared state that failed or timed out, by operation.",
+            ["operation"],
+            registry=registry,
+        )
         # Labelled children, found once: prometheus-client's labels() validates and locks on every call.
         self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
 

@@ -230,7 +230,8 @@ class RedisStore(StateStore):
         reply: bytes | None = await self._guard("admit", lambda: self._admit(keys=keys, args=args), None, _Call.CHECK)
         if reply is None:
             return Admission(None, degraded=True)
-        requests, request_newest, request_release, tokens, token_newest, token_release, spent, held = map(int, reply.split())
+        observed = map(int, reply.split())
+        requests, request_newest, request_release, tokens, token_newest, token_release, spent, held = observed
         seen = Observed(
             now,
             _window(requests, request_newest, request_release) if limits.rpm is not None else None,
