@@ -24,6 +24,9 @@ import orjson
 import pytest
 
 from gateway.config import parse_config
+from gateway.core.options import RewriteOptions
+from gateway.core.translator import StreamTranslator
+from gateway.dialects import chat
 from gateway.dialects.anthropic import count_tokens
 from gateway.server.app import create_app
 from tests.servers import Received, Reply, ScriptedUpstream, completion_of, json_reply, serve, sse
@@ -530,3 +533,31 @@ def test_a_stream_the_client_did_not_ask_usage_for_is_charged_and_counted_withou
     chunks = [orjson.loads(line[6:]) for line in streamed.text.splitlines() if line.startswith("data: {")]
     assert all(c["choices"] for c in chunks) and scripted.requests[-1].json["stream_options"] == {"include_usage": True}
     assert remaining_tokens(url, "sk-app", scripted) == 1000 - 18
+
+
+# The usage chunk, which the gateway asks every upstream stream for.
+
+
+@pytest.mark.parametrize("rewrite", [True, False], ids=["rewrite", "plain"])
+def test_the_chat_encoder_drops_only_the_usage_only_chunk_for_a_client_that_did_not_ask(rewrite: bool) -> None:
+    upstream = [
+        chunk(prompt_filter_results=[{"prompt_index": 0}]),  # Azure's: no choices, no usage
+        *[{**c, "usage": None} for c in agent_chunks(usage=False)],
+        chunk(choice(finish="stop"), usage={"prompt_tokens": 1, "completion_tokens": 1}),  # usage beside a choice
+        chunk(usage=USAGE),  # the usage-only chunk
+    ]
+    body = b"".join(sse(upstream))
+
+    def client_chunks(payload: dict[str, Any]) -> list[dict[str, Any]]:
+        options = RewriteOptions() if rewrite else RewriteOptions(passthrough=True)
+        translator = StreamTranslator(options, "up")
+        encoder = chat.encoder(chat.parse_request(orjson.dumps(payload)), created=0)
+        out = encoder.encode(translator.feed(body)) + encoder.encode(translator.end())
+        return [orjson.loads(line[6:]) for line in out.split(b"\n\n") if line.startswith(b"data: {")]
+
+    request = {"model": "m", "messages": [], "stream": True}
+    asked = client_chunks({**request, "stream_options": {"include_usage": True}})
+    plain = client_chunks(request)
+    assert asked[-1] == chunk(usage=USAGE)
+    assert plain == asked[:-1]
+    assert plain[0] == upstream[0] and plain[-1]["usage"] == {"prompt_tokens": 1, "completion_tokens": 1}
