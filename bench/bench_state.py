@@ -10,12 +10,9 @@ mean). Compare rows within one run: the machine is shared.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -26,7 +23,7 @@ from redis.asyncio import Redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from common import free_port
+from common import start_redis
 
 from gateway.state import Budget, Limits, MemoryStore, Period, RedisStore, StateStore
 
@@ -61,11 +58,18 @@ def operations(store: StateStore) -> list[tuple[str, Timed]]:
         await store.release(answer.lease)  # not timed: the slot is given back when the request ends
         return elapsed
 
+    async def finish_every_limit() -> float:
+        answer = await store.admit("bench-finish", EVERY_LIMIT)  # not timed: the request's admission
+        assert answer.allowed and answer.lease is not None and not answer.degraded
+        start = time.perf_counter_ns()
+        await store.finish("bench-finish", EVERY_LIMIT, 100, answer.lease)
+        return (time.perf_counter_ns() - start) / 1000
+
     return [
         ("admit: rpm, tpm, budget and a concurrency slot", admit_every_limit),
         ("admit: rpm only", timing(lambda: store.admit("bench-rpm", RPM_ONLY))),
         ("admit: a key without limits", timing(lambda: store.admit("bench-free", Limits()))),
-        ("charge: tokens to tpm and budget", timing(lambda: store.charge("bench", EVERY_LIMIT, 100))),
+        ("finish: tokens to tpm and budget, and the slot back", finish_every_limit),
         ("cooling_down: 3 deployments", timing(lambda: store.cooling_down(["a", "b", "c"]))),
     ]
 
@@ -108,41 +112,19 @@ async def run(url: str, iterations: int) -> None:
         print(f"| {name} | {backend} | {p50:.1f} | {p99:.1f} | {mean:.1f} |")
 
 
-def wait_for(port: int) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1) as connection:
-            connection.sendall(b"PING\r\n")
-            if connection.recv(5) == b"+PONG":
-                return
-        time.sleep(0.05)
-    sys.exit(f"redis-server did not answer on port {port}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--redis", help="a Redis URL to use instead of starting redis-server")
     parser.add_argument("--iterations", type=int, default=10000)
     args = parser.parse_args()
-    server = None
-    url = args.redis
-    if url is None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            sys.exit("redis-server is not installed (apt-get install redis-server), or pass --redis URL")
-        port = free_port()
-        server = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL,
-        )
-        url = f"redis://127.0.0.1:{port}/0"
-        wait_for(port)
-    try:
-        uvloop.run(run(url, args.iterations))
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(10)
+    with tempfile.TemporaryDirectory(prefix="bench-state-") as tmp:
+        server = None if args.redis else start_redis(Path(tmp))
+        url = args.redis if server is None else f"redis://127.0.0.1:{server.port}/0"
+        try:
+            uvloop.run(run(url, args.iterations))
+        finally:
+            if server is not None:
+                server.stop()
 
 
 if __name__ == "__main__":

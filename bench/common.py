@@ -14,6 +14,7 @@ import math
 import os
 import platform
 import resource
+import shutil
 import signal
 import socket
 import subprocess
@@ -232,6 +233,29 @@ def start_bare(log_dir: Path, upstream_port: int, transport: str = "gateway") ->
         "--upstream", f"http://{HOST}:{upstream_port}/v1", "--transport", transport,
     ]
     return ServerProcess("bare" if transport == "gateway" else f"bare-{transport}", argv, port, log_dir)
+
+
+def start_redis(log_dir: Path) -> ServerProcess:
+    """A local redis-server on a free loopback port, without persistence, once it answers ``PING``."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        sys.exit("redis-server is not installed (apt-get install redis-server), or pass --redis URL")
+    port = free_port()
+    argv = [binary, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no", "--dir", str(log_dir)]
+    server = ServerProcess("redis", argv, port, log_dir)
+    wait_for_redis(port)
+    return server
+
+
+def wait_for_redis(port: int) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection((HOST, port), 1) as connection:
+            connection.sendall(b"PING\r\n")
+            if connection.recv(5) == b"+PONG":
+                return
+        time.sleep(0.05)
+    sys.exit(f"redis-server did not answer on port {port}")
 
 
 def start_gateway(

@@ -8,7 +8,9 @@ encoding, ending with ``data: [DONE]``; ``"stream": false`` gets the matching
 event every 10 ms, as a real model would; a name without ``@`` sends the whole
 stream at once; a ``+ttfb20ms`` suffix (``agent+ttfb20ms``, ``agent@10ms+ttfb20ms``)
 holds the answer's first byte back for 20 ms, like a model's time to first
-token. Connections are kept alive.
+token. A stream that asks for ``stream_options.include_usage`` gets what
+OpenAI sends then: ``"usage": null`` in every chunk and a last chunk with the
+usage and no choices. Connections are kept alive.
 
 Each answer is encoded once per model name and replayed, so that the upstream
 costs the machine as little as possible: it shares two cores with what it
@@ -91,16 +93,24 @@ class Script:
         chunks.append({**head, "choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "tool_calls"}]})
         if padded:
             chunks = [{**chunk, "obfuscation": _padding(position)} for position, chunk in enumerate(chunks)]
-        self.events = [_event(chunk) for chunk in chunks]
-        self.events[-1] += _frame(b"data: [DONE]\n\n") + b"0\r\n\r\n"
-        self.burst = b"".join(self.events)
+        usage = {"prompt_tokens": 42, "completion_tokens": fragments, "total_tokens": 42 + fragments}
+        with_usage = [{**chunk, "usage": None} for chunk in chunks] + [{**head, "choices": [], "usage": usage}]
+        self.streams = {False: _encoded(chunks), True: _encoded(with_usage)}
+        """The events of a stream, and their bytes all at once, by whether it asked for its usage."""
         message = {"role": "assistant", "content": None, "tool_calls": [{**call, "function": {"name": "send_message", "arguments": self.arguments}}]}
         self.completion = orjson.dumps({
             **head,
             "object": "chat.completion",
             "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": "tool_calls"}],
-            "usage": {"prompt_tokens": 42, "completion_tokens": fragments, "total_tokens": 42 + fragments},
+            "usage": usage,
         })
+
+
+def _encoded(chunks: list[dict[str, Any]]) -> tuple[list[bytes], bytes]:
+    """A stream's events, the last with ``[DONE]`` and the end of the body, and all of them at once."""
+    events = [_event(chunk) for chunk in chunks]
+    events[-1] += _frame(b"data: [DONE]\n\n") + b"0\r\n\r\n"
+    return events, b"".join(events)
 
 
 def _response_head(status: bytes, counter: int, extra: bytes) -> bytes:
@@ -160,44 +170,48 @@ class _Connection(asyncio.Protocol):
             try:
                 payload = orjson.loads(body)
                 model, stream = str(payload["model"]), payload.get("stream") is True
-            except (orjson.JSONDecodeError, KeyError, TypeError):
+                usage = stream and (payload.get("stream_options") or {}).get("include_usage") is True
+            except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
                 self._json(b"400 Bad Request", counter, b'{"error":{"message":"expected a chat request","type":"invalid_request_error"}}')
                 return
             script = self.upstream.script(model)
             if script.first_byte:
                 self.busy = True
-                self.timer = asyncio.get_running_loop().call_later(script.first_byte, self._answer_late, counter, script, stream)
+                self.timer = asyncio.get_running_loop().call_later(
+                    script.first_byte, self._answer_late, counter, script, stream, usage
+                )
             else:
-                self._respond(counter, script, stream)
+                self._respond(counter, script, stream, usage)
         elif method == b"GET" and path == b"/healthz":
             self._json(b"200 OK", counter, b'{"status":"ok"}')
         else:
             self._json(b"404 Not Found", counter, b'{"error":{"message":"not found","type":"invalid_request_error"}}')
 
-    def _answer_late(self, counter: int, script: Script, stream: bool) -> None:
+    def _answer_late(self, counter: int, script: Script, stream: bool, usage: bool) -> None:
         """The answer, once its time to first byte is over; then any request that came meanwhile."""
         self.timer = None
         if self.transport is None:
             return
         self.busy = False
-        self._respond(counter, script, stream)
+        self._respond(counter, script, stream, usage)
         self._serve()
 
-    def _respond(self, counter: int, script: Script, stream: bool) -> None:
+    def _respond(self, counter: int, script: Script, stream: bool, usage: bool) -> None:
         if not stream:
             self._json(b"200 OK", counter, script.completion)
             return
         head = _response_head(b"200 OK", counter, b"content-type: text/event-stream\r\ntransfer-encoding: chunked\r\n")
+        events, burst = script.streams[usage]
         if not script.interval:
-            self._write(head + script.burst)
+            self._write(head + burst)
             self._done()
             return
         self.busy = True
-        self.pending = script.events[:0:-1]  # the remaining events, last first, to pop from the end
+        self.pending = events[:0:-1]  # the remaining events, last first, to pop from the end
         self.interval = script.interval
         self.started = asyncio.get_running_loop().time()
         self.sent = 1
-        self._write(head + script.events[0])
+        self._write(head + events[0])
         self._schedule()
 
     def _schedule(self) -> None:

@@ -110,6 +110,9 @@ class ServerConfig(_Strict):
     # When the shared state cannot be reached within `state_timeout` seconds: serve anyway, or answer 503.
     state_failure: Literal["open", "closed"] = "open"
     state_timeout: float = Field(default=0.05, gt=0)
+    # A key's concurrency slot is a lease, renewed while its request runs: one left by a worker that died
+    # comes back this many seconds after its last renewal.
+    slot_lease: float = Field(default=30, ge=1)
 
     @field_validator("state")
     @classmethod

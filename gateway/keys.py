@@ -70,8 +70,6 @@ def startup_warnings(config: Config, workers: int) -> list[str]:
     warnings = []
     if not config.server.api_keys and not config.keys:
         warnings.append("no server.api_keys configured: any client that can reach this port may use it")
-    if config.keys:
-        warnings.append("keys[].models and the keys' limits are not enforced yet: every key may use every route, unlimited")
     if workers > 1 and config.server.state == "memory" and any(key.limited for key in config.keys):
         warnings.append(
             f"server.state is memory: each of the {workers} workers keeps its own limits"

@@ -48,6 +48,8 @@ class Reply:
     ``pieces`` are written one by one, ``delay`` seconds apart. ``then`` says how
     the answer ends: ``"end"`` normally, ``"break"`` by dropping the connection
     mid-body, ``"hang"`` by sending nothing more until the peer goes away.
+    With a ``gate``, nothing from piece number ``gate_at`` on (0: not even the
+    head) is sent until the test sets it, or the peer goes away.
     """
 
     pieces: list[bytes]
@@ -57,6 +59,8 @@ class Reply:
     delay: float = 0.0
     first_delay: float = 0.0
     then: str = "end"
+    gate: threading.Event | None = None
+    gate_at: int = 1
 
 
 def sse(chunks: list[Any], done: bool = True) -> list[bytes]:
@@ -163,12 +167,24 @@ class ScriptedUpstream:
                 self.hangups.append(time.monotonic() - last)
             return disconnected.is_set()
 
+        async def held_until_gone() -> bool:
+            """Wait for the gate; True when the peer went away first."""
+            assert reply.gate is not None
+            while not reply.gate.is_set():
+                if await hung_up_during(0.01):
+                    return True
+            return False
+
         try:
             if reply.first_delay and await hung_up_during(reply.first_delay):
+                return
+            if reply.gate is not None and reply.gate_at == 0 and await held_until_gone():
                 return
             await send({"type": "http.response.start", "status": reply.status, "headers": headers})
             for number, piece in enumerate(reply.pieces):
                 if await hung_up_during(reply.delay if number else 0):
+                    return
+                if reply.gate is not None and number == reply.gate_at and number and await held_until_gone():
                     return
                 await send({"type": "http.response.body", "body": piece, "more_body": True})
                 last = time.monotonic()

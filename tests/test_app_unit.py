@@ -157,7 +157,7 @@ def upstream() -> Iterator[respx.MockRouter]:
 
 @pytest.mark.parametrize(("route", "upstream_model"), [("plain", "upstream-plain"), ("agent", "upstream-model")])
 @pytest.mark.parametrize("stream", [False, True])
-def test_chat_request_is_forwarded_with_only_the_model_replaced(
+def test_chat_request_is_forwarded_with_only_the_model_replaced_and_a_stream_asking_for_usage(
     upstream: respx.MockRouter, route: str, upstream_model: str, stream: bool
 ) -> None:
     mocked = mock_chat(
@@ -175,7 +175,8 @@ def test_chat_request_is_forwarded_with_only_the_model_replaced(
     assert post_chat(body).status_code == 200
     sent = mocked.calls.last.request
     assert sent.method == "POST" and sent.url == f"{UPSTREAM}/chat/completions"
-    assert orjson.loads(sent.content) == {**body, "model": upstream_model}
+    usage = {"stream_options": {"include_usage": True}} if stream else {}
+    assert orjson.loads(sent.content) == {**body, "model": upstream_model, **usage}
     assert sent.headers["content-type"] == "application/json"
     assert sent.headers["accept"] == ("text/event-stream" if stream else "application/json")
 
@@ -285,9 +286,13 @@ UPSTREAM_HEADERS = {
 
 
 def assert_relayed(response: httpx.Response, sent: dict[str, str], names: tuple[str, ...]) -> None:
-    """The named upstream headers reached the client, hop-by-hop ones did not, and the ids are kept apart."""
+    """The named upstream headers reached the client, hop-by-hop ones did not, and the ids are kept apart:
+    the upstream's rate-limit headers are renamed, as ``x-ratelimit-*`` are the gateway's own."""
     for name in names:
-        assert response.headers[name] == sent[name]
+        if name.startswith("x-ratelimit-"):
+            assert response.headers["x-upstream-" + name[2:]] == sent[name] and name not in response.headers
+        else:
+            assert response.headers[name] == sent[name]
     for name in ("connection", "keep-alive", "transfer-encoding"):
         assert name not in response.headers
     assert response.headers["x-upstream-request-id"] == "upstream-id-1"

@@ -142,7 +142,9 @@ def test_a_chat_request_is_refused_or_forwarded_as_valid_json_equal_to_what_was_
         return
     client, upstream = forwarded
     if client["model"] == "plain":
-        assert upstream == {**client, "model": "upstream-plain"}
+        # A stream's upstream is asked for its usage (the client gets that chunk only if it asked too).
+        usage = {"stream_options": {"include_usage": True}} if client.get("stream") is True else {}
+        assert upstream == {**client, "model": "upstream-plain", **usage}
         return
     # An agent route adds the message tool, forces a tool call and rewrites past assistant turns;
     # the client's other fields and its user messages reach the upstream as they were sent.

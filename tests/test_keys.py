@@ -122,14 +122,15 @@ def test_with_only_keys_configured_auth_is_on(authorization: str | None) -> None
     assert models_status(KEYS_ONLY, authorization) == 401
 
 
-def test_start_up_warns_of_what_keys_do_not_do_yet_and_of_limits_per_worker() -> None:
+def test_start_up_warns_of_limits_kept_per_worker() -> None:
     limited = config(keys=[{"name": "app", "key": "sk-app-key", "rpm": 5}])
     assert startup_warnings(limited, 2) == [
-        "keys[].models and the keys' limits are not enforced yet: every key may use every route, unlimited",
         "server.state is memory: each of the 2 workers keeps its own limits (set server.state to a redis:// URL to share them)",
     ]
-    assert len(startup_warnings(limited, 1)) == 1
+    assert startup_warnings(limited, 1) == []
+    unlimited = config(keys=[{"name": "app", "key": "sk-app-key", "models": ["gpt-4o"]}])
+    assert startup_warnings(unlimited, 4) == []
     shared = config(keys=[{"name": "app", "key": "sk-app-key", "rpm": 5}], server={"state": "redis://cache:6379/0"})
-    assert len(startup_warnings(shared, 4)) == 1
+    assert startup_warnings(shared, 4) == []
     assert startup_warnings(config(), 1) == ["no server.api_keys configured: any client that can reach this port may use it"]
     assert startup_warnings(config(server={"api_keys": ["k"]}), 4) == []

@@ -15,7 +15,9 @@ import pytest
 
 from gateway.server.app import create_app
 from gateway.config import parse_config
+from gateway.server.health import DeploymentHealth
 from gateway.server.service import Service
+from gateway.state import MemoryStore
 from tests.servers import Reply, ScriptedUpstream, json_reply, serve, sse
 from tests.streams import agent_stream, split_evenly
 
@@ -75,8 +77,7 @@ def servers(upstream_transport: str) -> Iterator[tuple[ScriptedUpstream, Scripte
 def env(servers: tuple[ScriptedUpstream, ScriptedUpstream, str, Service]) -> Iterator[tuple[ScriptedUpstream, ScriptedUpstream, str]]:
     """Fresh scripts and deployments before each test; afterwards, the gateway must be healthy."""
     a, b, url, gateway = servers
-    for provider in gateway.providers.values():
-        provider.cooldown_until = 0.0
+    gateway.router.health = DeploymentHealth(MemoryStore(), gateway.config.providers)  # no deployment cooling down
     for upstream in (a, b):
         upstream.script.clear()
         upstream.requests.clear()

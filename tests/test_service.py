@@ -242,7 +242,9 @@ def test_recorded_streams_through_the_gateway(gateway_url: str, scripted: Script
     body = recorded_body(path)
     pieces = [body[i : i + 97] for i in range(0, len(body), 97)]  # reads that cut events and characters
     scripted.reply(Reply(pieces))
-    stream = client(gateway_url).chat.completions.create(model="agent", messages=USER, stream=True)
+    stream = client(gateway_url).chat.completions.create(
+        model="agent", messages=USER, stream=True, stream_options={"include_usage": True}
+    )
     received = list(stream)
     upstream_chunks = recorded_chunks(path)
     content = "".join((ch.get("delta") or {}).get("content") or "" for c in upstream_chunks for ch in c.get("choices") or ())
@@ -255,6 +257,30 @@ def test_recorded_streams_through_the_gateway(gateway_url: str, scripted: Script
     for args in recorded_args:
         assert json.dumps(args, separators=(",", ":")) in sent_args
     assert [c.usage.total_tokens for c in received if c.usage] == [c["usage"]["total_tokens"] for c in upstream_chunks if c.get("usage")]
+
+
+@needs_recordings()
+@pytest.mark.parametrize("path", RECORDED, ids=[p.name for p in RECORDED])
+def test_a_client_that_did_not_ask_for_usage_gets_every_chunk_but_the_usage_chunk(
+    gateway_url: str, scripted: ScriptedUpstream, path: Path
+) -> None:
+    """The gateway asks every upstream stream for its usage; only the chunk that carries nothing else is dropped."""
+    raw = recorded_body(path)
+
+    def events_for(options: dict[str, Any]) -> list[str]:
+        scripted.reply(Reply([raw]))
+        response = post(gateway_url, {"model": "agent", "messages": USER, "stream": True, "stream_options": options})
+        assert scripted.requests[-1].json["stream_options"] == {**options, "include_usage": True}
+        return [event for event in response.text.split("\n\n") if event]
+
+    def usage_only(event: str) -> bool:
+        chunk = json.loads(event[6:]) if event.startswith("data: {") else {}
+        return not chunk.get("choices") and chunk.get("usage") is not None
+
+    asked = events_for({"include_usage": True})
+    plain = events_for({"include_obfuscation": False})
+    assert [event for event in asked if not usage_only(event)] == plain
+    assert sum(map(usage_only, asked)) == sum(1 for c in recorded_chunks(path) if not c.get("choices") and c.get("usage"))
 
 
 # Errors.
@@ -307,12 +333,14 @@ def test_body_over_the_limit_is_413(gateway_url: str, scripted: ScriptedUpstream
     assert scripted.requests == []
 
 
-def test_upstream_error_keeps_status_body_and_rate_limit_headers(gateway_url: str, scripted: ScriptedUpstream) -> None:
+def test_upstream_error_keeps_status_body_and_renamed_rate_limit_headers(gateway_url: str, scripted: ScriptedUpstream) -> None:
     error = {"error": {"message": "Rate limit reached", "type": "requests", "param": None, "code": "rate_limit_exceeded"}}
     scripted.reply(json_reply(error, 429, headers={"retry-after": "7", "x-ratelimit-remaining-requests": "0", "connection": "close"}))
     response = post(gateway_url, {"model": "agent", "messages": USER})
     assert response.status_code == 429 and response.json() == error
-    assert response.headers["retry-after"] == "7" and response.headers["x-ratelimit-remaining-requests"] == "0"
+    # The upstream's rate-limit headers are renamed: x-ratelimit-* are the gateway's own (its client keys' limits).
+    assert response.headers["retry-after"] == "7" and response.headers["x-upstream-ratelimit-remaining-requests"] == "0"
+    assert not [name for name in response.headers if name.startswith("x-ratelimit-")]
     scripted.reply(json_reply(error, 429))
     with pytest.raises(openai.RateLimitError):
         client(gateway_url).chat.completions.create(model="agent", messages=USER)

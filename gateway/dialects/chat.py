@@ -102,7 +102,9 @@ def to_chat(request: ChatRequest, *, reasoning: Reasoning, reasoning_effort: boo
 
 
 def encoder(request: ChatRequest, *, created: int) -> ChatStreamEncoder:
-    return ChatStreamEncoder()
+    options = request.payload.get("stream_options")
+    asked = isinstance(options, dict) and options.get("include_usage") is True
+    return ChatStreamEncoder(usage_chunk=asked)
 
 
 def build(request: ChatRequest, events: list[Event], *, created: int) -> bytes:
@@ -183,12 +185,17 @@ class _Choice:
 
 
 class ChatStreamEncoder:
-    """Encodes neutral events as the chat-completions SSE stream a stock client reads."""
+    """Encodes neutral events as the chat-completions SSE stream a stock client reads.
 
-    __slots__ = ("_legacy",)
+    The gateway asks every upstream stream for its usage; ``usage_chunk`` says whether the client asked too
+    (``stream_options.include_usage``). If not, the chunk that carries only the usage is dropped, and only it.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("_drop_usage", "_legacy")
+
+    def __init__(self, *, usage_chunk: bool = True) -> None:
         self._legacy: set[Hashable] = set()  # choices whose client call is a legacy function_call
+        self._drop_usage = not usage_chunk
 
     def encode(self, events: Iterable[Event]) -> bytes:
         """The client's bytes for these events (a chunk's events always come in one call)."""
@@ -212,6 +219,8 @@ class ChatStreamEncoder:
                 if chunk is not None:
                     _emit(chunk, choices, out)
                 chunk, choices, choice = None, [], None
+                if self._drop_usage and _usage_only(event.fields):
+                    continue
                 if event.raw is not None:
                     out.append(encode_event(event.raw))
                 else:
@@ -261,6 +270,11 @@ class ChatStreamEncoder:
             entry = choice.delta["tool_calls"][-1]
             entry.pop("function")
             entry.update({"id": start.id, "type": start.type, **(start.extra or {}), "function": function})
+
+
+def _usage_only(fields: Mapping[str, Any]) -> bool:
+    """The chunk ``include_usage`` adds at the end: no choices, a usage object."""
+    return not fields.get("choices") and fields.get("usage") is not None
 
 
 def _emit(fields: Mapping[str, Any], choices: list[_Choice], out: list[bytes]) -> None:

@@ -97,11 +97,12 @@ class AccessLog:
 
 
 def _log_fields(record: RequestRecord, scope: Scope, status: int, duration: float, first_byte: float | None) -> dict[str, object]:
-    """The access-log line: timings, route and counts; never content, never keys."""
+    """The access-log line: timings, the client key's name, route and counts; never content, never keys."""
     return {
         "request_id": record.request_id,
         "method": scope["method"],
         "path": scope["path"],
+        "key": record.key,
         "route": record.route,
         "provider": record.provider,
         "upstream_model": record.upstream_model,
@@ -114,6 +115,7 @@ def _log_fields(record: RequestRecord, scope: Scope, status: int, duration: floa
         "fallbacks": record.fallbacks,
         "prompt_tokens": record.prompt_tokens,
         "completion_tokens": record.completion_tokens,
+        "estimated_tokens": record.estimated_tokens,
         "error_kind": record.error_kind,
         "client_disconnected": record.disconnected,
     }

@@ -15,7 +15,7 @@ import signal
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import orjson
@@ -32,9 +32,11 @@ from gateway.core import json_body
 from gateway.core.agent import prepare
 from gateway.core.errors import ErrorKind, GatewayError
 from gateway.dialects import Dialect, anthropic, chat, responses
+from gateway.keys import ClientKey
 from gateway.server.access import AccessLog, record_of
 from gateway.server.forwarder import Forwarded
-from gateway.server.metrics import multiprocess_mode
+from gateway.server.limits import Ticket
+from gateway.server.metrics import RequestRecord, multiprocess_mode
 from gateway.server.protocol import CLIENT_LIMITS, ClientLimits
 from gateway.server.service import Service
 from gateway.server.streaming import EventStreamResponse, until_disconnected
@@ -46,6 +48,7 @@ logger = logging.getLogger("gateway")
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 Handler = Callable[[Request], Awaitable[Response]]
+T = TypeVar("T")
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -69,6 +72,26 @@ def service_of(request: Request) -> Service:
     return service
 
 
+def client_of(
+    service: Service, request: Request, record: RequestRecord, *, x_api_key: bool = False
+) -> ClientKey | None:
+    """The request's client key (401 without a valid one, when the config names keys), noted in its record."""
+    client = service.auth.check(request.headers, x_api_key=x_api_key)
+    record.key = client.name if client is not None else None
+    return client
+
+
+async def admitted(work: Awaitable[T], ticket: Ticket) -> T:
+    """An admitted request's work; when it fails, its ticket is settled and the error carries its rate-limit headers."""
+    try:
+        return await work
+    except BaseException as exc:
+        await ticket.settle()
+        if isinstance(exc, GatewayError):
+            exc.headers.update(ticket.headers)
+        raise
+
+
 def front_door(dialect: Dialect, *, x_api_key: bool = False, native: str | None = None) -> Handler:
     """The handler of one front door; every error it meets is answered in the dialect's shape.
 
@@ -88,26 +111,33 @@ def front_door(dialect: Dialect, *, x_api_key: bool = False, native: str | None 
 
 async def _answer(request: Request, dialect: Dialect, x_api_key: bool, native: str | None) -> Response:
     service = service_of(request)
-    service.auth.check(request.headers, x_api_key=x_api_key)
+    record = record_of(request.scope)
+    client = client_of(service, request, record, x_api_key=x_api_key)
     service.refuse_when_draining()
     body = await read_body(request, service.config.server.max_body_bytes)
-    record = record_of(request.scope)
     if native is not None and (route := _native_route(service, body)) is not None:
         record.route = route.name
-        forwarded = await service.forwarder.forward_to(route, native, request.headers.items(), body, record)
-        return StreamingResponse(forwarded.body, forwarded.status, {**forwarded.headers, "x-gateway-route": route.name})
+        outbound = await service.forwarder.prepare_native(route, body)
+        service.limits.permit(client, route, outbound.model)
+        ticket = await service.limits.admit(client, record)
+        sending = service.forwarder.send(outbound, "POST", native, "", request.headers.items(), record)
+        return _forwarded(await admitted(sending, ticket), ticket, {"x-gateway-route": route.name})
     parsed = dialect.parse_request(body)
     route = service.router.route(parsed.model)
     record.route = route.name
+    service.limits.permit(client, route, parsed.model)
     if service.config.server.log_content and logger.isEnabledFor(logging.DEBUG):
         # The operator's explicit choice (server.log_content); never the default.
         fields = {"request_id": record.request_id, "body": body.decode("utf-8", "replace")}
         logger.debug("request content", extra={"fields": fields})
-    gone, answer = await until_disconnected(request.receive, service.completions.answer(dialect, parsed, route, record))
+    ticket = await service.limits.admit(client, record)
+    answering = service.completions.answer(dialect, parsed, route, record, ticket)
+    gone, answer = await admitted(until_disconnected(request.receive, answering), ticket)
     if gone or answer is None:
+        await ticket.settle()
         record.disconnected = True
         return Response(status_code=499)  # nobody is listening; the status is for the access log
-    headers = {**answer.headers, "x-gateway-route": record.route}
+    headers = {**answer.headers, **ticket.headers, "x-gateway-route": record.route}
     if answer.relay is not None:
         relay = answer.relay
         # The background close also covers a response cancelled before its body was ever read.
@@ -117,6 +147,7 @@ async def _answer(request: Request, dialect: Dialect, x_api_key: bool, native: s
             media_type="text/event-stream",
             background=BackgroundTask(relay.close),
         )
+    await ticket.settle()  # a whole answer was charged as it was read: this only makes sure
     return Response(answer.body, headers=headers, media_type="application/json")
 
 
@@ -138,11 +169,12 @@ async def count_tokens(request: Request) -> Response:
     """Anthropic's ``count_tokens``: an estimate over the chat request the route would send (see the dialect)."""
     try:
         service = service_of(request)
-        service.auth.check(request.headers, x_api_key=True)
+        client = client_of(service, request, record_of(request.scope), x_api_key=True)
         service.refuse_when_draining()
         parsed = anthropic.parse_count_tokens_request(await read_body(request, service.config.server.max_body_bytes))
         route = service.router.route(parsed.model)
         record_of(request.scope).route = route.name
+        service.limits.permit(client, route, parsed.model)
         options = service.config.options(route)
         payload = anthropic.to_chat(parsed, reasoning=options.reasoning, reasoning_effort=False)
         if not options.passthrough:
@@ -156,11 +188,11 @@ async def count_tokens(request: Request) -> Response:
 async def list_models(request: Request) -> Response:
     service = service_of(request)
     try:
-        service.auth.check(request.headers)
+        client = client_of(service, request, record_of(request.scope))
     except GatewayError as error:
         return _openai_error(error)
-    # A glob route serves many names but is not one: only concrete route names are listed.
-    routes = [route for route in service.config.models if not route.is_glob]
+    # A glob route serves many names but is not one: only concrete route names are listed, those the key may use.
+    routes = [route for route in service.limits.visible(client, service.config.models) if not route.is_glob]
     data = [{"id": r.name, "object": "model", "created": 0, "owned_by": ", ".join(r.providers)} for r in routes]
     return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
 
@@ -168,27 +200,30 @@ async def list_models(request: Request) -> Response:
 async def forward(request: Request) -> Response:
     """Any other ``/v1/`` endpoint a provider forwards, sent to the provider of the route its body names."""
     service = service_of(request)
+    record = record_of(request.scope)
     try:
-        service.auth.check(request.headers)
+        client = client_of(service, request, record)
         path = forwarding.checked_path(request.scope.get("raw_path") or request.scope["path"].encode())
         service.refuse_when_draining()
         body = await read_body(request, service.config.server.max_body_bytes)
-        forwarded = await service.forwarder.forward(
-            request.method,
-            path,
-            request.scope["query_string"].decode("latin-1"),
-            request.headers.items(),
-            request.headers.get("content-type", ""),
-            body,
-            record_of(request.scope),
-        )
+        outbound = await service.forwarder.prepare(path, request.headers.get("content-type", ""), body)
+        if outbound.route is not None:
+            record.route = outbound.route.name
+        service.limits.permit(client, outbound.route, outbound.model)
+        ticket = await service.limits.admit(client, record)
+        query = request.scope["query_string"].decode("latin-1")
+        sending = service.forwarder.send(outbound, request.method, path, query, request.headers.items(), record)
+        forwarded = await admitted(sending, ticket)
     except GatewayError as error:
         return _openai_error(error)
-    return _forwarded(forwarded)
+    return _forwarded(forwarded, ticket)
 
 
-def _forwarded(forwarded: Forwarded) -> Response:
-    return StreamingResponse(forwarded.body, forwarded.status, forwarded.headers)
+def _forwarded(forwarded: Forwarded, ticket: Ticket, extra: Mapping[str, str] | None = None) -> Response:
+    """The upstream's answer as it came, with the key's rate-limit headers; its end settles the ticket."""
+    headers = {**forwarded.headers, **ticket.headers, **(extra or {})}
+    body = ticket.forwarded(forwarded.status, forwarded.headers, forwarded.body)
+    return StreamingResponse(body, forwarded.status, headers, background=BackgroundTask(ticket.settle))
 
 
 def _openai_error(error: GatewayError) -> Response:

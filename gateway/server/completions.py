@@ -6,6 +6,10 @@ applied where the route rewrites, and each attempt sent through the one
 upstream-call path. A streamed answer is committed once its first chunk has
 arrived; a non-streaming one is replayed through the same rewrite. What comes
 back is an ``Answer`` for the edge to send, never an HTTP response.
+
+Streams ask the upstream for their usage (``stream_options.include_usage``),
+and the request's ticket is charged from it as the answer ends (the chat
+front door drops that usage chunk for a client that did not ask for it).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from gateway.core.options import Reasoning, RewriteOptions
 from gateway.core.rewriter import InvalidChunk, replay_completion
 from gateway.core.translator import StreamTranslator
 from gateway.dialects import ClientRequest, Dialect
+from gateway.server.limits import Ticket, estimate_of_body
 from gateway.server.metrics import Metrics, RequestRecord
 from gateway.server.relay import Relay
 from gateway.server.retries import RetryPolicy
@@ -52,12 +57,17 @@ class Completions:
         self._metrics = metrics
         self.streams: set[Relay] = set()
 
-    async def answer(self, dialect: Dialect, request: ClientRequest, route: ModelRoute, record: RequestRecord) -> Answer:
-        """The answer through ``route``, then its fallbacks; ``record.route`` says which one served."""
+    async def answer(
+        self, dialect: Dialect, request: ClientRequest, route: ModelRoute, record: RequestRecord, ticket: Ticket
+    ) -> Answer:
+        """The answer through ``route``, then its fallbacks; ``record.route`` says which one served.
+
+        A whole answer settles ``ticket`` before it is returned, a stream as it ends; a failure leaves it to the caller.
+        """
         record.stream = request.stream
 
         async def attempt(current: ModelRoute, provider: Provider) -> Answer:
-            return await self._attempt(dialect, request, current, provider, record)
+            return await self._attempt(dialect, request, current, provider, record, ticket)
 
         return await self._policy.run(route, attempt, record)
 
@@ -66,7 +76,13 @@ class Completions:
             relay.abort(message)
 
     async def _attempt(
-        self, dialect: Dialect, request: ClientRequest, route: ModelRoute, provider: Provider, record: RequestRecord
+        self,
+        dialect: Dialect,
+        request: ClientRequest,
+        route: ModelRoute,
+        provider: Provider,
+        record: RequestRecord,
+        ticket: Ticket,
     ) -> Answer:
         options = self._config.options(route)
         upstream = provider.config
@@ -74,6 +90,9 @@ class Completions:
         record.upstream_model = payload["model"] = route.upstream_model(request.model)
         if upstream.token_limit == "max_tokens" and "max_completion_tokens" in payload:
             payload["max_tokens"] = payload.pop("max_completion_tokens")
+        if request.stream:
+            asked = payload.get("stream_options")
+            payload["stream_options"] = {**(asked if isinstance(asked, dict) else {}), "include_usage": True}
         if not options.passthrough:
             payload, options = prepare(payload, options)
         record.reasoning_exposed = options.reasoning is Reasoning.EXPOSE and not options.passthrough
@@ -97,10 +116,11 @@ class Completions:
             record.upstream_seconds += loop.time() - waiting
         if answer.status >= 400:
             raise await answer.error()
+        ticket.answering(payload)
         headers = client_headers(answer.headers)
         created = int(time.time())
         if not request.stream:
-            events = await self._complete(answer, provider, options, deadline, record)
+            events = await self._complete(answer, provider, options, deadline, record, ticket)
             return Answer(headers, body=dialect.build(request, events, created=created))
         relay = Relay(
             answer,
@@ -110,6 +130,7 @@ class Completions:
             deadline=deadline,
             record=record,
             on_close=self._stream_closed,
+            on_end=lambda ended: ticket.settle(ended.usage, completion_estimate=ended.chunks),
         )
         await relay.start()
         self.streams.add(relay)
@@ -128,8 +149,9 @@ class Completions:
         options: RewriteOptions,
         deadline: float | None,
         record: RequestRecord,
+        ticket: Ticket,
     ) -> list[Event]:
-        """A non-streaming answer, read whole and replayed through the rewrite."""
+        """A non-streaming answer, read whole, charged to the ticket, and replayed through the rewrite."""
         loop = asyncio.get_running_loop()
         waiting = loop.time()
         try:
@@ -152,6 +174,7 @@ class Completions:
             message = f"The upstream provider {provider.name!r} returned a body that is not a JSON object."
             raise GatewayError(ErrorKind.INVALID_RESPONSE, message, code="upstream_invalid_response")
         record.usage(completion.get("usage"))
+        await ticket.settle(completion.get("usage"), completion_estimate=estimate_of_body(len(data)))
         try:
             return replay_completion(completion, options, record.rewrite, data)
         except InvalidChunk:

@@ -1,9 +1,11 @@
 """Forwarded requests: ``/v1/*`` endpoints other than the front doors, sent to a provider as they came.
 
 What may cross, either way, is ``gateway.upstream.forwarding``'s to decide.
-They take the same upstream-call path as completions (a slot of the
-provider, its failure count and cool-down), once, without retries: many of
-them (uploads, batch creation) are not safe to repeat.
+A request is first prepared (where it goes: the route its body names and a
+deployment of it), so that the edge can check the client's key against the
+route before anything is sent. It takes the same upstream-call path as
+completions (a slot of the provider, its failure count and cool-down), once,
+without retries: many of them (uploads, batch creation) are not safe to repeat.
 """
 
 from __future__ import annotations
@@ -20,7 +22,18 @@ from gateway.server.routing import Router
 from gateway.upstream import forwarding
 from gateway.upstream.provider import RETRYABLE_STATUS, Provider, UpstreamResponse
 
-__all__ = ["Forwarded", "Forwarder"]
+__all__ = ["Forwarded", "Forwarder", "Outbound"]
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """Where a forwarded request goes: the route its body names (None when it names no model), the model as
+    the client named it, the deployment, and the body to send (the route's upstream model in it)."""
+
+    route: ModelRoute | None
+    model: str | None
+    provider: Provider
+    body: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,62 +50,55 @@ class Forwarder:
         self._router = router
         self._policy = policy
 
-    async def forward(
-        self,
-        method: str,
-        path: str,
-        query: str,
-        headers: Iterable[tuple[str, str]],
-        content_type: str,
-        body: bytes,
-        record: RequestRecord,
-    ) -> Forwarded:
-        """Forward to the provider of the route the JSON body's ``model`` names (alias replaced), else the first.
+    async def prepare(self, path: str, content_type: str, body: bytes) -> Outbound:
+        """The provider of the route the JSON body's ``model`` names (alias replaced), else the first.
 
         ``path`` is the part after ``/v1``, already checked by ``forwarding.checked_path``.
         """
         payload = _json_object(body) if body and "json" in content_type else None
         model = payload.get("model") if payload is not None else None
+        route = None
         if isinstance(model, str) and payload is not None:
             route = self._router.route(model)
-            record.route = route.name
             forwarding.refuse_rewrite_route(path, route.name, route.rewrite is not None)
-            provider = self._router.pick(route, set())
+            provider = await self._pick(route)
             body = json_body.dumps({**payload, "model": route.upstream_model(model)})
         else:
+            model = None
             provider = next(iter(self._router.providers.values()))
         if not forwarding.allowed_path(path, provider.config.forward):
             raise forwarding.not_forwarded(path)
-        return await self._send(provider, method, path, query, headers, body, record)
+        return Outbound(route, model, provider, body)
 
-
-    async def forward_to(
-        self, route: ModelRoute, path: str, headers: Iterable[tuple[str, str]], body: bytes, record: RequestRecord
-    ) -> Forwarded:
-        """A front door's request, as the client sent it (the model replaced), to a provider that serves that API."""
+    async def prepare_native(self, route: ModelRoute, body: bytes) -> Outbound:
+        """A front door's request, as the client sent it (the model replaced), for a provider that serves that API."""
         payload = json_body.loads(body)
-        body = json_body.dumps({**payload, "model": route.upstream_model(payload["model"])})
-        provider = self._router.pick(route, set())
-        return await self._send(provider, "POST", path, "", headers, body, record)
+        model = payload["model"]
+        body = json_body.dumps({**payload, "model": route.upstream_model(model)})
+        return Outbound(route, model, await self._pick(route), body)
 
-    async def _send(
+    async def send(
         self,
-        provider: Provider,
+        outbound: Outbound,
         method: str,
         path: str,
         query: str,
         headers: Iterable[tuple[str, str]],
-        body: bytes,
         record: RequestRecord,
     ) -> Forwarded:
+        provider = outbound.provider
         sent = forwarding.request_headers(headers, provider.config.forward_headers)
         sent["x-request-id"] = record.request_id
 
         async def attempt(provider: Provider) -> UpstreamResponse:
-            return await provider.call(method, path, content=body, headers=sent, query=query)
+            return await provider.call(method, path, content=outbound.body, headers=sent, query=query)
 
         upstream = await self._policy.once(provider, attempt, record, _failed)
         return Forwarded(upstream.status, forwarding.response_headers(upstream.headers.items()), _raw_body(upstream))
+
+    async def _pick(self, route: ModelRoute) -> Provider:
+        await self._router.health.refresh(route.providers)
+        return self._router.pick(route, set())
 
 
 def _failed(upstream: UpstreamResponse) -> bool:

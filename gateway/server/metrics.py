@@ -1,7 +1,8 @@
 """Prometheus metrics: what the gateway does, without any content, with low-cardinality labels.
 
-Labels are route names, provider names and small fixed vocabularies, never
-request ids, keys or model names a client made up. With ``--workers N`` the
+Labels are route names, provider names, client key names (from the config,
+never the keys themselves) and small fixed vocabularies, never request ids or
+model names a client made up. With ``--workers N`` the
 CLI sets ``PROMETHEUS_MULTIPROC_DIR`` before the workers start, and a scrape
 of any worker adds up all of them.
 """
@@ -55,6 +56,10 @@ class RequestRecord:
     fallbacks: int = 0
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    # The client key's name (never the key), when the config names keys.
+    key: str | None = None
+    # Tokens charged to the key's limits by estimate: an answer that ended without usage.
+    estimated_tokens: int | None = None
     error_kind: str | None = None
     disconnected: bool = False
     rewrite: RewriteStats = field(default_factory=RewriteStats)
@@ -88,6 +93,28 @@ class Metrics:
         self.client_calls = Counter("gateway_rewrite_client_calls", "Client tool calls passed through.", ["route"], registry=registry)
         self.reasoning_chars = Counter("gateway_rewrite_reasoning_chars", "Characters of model reasoning, by what happened to them (hidden, exposed).", ["route", "action"], registry=registry)
         self.invalid_arguments = Counter("gateway_rewrite_invalid_arguments", "Tool calls whose arguments were not a valid JSON object.", ["route"], registry=registry)
+        self.key_requests = Counter(
+            "gateway_key_requests", "Requests by client key name and status.", ["key", "status"], registry=registry
+        )
+        self.key_tokens = Counter(
+            "gateway_key_tokens",
+            "Tokens by client key name and kind (prompt, completion: from the upstream usage; estimated: charged"
+            " without usage).",
+            ["key", "kind"],
+            registry=registry,
+        )
+        self.key_rejections = Counter(
+            "gateway_key_rejections",
+            "Requests refused by a client key's limits, by key name and limit (requests, tokens, budget, concurrency).",
+            ["key", "limit"],
+            registry=registry,
+        )
+        self.state_failures = Counter(
+            "gateway_state_failures",
+            "Round trips to the shared state that failed or timed out, by operation.",
+            ["operation"],
+            registry=registry,
+        )
         # Labelled children, found once: prometheus-client's labels() validates and locks on every call.
         self._children: dict[tuple[object, tuple[str, ...]], Any] = {}
 
@@ -115,6 +142,8 @@ class Metrics:
             child(self.tokens, route, "prompt").inc(record.prompt_tokens)
         if record.completion_tokens:
             child(self.tokens, route, "completion").inc(record.completion_tokens)
+        if record.key is not None:
+            self._observe_key(record, record.key, status)
         stats = record.rewrite
         if stats.message_calls:
             child(self.message_calls, route).inc(stats.message_calls)
@@ -125,6 +154,17 @@ class Metrics:
             child(self.reasoning_chars, route, action).inc(stats.reasoning_chars)
         if stats.invalid_arguments:
             child(self.invalid_arguments, route).inc(stats.invalid_arguments)
+
+    def _observe_key(self, record: RequestRecord, key: str, status: int) -> None:
+        child = self._child
+        child(self.key_requests, key, str(status)).inc()
+        for kind, tokens in (
+            ("prompt", record.prompt_tokens),
+            ("completion", record.completion_tokens),
+            ("estimated", record.estimated_tokens),
+        ):
+            if tokens:
+                child(self.key_tokens, key, kind).inc(tokens)
 
     def render(self) -> tuple[bytes, str]:
         """The scrape body: this process's metrics, or every worker's in multiprocess mode."""

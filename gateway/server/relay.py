@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from enum import Enum
 from typing import Any, Protocol
 
 import anyio
@@ -33,13 +34,23 @@ class StreamEncoder(Protocol):
     def encode(self, events: list[Event]) -> bytes: ...
 
 
+class _End(Enum):
+    """Whether ``on_end`` is still to be told that the answer is over."""
+
+    UNCOMMITTED = "not started: a failed start is the caller's to retry"
+    DUE = "committed to the client: tell on_end once it is over"
+    TOLD = "on_end was told"
+
+
 class Relay:
     """One upstream stream on its way to the client.
 
     ``start`` reads until the translator commits to an answer (its first
     chunk), so an upstream that fails before it can still be retried: then it
     raises the failure. ``body`` is the client's body. The upstream response
-    is closed, and ``on_close`` called, on every exit.
+    is closed, and ``on_close`` called, on every exit. Once committed, the
+    answer's end is awaited by ``on_end`` (for its usage), once: before the
+    last bytes of a stream that ended go out, or as a stream cut short closes.
     """
 
     def __init__(
@@ -52,6 +63,7 @@ class Relay:
         deadline: float | None,
         record: RequestRecord,
         on_close: Callable[[Relay], None],
+        on_end: Callable[[Relay], Awaitable[None]] | None = None,
     ) -> None:
         self._upstream = upstream
         self._reads = upstream.reads()
@@ -61,6 +73,8 @@ class Relay:
         self._deadline = deadline
         self._record = record
         self._on_close = on_close
+        self._on_end = on_end
+        self._end = _End.UNCOMMITTED
         self._loop = asyncio.get_running_loop()
         self._last_event = self._loop.time()
         # One watchdog timer per stream enforces the idle and total deadlines (and a shutdown abort)
@@ -71,6 +85,16 @@ class Relay:
         self._expiry: GatewayError | None = None  # set when the watchdog (or an abort) ends the stream
         self._pending: list[bytes] = []  # encoded, not yet written
         self._closed = False
+
+    @property
+    def usage(self) -> Mapping[str, Any] | None:
+        """The last usage the upstream reported."""
+        return self._translator.usage
+
+    @property
+    def chunks(self) -> int:
+        """The upstream chunks relayed so far."""
+        return self._translator.chunks
 
     async def start(self) -> None:
         """Read until the first chunk; a failure before it is raised (``retryable`` says whether to try again)."""
@@ -84,17 +108,21 @@ class Relay:
         except BaseException:
             await self.close()
             raise
+        self._end = _End.DUE
 
     async def body(self) -> AsyncIterator[bytes]:
         self._task = asyncio.current_task()
         translator = self._translator
         try:
             while True:
+                ended = translator.ended
+                if ended:
+                    await self._tell_end()
                 if self._pending:
                     data = b"".join(self._pending)
                     self._pending.clear()
                     yield data
-                if translator.ended:
+                if ended:
                     break
                 await self._read()
             if translator.phase is StreamPhase.ENDED:
@@ -119,7 +147,14 @@ class Relay:
             self._record.usage(usage)
         with anyio.CancelScope(shield=True):
             await self._upstream.aclose()
+            await self._tell_end()
         self._on_close(self)
+
+    async def _tell_end(self) -> None:
+        if self._end is _End.DUE:
+            self._end = _End.TOLD
+            if self._on_end is not None:
+                await self._on_end(self)
 
     async def _read(self) -> GatewayError | None:
         """One upstream read through the translator into ``_pending``; returns the failure it ended in, if any."""

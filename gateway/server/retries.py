@@ -4,7 +4,8 @@ An attempt is retried only while nothing has reached the client, and only
 when its failure says another attempt may succeed (connect errors, timeouts
 before the first event, 408/429/500/502/503/504). The attempt itself is the
 caller's (a completion, a forwarded request); the policy only decides where
-and when to try again, and keeps the deployments' failure counts.
+and when to try again, and reports each deployment's failures and successes
+to its health (``gateway.server.health``, shared through the state store).
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class RetryPolicy:
                     pause = self.backoff(number, retry_after(failed.headers) if failed else None)
                     await asyncio.sleep(pause)
                     record.upstream_seconds += pause
+                await self._router.health.refresh(current.providers)
                 provider = self._router.pick(current, tried)
                 tried.add(provider.name)
                 try:
@@ -91,17 +93,18 @@ class RetryPolicy:
     ) -> T:
         """One attempt on ``provider``, counted in its failures; ``failed`` says when an answer is one too."""
         record.provider = provider.name
+        health = self._router.health
         try:
             result = await attempt(provider)
         except GatewayError as error:
             record.error_kind = _FAILURE_KINDS.get(error.kind, "invalid")
             self._metrics.upstream_errors.labels(provider.name, record.error_kind).inc()
             if error.retryable:
-                provider.failed()
+                await health.failed(provider.name)
             raise
         if failed is not None and failed(result):
-            provider.failed()
+            await health.failed(provider.name)
         else:
-            provider.succeeded()
+            await health.succeeded(provider.name)
             record.error_kind = None
         return result

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 from gateway.config import Config, ModelRoute
 from gateway.core.errors import ErrorKind, GatewayError
+from gateway.server.health import DeploymentHealth
 from gateway.upstream.provider import Provider
 
 __all__ = ["Router"]
@@ -15,9 +16,11 @@ __all__ = ["Router"]
 class Router:
     """The config's routes over this process's providers."""
 
-    def __init__(self, config: Config, providers: dict[str, Provider]) -> None:
+    def __init__(self, config: Config, providers: dict[str, Provider], health: DeploymentHealth) -> None:
         self.config = config
         self.providers = providers
+        # Which deployments are cooling down; ``health.refresh(route.providers)`` before ``pick`` keeps it current.
+        self.health = health
         self._turn = itertools.count()
 
     def route(self, model: str) -> ModelRoute:
@@ -38,4 +41,5 @@ class Router:
         names = route.providers
         start = next(self._turn) % len(names)
         candidates = [self.providers[name] for name in names[start:] + names[:start]]
-        return min(candidates, key=lambda p: (p.cooling_down, p.name in tried, p.in_flight))
+        cooling_down = self.health.cooling_down
+        return min(candidates, key=lambda p: (cooling_down(p.name), p.name in tried, p.in_flight))

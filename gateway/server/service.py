@@ -12,16 +12,19 @@ from gateway.core.errors import ErrorKind, GatewayError
 from gateway.server.auth import Auth
 from gateway.server.completions import Completions
 from gateway.server.forwarder import Forwarder
+from gateway.server.health import DeploymentHealth
+from gateway.server.limits import Limiter
 from gateway.server.metrics import Metrics
 from gateway.server.retries import RetryPolicy
 from gateway.server.routing import Router
+from gateway.state import create_store
 from gateway.upstream.provider import Provider
 
 __all__ = ["Service"]
 
 
 class Service:
-    """One process's config, providers and in-flight streams.
+    """One process's config, providers, state store and in-flight streams.
 
     ``transports`` replace the network for named providers (the demo, tests).
     """
@@ -30,10 +33,20 @@ class Service:
         self.config = config
         self.metrics = Metrics()
         self.auth = Auth(config)
+        server = config.server
+        # Limits, leases and deployment health; a Redis store connects on first use, not here.
+        self.store = create_store(
+            server.state,
+            server.state_failure,
+            server.state_timeout,
+            on_failure=lambda operation: self.metrics.state_failures.labels(operation).inc(),
+            lease_seconds=server.slot_lease,
+        )
+        self.limits = Limiter(config, self.store, self.metrics)
         self.providers = {
             name: Provider(name, provider, (transports or {}).get(name)) for name, provider in config.providers.items()
         }
-        self.router = Router(config, self.providers)
+        self.router = Router(config, self.providers, DeploymentHealth(self.store, config.providers))
         # Providers that serve the Responses API themselves (``responses: native``).
         self.native_responses = frozenset(name for name, p in config.providers.items() if p.responses == "native")
         policy = RetryPolicy(config.server, self.router, self.metrics)
@@ -49,6 +62,7 @@ class Service:
         self.ready = False
         for provider in self.providers.values():
             await provider.aclose()
+        await self.store.aclose()
 
     def drain(self, delay: float = 0.0) -> None:
         """Stop taking requests; streams still running ``delay`` plus the grace period later are ended

@@ -41,9 +41,15 @@ __all__ = [
 
 
 def create_store(
-    state: str, failure: str = "open", timeout: float = 0.05, on_failure: Callable[[str], None] | None = None
+    state: str,
+    failure: str = "open",
+    timeout: float = 0.05,
+    on_failure: Callable[[str], None] | None = None,
+    lease_seconds: float = 30.0,
 ) -> StateStore:
     """The store ``server.state`` names; ``on_failure`` is told of every failed round trip (for a metric)."""
     if state == "memory":
-        return MemoryStore()
-    return RedisStore.from_url(state, failure=FailurePolicy(failure), timeout=timeout, on_failure=on_failure)
+        return MemoryStore(lease_seconds=lease_seconds)
+    return RedisStore.from_url(
+        state, failure=FailurePolicy(failure), timeout=timeout, on_failure=on_failure, lease_seconds=lease_seconds
+    )

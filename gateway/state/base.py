@@ -296,9 +296,10 @@ def new_lease(key: str) -> Lease:
 class StateStore(ABC):
     """Limits, concurrency leases and deployment health, kept in this process or shared by every worker.
 
-    Checks on the request path (``admit``, ``cooling_down``) follow ``state_failure`` when the state cannot
-    be reached: admit anyway, or raise StateUnavailable. Bookkeeping once a request is under way (``charge``,
-    ``renew``, ``release``, ``failed``, ``succeeded``) never raises: there is nobody left to refuse.
+    A limit check (``admit``) follows ``state_failure`` when the state cannot be reached: admit anyway, or
+    raise StateUnavailable. Everything else never raises: bookkeeping once a request is under way
+    (``finish``, ``renew``, ``failed``, ``succeeded``) has nobody left to refuse, and a deployment's
+    health (``cooling_down``) is advice to routing, which then sees no deployment cooling down.
     """
 
     def __init__(self, clock: Clock, lease_seconds: float) -> None:
@@ -312,16 +313,21 @@ class StateStore(ABC):
         """Check every limit of ``key`` and, when all have room, count the request and take a slot: one step."""
 
     @abstractmethod
+    async def finish(self, key: str, limits: Limits, tokens: int, lease: Lease | None) -> None:
+        """A request's end, in one step: add its tokens to the key's minute window and budget period (those the
+        key has), and give its slot back."""
+
     async def charge(self, key: str, limits: Limits, tokens: int) -> None:
-        """Add a finished request's tokens to the key's minute window and budget period."""
+        """Add tokens to the key's minute window and budget period."""
+        await self.finish(key, limits, tokens, None)
+
+    async def release(self, lease: Lease) -> None:
+        """Give a slot back."""
+        await self.finish(lease.key, _UNLIMITED, 0, lease)
 
     @abstractmethod
     async def renew(self, leases: Sequence[Lease]) -> None:
         """Push the expiry of running requests' slots ``lease_seconds`` ahead (and put back any that lapsed)."""
-
-    @abstractmethod
-    async def release(self, lease: Lease) -> None:
-        """Give a slot back."""
 
     @abstractmethod
     async def failed(self, deployment: str, max_failures: int, cooldown: float) -> bool:
@@ -341,19 +347,27 @@ class StateStore(ABC):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewer
 
-    @contextlib.asynccontextmanager
-    async def hold(self, lease: Lease | None) -> AsyncIterator[None]:
-        """Keep a slot while the block runs (renewed in the background, all held slots in one call), then give it back."""
-        if lease is None:
-            yield
-            return
+    def keep(self, lease: Lease) -> None:
+        """Renew a slot in the background (all kept slots in one call) until ``let_go``."""
         self._held.add(lease)
         if self._renewer is None or self._renewer.done():
             self._renewer = asyncio.create_task(self._renew_held())
+
+    def let_go(self, lease: Lease) -> None:
+        """Stop renewing a slot (``finish`` or ``release`` gives it back)."""
+        self._held.discard(lease)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, lease: Lease | None) -> AsyncIterator[None]:
+        """Keep a slot while the block runs, then give it back."""
+        if lease is None:
+            yield
+            return
+        self.keep(lease)
         try:
             yield
         finally:
-            self._held.discard(lease)
+            self.let_go(lease)
             await self.release(lease)
 
     async def _renew_held(self) -> None:

@@ -78,7 +78,11 @@ class MemoryStore(StateStore):
                 state.leases[lease.id] = now + self.lease_seconds
         return answer
 
-    async def charge(self, key: str, limits: Limits, tokens: int) -> None:
+    async def finish(self, key: str, limits: Limits, tokens: int, lease: Lease | None) -> None:
+        if lease is not None and (held := self._keys.get(lease.key)) is not None:
+            held.leases.pop(lease.id, None)
+        if not tokens or (limits.tpm is None and limits.budget is None):
+            return
         now = self.clock()
         state = self._keys.setdefault(key, _KeyState())
         if limits.tpm is not None:
@@ -95,10 +99,6 @@ class MemoryStore(StateStore):
         expiry = self.clock() + self.lease_seconds
         for lease in leases:
             self._keys.setdefault(lease.key, _KeyState()).leases[lease.id] = expiry
-
-    async def release(self, lease: Lease) -> None:
-        if (state := self._keys.get(lease.key)) is not None:
-            state.leases.pop(lease.id, None)
 
     async def failed(self, deployment: str, max_failures: int, cooldown: float) -> bool:
         now = self.clock()

@@ -7,7 +7,11 @@ removed from the config or a worker that died. Times are the workers' clocks
 
 When Redis is down or slower than ``state_timeout``, the store counts the
 failure, logs one warning per interval, and then admits (``open``) or raises
-StateUnavailable (``closed``).
+StateUnavailable (``closed``). Bookkeeping once a request is admitted
+(charging tokens, renewing and returning slots, counting a deployment's
+failures) may wait longer, up to ``BOOKKEEPING_TIMEOUT``: a busy worker's event
+loop alone can hold an answer back for tens of milliseconds, and bookkeeping
+given up is lost (tokens not counted, a slot held until its lease ends).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from enum import StrEnum
+from enum import Enum, StrEnum
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
@@ -42,7 +46,7 @@ from gateway.state.base import (
     period_bounds,
 )
 
-__all__ = ["FailurePolicy", "RedisStore"]
+__all__ = ["BOOKKEEPING_TIMEOUT", "FailurePolicy", "RedisStore"]
 
 log = logging.getLogger("gateway.state")
 T = TypeVar("T")
@@ -50,7 +54,8 @@ T = TypeVar("T")
 # KEYS: requests window, tokens window, budget counter, slot leases.
 # ARGV: current bucket, rpm, tpm, budget, max concurrency (0 = no such limit), now, lease id,
 #       lease expiry, window TTL (ms), leases TTL (ms).
-# Mirrors gateway.state.base.summarize and refusal; returns what it saw, counting only when all had room.
+# Mirrors gateway.state.base.summarize and refusal; returns what it saw (eight integers in one string: one
+# reply line is cheaper to read than eight), counting only when all had room.
 _ADMIT: Final = """
 local current = tonumber(ARGV[1])
 local function window(key, limit)
@@ -101,7 +106,24 @@ if (rpm == 0 or requests < rpm) and (tpm == 0 or tokens < tpm) and (budget == 0 
     redis.call('PEXPIRE', KEYS[4], ARGV[10])
   end
 end
-return {requests, request_newest, request_release, tokens, token_newest, token_release, spent, held}
+return string.format('%d %d %d %d %d %d %d %d', requests, request_newest, request_release, tokens, token_newest,
+  token_release, spent, held)
+"""
+
+# KEYS: tokens window, budget counter, slot leases.
+# ARGV: tokens, current bucket ('' = no tpm), window TTL (ms), budget TTL (ms; 0 = no budget), lease id ('' = none).
+_FINISH: Final = """
+local tokens = tonumber(ARGV[1])
+if tokens > 0 and ARGV[2] ~= '' then
+  redis.call('HINCRBY', KEYS[1], ARGV[2], tokens)
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+if tokens > 0 and ARGV[4] ~= '0' then
+  redis.call('INCRBY', KEYS[2], tokens)
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+end
+if ARGV[5] ~= '' then redis.call('ZREM', KEYS[3], ARGV[5]) end
+return 0
 """
 
 # KEYS: failures in a row, cooling down until. ARGV: max failures, until, cool-down (ms), failure memory (ms).
@@ -121,11 +143,23 @@ _WINDOW_TTL_MS: Final = (BUCKETS + 1) * 1000
 _BUDGET_SLACK: Final = 3600.0
 
 
+# The longest wait for bookkeeping, in seconds, unless state_timeout is longer.
+BOOKKEEPING_TIMEOUT: Final = 1.0
+
+
 class FailurePolicy(StrEnum):
     """What a limit check does when the shared state cannot answer in time."""
 
     OPEN = "open"
     CLOSED = "closed"
+
+
+class _Call(Enum):
+    """What a round trip is for, which decides how long it may take and what its failure does."""
+
+    CHECK = "check"  # a limit check: state_timeout, then state_failure decides
+    ADVICE = "advice"  # read on a request's path (deployment health): state_timeout, then the fallback
+    BOOKKEEPING = "bookkeeping"  # after admission: up to BOOKKEEPING_TIMEOUT, then the fallback
 
 
 class RedisStore(StateStore):
@@ -147,13 +181,16 @@ class RedisStore(StateStore):
         super().__init__(clock, lease_seconds)
         self._redis = client
         self._failure = failure
-        self._timeout = timeout
+        self._timeouts = {
+            _Call.CHECK: timeout, _Call.ADVICE: timeout, _Call.BOOKKEEPING: max(timeout, BOOKKEEPING_TIMEOUT)
+        }
         self._on_failure = on_failure
         self._warn_interval = warn_interval
         self._warned_at = -math.inf
         self._prefix = prefix
         self._where = where
         self._admit = client.register_script(_ADMIT)
+        self._finish = client.register_script(_FINISH)
         self._failed = client.register_script(_FAILED)
 
     @classmethod
@@ -190,10 +227,11 @@ class RedisStore(StateStore):
             _WINDOW_TTL_MS,
             math.ceil(self.lease_seconds * 2000),
         ]
-        reply: list[int] | None = await self._guard("admit", lambda: self._admit(keys=keys, args=args), None)
+        reply: bytes | None = await self._guard("admit", lambda: self._admit(keys=keys, args=args), None, _Call.CHECK)
         if reply is None:
             return Admission(None, degraded=True)
-        requests, request_newest, request_release, tokens, token_newest, token_release, spent, held = map(int, reply)
+        observed = map(int, reply.split())
+        requests, request_newest, request_release, tokens, token_newest, token_release, spent, held = observed
         seen = Observed(
             now,
             _window(requests, request_newest, request_release) if limits.rpm is not None else None,
@@ -204,21 +242,25 @@ class RedisStore(StateStore):
         )
         return admission(limits, seen, lease)
 
-    async def charge(self, key: str, limits: Limits, tokens: int) -> None:
-        if limits.tpm is None and limits.budget is None:
+    async def finish(self, key: str, limits: Limits, tokens: int, lease: Lease | None) -> None:
+        tokens = tokens if limits.tpm is not None or limits.budget is not None else 0
+        if not tokens and lease is None:
             return
         now = self.clock()
-        pipe = self._redis.pipeline(transaction=False)
-        if limits.tpm is not None:
-            window = self._key(key, "tokens")
-            pipe.hincrby(window, str(math.floor(now)), tokens)
-            pipe.pexpire(window, _WINDOW_TTL_MS)
+        budget_key, budget_ttl = self._key(key, "budget"), 0
         if limits.budget is not None:
             label, end = period_bounds(now, limits.budget.period)
-            budget = self._key(key, f"budget:{limits.budget.period}:{label}")
-            pipe.incrby(budget, tokens)
-            pipe.pexpire(budget, math.ceil((end - now + _BUDGET_SLACK) * 1000))
-        await self._guard("charge", pipe.execute, None, refuse=False)
+            budget_key = self._key(key, f"budget:{limits.budget.period}:{label}")
+            budget_ttl = math.ceil((end - now + _BUDGET_SLACK) * 1000)
+        keys = [self._key(key, "tokens"), budget_key, self._key(key, "slots")]
+        args: list[int | str] = [
+            tokens,
+            math.floor(now) if limits.tpm is not None else "",
+            _WINDOW_TTL_MS,
+            budget_ttl,
+            lease.id if lease is not None else "",
+        ]
+        await self._guard("finish", lambda: self._finish(keys=keys, args=args), None, _Call.BOOKKEEPING)
 
     async def renew(self, leases: Sequence[Lease]) -> None:
         expiry = self.clock() + self.lease_seconds
@@ -227,26 +269,24 @@ class RedisStore(StateStore):
             slots = self._key(lease.key, "slots")
             pipe.zadd(slots, {lease.id: expiry})
             pipe.pexpire(slots, math.ceil(self.lease_seconds * 2000))
-        await self._guard("renew", pipe.execute, None, refuse=False)
-
-    async def release(self, lease: Lease) -> None:
-        await self._guard("release", lambda: self._redis.zrem(self._key(lease.key, "slots"), lease.id), None, refuse=False)
+        await self._guard("renew", pipe.execute, None, _Call.BOOKKEEPING)
 
     async def failed(self, deployment: str, max_failures: int, cooldown: float) -> bool:
         keys = [self._deployment(deployment, "failures"), self._deployment(deployment, "cooldown")]
         args: list[int | str] = [
             max_failures, repr(self.clock() + cooldown), math.ceil(cooldown * 1000), math.ceil(FAILURE_MEMORY * 1000)
         ]
-        return bool(await self._guard("failed", lambda: self._failed(keys=keys, args=args), 0, refuse=False))
+        return bool(await self._guard("failed", lambda: self._failed(keys=keys, args=args), 0, _Call.BOOKKEEPING))
 
     async def succeeded(self, deployment: str) -> None:
-        await self._guard("succeeded", lambda: self._redis.delete(self._deployment(deployment, "failures")), None, refuse=False)
+        failures = self._deployment(deployment, "failures")
+        await self._guard("succeeded", lambda: self._redis.delete(failures), None, _Call.BOOKKEEPING)
 
     async def cooling_down(self, deployments: Sequence[str]) -> dict[str, float]:
         if not deployments:
             return {}
         keys = [self._deployment(name, "cooldown") for name in deployments]
-        values: list[bytes | None] = await self._guard("cooling_down", lambda: self._redis.mget(keys), [])
+        values: list[bytes | None] = await self._guard("cooling_down", lambda: self._redis.mget(keys), [], _Call.ADVICE)
         now = self.clock()
         left = {name: float(value) - now for name, value in zip(deployments, values, strict=False) if value is not None}
         return {name: seconds for name, seconds in left.items() if seconds > 0}
@@ -257,10 +297,10 @@ class RedisStore(StateStore):
     def _deployment(self, name: str, what: str) -> str:
         return f"{self._prefix}deployment:{{{name}}}:{what}"
 
-    async def _guard(self, what: str, call: Callable[[], Awaitable[Any]], fallback: T, refuse: bool = True) -> T:
-        """One round trip within the time limit; on failure, the fallback or (closed, on the request path) an error."""
+    async def _guard(self, what: str, call: Callable[[], Awaitable[Any]], fallback: T, kind: _Call) -> T:
+        """One round trip within its time limit; on failure, the fallback or (a check, when closed) an error."""
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(self._timeouts[kind]):
                 result: T = await call()
                 return result
         except (RedisError, OSError, TimeoutError) as exc:
@@ -274,7 +314,7 @@ class RedisStore(StateStore):
                     "shared state unavailable: %s %s (state_failure: %s; further failures within %gs are only counted)",
                     self._where, problem, self._failure, self._warn_interval,
                 )
-            if refuse and self._failure is FailurePolicy.CLOSED:
+            if kind is _Call.CHECK and self._failure is FailurePolicy.CLOSED:
                 raise StateUnavailable(
                     f"The gateway's shared state ({self._where}) {problem}, and the gateway is configured to refuse"
                     " requests then (server.state_failure: closed)."

@@ -212,10 +212,15 @@ def request_headers(client: Iterable[tuple[str, str]], allowed: Iterable[str]) -
 
 def response_headers(upstream: Iterable[tuple[str, str]]) -> dict[str, str]:
     """An upstream answer's headers for the client: all but hop-by-hop ones (and those its ``connection``
-    names), cookies and host-specific ones; the provider's request id comes back as ``x-upstream-request-id``."""
+    names), cookies and host-specific ones; the provider's request id comes back as ``x-upstream-request-id``
+    and its rate-limit headers as ``x-upstream-ratelimit-*`` (``x-ratelimit-*`` are the gateway's own)."""
     pairs = [(name.lower(), value) for name, value in upstream]
     nominated = _nominated(pairs)
-    headers = {name: value for name, value in pairs if name not in _NOT_RELAYED and name not in nominated}
+    headers = {
+        "x-upstream-" + name[2:] if name.startswith("x-ratelimit-") else name: value
+        for name, value in pairs
+        if name not in _NOT_RELAYED and name not in nominated
+    }
     upstream_id = headers.pop("x-request-id", None)
     if upstream_id is not None:
         headers["x-upstream-request-id"] = upstream_id

@@ -39,9 +39,15 @@ _RELAYED = frozenset({"x-request-id", "openai-processing-ms", "openai-version", 
 def client_headers(upstream: httpx.Headers) -> dict[str, str]:
     """Upstream response headers for a completion's client: the ones clients use.
 
-    The provider's request id comes back as ``x-upstream-request-id``: ``x-request-id`` is the gateway's own.
+    The provider's request id comes back as ``x-upstream-request-id`` and its rate-limit headers as
+    ``x-upstream-ratelimit-*``: ``x-request-id`` and ``x-ratelimit-*`` are the gateway's own.
     """
-    headers = {name: value for name, value in upstream.items() if name in _RELAYED or name.startswith("x-ratelimit-")}
+    headers = {}
+    for name, value in upstream.items():
+        if name in _RELAYED:
+            headers[name] = value
+        elif name.startswith("x-ratelimit-"):
+            headers["x-upstream-" + name[2:]] = value
     upstream_id = headers.pop("x-request-id", None)
     if upstream_id is not None:
         headers["x-upstream-request-id"] = upstream_id
@@ -124,8 +130,9 @@ class UpstreamResponse:
 class Provider:
     """An OpenAI-compatible upstream deployment; its key is attached here and nowhere else.
 
-    It also keeps what request routing needs: requests in flight, an optional
-    cap on them, and a cool-down after repeated failures.
+    It also keeps what request routing needs of this process: requests in
+    flight and an optional cap on them. Failures and cool-downs are shared by
+    every worker (``gateway.server.health``).
     """
 
     def __init__(self, name: str, config: ProviderConfig, transport: httpx.AsyncBaseTransport | None = None) -> None:
@@ -139,22 +146,7 @@ class Provider:
             self._headers["authorization"] = f"Bearer {config.api_key.get_secret_value()}"
         self._transport = transport or network_transport(config)
         self.in_flight = 0
-        self.cooldown_until = 0.0
-        self._failures = 0
         self._slots = asyncio.Semaphore(config.max_concurrency) if config.max_concurrency else None
-
-    @property
-    def cooling_down(self) -> bool:
-        return time.monotonic() < self.cooldown_until
-
-    def succeeded(self) -> None:
-        self._failures = 0
-
-    def failed(self) -> None:
-        self._failures += 1
-        if self._failures >= self.config.max_failures:
-            self._failures = 0
-            self.cooldown_until = time.monotonic() + self.config.cooldown
 
     async def call(
         self,
