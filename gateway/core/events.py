@@ -53,6 +53,9 @@ class ChunkStart:
 
     fields: Mapping[str, Any]
     raw: bytes | None = None
+    # The chunk's bytes before and after its one choice's delta, when the rewrite changes nothing else
+    # in it (an argument fragment recognised by its bytes): a chat client's chunk is them around the new delta.
+    frame: tuple[bytes, bytes] | None = None
 
 
 @dataclass(slots=True)

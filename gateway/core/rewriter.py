@@ -224,6 +224,52 @@ class StreamRewriter:
             events[0] = ChunkStart(chunk, raw)
         return events
 
+    @staticmethod
+    def continues(chunk: Chunk) -> bool:
+        """Whether ``chunk``, once fed, only carried an argument fragment of the call in its slot.
+
+        Then ``feed_fragment`` of a copy of ``chunk`` with other ``arguments`` gives what ``feed``
+        would, so a caller that recognises such copies by their bytes need not decode them.
+        """
+        if chunk.get("usage") is not None:
+            return False
+        choices = chunk.get("choices")
+        if not isinstance(choices, list) or len(choices) != 1 or not isinstance(choices[0], dict):
+            return False
+        choice = choices[0]
+        delta = choice.get("delta")
+        if choice.get("finish_reason") is not None or choice.get("usage") is not None:
+            return False
+        if not isinstance(delta, dict) or delta.keys() != {"tool_calls"}:
+            return False
+        tool_calls = delta["tool_calls"]
+        if not isinstance(tool_calls, list) or len(tool_calls) != 1 or not isinstance(tool_calls[0], dict):
+            return False
+        tool_call = tool_calls[0]
+        function = tool_call.get("function")
+        # No id and no name: the fragment can neither start a new call nor rename this one.
+        return (
+            type(tool_call.get("index")) is int
+            and not tool_call.get("id")
+            and isinstance(function, dict)
+            and isinstance(function.get("arguments"), str)
+            and not function.get("name")
+        )
+
+    def feed_fragment(self, chunk: Chunk, arguments: str, frame: tuple[bytes, bytes]) -> list[Event]:
+        """``feed`` of ``chunk`` (one that ``continues``) with ``arguments`` as its fragment.
+
+        ``frame`` is the chunk's bytes around its delta: the one thing the rewrite changes in it.
+        """
+        self._template = chunk
+        choice = chunk["choices"][0]
+        index = choice_index(choice, 0)
+        state = self._choices[index]
+        events: list[Event] = [ChunkStart(chunk, None, frame), ChoiceStart(index, choice)]
+        call = state.calls[choice["delta"]["tool_calls"][0]["index"]]
+        self._call_delta(index, state, call, None, arguments, events)
+        return events
+
     def finish(self) -> list[Event]:
         """Settle every choice: calls left undecided, arguments cut short, text held back."""
         events: list[Event] = []

@@ -18,6 +18,7 @@ import orjson
 
 from gateway.core.errors import ErrorKind, GatewayError
 from gateway.core.events import Comment, Done, Error, Event
+from gateway.core.fragments import Fragments
 from gateway.core.options import RewriteOptions
 from gateway.core.rewriter import ArgumentsTooLong, InvalidChunk, RewriteStats, StreamRewriter
 from gateway.core.sse import SSEComment, SSEDecoder, SSEError, SSEEvent
@@ -59,6 +60,8 @@ class StreamTranslator:
         self.chunks = 0
         self._rewriter = StreamRewriter(options, stats)
         self._decoder = SSEDecoder(options.max_event_bytes)
+        # Argument fragments recognised by their bytes need not be decoded (the rewrite's one shortcut).
+        self._fragments = None if options.passthrough else Fragments()
 
     @property
     def ended(self) -> bool:
@@ -109,6 +112,16 @@ class StreamTranslator:
                 out.append(Comment(event.text))
 
     def _chunk(self, payload: bytes, out: list[Event]) -> None:
+        fragments = self._fragments
+        if fragments is not None and (matched := fragments.match(payload)) is not None:
+            arguments, chunk, frame = matched
+            try:
+                out += self._rewriter.feed_fragment(chunk, arguments, frame)
+            except ArgumentsTooLong as exc:
+                self._fail(out, ErrorKind.RESPONSE_TOO_LARGE, f"The answer was cut: {exc}.")
+            else:
+                self.chunks += 1
+            return
         try:
             chunk = orjson.loads(payload)
             if not isinstance(chunk, dict):
@@ -134,6 +147,8 @@ class StreamTranslator:
         self.chunks += 1
         self.phase = _STREAMING
         out += events
+        if fragments is not None and fragments.learning and StreamRewriter.continues(chunk):
+            fragments.learn(payload, chunk)
 
     def _settle(self, out: list[Event]) -> None:
         """``[DONE]`` or the end of the body: a whole answer ends in ``Done``, anything less in ``Error``."""

@@ -165,6 +165,11 @@ class _Choice:
                 self.delta.setdefault("tool_calls", []).append({"index": call, "function": function})
         return function
 
+    def says_something(self) -> bool:
+        """Whether the delta carries anything (or the upstream's choice its own usage)."""
+        fields = self.fields
+        return any(self.delta.values()) or (fields is not None and fields.get("usage") is not None)
+
     def built(self) -> dict[str, Any] | None:
         """The choice as the client gets it, or None when it has nothing left to say."""
         fields, delta = self.fields, self.delta
@@ -175,7 +180,7 @@ class _Choice:
             # results after a finish): it goes out with an empty delta, which stock clients can read.
             return {**fields, "delta": delta}
         finished = fields.get("finish_reason") is not None
-        if not (self.first or finished or any(delta.values()) or fields.get("usage") is not None):
+        if not (self.first or finished or self.says_something()):
             return None
         choice = dict(fields)
         choice["delta"] = delta
@@ -208,7 +213,7 @@ class ChatStreamEncoder:
     def _encode(self, events: Iterable[Event]) -> list[bytes]:
         # A hot loop: type() tests, most frequent first, and the chunk being built in locals.
         out: list[bytes] = []
-        chunk: Mapping[str, Any] | None = None  # the fields of the chunk being built
+        chunk: ChunkStart | None = None  # the chunk being built
         choices: list[_Choice] = []
         choice: _Choice | None = None  # None: between chunks, or in a chunk that went out as it came
         for event in events:
@@ -224,7 +229,7 @@ class ChatStreamEncoder:
                 if event.raw is not None:
                     out.append(encode_event(event.raw))
                 else:
-                    chunk = event.fields
+                    chunk = event
             elif type(event) is ChoiceStart:
                 if chunk is not None:
                     choice = _Choice(event)
@@ -277,13 +282,21 @@ def _usage_only(fields: Mapping[str, Any]) -> bool:
     return not fields.get("choices") and fields.get("usage") is not None
 
 
-def _emit(fields: Mapping[str, Any], choices: list[_Choice], out: list[bytes]) -> None:
+def _emit(start: ChunkStart, choices: list[_Choice], out: list[bytes]) -> None:
     """Encode a rewritten chunk, unless it has nothing left to say."""
+    if start.frame is not None:
+        # Only the one choice's delta changed: the upstream's own bytes around the new one.
+        [choice] = choices
+        if choice.says_something():
+            head, tail = start.frame
+            out.append(b"data: " + head + orjson.dumps(choice.delta) + tail + b"\n\n")
+        return
     if len(choices) == 1:  # the usual case, without the list machinery
         only = choices[0].built()
         built = [] if only is None else [only]
     else:
         built = [choice for choice in map(_Choice.built, choices) if choice is not None]
+    fields = start.fields
     if built or fields.get("usage") is not None:
         chunk = dict(fields)
         chunk["choices"] = built
