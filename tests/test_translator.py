@@ -28,10 +28,15 @@ def sse(chunks: list[dict[str, Any]], done: bool = True) -> bytes:
     return body + b"data: [DONE]\n\n" if done else body
 
 
-def run(reads: list[bytes], options: RewriteOptions | None = None, **limits: Any) -> tuple[bytes, list[Event]]:
-    """What a chat client receives for these upstream reads, and the events behind it."""
-    translator = StreamTranslator(options or RewriteOptions(**limits), "up")
+def run(
+    reads: list[bytes], options: RewriteOptions | None = None, *, raw_chunks: bool = True, **limits: Any
+) -> tuple[bytes, list[Event]]:
+    """What a chat client receives for these upstream reads, and the events behind it.
+
+    ``raw_chunks=False`` has the translator make every event, as for a front door that reads them all.
+    """
     encoder = ChatStreamEncoder()
+    translator = StreamTranslator(options or RewriteOptions(**limits), "up", raw_chunks=raw_chunks and encoder.raw_chunks)
     events: list[Event] = []
     out = []
     for read in reads:
@@ -90,6 +95,69 @@ def test_a_plain_route_relays_recorded_streams_byte_for_byte(path: Path) -> None
     relayed, _ = run([body], RewriteOptions.plain())
     events = [e for e in body.replace(b"\r\n", b"\n").split(b"\n\n") if e.strip()]
     assert relayed == b"".join(e.strip(b"\n") + b"\n\n" for e in events)
+
+
+@needs_recordings
+@pytest.mark.parametrize("path", RECORDED, ids=[p.name for p in RECORDED])
+def test_a_plain_route_gives_a_chat_client_the_same_bytes_with_or_without_the_choices_events(path: Path) -> None:
+    body = recorded_body(path)
+    relayed, events = run([body], RewriteOptions.plain())
+    assert relayed == run([body], RewriteOptions.plain(), raw_chunks=False)[0] and isinstance(events[-1], Done)
+
+
+@st.composite
+def plain_streams(draw: st.DrawFn) -> bytes:
+    """Streams of one or two choices with content, tool calls, choices without a delta, usage; some unfinished."""
+    head = {"id": "x", "object": "chat.completion.chunk", "created": 1, "model": "m"}
+    chunks: list[dict[str, Any]] = []
+    for _ in range(draw(st.integers(1, 8))):
+        choices = []
+        for index in draw(st.sampled_from([[0], [1], [0, 1]])):
+            shape = draw(st.sampled_from(["content", "call", "no delta", "empty"]))
+            delta: dict[str, Any] = {
+                "content": {"content": draw(st.text(max_size=5))},
+                "call": {"tool_calls": [{"index": 0, "function": {"arguments": draw(st.text(max_size=5))}}]},
+                "empty": {},
+            }.get(shape, {})
+            finish = draw(st.sampled_from([None, None, "stop", "tool_calls", "length"]))
+            choice: dict[str, Any] = {"index": index, "finish_reason": finish, "x_filter": {"ok": True}}
+            if shape != "no delta":
+                choice["delta"] = delta
+            choices.append(choice)
+        chunks.append({**head, "choices": choices})
+    if draw(st.booleans()):
+        chunks.append({**head, "choices": [], "usage": {"total_tokens": 3}})
+    return sse(chunks, done=draw(st.booleans()))
+
+
+@settings(max_examples=200)
+@given(plain_streams(), st.data())
+def test_a_plain_route_gives_a_chat_client_every_chunk_as_it_came(body: bytes, data: Any) -> None:
+    # As it came, but a choice without a delta gets an empty one; and the stream ends as it would with
+    # every event made (for the other front doors).
+    reads = data.draw(partitions(body))
+    relayed, events = run(reads, RewriteOptions.plain())
+    expected = [
+        {**c, "choices": [choice if "delta" in choice else {**choice, "delta": {}} for choice in c["choices"]]}
+        for c in payloads(body)
+    ]
+    sent = payloads(relayed)
+    if isinstance(events[-1], Done):
+        assert sent == expected and relayed.endswith(b"data: [DONE]\n\n")
+    else:
+        assert sent[:-1] == expected and "error" in sent[-1]
+    _, every_event = run(reads, RewriteOptions.plain(), raw_chunks=False)
+    last, also_last = events[-1], every_event[-1]
+    assert type(last) is type(also_last) and type(last) in (Done, Error)
+    if isinstance(last, Error) and isinstance(also_last, Error):
+        assert last.error.kind is also_last.error.kind
+
+
+@pytest.mark.parametrize("route", ["rewrite", "plain"])
+def test_an_event_sent_as_several_data_lines_reaches_the_client_as_one(route: str) -> None:
+    body = b'data: {"id":"x","choices":[{"index":0,\ndata: "delta":{"content":"Hi"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+    client, _ = run([body], RewriteOptions.plain() if route == "plain" else RewriteOptions())
+    assert client == b'data: {"id":"x","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
 
 
 message_text = st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=80)

@@ -49,9 +49,15 @@ class StreamTranslator:
     produced. Once the stream has ended (``phase`` is ``ENDED`` or
     ``FAILED``) they return nothing, so the last event is always the one
     ``Done`` or ``Error``.
+
+    ``raw_chunks`` is the encoder's promise (``StreamEncoder.raw_chunks``) to
+    send an unchanged chunk as its bytes and read nothing else of it: on a
+    route without a rewrite, the chunks' own events are then not made.
     """
 
-    def __init__(self, options: RewriteOptions, provider: str, stats: RewriteStats | None = None) -> None:
+    def __init__(
+        self, options: RewriteOptions, provider: str, stats: RewriteStats | None = None, *, raw_chunks: bool = False
+    ) -> None:
         self.phase: StreamPhase = _WAITING
         self.provider = provider
         # The last usage the upstream reported, for metrics and token limits.
@@ -62,6 +68,8 @@ class StreamTranslator:
         self._decoder = SSEDecoder(options.max_event_bytes)
         # Argument fragments recognised by their bytes need not be decoded (the rewrite's one shortcut).
         self._fragments = None if options.passthrough else Fragments()
+        # A route without a rewrite, to a client that takes its chunks as their bytes: only the bookkeeping.
+        self._feed = self._rewriter.relay if raw_chunks and options.passthrough else self._rewriter.feed
 
     @property
     def ended(self) -> bool:
@@ -133,7 +141,9 @@ class StreamTranslator:
                     message = f"{message[:-1]}: {error['message']}"
                 self._fail(out, ErrorKind.UPSTREAM_ERROR, message, upstream=chunk)
                 return
-            events = self._rewriter.feed(chunk, payload)
+            if b"\n" in payload:  # sent as several data lines: its bytes cannot go out as one
+                payload = orjson.dumps(chunk)
+            events = self._feed(chunk, payload)
         except (orjson.JSONDecodeError, InvalidChunk):
             message = f"The upstream provider {self.provider!r} sent an invalid event stream."
             self._fail(out, ErrorKind.INVALID_RESPONSE, message)

@@ -30,6 +30,15 @@ class ClientRequest(Protocol):
 
 
 class StreamEncoder(Protocol):
+    """A front door's encoder: neutral events in, the client's bytes out.
+
+    ``raw_chunks`` says that it sends a chunk the route left unchanged as the upstream's bytes
+    (``ChunkStart.raw``) and reads none of that chunk's other events: then the translator of a route
+    without a rewrite need not make them.
+    """
+
+    raw_chunks: bool
+
     def encode(self, events: Iterable[Event]) -> bytes: ...
 
 

@@ -1007,6 +1007,8 @@ class AnthropicStreamEncoder:
 
     __slots__ = ("_assembler", "_phase")
 
+    raw_chunks = False
+
     def __init__(self, request: MessagesRequest, *, created: int) -> None:
         self._assembler = _Assembler(request)
         self._phase = _Phase.NEW

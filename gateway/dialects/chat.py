@@ -198,12 +198,27 @@ class ChatStreamEncoder:
 
     __slots__ = ("_drop_usage", "_legacy")
 
+    raw_chunks = True
+
     def __init__(self, *, usage_chunk: bool = True) -> None:
         self._legacy: set[Hashable] = set()  # choices whose client call is a legacy function_call
         self._drop_usage = not usage_chunk
 
     def encode(self, events: Iterable[Event]) -> bytes:
         """The client's bytes for these events (a chunk's events always come in one call)."""
+        if type(events) is list and 0 < len(events) <= 3 and type(start := events[0]) is ChunkStart:
+            # The usual reads, without building a chunk: one the route left unchanged (its bytes as they
+            # came), and an argument fragment that shows some text or nothing (the upstream's bytes around
+            # the new delta).
+            size = len(events)
+            if size == 1 and start.raw is not None and not self._drop_usage:
+                return b"data: " + start.raw + b"\n\n"
+            if start.frame is not None and type(events[1]) is ChoiceStart:
+                if size == 2:
+                    return b""
+                if type(text := events[2]) is TextDelta and text.text:
+                    head, tail = start.frame
+                    return b"data: " + head + orjson.dumps({"content": text.text}) + tail + b"\n\n"
         return b"".join(self._encode(events))
 
     def chunks(self, events: Iterable[Event]) -> list[dict[str, Any]]:

@@ -958,6 +958,8 @@ class ResponsesStreamEncoder:
 
     __slots__ = ("_answer",)
 
+    raw_chunks = False
+
     def __init__(self, request: ResponsesRequest, *, created: int) -> None:
         self._answer = _Answer(request, created)
 

@@ -53,18 +53,21 @@ T = TypeVar("T")
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refused with 413 as soon as it exceeds the limit."""
-    too_large = GatewayError(ErrorKind.TOO_LARGE, f"The request body exceeds the limit of {limit} bytes.")
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > limit:
-        raise too_large
+        raise _too_large(limit)
     parts: list[bytes] = []
     size = 0
     async for part in request.stream():
         size += len(part)
         if size > limit:
-            raise too_large
+            raise _too_large(limit)
         parts.append(part)
     return b"".join(parts)
+
+
+def _too_large(limit: int) -> GatewayError:
+    return GatewayError(ErrorKind.TOO_LARGE, f"The request body exceeds the limit of {limit} bytes.")
 
 
 def service_of(request: Request) -> Service:

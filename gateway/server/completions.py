@@ -122,10 +122,11 @@ class Completions:
         if not request.stream:
             events = await self._complete(answer, provider, options, deadline, record, ticket)
             return Answer(headers, body=dialect.build(request, events, created=created))
+        encoder = dialect.encoder(request, created=created)
         relay = Relay(
             answer,
-            StreamTranslator(options, provider.name, record.rewrite),
-            dialect.encoder(request, created=created),
+            StreamTranslator(options, provider.name, record.rewrite, raw_chunks=encoder.raw_chunks),
+            encoder,
             idle=timeouts.idle,
             deadline=deadline,
             record=record,

@@ -14,24 +14,19 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from enum import Enum
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 import httpx
 
 from gateway.core.errors import ErrorKind, GatewayError
-from gateway.core.events import Error, Event
+from gateway.core.events import Error
 from gateway.core.translator import StreamPhase, StreamTranslator
+from gateway.dialects import StreamEncoder
 from gateway.server.metrics import RequestRecord
 from gateway.upstream.provider import UpstreamResponse
 
-__all__ = ["Relay", "StreamEncoder"]
-
-
-class StreamEncoder(Protocol):
-    """A front door's encoder: neutral events in, the client's bytes out."""
-
-    def encode(self, events: list[Event]) -> bytes: ...
+__all__ = ["Relay"]
 
 
 class _End(Enum):
@@ -184,8 +179,8 @@ class Relay:
                 self._record.upstream_seconds += self._loop.time() - waiting
             if translator.chunks != chunks:
                 self._last_event = self._loop.time()
-        if events:
-            self._pending.append(self._encoder.encode(events))
+        if events and (data := self._encoder.encode(events)):
+            self._pending.append(data)  # nothing to send (reasoning hidden, say) is no write at all
         if translator.phase is not StreamPhase.FAILED:
             return None
         error = events[-1]
