@@ -258,7 +258,7 @@ class ProviderConfig(_Strict):
     queue_timeout: float = Field(default=10, ge=0)
     # Open connections to the provider (in use, idle or opening); beyond it a request waits, in order, up to
     # `queue_timeout` seconds for one to come back, then gets 503. Keep it at or above max_concurrency.
-    max_connections: int = Field(default=512, gt=0)
+    max_connections: int = Field(default=2048, gt=0)
     # The HTTP client: the gateway's own HTTP/1.1 transport, or httpx's (httpcore), the escape hatch.
     transport: Literal["gateway", "httpx"] = "gateway"
     # After `max_failures` failures in a row, a deployment is skipped for `cooldown` seconds.

@@ -328,7 +328,7 @@ def test_defaults() -> None:
     server, provider, route = config.server, config.providers["openai"], config.models[0]
     assert (server.host, server.port, server.api_keys, server.max_body_bytes) == ("127.0.0.1", 8080, (), 10485760)
     assert (provider.api_key, provider.headers, provider.timeout.connect, provider.timeout.read) == (None, {}, 10, 600)
-    assert (provider.transport, provider.max_connections, provider.queue_timeout) == ("gateway", 512, 10)
+    assert (provider.transport, provider.max_connections, provider.queue_timeout) == ("gateway", 2048, 10)
     assert route.model is None and route.rewrite is None
     assert parse_config(MINIMAL + "    rewrite: {}\n", "c.yaml", {}).models[0].rewrite == RewriteConfig(
         inject_tools=True,
