@@ -15,8 +15,8 @@ from typing import Any, NoReturn
 
 from gateway import __version__
 from gateway.config import Config, ConfigError, default_config, load_config
-from gateway.server.listen import ListenError, bind, local_url, probe, serve, url
 from gateway.keys import startup_warnings
+from gateway.server.listen import ListenError, bind, local_url, probe, serve, url
 
 __all__ = ["main"]
 
@@ -80,7 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _address_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=_path, help="YAML config file (default: $GATEWAY_CONFIG, else the built-in default)")
+    parser.add_argument(
+        "--config", type=_path, help="YAML config file (default: $GATEWAY_CONFIG, else the built-in default)"
+    )
     parser.add_argument("--host", type=_host, help="address to listen on (default: server.host, 127.0.0.1)")
     parser.add_argument("--port", type=_port, help="port to listen on, 0 for any free one (default: server.port, 8080)")
 
@@ -206,6 +208,8 @@ def log_config(level: str, log_format: str) -> dict[str, Any]:
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"gateway": {"()": f"gateway.server.logs.{formatter}"}},
-        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "gateway", "stream": "ext://sys.stderr"}},
+        "handlers": {
+            "stderr": {"class": "logging.StreamHandler", "formatter": "gateway", "stream": "ext://sys.stderr"}
+        },
         "loggers": {"gateway": stderr, "uvicorn": stderr, "uvicorn.access": stderr},
     }

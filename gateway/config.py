@@ -482,8 +482,12 @@ class Config(_Strict):
             if provider.headers:
                 headers = ", ".join(f"{header}: {_mask(value)}" for header, value in provider.headers.items())
                 lines.append(f"    headers: {headers}")
-            forward = "the default OpenAI endpoints" if provider.forward == DEFAULT_FORWARD else ", ".join(provider.forward)
-            lines.append(f"    forwards: {forward or 'nothing'}; client headers: {', '.join(provider.forward_headers) or 'none'}")
+            forward = ", ".join(provider.forward)
+            if provider.forward == DEFAULT_FORWARD:
+                forward = "the default OpenAI endpoints"
+            lines.append(
+                f"    forwards: {forward or 'nothing'}; client headers: {', '.join(provider.forward_headers) or 'none'}"
+            )
         lines.append("routes:")
         for route in self.models:
             upstream = route.model or "(requested name)"
@@ -541,7 +545,12 @@ def default_config(env: Mapping[str, str] | None = None) -> Config:
     if name == "demo":
         # A reasoning model rather than an agent: no tools injected, its think blocks hidden or exposed.
         models += [
-            {"name": route, "provider": name, "model": THINKER_MODEL, "rewrite": {**THINKER_REWRITE, "reasoning": shown}}
+            {
+                "name": route,
+                "provider": name,
+                "model": THINKER_MODEL,
+                "rewrite": {**THINKER_REWRITE, "reasoning": shown},
+            }
             for route, shown in ((THINKER_ROUTE, "hide"), (THINKER_ROUTE + "-exposed", "expose"))
         ]
     models.append({"name": "*", "provider": name, "rewrite": {}})
@@ -585,7 +594,7 @@ def _expand(node: Any, env: Mapping[str, str], loc: Loc, problems: list[str]) ->
         items = [_expand(value, env, (*loc, index), problems) for index, value in enumerate(node)]
         if loc == ("server", "api_keys"):
             # A key variable that is set but empty means "no such key", so `${KEY:-}` can switch auth off.
-            items = [new for old, new in zip(node, items) if not (new == "" and old != "")]
+            items = [new for old, new in zip(node, items, strict=True) if not (new == "" and old != "")]
         return items
     return node
 
@@ -775,7 +784,12 @@ def _key_problems(data: Any) -> list[str]:
                 problems.append(f"keys[{i}].{field}: the same key as {earlier}")
         globs = _read(entry, "models")
         for j, glob in enumerate(globs if isinstance(globs, list | tuple) and route_names else ()):
-            if isinstance(glob, str) and glob and not glob_problem(glob) and not any(fnmatchcase(r, glob) for r in route_names):
+            if (
+                isinstance(glob, str)
+                and glob
+                and not glob_problem(glob)
+                and not any(fnmatchcase(r, glob) for r in route_names)
+            ):
                 problems.append(
                     f"keys[{i}].models[{j}]: {glob!r} matches no route; expected a glob over the route names"
                     f" {', '.join(map(repr, route_names))}"

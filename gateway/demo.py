@@ -325,8 +325,7 @@ def _fragments(text: str) -> list[str]:
     while position < len(text):
         position += rng.randint(*_FRAGMENT_SIZES)
         cuts.add(position)
-    bounds = sorted(cut for cut in cuts if 0 < cut < len(text))
-    return [text[start:end] for start, end in zip([0, *bounds], [*bounds, len(text)])]
+    return _cut(text, cuts)
 
 
 def _content_pieces(text: str) -> list[str]:
@@ -349,8 +348,13 @@ def _content_pieces(text: str) -> list[str]:
         position += rng.randint(*_FRAGMENT_SIZES)
         if position not in near_a_tag:
             cuts.add(position)
+    return _cut(text, cuts)
+
+
+def _cut(text: str, cuts: set[int]) -> list[str]:
+    """``text`` in the pieces between the cuts inside it."""
     bounds = sorted(cut for cut in cuts if 0 < cut < len(text))
-    return [text[start:end] for start, end in zip([0, *bounds], [*bounds, len(text)])]
+    return [text[start:end] for start, end in zip([0, *bounds], [*bounds, len(text)], strict=True)]
 
 
 def _cut_bytes(body: bytes) -> list[bytes]:

@@ -108,14 +108,21 @@ def _string(description: str) -> dict[str, str]:
 def _message_tool(options: RewriteOptions) -> dict[str, Any]:
     properties = {}
     if options.inner_thoughts is Thoughts.KWARG:
-        properties[options.inner_thoughts_arg] = _string(options.inner_thoughts_description or INNER_THOUGHTS_DESCRIPTION)
+        properties[options.inner_thoughts_arg] = _string(
+            options.inner_thoughts_description or INNER_THOUGHTS_DESCRIPTION
+        )
     properties[options.message_arg] = _string(options.message_arg_description or MESSAGE_ARG_DESCRIPTION)
     return {
         "type": "function",
         "function": {
             "name": options.message_tool,
             "description": options.message_tool_description or MESSAGE_TOOL_DESCRIPTION,
-            "parameters": {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False},
+            "parameters": {
+                "type": "object",
+                "properties": properties,
+                "required": list(properties),
+                "additionalProperties": False,
+            },
         },
     }
 
@@ -154,7 +161,9 @@ def _text_of(content: Any, position: int) -> str:
             text = part.get("text")
             if not isinstance(text, str):
                 param = f"messages.{position}.content.{index}.text"
-                raise GatewayError(ErrorKind.INVALID_REQUEST, f"Invalid value for '{param}': expected a string.", param=param)
+                raise GatewayError(
+                    ErrorKind.INVALID_REQUEST, f"Invalid value for '{param}': expected a string.", param=param
+                )
             texts.append(text)
     return "".join(texts)
 
@@ -175,7 +184,11 @@ def _history(messages: list[Any], options: RewriteOptions) -> list[Any]:
             continue
         identifier = call_id(position, text)
         arguments = orjson.dumps({options.message_arg: text}).decode()
-        call = {"id": identifier, "type": "function", "function": {"name": options.message_tool, "arguments": arguments}}
+        call = {
+            "id": identifier,
+            "type": "function",
+            "function": {"name": options.message_tool, "arguments": arguments},
+        }
         rewritten = {key: value for key, value in message.items() if key != "content"}
         rewritten["content"] = None
         client_calls = message.get("tool_calls")

@@ -55,7 +55,12 @@ class FragmentTemplate:
     __slots__ = ("chunk", "_nonce", "_head", "_between", "_end", "_smallest", "_delta_head", "_delta_between")
 
     def __init__(
-        self, chunk: Chunk, payload: bytes, arguments: tuple[int, int], delta: tuple[int, int], nonce: tuple[int, int] | None
+        self,
+        chunk: Chunk,
+        payload: bytes,
+        arguments: tuple[int, int],
+        delta: tuple[int, int],
+        nonce: tuple[int, int] | None,
     ) -> None:
         self.chunk = chunk
         self._nonce = nonce is not None

@@ -393,7 +393,9 @@ class StreamRewriter:
             state.fed = segment
         self._pieces(index, state, think.feed(text), segment, events)
 
-    def _pieces(self, index: Hashable, state: _Choice, pieces: list[Piece], segment: object, events: list[Event]) -> None:
+    def _pieces(
+        self, index: Hashable, state: _Choice, pieces: list[Piece], segment: object, events: list[Event]
+    ) -> None:
         for piece in pieces:
             if type(piece) is Visible:
                 self._show(index, state, piece.text, segment, events)
@@ -485,7 +487,9 @@ class StreamRewriter:
             call.parser = ArgumentsParser(capture=(), drop=options.inner_thoughts_arg)
         call_id = call.id or "call_" + secrets.token_hex(12)
         events.append(
-            ToolCallStart(index, call.index, call_id, call.name, call.type or "function", call.legacy, call.extra or None)
+            ToolCallStart(
+                index, call.index, call_id, call.name, call.type or "function", call.legacy, call.extra or None
+            )
         )
 
     def _arguments(self, index: Hashable, state: _Choice, call: _Call, arguments: str, events: list[Event]) -> None:

@@ -73,7 +73,10 @@ class Thought:
 
 
 Piece = Visible | Thought
-"""Pieces are values, never changed once made; not frozen, since a frozen dataclass costs three times as much to make."""
+"""Pieces are values, never changed once made.
+
+Not frozen: a frozen dataclass costs three times as much to make.
+"""
 
 
 class ThinkState(Enum):

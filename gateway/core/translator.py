@@ -38,7 +38,8 @@ class StreamPhase(Enum):
 
 
 # The members as globals: looking one up on the Enum class costs several times more, per chunk.
-_WAITING, _STREAMING, _ENDED, _FAILED = StreamPhase.WAITING, StreamPhase.STREAMING, StreamPhase.ENDED, StreamPhase.FAILED
+_WAITING, _STREAMING = StreamPhase.WAITING, StreamPhase.STREAMING
+_ENDED, _FAILED = StreamPhase.ENDED, StreamPhase.FAILED
 
 
 class StreamTranslator:

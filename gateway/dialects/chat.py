@@ -53,7 +53,9 @@ DONE: Final = b"data: [DONE]\n\n"
 # Delta keys that leave nothing of their own in the client's delta (most chunks carry only these).
 _OWNED_WITHOUT_CONTENT: Final = REWRITTEN_DELTA_KEYS - {"content"}
 # Message keys the rewrite owns in a non-streaming answer; the rest of the message passes through.
-_REWRITTEN_MESSAGE_KEYS: Final = frozenset(("reasoning_content", "reasoning", "reasoning_details", "tool_calls", "function_call"))
+_REWRITTEN_MESSAGE_KEYS: Final = frozenset(
+    ("reasoning_content", "reasoning", "reasoning_details", "tool_calls", "function_call")
+)
 
 
 class _Fields(BaseModel):
@@ -92,7 +94,9 @@ def parse_request(body: bytes) -> ChatRequest:
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         param = ".".join(str(part) for part in first["loc"])
-        raise GatewayError(ErrorKind.INVALID_REQUEST, f"Invalid value for '{param}': {first['msg']}.", param=param) from None
+        raise GatewayError(
+            ErrorKind.INVALID_REQUEST, f"Invalid value for '{param}': {first['msg']}.", param=param
+        ) from None
     return ChatRequest(payload)
 
 

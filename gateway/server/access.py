@@ -96,7 +96,9 @@ class AccessLog:
             )
 
 
-def _log_fields(record: RequestRecord, scope: Scope, status: int, duration: float, first_byte: float | None) -> dict[str, object]:
+def _log_fields(
+    record: RequestRecord, scope: Scope, status: int, duration: float, first_byte: float | None
+) -> dict[str, object]:
     """The access-log line: timings, the client key's name, route and counts; never content, never keys."""
     return {
         "request_id": record.request_id,

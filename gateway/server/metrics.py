@@ -78,21 +78,81 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = registry = CollectorRegistry(auto_describe=True)
         route_stream = ["route", "stream"]
-        self.requests = Counter("gateway_requests", "Requests answered, by route, status and streaming.", ["route", "status", "stream"], registry=registry)
-        self.duration = Histogram("gateway_request_duration_seconds", "Total time per request.", route_stream, buckets=_LATENCY_BUCKETS, registry=registry)
-        self.first_byte = Histogram("gateway_time_to_first_byte_seconds", "Time until the first body byte was sent.", route_stream, buckets=_LATENCY_BUCKETS, registry=registry)
-        self.overhead = Histogram("gateway_overhead_seconds", "The gateway's own time per request: total minus time waiting on the upstream.", route_stream, buckets=_OVERHEAD_BUCKETS, registry=registry)
-        self.upstream_errors = Counter("gateway_upstream_errors", "Upstream failures, by provider and kind (connect, timeout, status, mid_stream).", ["provider", "kind"], registry=registry)
-        self.retries = Counter("gateway_retries", "Attempts repeated after a retryable failure.", ["route"], registry=registry)
-        self.fallbacks = Counter("gateway_fallbacks", "Requests handed to a fallback route.", ["route", "fallback"], registry=registry)
-        self.in_flight = Gauge("gateway_in_flight_requests", "Requests being handled.", registry=registry, multiprocess_mode="livesum")
-        self.streams = Gauge("gateway_in_flight_streams", "Streams being relayed.", registry=registry, multiprocess_mode="livesum")
-        self.disconnects = Counter("gateway_client_disconnects", "Clients that went away before their answer was complete.", ["route"], registry=registry)
-        self.tokens = Counter("gateway_tokens", "Tokens reported by the upstream usage, by route and kind (prompt, completion).", ["route", "kind"], registry=registry)
-        self.message_calls = Counter("gateway_rewrite_message_calls", "Message-tool calls turned into content.", ["route"], registry=registry)
-        self.client_calls = Counter("gateway_rewrite_client_calls", "Client tool calls passed through.", ["route"], registry=registry)
-        self.reasoning_chars = Counter("gateway_rewrite_reasoning_chars", "Characters of model reasoning, by what happened to them (hidden, exposed).", ["route", "action"], registry=registry)
-        self.invalid_arguments = Counter("gateway_rewrite_invalid_arguments", "Tool calls whose arguments were not a valid JSON object.", ["route"], registry=registry)
+        self.requests = Counter(
+            "gateway_requests",
+            "Requests answered, by route, status and streaming.",
+            ["route", "status", "stream"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "gateway_request_duration_seconds",
+            "Total time per request.",
+            route_stream,
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.first_byte = Histogram(
+            "gateway_time_to_first_byte_seconds",
+            "Time until the first body byte was sent.",
+            route_stream,
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.overhead = Histogram(
+            "gateway_overhead_seconds",
+            "The gateway's own time per request: total minus time waiting on the upstream.",
+            route_stream,
+            buckets=_OVERHEAD_BUCKETS,
+            registry=registry,
+        )
+        self.upstream_errors = Counter(
+            "gateway_upstream_errors",
+            "Upstream failures, by provider and kind (connect, timeout, status, mid_stream).",
+            ["provider", "kind"],
+            registry=registry,
+        )
+        self.retries = Counter(
+            "gateway_retries", "Attempts repeated after a retryable failure.", ["route"], registry=registry
+        )
+        self.fallbacks = Counter(
+            "gateway_fallbacks", "Requests handed to a fallback route.", ["route", "fallback"], registry=registry
+        )
+        self.in_flight = Gauge(
+            "gateway_in_flight_requests", "Requests being handled.", registry=registry, multiprocess_mode="livesum"
+        )
+        self.streams = Gauge(
+            "gateway_in_flight_streams", "Streams being relayed.", registry=registry, multiprocess_mode="livesum"
+        )
+        self.disconnects = Counter(
+            "gateway_client_disconnects",
+            "Clients that went away before their answer was complete.",
+            ["route"],
+            registry=registry,
+        )
+        self.tokens = Counter(
+            "gateway_tokens",
+            "Tokens reported by the upstream usage, by route and kind (prompt, completion).",
+            ["route", "kind"],
+            registry=registry,
+        )
+        self.message_calls = Counter(
+            "gateway_rewrite_message_calls", "Message-tool calls turned into content.", ["route"], registry=registry
+        )
+        self.client_calls = Counter(
+            "gateway_rewrite_client_calls", "Client tool calls passed through.", ["route"], registry=registry
+        )
+        self.reasoning_chars = Counter(
+            "gateway_rewrite_reasoning_chars",
+            "Characters of model reasoning, by what happened to them (hidden, exposed).",
+            ["route", "action"],
+            registry=registry,
+        )
+        self.invalid_arguments = Counter(
+            "gateway_rewrite_invalid_arguments",
+            "Tool calls whose arguments were not a valid JSON object.",
+            ["route"],
+            registry=registry,
+        )
         self.key_requests = Counter(
             "gateway_key_requests", "Requests by client key name and status.", ["key", "status"], registry=registry
         )

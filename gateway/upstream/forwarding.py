@@ -150,7 +150,8 @@ def checked_path(raw_path: bytes) -> str:
 
 def _invalid(raw_path: bytes, reason: str) -> GatewayError:
     shown = raw_path.decode("latin-1")[:200]
-    return GatewayError(ErrorKind.INVALID_REQUEST, f"The path '{shown}' cannot be forwarded: {reason}.", code="invalid_path")
+    message = f"The path '{shown}' cannot be forwarded: {reason}."
+    return GatewayError(ErrorKind.INVALID_REQUEST, message, code="invalid_path")
 
 
 @functools.lru_cache(maxsize=256)
@@ -177,11 +178,13 @@ def _matches(segments: Sequence[str], pattern: Pattern) -> bool:
     if pattern and pattern[-1] == "**":
         fixed = pattern[:-1]
         return len(segments) >= len(fixed) and _matches(segments[: len(fixed)], fixed)
-    return len(segments) == len(pattern) and all(p in ("*", s) for p, s in zip(pattern, segments))
+    return len(segments) == len(pattern) and all(p in ("*", s) for p, s in zip(pattern, segments, strict=True))
 
 
 def not_forwarded(path: str) -> GatewayError:
-    return GatewayError(ErrorKind.NOT_FOUND, f"The path '/v1{path}' is not forwarded to this provider.", code="not_found")
+    return GatewayError(
+        ErrorKind.NOT_FOUND, f"The path '/v1{path}' is not forwarded to this provider.", code="not_found"
+    )
 
 
 def refuse_rewrite_route(path: str, route: str, rewrites: bool) -> None:
@@ -229,4 +232,6 @@ def response_headers(upstream: Iterable[tuple[str, str]]) -> dict[str, str]:
 
 def _nominated(pairs: Iterable[tuple[str, str]]) -> frozenset[str]:
     """Headers a ``connection`` header names: hop-by-hop too (RFC 9110 §7.6.1)."""
-    return frozenset(token.strip().lower() for name, value in pairs if name == "connection" for token in value.split(","))
+    return frozenset(
+        token.strip().lower() for name, value in pairs if name == "connection" for token in value.split(",")
+    )
