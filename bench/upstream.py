@@ -10,7 +10,8 @@ stream at once; a ``+ttfb20ms`` suffix (``agent+ttfb20ms``, ``agent@10ms+ttfb20m
 holds the answer's first byte back for 20 ms, like a model's time to first
 token. A stream that asks for ``stream_options.include_usage`` gets what
 OpenAI sends then: ``"usage": null`` in every chunk and a last chunk with the
-usage and no choices. Connections are kept alive.
+usage and no choices, written with the finish (a provider knows its usage once
+it has finished: it is not one more token's wait). Connections are kept alive.
 
 Each answer is encoded once per model name and replayed, so that the upstream
 costs the machine as little as possible: it shares two cores with what it
@@ -95,7 +96,7 @@ class Script:
             chunks = [{**chunk, "obfuscation": _padding(position)} for position, chunk in enumerate(chunks)]
         usage = {"prompt_tokens": 42, "completion_tokens": fragments, "total_tokens": 42 + fragments}
         with_usage = [{**chunk, "usage": None} for chunk in chunks] + [{**head, "choices": [], "usage": usage}]
-        self.streams = {False: _encoded(chunks), True: _encoded(with_usage)}
+        self.streams = {False: _encoded(chunks), True: _encoded(with_usage, last_together=2)}
         """The events of a stream, and their bytes all at once, by whether it asked for its usage."""
         message = {"role": "assistant", "content": None, "tool_calls": [{**call, "function": {"name": "send_message", "arguments": self.arguments}}]}
         self.completion = orjson.dumps({
@@ -106,9 +107,11 @@ class Script:
         })
 
 
-def _encoded(chunks: list[dict[str, Any]]) -> tuple[list[bytes], bytes]:
-    """A stream's events, the last with ``[DONE]`` and the end of the body, and all of them at once."""
+def _encoded(chunks: list[dict[str, Any]], last_together: int = 1) -> tuple[list[bytes], bytes]:
+    """A stream's writes, the last with its last ``last_together`` events, ``[DONE]`` and the end of the body;
+    and all of them at once."""
     events = [_event(chunk) for chunk in chunks]
+    events[-last_together:] = [b"".join(events[-last_together:])]
     events[-1] += _frame(b"data: [DONE]\n\n") + b"0\r\n\r\n"
     return events, b"".join(events)
 
