@@ -9,8 +9,11 @@ from typing import Any
 import orjson
 import pytest
 
+from gateway.core.events import Event
 from gateway.core.options import Reasoning, RewriteOptions, Thoughts
 from gateway.core.rewriter import RewriteStats, replay_completion
+from gateway.core.translator import StreamTranslator
+from gateway.dialects import StreamEncoder
 from gateway.dialects.chat import fold_completion
 
 FIXTURES = Path(os.environ.get("GATEWAY_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "recorded"))
@@ -108,3 +111,22 @@ def agent_stream(arguments: list[str], *, name: str = "send_message", call_id: s
 
 def split_evenly(text: str, size: int) -> list[str]:
     return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+def translate(
+    reads: list[bytes], options: RewriteOptions, encoder: StreamEncoder, *, raw_chunks: bool = True
+) -> tuple[bytes, list[Event]]:
+    """What a client of ``encoder``'s front door receives for these upstream reads, and the events behind it.
+
+    The translator takes the encoder's ``raw_chunks`` as the gateway does; ``raw_chunks=False`` has it make
+    every event whatever the encoder.
+    """
+    translator = StreamTranslator(options, "up", raw_chunks=raw_chunks and encoder.raw_chunks)
+    events: list[Event] = []
+    out = []
+    for read in [*reads, None]:
+        produced = translator.feed(read) if read is not None else translator.end()
+        events += produced
+        out.append(encoder.encode(produced))
+    assert translator.ended
+    return b"".join(out), events

@@ -56,7 +56,7 @@ from gateway.dialects.anthropic import (
     to_chat,
 )
 from gateway.dialects.chat import ChatStreamEncoder
-from tests.streams import FIXTURES, agent_stream, call, choice, chunk, options_of, recorded_body, split_evenly
+from tests.streams import FIXTURES, agent_stream, call, choice, chunk, options_of, recorded_body, split_evenly, translate
 
 DIALECT: Dialect = anthropic_dialect  # mypy checks the module against the front doors' contract
 EVENT = TypeAdapter(RawMessageStreamEvent)
@@ -247,18 +247,7 @@ def run(
     reads: list[bytes], options: RewriteOptions | None = None, request: MessagesRequest = STREAMING
 ) -> tuple[bytes, list[Event]]:
     """What an Anthropic client receives for these upstream reads, and the events behind it."""
-    translator = StreamTranslator(options or RewriteOptions(), "up")
-    encoder = AnthropicStreamEncoder(request, created=0)
-    events: list[Event] = []
-    out = []
-    for data in reads:
-        produced = translator.feed(data)
-        events += produced
-        out.append(encoder.encode(produced))
-    produced = translator.end()
-    events += produced
-    out.append(encoder.encode(produced))
-    return b"".join(out), events
+    return translate(reads, options or RewriteOptions(), AnthropicStreamEncoder(request, created=0))
 
 
 def built(request: MessagesRequest, events: list[Event]) -> dict[str, Any]:

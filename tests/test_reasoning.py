@@ -20,16 +20,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.core.events import Done, Event, ReasoningDelta, TextDelta
+from gateway.core.events import Done, ReasoningDelta, TextDelta
 from gateway.core.options import RewriteOptions
 from gateway.core.rewriter import StreamRewriter, replay_completion
-from gateway.core.translator import StreamTranslator
 from gateway.dialects import anthropic as anthropic_dialect
 from gateway.dialects import chat as chat_dialect
 from gateway.dialects import responses as responses_dialect
 from gateway.dialects.chat import ChatStreamEncoder
 from tests import test_anthropic, test_responses
-from tests.streams import FIXTURES, call, choice, chunk, options_of, recorded_body, sse_payloads
+from tests.streams import FIXTURES, call, choice, chunk, options_of, recorded_body, sse_payloads, translate
 
 WHITESPACE = " \t\n\r"
 REASONING_DIR = FIXTURES / "reasoning"
@@ -56,19 +55,6 @@ def agent_route(reasoning: str, **options: Any) -> RewriteOptions:
 
 def sse(chunks: list[dict[str, Any]]) -> bytes:
     return b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
-
-
-def translate(reads: list[bytes], options: RewriteOptions, encoder: Any) -> tuple[bytes, list[Event]]:
-    """What a client of ``encoder``'s front door receives for these upstream reads, and the events behind it."""
-    translator = StreamTranslator(options, "up")
-    events: list[Event] = []
-    out = []
-    for read in [*reads, None]:
-        produced = translator.feed(read) if read is not None else translator.end()
-        events += produced
-        out.append(encoder.encode(produced))
-    assert translator.ended
-    return b"".join(out), events
 
 
 def chat_bytes(reads: list[bytes], options: RewriteOptions) -> bytes:

@@ -41,6 +41,7 @@ from tests.streams import (
     recorded_files,
     rewrite_completion,
     split_evenly,
+    translate,
 )
 from tests.test_translator import partitions, sse
 
@@ -97,18 +98,8 @@ def run(
     reads: list[bytes], request: ResponsesRequest | None = None, options: RewriteOptions | None = None
 ) -> tuple[list[dict[str, Any]], list[Event], bytes]:
     """What a Responses client receives for these upstream reads (SDK-checked), the core's events, the bytes."""
-    translator = StreamTranslator(options or RewriteOptions(), "up")
     encoder = ResponsesStreamEncoder(request or request_of(stream=True), created=1700000000)
-    events: list[Event] = []
-    out = []
-    for read in reads:
-        produced = translator.feed(read)
-        events += produced
-        out.append(encoder.encode(produced))
-    produced = translator.end()
-    events += produced
-    out.append(encoder.encode(produced))
-    body = b"".join(out)
+    body, events = translate(reads, options or RewriteOptions(), encoder)
     return [sdk_checked(e) for e in parse_sse(body)], events, body
 
 

@@ -68,13 +68,25 @@ def without(text: str, tags: tuple[str, ...]) -> str:
 
 
 @st.composite
-def segments(draw: st.DrawFn, tags: tuple[tuple[str, str], ...], inside: bool, last: bool) -> Segment:
+def segments(
+    draw: st.DrawFn,
+    tags: tuple[tuple[str, str], ...],
+    inside: bool,
+    last: bool,
+    *,
+    thoughts: st.SearchStrategy[str] | None = None,
+    answers: st.SearchStrategy[str] | None = None,
+    most_blocks: int = 3,
+) -> Segment:
     """Leading whitespace, think blocks (the first one template-opened when ``inside``), then the answer.
 
-    Only the last segment of a text may end inside a block.
+    Only the last segment of a text may end inside a block. ``thoughts`` and ``answers`` draw the
+    blocks' and the answer's texts (default: ``texts``).
     """
+    thoughts = thoughts or texts
+    answers = answers or texts
     openers = tuple(opener for opener, _ in tags)
-    blocks = draw(st.integers(min_value=1 if inside else 0, max_value=3))
+    blocks = draw(st.integers(min_value=1 if inside else 0, max_value=most_blocks))
     lead = "" if inside else draw(spaces)
     parts: list[tuple[str, str]] = [(lead, DROPPED if blocks else VISIBLE)]
     for number in range(blocks):
@@ -83,11 +95,11 @@ def segments(draw: st.DrawFn, tags: tuple[tuple[str, str], ...], inside: bool, l
         else:
             opener, closer = draw(st.sampled_from(tags))
             closers = (closer,)
-        parts += [(opener, DROPPED), (without(draw(texts), closers), THOUGHT)]
+        parts += [(opener, DROPPED), (without(draw(thoughts), closers), THOUGHT)]
         if last and number == blocks - 1 and draw(st.booleans()):
             return segment_of(parts)
         parts += [(draw(st.sampled_from(closers)), DROPPED), (draw(spaces), DROPPED)]
-    answer = draw(texts)
+    answer = draw(answers)
     if answer.lstrip(WHITESPACE).startswith(openers):
         answer = "." + answer  # a block here would open: the answer starts with something else
     if blocks:

@@ -26,10 +26,11 @@ from gateway.core.options import RewriteOptions
 from gateway.core.rewriter import StreamRewriter
 from gateway.core.think import WHITESPACE
 from gateway.dialects.chat import ChatStreamEncoder
-from tests.streams import call, choice, chunk, options_of
+from tests.streams import call, choice, chunk, options_of, translate
 from tests.test_arguments import splits
-from tests.test_reasoning import chat_bytes, read_chat, sse, translate
-from tests.test_think import DROPPED, KIMI, THINK, THOUGHT, VISIBLE, Segment, segment_of, spaces, tokens, without
+from tests.test_reasoning import chat_bytes, read_chat, sse
+from tests.test_think import KIMI, THINK, THOUGHT, VISIBLE, Segment, segment_of, tokens
+from tests.test_think import segments as think_segments
 
 HIDDEN = "αβγδεζηθλμ"
 """Reasoning is written with these letters (and tag look-alikes); answers never contain them."""
@@ -42,35 +43,9 @@ answer_texts = st.lists(st.one_of(tokens, st.text(alphabet=answer_chars, max_siz
 inner_texts = st.text(alphabet=HIDDEN + ' "\\\n<>/', min_size=1, max_size=16)
 
 
-@st.composite
-def segments(draw: st.DrawFn, tags: tuple[tuple[str, str], ...], inside: bool, last: bool) -> Segment:
-    """Leading whitespace, think blocks (the first one template-opened when ``inside``), then the answer.
-
-    Only the last segment may end inside a block.
-    """
-    openers = tuple(opener for opener, _ in tags)
-    blocks = draw(st.integers(min_value=1 if inside else 0, max_value=2))
-    lead = "" if inside else draw(spaces)
-    parts: list[tuple[str, str]] = [(lead, DROPPED if blocks else VISIBLE)]
-    for number in range(blocks):
-        if number == 0 and inside:
-            opener, closers = "", tuple(closer for _, closer in tags)
-        else:
-            opener, closer = draw(st.sampled_from(tags))
-            closers = (closer,)
-        parts += [(opener, DROPPED), (without(draw(thought_texts), closers), THOUGHT)]
-        if last and number == blocks - 1 and draw(st.booleans()):
-            return segment_of(parts)
-        parts += [(draw(st.sampled_from(closers)), DROPPED), (draw(spaces), DROPPED)]
-    answer = draw(answer_texts)
-    if answer.lstrip(WHITESPACE).startswith(openers):
-        answer = "." + answer  # a block would open here: this answer starts with something else
-    if blocks:
-        start = len(answer) - len(answer.lstrip(WHITESPACE))
-        parts += [(answer[:start], DROPPED), (answer[start:], VISIBLE)]
-    else:
-        parts.append((answer, VISIBLE))
-    return segment_of(parts)
+def segments(tags: tuple[tuple[str, str], ...], inside: bool, last: bool) -> st.SearchStrategy[Segment]:
+    """The think tests' segments, with reasoning and answers this module can tell apart, two blocks at most."""
+    return think_segments(tags, inside, last, thoughts=thought_texts, answers=answer_texts, most_blocks=2)
 
 
 @dataclass(frozen=True)

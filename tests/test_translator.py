@@ -16,7 +16,7 @@ from gateway.core.events import Done, Error, Event
 from gateway.core.options import RewriteOptions
 from gateway.core.translator import StreamPhase, StreamTranslator
 from gateway.dialects.chat import ChatStreamEncoder
-from tests.streams import agent_stream, options_of, recorded_body, recorded_files, split_evenly
+from tests.streams import agent_stream, options_of, recorded_body, recorded_files, split_evenly, translate
 
 RECORDED = recorded_files()
 needs_recordings = pytest.mark.skipif(not RECORDED, reason="../shared/fixtures/recorded is not present")
@@ -35,19 +35,7 @@ def run(
 
     ``raw_chunks=False`` has the translator make every event, as for a front door that reads them all.
     """
-    encoder = ChatStreamEncoder()
-    translator = StreamTranslator(options or RewriteOptions(**limits), "up", raw_chunks=raw_chunks and encoder.raw_chunks)
-    events: list[Event] = []
-    out = []
-    for read in reads:
-        produced = translator.feed(read)
-        events += produced
-        out.append(encoder.encode(produced))
-    produced = translator.end()
-    events += produced
-    out.append(encoder.encode(produced))
-    assert translator.ended
-    return b"".join(out), events
+    return translate(reads, options or RewriteOptions(**limits), ChatStreamEncoder(), raw_chunks=raw_chunks)
 
 
 def payloads(body: bytes) -> list[Any]:
