@@ -56,7 +56,17 @@ from gateway.dialects.anthropic import (
     to_chat,
 )
 from gateway.dialects.chat import ChatStreamEncoder
-from tests.streams import FIXTURES, agent_stream, call, choice, chunk, options_of, recorded_body, split_evenly, translate
+from tests.streams import (
+    FIXTURES,
+    agent_stream,
+    call,
+    choice,
+    chunk,
+    options_of,
+    recorded_body,
+    split_evenly,
+    translate,
+)
 
 DIALECT: Dialect = anthropic_dialect  # mypy checks the module against the front doors' contract
 EVENT = TypeAdapter(RawMessageStreamEvent)

@@ -18,7 +18,6 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-import httpx
 import orjson
 
 from gateway.config import Config, ModelRoute
@@ -34,7 +33,7 @@ from gateway.server.limits import Ticket, estimate_of_body
 from gateway.server.metrics import Metrics, RequestRecord
 from gateway.server.relay import Relay
 from gateway.server.retries import RetryPolicy
-from gateway.upstream.provider import Provider, UpstreamResponse, client_headers
+from gateway.upstream.provider import FAILURES, Provider, UpstreamResponse, client_headers, failure
 
 __all__ = ["Answer", "Completions"]
 
@@ -158,12 +157,8 @@ class Completions:
         try:
             async with asyncio.timeout_at(deadline):
                 data = await upstream.read()
-        except (TimeoutError, httpx.TimeoutException):
-            message = f"The upstream provider {provider.name!r} timed out."
-            raise GatewayError(ErrorKind.TIMEOUT, message, retryable=True) from None
-        except httpx.TransportError:
-            message = f"The upstream provider {provider.name!r} could not be reached."
-            raise GatewayError(ErrorKind.UNREACHABLE, message, retryable=True) from None
+        except FAILURES as exc:
+            raise failure(provider.name, exc) from None
         finally:
             await upstream.aclose()
             record.upstream_seconds += loop.time() - waiting

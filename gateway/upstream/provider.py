@@ -24,9 +24,20 @@ from gateway.config import ProviderConfig, Timeouts
 from gateway.core.errors import ErrorKind, GatewayError
 from gateway.upstream.transport import Http1Transport
 
-__all__ = ["RETRYABLE_STATUS", "Provider", "UpstreamResponse", "client_headers", "retry_after"]
+__all__ = ["FAILURES", "RETRYABLE_STATUS", "Provider", "UpstreamResponse", "client_headers", "failure", "retry_after"]
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+FAILURES = (TimeoutError, httpx.TransportError)
+"""What reaching a provider can raise: a deadline passed, or the connection failed (``failure`` says which)."""
+
+
+def failure(provider: str, error: BaseException) -> GatewayError:
+    """A timeout or a broken connection to ``provider``, as the gateway reports it: retryable either way."""
+    if isinstance(error, (TimeoutError, httpx.TimeoutException)):
+        return GatewayError(ErrorKind.TIMEOUT, f"The upstream provider {provider!r} timed out.", retryable=True)
+    message = f"The upstream provider {provider!r} could not be reached."
+    return GatewayError(ErrorKind.UNREACHABLE, message, retryable=True)
 
 # Idle keep-alive connections kept per provider, and how long each is kept, whichever transport holds them.
 _MAX_IDLE = 256
@@ -221,12 +232,8 @@ class Provider:
             retry = str(max(1, round(pool)))
             message = f"The upstream provider {self.name!r} is at its connection limit (max_connections)."
             raise GatewayError(ErrorKind.BUSY, message, headers={"retry-after": retry}, retryable=True) from None
-        except (TimeoutError, httpx.TimeoutException):
-            message = f"The upstream provider {self.name!r} timed out."
-            raise GatewayError(ErrorKind.TIMEOUT, message, retryable=True) from None
-        except httpx.TransportError:
-            message = f"The upstream provider {self.name!r} could not be reached."
-            raise GatewayError(ErrorKind.UNREACHABLE, message, retryable=True) from None
+        except FAILURES as exc:
+            raise failure(self.name, exc) from None
         response.request = request
         return response
 
