@@ -52,7 +52,9 @@ class FragmentTemplate:
     another nonce, when it has one after its choices).
     """
 
-    __slots__ = ("chunk", "_nonce", "_head", "_between", "_end", "_smallest", "_delta_head", "_delta_between")
+    __slots__ = (
+        "chunk", "_nonce", "_head", "_between", "_end", "_smallest", "_delta_head", "_delta_between", "_frame"
+    )
 
     def __init__(
         self,
@@ -71,6 +73,8 @@ class FragmentTemplate:
         self._smallest = len(self._head) + len(self._between) + len(self._end) + 2
         self._delta_head = payload[: delta[0]]
         self._delta_between = payload[delta[1] : rest[0]]
+        # Without a nonce every recognised chunk has the same frame.
+        self._frame = (self._delta_head, self._delta_between + self._end)
 
     @classmethod
     def learn(cls, payload: bytes, chunk: Any) -> FragmentTemplate | None:
@@ -110,7 +114,7 @@ class FragmentTemplate:
         """For this template's bytes around an arguments string (and a nonce), what they hold; else None.
 
         That is the arguments string, the decoded chunk but for its delta,
-        and the nonce's bytes (empty without one), for ``render``.
+        and the nonce's bytes (empty without one), for ``frame``.
         """
         head, between = self._head, self._between
         if len(payload) < self._smallest or not payload.startswith(head):
@@ -139,6 +143,8 @@ class FragmentTemplate:
 
     def frame(self, nonce: bytes = b"") -> Frame:
         """A recognised chunk's bytes around its delta: the learned bytes, with its own nonce."""
+        if not nonce:
+            return self._frame
         return self._delta_head, b"".join((self._delta_between, nonce, self._end))
 
 

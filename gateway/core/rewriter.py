@@ -241,11 +241,10 @@ class StreamRewriter:
             for position, choice in enumerate(choices):
                 if not isinstance(choice, dict):
                     raise InvalidChunk("a choice is not an object")
-                index = choice.get("index", position)
-                state = states.get(index) if type(index) is int else None
+                index = choice_index(choice, position)
+                state = states.get(index)
                 if state is None:
-                    index = choice_index(choice, position)
-                    state = states.get(index) or states.setdefault(index, _Choice(None))
+                    state = states[index] = _Choice(None)
                 if choice.get("finish_reason") is not None:
                     state.finished = True
                 whole = whole and isinstance(choice.get("delta"), dict)

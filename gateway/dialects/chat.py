@@ -216,13 +216,12 @@ class ChatStreamEncoder:
             # the new delta).
             size = len(events)
             if size == 1 and start.raw is not None and not self._drop_usage:
-                return b"data: " + start.raw + b"\n\n"
+                return encode_event(start.raw)
             if start.frame is not None and type(events[1]) is ChoiceStart:
                 if size == 2:
                     return b""
                 if type(text := events[2]) is TextDelta and text.text:
-                    head, tail = start.frame
-                    return b"data: " + head + orjson.dumps({"content": text.text}) + tail + b"\n\n"
+                    return _framed(start.frame, {"content": text.text})
         return b"".join(self._encode(events))
 
     def chunks(self, events: Iterable[Event]) -> list[dict[str, Any]]:
@@ -301,14 +300,19 @@ def _usage_only(fields: Mapping[str, Any]) -> bool:
     return not fields.get("choices") and fields.get("usage") is not None
 
 
+def _framed(frame: tuple[bytes, bytes], delta: dict[str, Any]) -> bytes:
+    """A chunk that is the upstream's bytes around a new delta (``ChunkStart.frame``)."""
+    head, tail = frame
+    return encode_event(head + orjson.dumps(delta) + tail)
+
+
 def _emit(start: ChunkStart, choices: list[_Choice], out: list[bytes]) -> None:
     """Encode a rewritten chunk, unless it has nothing left to say."""
     if start.frame is not None:
         # Only the one choice's delta changed: the upstream's own bytes around the new one.
         [choice] = choices
         if choice.says_something():
-            head, tail = start.frame
-            out.append(b"data: " + head + orjson.dumps(choice.delta) + tail + b"\n\n")
+            out.append(_framed(start.frame, choice.delta))
         return
     if len(choices) == 1:  # the usual case, without the list machinery
         only = choices[0].built()
