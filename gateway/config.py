@@ -110,6 +110,10 @@ class ServerConfig(_Strict):
     # When the shared state cannot be reached within `state_timeout` seconds: serve anyway, or answer 503.
     state_failure: Literal["open", "closed"] = "open"
     state_timeout: float = Field(default=0.05, gt=0)
+    # Connections to the shared state per worker, opened at start; a round trip waits up to
+    # `state_queue_timeout` seconds for one of them (connecting one counts there, not in state_timeout).
+    state_pool_size: int = Field(default=16, gt=0, le=1024)
+    state_queue_timeout: float = Field(default=1.0, gt=0)
     # A key's concurrency slot is a lease, renewed while its request runs: one left by a worker that died
     # comes back this many seconds after its last renewal.
     slot_lease: float = Field(default=30, ge=1)

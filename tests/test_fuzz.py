@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 
 import httpx
@@ -287,3 +288,137 @@ def test_a_tool_whose_name_is_not_a_string_is_forwarded_for_the_upstream_to_judg
     [forwarded, message_tool] = orjson.loads(sent.content)["tools"]
     assert forwarded["function"]["name"] == name and "inner_thoughts" in forwarded["function"]["parameters"]["properties"]
     assert message_tool["function"]["name"] == "send_message"
+
+
+# The translated front doors: a valid request with any value put anywhere in it is a 4xx naming the field, or an
+# answer; never a 5xx. Mutating valid requests reaches every depth of the translators, where generated bodies
+# mostly stop at the first field.
+RESPONSES_SEEDS: list[dict[str, Any]] = [
+    {
+        "model": "agent",
+        "instructions": "Be brief.",
+        "input": [
+            {"type": "message", "role": "developer", "content": "Rules."},
+            {"type": "message", "role": "user", "content": [
+                {"type": "input_text", "text": "Look:"},
+                {"type": "input_image", "image_url": "data:image/png;base64,AAAA", "detail": "low"},
+            ]},
+            {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "thought"}]},
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Checking."}]},
+            {"type": "function_call", "call_id": "c1", "name": "get", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c1", "output": [{"type": "input_text", "text": "ok"}]},
+        ],
+        "tools": [{"type": "function", "name": "get", "description": "d", "strict": True,
+                   "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}],
+        "tool_choice": {"type": "function", "name": "get"},
+        "parallel_tool_calls": False,
+        "text": {"format": {"type": "json_schema", "name": "out", "schema": {"type": "object"}, "strict": True}},
+        "reasoning": {"effort": "low"},
+        "max_output_tokens": 100,
+        "temperature": 0.5,
+        "top_p": 1,
+        "metadata": {"k": "v"},
+        "stop": ["x"],
+        "store": False,
+    },
+    {"model": "plain", "input": "Hi", "stream": True, "tool_choice": "auto", "text": {"format": {"type": "text"}}},
+]
+MESSAGES_SEEDS: list[dict[str, Any]] = [
+    {
+        "model": "agent",
+        "max_tokens": 64,
+        "system": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+        "messages": [
+            {"role": "user", "content": [
+                {"type": "text", "text": "Look:"},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}},
+                {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}},
+            ]},
+            {"role": "assistant", "content": [
+                {"type": "thinking", "thinking": "hm", "signature": "s"},
+                {"type": "text", "text": "Checking."},
+                {"type": "tool_use", "id": "t1", "name": "get", "input": {"q": "x"}},
+            ]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "t1", "content": [{"type": "text", "text": "ok"}], "is_error": False},
+                {"type": "text", "text": "And?"},
+            ]},
+        ],
+        "tools": [{"name": "get", "description": "d", "input_schema": {"type": "object", "properties": {}}}],
+        "tool_choice": {"type": "tool", "name": "get", "disable_parallel_tool_use": True},
+        "thinking": {"type": "enabled", "budget_tokens": 2048},
+        "metadata": {"user_id": "u"},
+        "temperature": 0.5,
+        "top_p": 0.9,
+        "stop_sequences": ["x"],
+    },
+    {"model": "plain", "max_tokens": 64, "stream": True, "messages": [{"role": "user", "content": "Hi"}]},
+]
+garbage = st.recursive(
+    leaves, lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(fields, inner, max_size=3)), max_leaves=8
+)
+
+
+def places(value: Any, at: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every path into a decoded body: the root, each key of each object, each item of each array."""
+    found = [at]
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found += places(item, (*at, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += places(item, (*at, index))
+    return found
+
+
+def mutated(data: st.DataObject, seeds: list[dict[str, Any]]) -> Any:
+    """A seed with one to three of its values (or new keys of its objects) replaced by anything."""
+    body: Any = json.loads(json.dumps(data.draw(st.sampled_from(seeds))))
+    for _ in range(data.draw(st.integers(1, 3))):
+        path = data.draw(st.sampled_from(places(body)))
+        if not path:
+            continue  # the root stays an object: a body that is not one has no field to name
+        parent = body
+        for step in path[:-1]:
+            parent = parent[step]
+        key = path[-1]
+        if isinstance(parent, dict) and data.draw(st.booleans()):
+            key = data.draw(fields | response_fields)  # a new, or another, key
+        parent[key] = data.draw(garbage)
+    return body
+
+
+def assert_no_5xx_and_the_field_is_named(path: str, body: bytes, *, anthropic: bool) -> None:
+    response, sent = through_the_gateway(path, body)
+    assert response.status_code < 500, response.text
+    if response.status_code < 400:
+        event("answered")
+        return
+    event(f"refused {response.status_code}")
+    assert sent == []
+    error = response.json()["error"]
+    if error["message"].startswith("The request body"):
+        return  # not JSON (or nested too deeply): there is no field to name
+    if anthropic:
+        # Anthropic's errors have no param: the message begins with the field's path.
+        assert response.json()["type"] == "error" and error["type"] == "invalid_request_error", error
+        assert re.match(r"[a-z_]+(\.\w+)*:", error["message"]) or response.status_code == 404, error
+    else:
+        assert error["param"] or response.status_code == 404, error
+
+
+response_fields = st.sampled_from(["input", "content", "type", "role", "text", "format", "summary", "output", "id"])
+
+
+@settings(max_examples=1500, derandomize=True)
+@given(st.data())
+def test_a_responses_request_is_answered_or_refused_naming_the_field(data: st.DataObject) -> None:
+    body = mutated(data, RESPONSES_SEEDS)
+    assert_no_5xx_and_the_field_is_named("/v1/responses", render(body).encode(), anthropic=False)
+
+
+@settings(max_examples=1500, derandomize=True)
+@given(st.data())
+def test_a_messages_request_is_answered_or_refused_naming_the_field(data: st.DataObject) -> None:
+    body = mutated(data, MESSAGES_SEEDS)
+    assert_no_5xx_and_the_field_is_named("/v1/messages", render(body).encode(), anthropic=True)

@@ -7,8 +7,11 @@ starts again is its own (``own_redis``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import re
+import socket
 import threading
 import time
 import uuid
@@ -195,7 +198,7 @@ def metric(gateway: Running, name: str, **labels: str) -> float:
     return 0.0
 
 
-def test_redis_stopped_mid_run_open_serves_and_counts_closed_refuses_and_limits_resume(
+def test_redis_stopped_mid_run_open_limits_per_gateway_closed_refuses_and_limits_resume(
     gateways: Gateways, own_redis: RedisServer
 ) -> None:
     lenient, strict = gateways(1, {"rpm": 2}, state=own_redis.url) + gateways(
@@ -206,9 +209,10 @@ def test_redis_stopped_mid_run_open_serves_and_counts_closed_refuses_and_limits_
     assert [post(gateway).status_code for gateway in (lenient, strict)] == [429, 429]
 
     own_redis.stop()
+    # Open: the lenient gateway holds the key to what it counted itself (its one request of this minute).
     served = [post(lenient) for _ in range(4)]
-    assert [answer.status_code for answer in served] == [200] * 4
-    assert not any(name.startswith("x-ratelimit-") for answer in served for name in answer.headers)
+    assert [answer.status_code for answer in served] == [200, 429, 429, 429]
+    assert all(answer.headers["x-ratelimit-limit-requests"] == "2" for answer in served)
     assert metric(lenient, "gateway_state_failures_total", operation="admit") == 4
     warnings = [line for line in lenient.stderr().splitlines() if "shared state unavailable" in line]
     assert len(warnings) == 1 and "state_failure: open" in warnings[0]  # one warning per interval
@@ -217,7 +221,7 @@ def test_redis_stopped_mid_run_open_serves_and_counts_closed_refuses_and_limits_
     assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
     error = refused.json()["error"]
     assert error["code"] == "state_unavailable" and "server.state_failure: closed" in error["message"]
-    assert f"127.0.0.1:{own_redis.port}" in error["message"]
+    assert str(own_redis.port) not in error["message"]  # where Redis is stays in the gateway's log
     assert post(strict, key=PLAIN_KEY).status_code == 200  # a key without limits needs no shared state
 
     own_redis.start()  # empty again: no persistence
@@ -225,3 +229,42 @@ def test_redis_stopped_mid_run_open_serves_and_counts_closed_refuses_and_limits_
         assert post(gateway).status_code == 200
     assert [post(gateway).status_code for gateway in (lenient, strict)] == [429, 429]
     assert metric(lenient, "gateway_state_failures_total", operation="admit") == 4
+
+
+def redis_clients(server: RedisServer) -> int:
+    """How many clients the server has now (the asking one included)."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as connection:
+        connection.sendall(b"INFO clients\r\n")
+        reply = b""
+        while b"connected_clients:" not in reply or not reply.endswith(b"\r\n"):
+            reply += connection.recv(65536)
+    return int(re.search(rb"connected_clients:(\d+)", reply)[1])  # type: ignore[index]
+
+
+async def burst(gateway: Running, count: int) -> list[int]:
+    """``count`` requests at once, each on a connection of its own, as an attacker opening them would."""
+
+    async def one() -> int:
+        async with httpx.AsyncClient(timeout=60) as client:
+            body = {"model": "assistant", "messages": [{"role": "user", "content": "Hi"}]}
+            answer = await client.post(
+                gateway.url + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {KEY}"}
+            )
+            return answer.status_code
+
+    return list(await asyncio.gather(*(one() for _ in range(count))))
+
+
+@pytest.mark.parametrize("failure", ["open", "closed"])
+def test_a_burst_on_fresh_connections_is_held_to_the_limit_and_opens_no_redis_connections(
+    gateways: Gateways, own_redis: RedisServer, failure: str
+) -> None:
+    """With the default state_timeout, bursts of 150 find the pool open: exactly the rpm is served, the rest
+    get 429 (never 503, never served unlimited), and Redis sees no more clients than the pool holds."""
+    (gateway,) = gateways(1, {"rpm": 5}, state=own_redis.url, state_failure=failure, state_timeout=0.05)
+    assert redis_clients(own_redis) == 16 + 1  # the pool was opened at start, before any request
+    statuses = asyncio.run(burst(gateway, 150))
+    assert sorted(statuses) == [200] * 5 + [429] * 145
+    assert sorted(asyncio.run(burst(gateway, 100))) == [429] * 100
+    assert redis_clients(own_redis) == 16 + 1
+    assert metric(gateway, "gateway_state_failures_total", operation="admit") == 0

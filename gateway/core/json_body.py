@@ -22,7 +22,7 @@ import orjson
 
 from gateway.core.errors import ErrorKind, GatewayError
 
-__all__ = ["MAX_DEPTH", "dumps", "loads"]
+__all__ = ["MAX_DEPTH", "dumps", "encode", "loads"]
 
 _LONG_DIGITS: Final = re.compile(rb"\d{19}")
 # The deepest nesting orjson encodes; anything deeper is refused rather than re-encoded some slower way.
@@ -55,6 +55,15 @@ def dumps(value: Any) -> bytes:
     if _deeper_than(value, MAX_DEPTH):
         raise GatewayError(ErrorKind.INVALID_REQUEST, _TOO_DEEP)
     return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+def encode(value: Any) -> bytes:
+    """Encode one of the gateway's own answers (an event, a response object): integers beyond 64 bits exact, and
+    never refused, since an answer that repeats a request's settings nests a few levels deeper than the request."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
 def _deeper_than(value: Any, limit: int) -> bool:

@@ -26,7 +26,7 @@ from enum import Enum
 from typing import Annotated, Any, Final, Literal, TypeVar
 
 import orjson
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StrictBool, StrictInt, StrictStr, ValidationError
 from pydantic_core import PydanticCustomError
 
 from gateway.core import json_body
@@ -193,8 +193,8 @@ class MessagesRequest:
     tools: tuple[ToolSpec, ...]
     tool_choice: ToolChoice | None
     stop_sequences: tuple[str, ...]
-    temperature: float | None
-    top_p: float | None
+    temperature: int | float | None
+    top_p: int | float | None
     user: str | None
     thinking: ThinkingMode | None
     thinking_budget: int | None
@@ -202,13 +202,13 @@ class MessagesRequest:
 
 
 def _number(value: Any) -> Any:
-    """A JSON number, not a bool or a numeric string."""
+    """A JSON number, not a bool or a numeric string; an integer stays exact, whatever its size."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise PydanticCustomError("number_type", "Input should be a number")
-    return float(value)
+    return value
 
 
-Number = Annotated[float, BeforeValidator(_number)]
+Number = Annotated[int | float, PlainValidator(_number)]
 
 
 class _Lenient(BaseModel):
@@ -625,7 +625,7 @@ def _assistant_message(blocks: tuple[Block, ...], reasoning: Reasoning, dropped:
     """
     texts = [block.text for block in blocks if isinstance(block, Text)]
     calls = [
-        {"id": b.id, "type": "function", "function": {"name": b.name, "arguments": orjson.dumps(b.input).decode()}}
+        {"id": b.id, "type": "function", "function": {"name": b.name, "arguments": json_body.dumps(b.input).decode()}}
         for b in blocks
         if isinstance(b, ToolUse)
     ]
@@ -694,9 +694,9 @@ def count_tokens(chat: Mapping[str, Any]) -> dict[str, int]:
         if isinstance(message.get("reasoning_content"), str):
             size += len(message["reasoning_content"].encode())
         for call in message.get("tool_calls") or ():
-            size += len(orjson.dumps(call))
+            size += len(json_body.encode(call))
     if chat.get("tools"):
-        size += len(orjson.dumps(chat["tools"]))
+        size += len(json_body.encode(chat["tools"]))
     return {"input_tokens": tokens + math.ceil(size / _BYTES_PER_TOKEN)}
 
 

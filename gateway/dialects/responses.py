@@ -333,7 +333,7 @@ class _History:
             logger.debug("responses request: reasoning with no assistant turn after it is not sent upstream")
 
     def _item(self, item: dict[str, Any], path: str) -> None:
-        kind = item.get("type")
+        kind = _string(item, "type", path)
         if kind is None and "role" in item:
             kind = "message"
         if kind == "message":
@@ -424,7 +424,7 @@ class _History:
             parts = _array(item, key, path) or []
             for position, part in enumerate(parts):
                 part_path = f"{path}.{key}[{position}]"
-                if _entry(part, part_path).get("type") != part_type:
+                if _string(_entry(part, part_path), "type", part_path) != part_type:
                     raise _invalid(
                         f"{part_path}.type", f"Invalid value for '{part_path}.type': expected {part_type!r}."
                     )
@@ -442,7 +442,7 @@ def _parts(parts: list[Any], path: str, *, images: bool) -> str | list[dict[str,
     out: list[dict[str, Any]] = []
     for position, part in enumerate(parts):
         part_path = f"{path}[{position}]"
-        kind = _entry(part, part_path).get("type")
+        kind = _string(_entry(part, part_path), "type", part_path)
         if kind in _TEXT_PARTS:
             out.append({"type": "text", "text": _string(part, "text", part_path, required=True)})
         elif kind == "refusal":
@@ -494,7 +494,7 @@ def _tool_output(output: Any, path: str) -> str:
     texts = []
     for position, part in enumerate(output):
         part_path = f"{path}[{position}]"
-        kind = _entry(part, part_path).get("type")
+        kind = _string(_entry(part, part_path), "type", part_path)
         if kind not in _TEXT_PARTS:
             raise _invalid(
                 f"{part_path}.type",
@@ -513,7 +513,7 @@ def _tools(payload: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[dict[
     echo: list[dict[str, Any]] = []
     for position, tool in enumerate(_array(payload, "tools") or ()):
         path = f"tools[{position}]"
-        kind = _entry(tool, path).get("type")
+        kind = _string(_entry(tool, path), "type", path)
         if kind != "function":
             if kind is None:
                 raise _missing(f"{path}.type")
@@ -555,7 +555,7 @@ def _tool_choice(choice: Any) -> str | dict[str, Any] | None:
         )
     if not isinstance(choice, dict):
         raise _wrong_type("tool_choice", "a string or an object")
-    kind = choice.get("type")
+    kind = _string(choice, "type", "tool_choice")
     if kind != "function":
         raise _invalid(
             "tool_choice.type",
@@ -586,7 +586,7 @@ def _response_format(text: Mapping[str, Any]) -> dict[str, Any] | None:
     text_format = _object(text, "format", "text")
     if text_format is None:
         return None
-    kind = text_format.get("type")
+    kind = _string(text_format, "type", "text.format")
     if kind == "text":
         return None
     if kind == "json_object":
@@ -979,7 +979,7 @@ class ResponsesStreamEncoder:
 
 
 def _sse(event: dict[str, Any]) -> bytes:
-    return encode_event(orjson.dumps(event), event=event["type"].encode())
+    return encode_event(json_body.encode(event), event=event["type"].encode())
 
 
 def encoder(request: ResponsesRequest, *, created: int) -> ResponsesStreamEncoder:
@@ -988,7 +988,7 @@ def encoder(request: ResponsesRequest, *, created: int) -> ResponsesStreamEncode
 
 def build(request: ResponsesRequest, events: Iterable[Event], *, created: int) -> bytes:
     """The non-streaming body: the ``response`` object (see ``response_object``)."""
-    return orjson.dumps(response_object(request, events, created=created))
+    return json_body.encode(response_object(request, events, created=created))
 
 
 def response_object(request: ResponsesRequest, events: Iterable[Event], *, created: int) -> dict[str, Any]:

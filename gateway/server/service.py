@@ -41,6 +41,8 @@ class Service:
             server.state_timeout,
             on_failure=lambda operation: self.metrics.state_failures.labels(operation).inc(),
             lease_seconds=server.slot_lease,
+            pool_size=server.state_pool_size,
+            queue_timeout=server.state_queue_timeout,
         )
         self.limits = Limiter(config, self.store, self.metrics)
         self.providers = {
@@ -56,6 +58,7 @@ class Service:
         self.draining = False
 
     async def start(self) -> None:
+        await self.store.start()
         self.ready = True
 
     async def stop(self) -> None:

@@ -21,7 +21,7 @@ from gateway.state.base import (
     StateUnavailable,
 )
 from gateway.state.memory import MemoryStore
-from gateway.state.redis_store import FailurePolicy, RedisStore
+from gateway.state.redis_store import DEFAULT_POOL_SIZE, DEFAULT_QUEUE_TIMEOUT, FailurePolicy, RedisStore
 
 __all__ = [
     "Admission",
@@ -46,10 +46,18 @@ def create_store(
     timeout: float = 0.05,
     on_failure: Callable[[str], None] | None = None,
     lease_seconds: float = 30.0,
+    pool_size: int = DEFAULT_POOL_SIZE,
+    queue_timeout: float = DEFAULT_QUEUE_TIMEOUT,
 ) -> StateStore:
     """The store ``server.state`` names; ``on_failure`` is told of every failed round trip (for a metric)."""
     if state == "memory":
         return MemoryStore(lease_seconds=lease_seconds)
     return RedisStore.from_url(
-        state, failure=FailurePolicy(failure), timeout=timeout, on_failure=on_failure, lease_seconds=lease_seconds
+        state,
+        failure=FailurePolicy(failure),
+        timeout=timeout,
+        on_failure=on_failure,
+        lease_seconds=lease_seconds,
+        pool_size=pool_size,
+        queue_timeout=queue_timeout,
     )

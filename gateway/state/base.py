@@ -151,8 +151,6 @@ class Admission:
     concurrency: Quota | None = None
     retry_after: float | None = None  # seconds, when refused
     lease: Lease | None = None
-    # Admitted without looking: the shared state could not be reached and `state_failure` is `open`.
-    degraded: bool = False
 
     @property
     def allowed(self) -> bool:
@@ -340,6 +338,9 @@ class StateStore(ABC):
     @abstractmethod
     async def cooling_down(self, deployments: Sequence[str]) -> dict[str, float]:
         """Those of ``deployments`` cooling down now, with the seconds they have left."""
+
+    async def start(self) -> None:  # noqa: B027 - most stores have nothing to do; not every store must say so
+        """Get ready before the first request (the Redis store opens its connections)."""
 
     async def aclose(self) -> None:
         if self._renewer is not None:

@@ -78,6 +78,19 @@ class MemoryStore(StateStore):
                 state.leases[lease.id] = now + self.lease_seconds
         return answer
 
+    def count(self, key: str, limits: Limits, lease: Lease | None) -> None:
+        """Count a request admitted elsewhere (the shared state), with its slot, without checking: as the
+        Redis store's guard, this store sees every request its worker admits."""
+        now = self.clock()
+        state = self._keys.setdefault(key, _KeyState())
+        if limits.rpm is not None:
+            current = math.floor(now)
+            _prune(state.requests, current)
+            state.requests[current] = state.requests.get(current, 0) + 1
+        if lease is not None:
+            state.leases = {held: expiry for held, expiry in state.leases.items() if expiry > now}
+            state.leases[lease.id] = now + self.lease_seconds
+
     async def finish(self, key: str, limits: Limits, tokens: int, lease: Lease | None) -> None:
         if lease is not None and (held := self._keys.get(lease.key)) is not None:
             held.leases.pop(lease.id, None)

@@ -5,30 +5,42 @@ pipeline. Every key expires on its own, so nothing is left behind by a key
 removed from the config or a worker that died. Times are the workers' clocks
 (keep them in sync with NTP); a key's data share one hash slot.
 
-When Redis is down or slower than ``state_timeout``, the store counts the
-failure, logs one warning per interval, and then admits (``open``) or raises
-StateUnavailable (``closed``). Bookkeeping once a request is admitted
-(charging tokens, renewing and returning slots, counting a deployment's
-failures) may wait longer, up to ``BOOKKEEPING_TIMEOUT``: a busy worker's event
-loop alone can hold an answer back for tens of milliseconds, and bookkeeping
-given up is lost (tokens not counted, a slot held until its lease ends).
+Each worker holds a fixed pool of ``pool_size`` connections, opened when the
+store starts and reopened as they break, so a burst of requests never opens
+connections of its own: a check waits for a pooled connection up to
+``queue_timeout`` (connecting, when one must reconnect, counts there), and
+only its round trip is held to ``timeout`` (``state_timeout``).
+
+When Redis cannot answer (down, slower than ``state_timeout``, or no pooled
+connection within ``queue_timeout``), the store counts the failure and logs
+one warning per interval; then a check either raises StateUnavailable
+(``closed``) or is answered by the in-process guard (``open``): a
+``MemoryStore`` that sees every request this worker admits, so it holds a key
+to its limits as this worker alone has counted them. Bookkeeping once a
+request is admitted (charging tokens, renewing and returning slots, counting
+a deployment's failures) may wait longer, up to ``BOOKKEEPING_TIMEOUT``: a
+busy worker's event loop alone can hold an answer back for tens of
+milliseconds, and bookkeeping given up is lost in Redis (tokens not counted, a
+slot held until its lease ends).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from enum import Enum, StrEnum
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 from urllib.parse import urlsplit
 
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.asyncio import BlockingConnectionPool
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from gateway.state.base import (
     BUCKETS,
@@ -45,11 +57,11 @@ from gateway.state.base import (
     new_lease,
     period_bounds,
 )
+from gateway.state.memory import MemoryStore
 
-__all__ = ["BOOKKEEPING_TIMEOUT", "FailurePolicy", "RedisStore"]
+__all__ = ["BOOKKEEPING_TIMEOUT", "DEFAULT_POOL_SIZE", "DEFAULT_QUEUE_TIMEOUT", "FailurePolicy", "RedisStore"]
 
 log = logging.getLogger("gateway.state")
-T = TypeVar("T")
 
 # KEYS: requests window, tokens window, budget counter, slot leases.
 # ARGV: current bucket, rpm, tpm, budget, max concurrency (0 = no such limit), now, lease id,
@@ -145,6 +157,10 @@ _BUDGET_SLACK: Final = 3600.0
 
 # The longest wait for bookkeeping, in seconds, unless state_timeout is longer.
 BOOKKEEPING_TIMEOUT: Final = 1.0
+# Connections per worker, and the longest a round trip waits for one of them (server.state_pool_size,
+# server.state_queue_timeout).
+DEFAULT_POOL_SIZE: Final = 16
+DEFAULT_QUEUE_TIMEOUT: Final = 1.0
 
 
 class FailurePolicy(StrEnum):
@@ -162,15 +178,39 @@ class _Call(Enum):
     BOOKKEEPING = "bookkeeping"  # after admission: up to BOOKKEEPING_TIMEOUT, then the fallback
 
 
+class _Unanswered(Exception):
+    """A round trip that got no answer: ``problem`` says why, for the log (never for a client)."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(problem)
+        self.problem = problem
+
+
+class _Script:
+    """A Lua script, run by its digest (``EVALSHA``) and sent whole only when Redis does not know it yet."""
+
+    __slots__ = ("sha", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.sha = hashlib.sha1(text.encode()).hexdigest()
+
+
+_ADMIT_SCRIPT: Final = _Script(_ADMIT)
+_FINISH_SCRIPT: Final = _Script(_FINISH)
+_FAILED_SCRIPT: Final = _Script(_FAILED)
+
+
 class RedisStore(StateStore):
-    """State in one Redis database, reached through the ``redis`` package's asyncio client."""
+    """State in one Redis database, over a fixed pool of connections per worker, guarded in process."""
 
     def __init__(
         self,
-        client: Redis,
+        pool: BlockingConnectionPool,
         *,
         failure: FailurePolicy = FailurePolicy.OPEN,
         timeout: float = 0.05,
+        queue_timeout: float = DEFAULT_QUEUE_TIMEOUT,
         on_failure: Callable[[str], None] | None = None,
         warn_interval: float = 60.0,
         prefix: str = "gateway:",
@@ -179,30 +219,63 @@ class RedisStore(StateStore):
         where: str = "redis",
     ) -> None:
         super().__init__(clock, lease_seconds)
-        self._redis = client
+        self._pool = pool
         self._failure = failure
         self._timeouts = {
             _Call.CHECK: timeout, _Call.ADVICE: timeout, _Call.BOOKKEEPING: max(timeout, BOOKKEEPING_TIMEOUT)
         }
+        self._queue_timeout = queue_timeout
         self._on_failure = on_failure
         self._warn_interval = warn_interval
         self._warned_at = -math.inf
         self._prefix = prefix
         self._where = where
-        self._admit = client.register_script(_ADMIT)
-        self._finish = client.register_script(_FINISH)
-        self._failed = client.register_script(_FAILED)
+        # Redis could not be reached: one round trip at a time tries again (the probe); the others do not wait.
+        self._down = False
+        self._probing = False
+        # The guard: sees every request this worker admits, and answers for the key when Redis cannot (open).
+        self.guard = MemoryStore(clock, lease_seconds)
 
     @classmethod
-    def from_url(cls, url: str, **options: Any) -> RedisStore:
-        """A store on its own connection pool; a failed command is retried once at once, on a fresh connection."""
-        client = Redis.from_url(url, retry=Retry(NoBackoff(), 1), socket_timeout=5, socket_connect_timeout=5)
-        parts = urlsplit(url)
-        return cls(client, where=f"redis at {parts.hostname}:{parts.port or 6379}", **options)
+    def from_url(
+        cls,
+        url: str,
+        *,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        queue_timeout: float = DEFAULT_QUEUE_TIMEOUT,
+        **options: Any,
+    ) -> RedisStore:
+        """A store on its own pool of ``pool_size`` connections; connecting one counts toward ``queue_timeout``."""
+        pool = BlockingConnectionPool.from_url(
+            url,
+            max_connections=pool_size,
+            timeout=None,  # the store bounds each wait itself
+            socket_timeout=5,
+            socket_connect_timeout=queue_timeout,
+        )
+        return cls(pool, queue_timeout=queue_timeout, where=f"redis at {_host_of(url)}", **options)
+
+    async def start(self) -> None:
+        """Open every connection of the pool now, and load the scripts, so that no request pays for either."""
+        size = self._pool.max_connections
+        opened = await asyncio.gather(*(self._connection() for _ in range(size)), return_exceptions=True)
+        connections = [c for c in opened if not isinstance(c, BaseException)]
+        try:
+            if connections:
+                for script in (_ADMIT_SCRIPT, _FINISH_SCRIPT, _FAILED_SCRIPT):
+                    await connections[0].send_command("SCRIPT", "LOAD", script.text)
+                    await connections[0].read_response()
+        except (RedisError, OSError) as exc:
+            log.warning("shared state: could not load the scripts at start (%s); they load on first use", exc)
+        finally:
+            for connection in connections:
+                await self._pool.release(connection)
+        if len(connections) < size:
+            self._warn(f"could not be reached at start ({size - len(connections)} of {size} connections failed)")
 
     async def aclose(self) -> None:
         await super().aclose()
-        await self._redis.aclose()
+        await self._pool.disconnect()
 
     async def admit(self, key: str, limits: Limits) -> Admission:
         if not limits.any:
@@ -227,9 +300,15 @@ class RedisStore(StateStore):
             _WINDOW_TTL_MS,
             math.ceil(self.lease_seconds * 2000),
         ]
-        reply: bytes | None = await self._guard("admit", lambda: self._admit(keys=keys, args=args), None, _Call.CHECK)
-        if reply is None:
-            return Admission(None, degraded=True)
+        try:
+            reply = await self._run("admit", _Call.CHECK, _ADMIT_SCRIPT, keys, args)
+        except _Unanswered as exc:
+            if self._failure is FailurePolicy.CLOSED:
+                raise StateUnavailable(
+                    f"The gateway's shared state {exc.problem}, and the gateway is configured to refuse requests"
+                    " then (server.state_failure: closed)."
+                ) from None
+            return await self.guard.admit(key, limits)
         observed = map(int, reply.split())
         requests, request_newest, request_release, tokens, token_newest, token_release, spent, held = observed
         seen = Observed(
@@ -240,9 +319,13 @@ class RedisStore(StateStore):
             budget_end,
             held if limits.max_concurrency is not None else None,
         )
-        return admission(limits, seen, lease)
+        answer = admission(limits, seen, lease)
+        if answer.allowed:
+            self.guard.count(key, limits, answer.lease)
+        return answer
 
     async def finish(self, key: str, limits: Limits, tokens: int, lease: Lease | None) -> None:
+        await self.guard.finish(key, limits, tokens, lease)
         tokens = tokens if limits.tpm is not None or limits.budget is not None else 0
         if not tokens and lease is None:
             return
@@ -260,33 +343,38 @@ class RedisStore(StateStore):
             budget_ttl,
             lease.id if lease is not None else "",
         ]
-        await self._guard("finish", lambda: self._finish(keys=keys, args=args), None, _Call.BOOKKEEPING)
+        await self._try("finish", _Call.BOOKKEEPING, _FINISH_SCRIPT, keys, args)
 
     async def renew(self, leases: Sequence[Lease]) -> None:
+        await self.guard.renew(leases)
         expiry = self.clock() + self.lease_seconds
-        pipe = self._redis.pipeline(transaction=False)
+        ttl = math.ceil(self.lease_seconds * 2000)
+        commands: list[tuple[Any, ...]] = []
         for lease in leases:
             slots = self._key(lease.key, "slots")
-            pipe.zadd(slots, {lease.id: expiry})
-            pipe.pexpire(slots, math.ceil(self.lease_seconds * 2000))
-        await self._guard("renew", pipe.execute, None, _Call.BOOKKEEPING)
+            commands += [("ZADD", slots, repr(expiry), lease.id), ("PEXPIRE", slots, ttl)]
+        with contextlib.suppress(_Unanswered):
+            await self._round_trip("renew", _Call.BOOKKEEPING, commands)
 
     async def failed(self, deployment: str, max_failures: int, cooldown: float) -> bool:
         keys = [self._deployment(deployment, "failures"), self._deployment(deployment, "cooldown")]
         args: list[int | str] = [
             max_failures, repr(self.clock() + cooldown), math.ceil(cooldown * 1000), math.ceil(FAILURE_MEMORY * 1000)
         ]
-        return bool(await self._guard("failed", lambda: self._failed(keys=keys, args=args), 0, _Call.BOOKKEEPING))
+        return bool(await self._try("failed", _Call.BOOKKEEPING, _FAILED_SCRIPT, keys, args))
 
     async def succeeded(self, deployment: str) -> None:
-        failures = self._deployment(deployment, "failures")
-        await self._guard("succeeded", lambda: self._redis.delete(failures), None, _Call.BOOKKEEPING)
+        with contextlib.suppress(_Unanswered):
+            await self._round_trip("succeeded", _Call.BOOKKEEPING, [("DEL", self._deployment(deployment, "failures"))])
 
     async def cooling_down(self, deployments: Sequence[str]) -> dict[str, float]:
         if not deployments:
             return {}
         keys = [self._deployment(name, "cooldown") for name in deployments]
-        values: list[bytes | None] = await self._guard("cooling_down", lambda: self._redis.mget(keys), [], _Call.ADVICE)
+        try:
+            [values] = await self._round_trip("cooling_down", _Call.ADVICE, [("MGET", *keys)])
+        except _Unanswered:
+            return {}
         now = self.clock()
         left = {name: float(value) - now for name, value in zip(deployments, values, strict=False) if value is not None}
         return {name: seconds for name, seconds in left.items() if seconds > 0}
@@ -297,29 +385,103 @@ class RedisStore(StateStore):
     def _deployment(self, name: str, what: str) -> str:
         return f"{self._prefix}deployment:{{{name}}}:{what}"
 
-    async def _guard(self, what: str, call: Callable[[], Awaitable[Any]], fallback: T, kind: _Call) -> T:
-        """One round trip within its time limit; on failure, the fallback or (a check, when closed) an error."""
+    async def _try(self, what: str, kind: _Call, script: _Script, keys: list[str], args: list[int | str]) -> Any:
+        """A script run for bookkeeping: its reply, or None when Redis did not answer (already counted and logged)."""
         try:
-            async with asyncio.timeout(self._timeouts[kind]):
-                result: T = await call()
-                return result
-        except (RedisError, OSError, TimeoutError) as exc:
-            problem = "did not answer in time" if isinstance(exc, TimeoutError) else f"failed ({type(exc).__name__})"
-            if self._on_failure is not None:
-                self._on_failure(what)
-            now = time.monotonic()
-            if now - self._warned_at >= self._warn_interval:
-                self._warned_at = now
-                log.warning(
-                    "shared state unavailable: %s %s (state_failure: %s; further failures within %gs are only counted)",
-                    self._where, problem, self._failure, self._warn_interval,
-                )
-            if kind is _Call.CHECK and self._failure is FailurePolicy.CLOSED:
-                raise StateUnavailable(
-                    f"The gateway's shared state ({self._where}) {problem}, and the gateway is configured to refuse"
-                    " requests then (server.state_failure: closed)."
-                ) from None
-            return fallback
+            return await self._run(what, kind, script, keys, args)
+        except _Unanswered:
+            return None
+
+    async def _run(self, what: str, kind: _Call, script: _Script, keys: list[str], args: list[int | str]) -> Any:
+        """One script call; a Redis that lost its script cache (restarted) gets the script itself."""
+        try:
+            [reply] = await self._round_trip(what, kind, [("EVALSHA", script.sha, len(keys), *keys, *args)])
+        except NoScriptError:
+            [reply] = await self._round_trip(what, kind, [("EVAL", script.text, len(keys), *keys, *args)])
+        return reply
+
+    async def _round_trip(self, what: str, kind: _Call, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """The commands' replies, on one pooled connection, within the call's time limit.
+
+        Waiting for the connection (and connecting it, after a break) counts toward ``queue_timeout``, not
+        toward the round trip. A connection that broke before anything came back is replaced and the commands
+        sent once more. Raises ``_Unanswered`` (counted, and logged once per interval) when Redis cannot answer,
+        and the first error reply as the ``ResponseError`` it is.
+        """
+        for attempt in (1, 2):
+            try:
+                connection = await self._connection()
+            except (RedisError, OSError, TimeoutError) as exc:
+                raise self._unanswered(what, exc) from None
+            try:
+                async with asyncio.timeout(self._timeouts[kind]):
+                    await connection.send_packed_command(connection.pack_commands(commands))
+                    replies = [await _reply(connection) for _ in commands]
+            except RedisConnectionError as exc:
+                await connection.disconnect(nowait=True)
+                if attempt == 2:
+                    raise self._unanswered(what, exc) from None
+                continue
+            except (RedisError, OSError, TimeoutError) as exc:
+                await connection.disconnect(nowait=True)
+                raise self._unanswered(what, exc) from None
+            finally:
+                await self._pool.release(connection)
+            for reply in replies:
+                if isinstance(reply, ResponseError):
+                    raise reply
+            return replies
+        raise AssertionError("unreachable")
+
+    async def _connection(self) -> AbstractConnection:
+        """A pooled connection, connected, within ``queue_timeout``.
+
+        Once Redis could not be reached, one caller at a time tries again while the others fail at once, so an
+        outage (even of a host that drops packets, where connecting waits out the deadline) slows nobody down.
+        """
+        if self._down and self._probing:
+            raise TimeoutError("not tried: Redis could not be reached, and another request is trying again")
+        self._probing = self._down
+        try:
+            async with asyncio.timeout(self._queue_timeout):
+                connection: AbstractConnection = await self._pool.get_connection()  # type: ignore[no-untyped-call]
+        except (RedisError, OSError, TimeoutError):
+            self._down = True
+            raise
+        finally:
+            self._probing = False
+        self._down = False
+        return connection
+
+    def _unanswered(self, what: str, exc: BaseException) -> _Unanswered:
+        problem = "did not answer in time" if isinstance(exc, TimeoutError) else f"failed ({type(exc).__name__})"
+        if self._on_failure is not None:
+            self._on_failure(what)
+        self._warn(problem)
+        return _Unanswered(problem)
+
+    def _warn(self, problem: str) -> None:
+        now = time.monotonic()
+        if now - self._warned_at >= self._warn_interval:
+            self._warned_at = now
+            log.warning(
+                "shared state unavailable: %s %s (state_failure: %s; further failures within %gs are only counted)",
+                self._where, problem, self._failure, self._warn_interval,
+            )
+
+
+async def _reply(connection: AbstractConnection) -> Any:
+    """The next reply, an error reply returned rather than raised, so the replies after it are still read."""
+    try:
+        return await connection.read_response()
+    except ResponseError as error:
+        return error
+
+
+def _host_of(url: str) -> str:
+    """``host:port`` of a Redis URL, for the log (never its password)."""
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port or 6379}"
 
 
 def _window(used: int, newest: int, release: int) -> Window:

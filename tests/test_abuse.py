@@ -1,0 +1,150 @@
+"""What an attacker holding a valid, limited key tries, on every front door: each probe must be answered in the
+door's own shape, charged what reached the upstream, and leave the gateway as it was.
+
+A real gateway (uvicorn on a loopback port) in front of a scripted upstream that records what it received.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.config import parse_config
+from gateway.server.app import create_app
+from tests.servers import Received, Reply, ScriptedUpstream, completion_of, json_reply, serve, sse
+from tests.streams import agent_stream, chunk, split_evenly
+
+KEY = "sk-attacker-0123456789"
+BUDGET = 1_000_000
+USAGE = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+HUGE = 100000000000000000000  # beyond 64 bits: orjson cannot encode it, the standard library can, exactly
+HUGE_TEXT = str(HUGE).encode()
+
+
+def answer(request: Received) -> Reply:
+    body = request.json
+    chunks = agent_stream(split_evenly(json.dumps({"inner_thoughts": "private", "message": "Hello."}), 4))
+    if body.get("stream"):
+        asked = (body.get("stream_options") or {}).get("include_usage") is True
+        return Reply(sse([*chunks, chunk(usage=USAGE)] if asked else chunks))
+    return json_reply(completion_of(chunks))
+
+
+@pytest.fixture(scope="module")
+def upstream() -> Iterator[tuple[ScriptedUpstream, str]]:
+    scripted = ScriptedUpstream(default=answer)
+    with serve(scripted) as url:
+        yield scripted, url
+
+
+Start = Callable[..., str]
+
+
+@pytest.fixture
+def gateway(upstream: tuple[ScriptedUpstream, str]) -> Iterator[Start]:
+    """A gateway whose one key has a token budget, with the given ``server`` settings; yields its URL."""
+    scripted, upstream_url = upstream
+    with contextlib.ExitStack() as stack:
+
+        def start(**server: Any) -> str:
+            scripted.requests.clear()
+            config = {
+                "server": server,
+                "providers": {"up": {"base_url": f"{upstream_url}/v1"}},
+                "models": [{"name": "assistant", "provider": "up", "rewrite": {}, "max_retries": 0}],
+                "keys": [{"name": "attacker", "key": KEY, "budget": {"tokens": BUDGET, "period": "month"}}],
+            }
+            app = create_app(parse_config(json.dumps(config), "abuse.yaml", env={}))
+            return stack.enter_context(serve(app))
+
+        yield start
+
+
+def remaining_tokens(url: str) -> int:
+    """What is left of the key's budget, as the rate-limit headers of a cheap request say."""
+    answer = httpx.post(
+        url + "/v1/chat/completions",
+        json={"model": "assistant", "messages": [{"role": "user", "content": "Hi"}]},
+        headers={"authorization": f"Bearer {KEY}"},
+    )
+    return int(answer.headers["x-ratelimit-remaining-tokens"])
+
+
+# Integers beyond 64 bits, forwarded exactly and charged.
+
+SCHEMA = {"type": "object", "properties": {"n": {"type": "integer", "maximum": HUGE}}}
+BIG_BODIES = {
+    "chat": (
+        "/v1/chat/completions",
+        {
+            "model": "assistant",
+            "messages": [{"role": "user", "content": "Hi"}],
+            "tools": [{"type": "function", "function": {"name": "count", "parameters": SCHEMA}}],
+            "max_completion_tokens": HUGE,
+        },
+    ),
+    "responses": (
+        "/v1/responses",
+        {
+            "model": "assistant",
+            "input": "Hi",
+            "max_output_tokens": HUGE,
+            "temperature": HUGE,
+            "metadata": {"n": HUGE},
+            "tools": [{"type": "function", "name": "count", "parameters": SCHEMA}],
+        },
+    ),
+    "messages": (
+        "/v1/messages",
+        {
+            "model": "assistant",
+            "max_tokens": HUGE,
+            "temperature": HUGE,
+            "tools": [{"name": "count", "input_schema": SCHEMA}],
+            "messages": [
+                {"role": "user", "content": "Count."},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "count", "input": {"n": HUGE}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "done"}]},
+            ],
+        },
+    ),
+}
+
+
+ENDS = {"chat": "data: [DONE]", "responses": "event: response.completed", "messages": "event: message_stop"}
+
+
+def dumped(body: dict[str, Any]) -> bytes:
+    return json.dumps(body).encode()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+@pytest.mark.parametrize("door", list(BIG_BODIES))
+def test_integers_beyond_64_bits_reach_the_upstream_exactly_and_are_charged(
+    gateway: Start, upstream: tuple[ScriptedUpstream, str], door: str, stream: bool
+) -> None:
+    url = gateway()
+    path, body = BIG_BODIES[door]
+    headers = {"authorization": f"Bearer {KEY}", "content-type": "application/json"}
+    answer = httpx.post(url + path, content=dumped({**body, "stream": stream}), headers=headers, timeout=10)
+    assert answer.status_code == 200, answer.text
+    assert "private" not in answer.text
+    assert ENDS[door] in answer.text if stream else "Hello." in answer.text
+    if door == "responses":  # the response object repeats the request's settings, exactly
+        assert HUGE_TEXT in answer.content
+    [sent] = upstream[0].requests
+    assert HUGE_TEXT in sent.body and b"1e+20" not in sent.body and b"1e20" not in sent.body
+    assert remaining_tokens(url) < BUDGET
+
+
+def test_count_tokens_takes_integers_beyond_64_bits(gateway: Start) -> None:
+    url = gateway()
+    body = {key: value for key, value in BIG_BODIES["messages"][1].items() if key != "max_tokens"}
+    answer = httpx.post(url + "/v1/messages/count_tokens", content=dumped(body), headers={"x-api-key": KEY})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["input_tokens"] > 0
