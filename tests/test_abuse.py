@@ -26,8 +26,23 @@ HUGE = 100000000000000000000  # beyond 64 bits: orjson cannot encode it, the sta
 HUGE_TEXT = str(HUGE).encode()
 
 
+def completion_chunks(usage: bool) -> list[dict[str, Any]]:
+    """A legacy completions stream, with the usage chunk when asked for it."""
+    base = {"id": "cmpl-1", "object": "text_completion", "created": 1, "model": "m"}
+    chunks = [{**base, "choices": [{"index": 0, "text": text, "finish_reason": None}]} for text in ("Hel", "lo.")]
+    return [*chunks, {**base, "choices": [], "usage": USAGE}] if usage else chunks
+
+
 def answer(request: Received) -> Reply:
     body = request.json
+    if request.path.endswith("/completions") and not request.path.endswith("/chat/completions"):
+        asked = (body.get("stream_options") or {}).get("include_usage") is True
+        return Reply(sse(completion_chunks(asked)))
+    if request.path.endswith("/responses"):
+        created = {"type": "response.created", "response": {"id": "resp_1", "status": "in_progress"}}
+        delta = {"type": "response.output_text.delta", "delta": "Hello."}
+        pieces = [b"event: %s\ndata: %s\n\n" % (e["type"].encode(), json.dumps(e).encode()) for e in (created, delta)]
+        return Reply(pieces * 50, delay=0.05)
     chunks = agent_stream(split_evenly(json.dumps({"inner_thoughts": "private", "message": "Hello."}), 4))
     if body.get("stream"):
         asked = (body.get("stream_options") or {}).get("include_usage") is True
@@ -51,13 +66,20 @@ def gateway(upstream: tuple[ScriptedUpstream, str]) -> Iterator[Start]:
     scripted, upstream_url = upstream
     with contextlib.ExitStack() as stack:
 
-        def start(**server: Any) -> str:
+        def start(budget: int = BUDGET, **server: Any) -> str:
             scripted.requests.clear()
             config = {
                 "server": server,
-                "providers": {"up": {"base_url": f"{upstream_url}/v1"}},
-                "models": [{"name": "assistant", "provider": "up", "rewrite": {}, "max_retries": 0}],
-                "keys": [{"name": "attacker", "key": KEY, "budget": {"tokens": BUDGET, "period": "month"}}],
+                "providers": {
+                    "up": {"base_url": f"{upstream_url}/v1"},
+                    "native": {"base_url": f"{upstream_url}/v1", "responses": "native"},
+                },
+                "models": [
+                    {"name": "assistant", "provider": "up", "rewrite": {}, "max_retries": 0},
+                    {"name": "plain", "provider": "up", "max_retries": 0},
+                    {"name": "native", "provider": "native", "max_retries": 0},
+                ],
+                "keys": [{"name": "attacker", "key": KEY, "budget": {"tokens": budget, "period": "month"}}],
             }
             app = create_app(parse_config(json.dumps(config), "abuse.yaml", env={}))
             return stack.enter_context(serve(app))
@@ -148,3 +170,50 @@ def test_count_tokens_takes_integers_beyond_64_bits(gateway: Start) -> None:
     answer = httpx.post(url + "/v1/messages/count_tokens", content=dumped(body), headers={"x-api-key": KEY})
     assert answer.status_code == 200, answer.text
     assert answer.json()["input_tokens"] > 0
+
+
+# Forwarded and native streams are charged, whatever the client asks for.
+
+
+def test_a_forwarded_completions_stream_is_asked_for_its_usage_and_the_client_does_not_see_it(
+    gateway: Start, upstream: tuple[ScriptedUpstream, str]
+) -> None:
+    url = gateway(budget=400)
+    body = {"model": "plain", "stream": True, "prompt": "x" * 3000}
+    statuses = []
+    for _ in range(5):
+        answer = httpx.post(url + "/v1/completions", json=body, headers={"authorization": f"Bearer {KEY}"})
+        statuses.append(answer.status_code)
+        if answer.status_code == 200:
+            assert '"usage"' not in answer.text and '"Hel"' in answer.text and answer.text.endswith("data: [DONE]\n\n")
+    sent = [r.json for r in upstream[0].requests if r.path == "/v1/completions"]
+    assert all(s["stream_options"] == {"include_usage": True} for s in sent)
+    assert statuses == [200] * 5
+    assert remaining_tokens(url) == 400 - 5 * 18  # each charged the usage the client did not see
+    asked = {**body, "stream_options": {"include_usage": True}}
+    shown = httpx.post(url + "/v1/completions", json=asked, headers={"authorization": f"Bearer {KEY}"})
+    assert '"usage"' in shown.text  # the client asked: it gets the chunk
+
+
+def test_a_forwarded_stream_without_usage_is_charged_an_estimate(
+    gateway: Start, upstream: tuple[ScriptedUpstream, str]
+) -> None:
+    url = gateway(budget=400)
+    upstream[0].reply(Reply(sse(completion_chunks(usage=False))))  # a provider that ignores include_usage
+    body = {"model": "plain", "stream": True, "prompt": "x" * 3000}
+    assert httpx.post(url + "/v1/completions", json=body, headers={"authorization": f"Bearer {KEY}"}).is_success
+    refused = httpx.post(url + "/v1/completions", json=body, headers={"authorization": f"Bearer {KEY}"})
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "insufficient_quota"
+
+
+def test_a_native_responses_stream_the_client_leaves_is_charged_an_estimate(gateway: Start) -> None:
+    url = gateway(budget=400)
+    for _ in range(3):
+        with httpx.stream(
+            "POST", url + "/v1/responses", json={"model": "native", "input": "x" * 3000, "stream": True},
+            headers={"authorization": f"Bearer {KEY}"},
+        ) as answer:
+            if answer.status_code != 200:
+                break
+            next(answer.iter_bytes())  # the first bytes, then the client goes away
+    assert remaining_tokens(url) == 0

@@ -43,13 +43,13 @@ from gateway.core.events import (
 from gateway.core.options import Reasoning, RewriteOptions
 from gateway.core.rewriter import replay_completion
 from gateway.core.translator import StreamTranslator
+from gateway.core.usage import estimate_prompt
 from gateway.dialects import Dialect
 from gateway.dialects import anthropic as anthropic_dialect
 from gateway.dialects.anthropic import (
     AnthropicStreamEncoder,
     MessagesRequest,
     build,
-    count_tokens,
     error_status_and_body,
     parse_count_tokens_request,
     parse_request,
@@ -1693,27 +1693,25 @@ def test_count_tokens_takes_the_messages_body_without_max_tokens() -> None:
 def test_count_tokens_estimates_high_from_the_upstream_request() -> None:
     english = "The quick brown fox jumps over the lazy dog. " * 20  # 900 characters, about 200 tokens
     chat = to_chat(request_of(messages=[{"role": "user", "content": english}]), reasoning=Reasoning.HIDE, reasoning_effort=False)
-    estimate = count_tokens(chat)["input_tokens"]
+    estimate = estimate_prompt(chat)
     assert estimate == 4 + 900 // 3 and estimate > len(english) / 4
-    with_system = count_tokens({**chat, "messages": [{"role": "system", "content": "Be brief."}, *chat["messages"]]})[
-        "input_tokens"
-    ]
+    with_system = estimate_prompt({**chat, "messages": [{"role": "system", "content": "Be brief."}, *chat["messages"]]})
     assert with_system == estimate + 4 + 3
     tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
-    assert count_tokens({**chat, "tools": tools})["input_tokens"] > estimate
+    assert estimate_prompt({**chat, "tools": tools}) > estimate
     image = {
         "role": "user",
         "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 10_000}}],
     }
-    assert count_tokens({"messages": [image]})["input_tokens"] == 4 + 1600
+    assert estimate_prompt({"messages": [image]}) == 4 + 1600
     cjk = "東京の天気" * 30  # 150 characters, 450 UTF-8 bytes
-    assert count_tokens({"messages": [{"role": "user", "content": cjk}]})["input_tokens"] == 4 + 150
+    assert estimate_prompt({"messages": [{"role": "user", "content": cjk}]}) == 4 + 150
 
 
 def test_count_tokens_counts_tool_calls_and_results_of_the_history() -> None:
     chat = to_chat(request_of(messages=TOOL_ROUND_TRIP), reasoning=Reasoning.HIDE, reasoning_effort=False)
-    bare = count_tokens({"messages": [chat["messages"][0]]})["input_tokens"]
-    assert count_tokens(chat)["input_tokens"] > bare + 4 * 4
+    bare = estimate_prompt({"messages": [chat["messages"][0]]})
+    assert estimate_prompt(chat) > bare + 4 * 4
 
 
 # Helpers used above are checked against what they check.

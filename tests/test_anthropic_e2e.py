@@ -36,7 +36,7 @@ from langchain_core.tools import tool
 from starlette.applications import Starlette
 
 from gateway.config import parse_config
-from gateway.dialects.anthropic import count_tokens
+from gateway.core.usage import estimate_prompt
 from gateway.server.app import create_app
 from gateway.server.service import Service
 from tests.servers import (
@@ -373,7 +373,7 @@ def test_count_tokens_estimates_the_request_the_route_would_send_and_sends_nothi
     assert gateway.upstream.requests == [], "count_tokens asks no provider"
     client.messages.create(model="agent", max_tokens=300, system="Be brief.", messages=question, tools=[WEATHER_TOOL])
     [sent] = gateway.upstream.requests
-    assert counted.input_tokens == count_tokens(sent.json)["input_tokens"], "the estimate is of what the route sends"
+    assert counted.input_tokens == estimate_prompt(sent.json), "the estimate is of what the route sends"
     assert counted.input_tokens > plain.input_tokens, "the injected tool and system prompt are counted"
     assert plain.input_tokens >= len(orjson.dumps(question)) // 4, "an estimate that errs high"
 

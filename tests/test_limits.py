@@ -26,8 +26,8 @@ import pytest
 from gateway.config import parse_config
 from gateway.core.options import RewriteOptions
 from gateway.core.translator import StreamTranslator
+from gateway.core.usage import estimate_prompt
 from gateway.dialects import chat
-from gateway.dialects.anthropic import count_tokens
 from gateway.server.app import create_app
 from tests.servers import Received, Reply, ScriptedUpstream, completion_of, json_reply, serve, sse
 from tests.streams import agent_stream, choice, chunk, split_evenly
@@ -389,7 +389,7 @@ def test_a_stream_cut_short_without_usage_is_charged_an_estimate(gateway: Start,
             received += line.startswith("data: {")
             if received == len(pieces):
                 break  # and the client hangs up
-    estimate = count_tokens(scripted.requests[-1].json)["input_tokens"] + len(pieces)
+    estimate = estimate_prompt(scripted.requests[-1].json) + len(pieces)
     assert eventually(lambda: scripted.hangups != [])
     assert eventually(lambda: remaining_tokens(url, "sk-app", scripted) == 100000 - estimate)
 
@@ -399,7 +399,7 @@ def test_a_whole_answer_without_usage_is_charged_an_estimate(gateway: Start, scr
     reply = json_reply(completion_of(agent_chunks(usage=False)) | {"usage": None})
     scripted.reply(reply)
     assert DOORS[0].complete(DOORS[0].post(url, "sk-app", model="plain"))
-    estimate = count_tokens(scripted.requests[-1].json)["input_tokens"] + math.ceil(len(reply.pieces[0]) / 3)
+    estimate = estimate_prompt(scripted.requests[-1].json) + math.ceil(len(reply.pieces[0]) / 3)
     assert remaining_tokens(url, "sk-app", scripted) == 100000 - estimate
 
 

@@ -1,24 +1,37 @@
-"""Token counts from an upstream's ``usage`` object, and finding that object at the end of a body. Pure.
+"""Token counts: from an upstream's ``usage`` object, found at the end of a body, or estimated. Pure.
 
 Upstreams report usage in several shapes: chat completions' ``prompt_tokens``
 and ``completion_tokens``, the Responses API's ``input_tokens`` and
 ``output_tokens``, embeddings' ``prompt_tokens`` and ``total_tokens``. A
 request is charged its prompt plus its completion, whichever shape says so.
+
+When no usage comes (a stream cut short, a provider that reports none), the
+gateway estimates, erring high: it cannot run the upstream model's tokenizer,
+and an estimate that errs low would let a client spend past its limits.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from typing import Any, Final
 
-__all__ = ["UsageTail", "tokens_of"]
+from gateway.core import json_body
+from gateway.core.sse import SSEComment, SSEDecoder, SSEEvent, encode_comment
+
+__all__ = ["UsageChunkFilter", "UsageTail", "estimate_prompt", "estimate_size", "tokens_of"]
 
 _PAIRS: Final = (("prompt_tokens", "completion_tokens"), ("input_tokens", "output_tokens"))
 _KEY: Final = b'"usage"'
 _DECODER: Final = json.JSONDecoder()
 # A usage object is a few counts and their details: more than this after the key is something else.
 _MAX_USAGE_BYTES: Final = 4096
+# Estimates: UTF-8 bytes per token (low, so the estimate errs high; English runs about four characters a token,
+# CJK text about one), a message's framing, and an image (Anthropic's figure for a full-size one).
+_BYTES_PER_TOKEN: Final = 3
+_TOKENS_PER_MESSAGE: Final = 4
+_TOKENS_PER_IMAGE: Final = 1600
 
 
 def _count(value: object) -> int | None:
@@ -71,3 +84,79 @@ class UsageTail:
             if isinstance(value, dict):
                 return value
         return None
+
+
+def estimate_size(size: int) -> int:
+    """The tokens of ``size`` bytes of text or JSON: a token per three bytes."""
+    return math.ceil(size / _BYTES_PER_TOKEN)
+
+
+def estimate_prompt(chat: Mapping[str, Any]) -> int:
+    """The prompt tokens of a chat-completions request, as the upstream would receive it (pass it with the
+    injected tools and system prompt: those are tokens too).
+
+    Every text counts a token per three UTF-8 bytes, plus four tokens of framing per message and 1,600 per image.
+    """
+    size = 0
+    tokens = 0
+    messages = chat.get("messages")
+    for message in messages if isinstance(messages, list) else ():
+        if not isinstance(message, Mapping):
+            continue
+        tokens += _TOKENS_PER_MESSAGE
+        content = message.get("content")
+        if isinstance(content, str):
+            size += len(content.encode())
+        elif isinstance(content, list):
+            for part in content:
+                if isinstance(part, Mapping) and part.get("type") == "image_url":
+                    tokens += _TOKENS_PER_IMAGE
+                elif isinstance(part, Mapping) and isinstance(part.get("text"), str):
+                    size += len(part["text"].encode())
+        if isinstance(message.get("reasoning_content"), str):
+            size += len(message["reasoning_content"].encode())
+        calls = message.get("tool_calls")
+        if isinstance(calls, list) and calls:
+            size += len(json_body.encode(calls))
+    if chat.get("tools"):
+        size += len(json_body.encode(chat["tools"]))
+    return tokens + estimate_size(size)
+
+
+class UsageChunkFilter:
+    """A forwarded event stream without its usage-only chunk (``"choices": []`` and a ``usage`` object), which the
+    gateway asked for (``stream_options.include_usage``) to charge a client that did not ask for it.
+
+    Every other event goes on as the upstream framed its data (``data:`` lines; comments kept).
+    """
+
+    __slots__ = ("_decoder",)
+
+    def __init__(self, max_event_bytes: int) -> None:
+        self._decoder = SSEDecoder(max_event_bytes)
+
+    def feed(self, data: bytes) -> bytes:
+        return self._encode(self._decoder.feed(data))
+
+    def close(self) -> bytes:
+        return self._encode(self._decoder.close())
+
+    @staticmethod
+    def _encode(events: list[SSEEvent]) -> bytes:
+        out = []
+        for event in events:
+            if isinstance(event, SSEComment):
+                out.append(encode_comment(event.text))
+            elif not _usage_only(event):
+                out.append(b"".join(b"data: " + line + b"\n" for line in event.split(b"\n")) + b"\n")
+        return b"".join(out)
+
+
+def _usage_only(data: bytes) -> bool:
+    if b'"usage"' not in data:
+        return False
+    try:
+        chunk = json.loads(data)
+    except ValueError:
+        return False
+    return isinstance(chunk, dict) and not chunk.get("choices") and isinstance(chunk.get("usage"), dict)

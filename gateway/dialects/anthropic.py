@@ -18,7 +18,6 @@ non-streaming builder share that block logic, so both give the same message.
 from __future__ import annotations
 
 import logging
-import math
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -61,7 +60,6 @@ __all__ = [
     "ToolUse",
     "Turn",
     "build",
-    "count_tokens",
     "encoder",
     "error_body",
     "error_status_and_body",
@@ -102,10 +100,6 @@ _MATCHED_STOP_FIELDS: Final = ("stop_reason", "matched_stop")
 # Reasoning budgets (Anthropic's ``budget_tokens``) below these map to "low", then "medium"; above, "high".
 _EFFORT_LOW_BELOW: Final = 4096
 _EFFORT_MEDIUM_BELOW: Final = 16384
-# count_tokens: UTF-8 bytes per token (low, so the estimate errs high), a message's framing, an image.
-_BYTES_PER_TOKEN: Final = 3
-_TOKENS_PER_MESSAGE: Final = 4
-_TOKENS_PER_IMAGE: Final = 1600
 # The debug line naming dropped fields shows at most this many names, each cut to this length.
 _LOGGED_NAMES: Final = 20
 _LOGGED_NAME_CHARS: Final = 64
@@ -661,43 +655,6 @@ def _chat_tool_choice(choice: ToolChoice) -> Any:
     if choice.type == "tool":
         return {"type": "function", "function": {"name": choice.name}}
     return choice.type
-
-
-def count_tokens(chat: Mapping[str, Any]) -> dict[str, int]:
-    """An estimate of ``input_tokens`` for the chat request the upstream would receive.
-
-    The gateway cannot run the upstream model's tokenizer, and most
-    OpenAI-compatible providers have no counting endpoint; clients call
-    ``count_tokens`` to budget a context window, so an estimate that errs high
-    serves them better than an error. Every text counts one token per three
-    UTF-8 bytes (English runs about four characters a token, CJK text about
-    one), plus four tokens of framing per message and 1,600 per image
-    (Anthropic's figure for a full-size image). Pass the request as the route
-    sends it (with the injected tools and system prompt), as those are tokens
-    too.
-    """
-    size = 0
-    tokens = 0
-    for message in chat.get("messages") or ():
-        if not isinstance(message, Mapping):
-            continue
-        tokens += _TOKENS_PER_MESSAGE
-        content = message.get("content")
-        if isinstance(content, str):
-            size += len(content.encode())
-        elif isinstance(content, list):
-            for part in content:
-                if isinstance(part, Mapping) and part.get("type") == "image_url":
-                    tokens += _TOKENS_PER_IMAGE
-                elif isinstance(part, Mapping) and isinstance(part.get("text"), str):
-                    size += len(part["text"].encode())
-        if isinstance(message.get("reasoning_content"), str):
-            size += len(message["reasoning_content"].encode())
-        for call in message.get("tool_calls") or ():
-            size += len(json_body.encode(call))
-    if chat.get("tools"):
-        size += len(json_body.encode(chat["tools"]))
-    return {"input_tokens": tokens + math.ceil(size / _BYTES_PER_TOKEN)}
 
 
 # Errors.

@@ -31,6 +31,7 @@ from gateway.config import Config, ModelRoute, default_config, load_config
 from gateway.core import json_body
 from gateway.core.agent import prepare
 from gateway.core.errors import ErrorKind, GatewayError
+from gateway.core.usage import estimate_prompt
 from gateway.dialects import Dialect, anthropic, chat, responses
 from gateway.keys import ClientKey
 from gateway.server.access import AccessLog, record_of
@@ -185,7 +186,7 @@ async def count_tokens(request: Request) -> Response:
     except GatewayError as error:
         status, body = anthropic.error_status_and_body(error)
         return Response(body, status, error.headers, media_type="application/json")
-    return Response(orjson.dumps(anthropic.count_tokens(payload)), media_type="application/json")
+    return Response(orjson.dumps({"input_tokens": estimate_prompt(payload)}), media_type="application/json")
 
 
 async def list_models(request: Request) -> Response:
@@ -225,7 +226,7 @@ async def forward(request: Request) -> Response:
 def _forwarded(forwarded: Forwarded, ticket: Ticket, extra: Mapping[str, str] | None = None) -> Response:
     """The upstream's answer as it came, with the key's rate-limit headers; its end settles the ticket."""
     headers = {**forwarded.headers, **ticket.headers, **(extra or {})}
-    body = ticket.forwarded(forwarded.status, forwarded.headers, forwarded.body)
+    body = forwarded.client_body(ticket.forwarded(forwarded.status, forwarded.headers, forwarded.body, forwarded.sent))
     return StreamingResponse(body, forwarded.status, headers, background=BackgroundTask(ticket.settle))
 
 

@@ -28,8 +28,9 @@ from gateway.core.events import Event
 from gateway.core.options import Reasoning, RewriteOptions
 from gateway.core.rewriter import InvalidChunk, replay_completion
 from gateway.core.translator import StreamTranslator
+from gateway.core.usage import estimate_prompt, estimate_size
 from gateway.dialects import ClientRequest, Dialect
-from gateway.server.limits import Ticket, estimate_of_body
+from gateway.server.limits import Ticket
 from gateway.server.metrics import Metrics, RequestRecord
 from gateway.server.relay import Relay
 from gateway.server.retries import RetryPolicy
@@ -115,7 +116,7 @@ class Completions:
             record.upstream_seconds += loop.time() - waiting
         if answer.status >= 400:
             raise await answer.error()
-        ticket.answering(payload)
+        ticket.answering(lambda: estimate_prompt(payload))
         headers = client_headers(answer.headers)
         created = int(time.time())
         if not request.stream:
@@ -170,7 +171,7 @@ class Completions:
             message = f"The upstream provider {provider.name!r} returned a body that is not a JSON object."
             raise GatewayError(ErrorKind.INVALID_RESPONSE, message, code="upstream_invalid_response")
         record.usage(completion.get("usage"))
-        await ticket.settle(completion.get("usage"), completion_estimate=estimate_of_body(len(data)))
+        await ticket.settle(completion.get("usage"), completion_estimate=estimate_size(len(data)))
         try:
             return replay_completion(completion, options, record.rewrite, data)
         except InvalidChunk:

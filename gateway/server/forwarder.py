@@ -12,10 +12,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from gateway.config import ModelRoute
 from gateway.core import json_body
+from gateway.core.usage import UsageChunkFilter
 from gateway.server.metrics import RequestRecord
 from gateway.server.retries import RetryPolicy
 from gateway.server.routing import Router
@@ -24,31 +25,56 @@ from gateway.upstream.provider import RETRYABLE_STATUS, Provider, UpstreamRespon
 
 __all__ = ["Forwarded", "Forwarder", "Outbound"]
 
+# Endpoints whose streams report usage when asked (stream_options.include_usage): the gateway always asks.
+_STREAM_USAGE: Final = frozenset(("/completions",))
+
 
 @dataclass(frozen=True, slots=True)
 class Outbound:
     """Where a forwarded request goes: the route its body names (None when it names no model), the model as
-    the client named it, the deployment, and the body to send (the route's upstream model in it)."""
+    the client named it, the deployment, and the body to send (the route's upstream model in it).
+
+    ``hides_usage``: the gateway asked the stream for its usage on a client's behalf that did not ask.
+    """
 
     route: ModelRoute | None
     model: str | None
     provider: Provider
     body: bytes
+    hides_usage: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Forwarded:
-    """The upstream's answer for the client: its status, its headers, its body as it comes."""
+    """The upstream's answer for the client: its status, its headers, its body as it comes, and the size of the
+    request that was sent (for an estimate, when the answer reports no usage)."""
 
     status: int
     headers: dict[str, str]
     body: AsyncIterator[bytes]
+    sent: int
+    hides_usage: bool = False
+    max_event_bytes: int = 0
+
+    async def client_body(self, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """``body`` as the client gets it: without the usage chunk it did not ask for."""
+        if not (self.hides_usage and self.status < 400 and "text/event-stream" in self.headers.get("content-type", "")):
+            async for part in body:
+                yield part
+            return
+        kept = UsageChunkFilter(self.max_event_bytes)
+        async for part in body:
+            if out := kept.feed(part):
+                yield out
+        if out := kept.close():
+            yield out
 
 
 class Forwarder:
-    def __init__(self, router: Router, policy: RetryPolicy) -> None:
+    def __init__(self, router: Router, policy: RetryPolicy, max_event_bytes: int) -> None:
         self._router = router
         self._policy = policy
+        self._max_event_bytes = max_event_bytes
 
     async def prepare(self, path: str, content_type: str, body: bytes) -> Outbound:
         """The provider of the route the JSON body's ``model`` names (alias replaced), else the first.
@@ -58,17 +84,25 @@ class Forwarder:
         payload = _json_object(body) if body and "json" in content_type else None
         model = payload.get("model") if payload is not None else None
         route = None
+        hides_usage = False
         if isinstance(model, str) and payload is not None:
             route = self._router.route(model)
             forwarding.refuse_rewrite_route(path, route.name, route.rewrite is not None)
             provider = await self._pick(route)
-            body = json_body.dumps({**payload, "model": route.upstream_model(model)})
+            payload = {**payload, "model": route.upstream_model(model)}
+            if path in _STREAM_USAGE and payload.get("stream") is True:
+                # The key is charged from the usage the stream ends with: ask for it, whatever the client asked.
+                asked = payload.get("stream_options")
+                asked = asked if isinstance(asked, dict) else {}
+                hides_usage = asked.get("include_usage") is not True
+                payload["stream_options"] = {**asked, "include_usage": True}
+            body = json_body.dumps(payload)
         else:
             model = None
             provider = next(iter(self._router.providers.values()))
         if not forwarding.allowed_path(path, provider.config.forward):
             raise forwarding.not_forwarded(path)
-        return Outbound(route, model, provider, body)
+        return Outbound(route, model, provider, body, hides_usage)
 
     async def prepare_native(self, route: ModelRoute, body: bytes) -> Outbound:
         """A front door's request, as the client sent it (the model replaced), for a provider that serves that API."""
@@ -94,7 +128,14 @@ class Forwarder:
             return await provider.call(method, path, content=outbound.body, headers=sent, query=query)
 
         upstream = await self._policy.once(provider, attempt, record, _failed)
-        return Forwarded(upstream.status, forwarding.response_headers(upstream.headers.items()), _raw_body(upstream))
+        return Forwarded(
+            upstream.status,
+            forwarding.response_headers(upstream.headers.items()),
+            _raw_body(upstream),
+            len(outbound.body),
+            outbound.hides_usage,
+            self._max_event_bytes,
+        )
 
     async def _pick(self, route: ModelRoute) -> Provider:
         await self._router.health.refresh(route.providers)

@@ -13,32 +13,23 @@ given back.
 
 from __future__ import annotations
 
-import math
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from enum import Enum
-from typing import Any, Final
+from typing import Final
 
 import anyio
 
 from gateway.config import Config, ModelRoute
 from gateway.core.errors import ErrorKind, GatewayError
-from gateway.core.usage import UsageTail, tokens_of
-from gateway.dialects.anthropic import count_tokens
+from gateway.core.usage import UsageTail, estimate_size, tokens_of
 from gateway.keys import ClientKey
 from gateway.server.metrics import Metrics, RequestRecord
 from gateway.state import Admission, Refusal, StateStore, StateUnavailable
 from gateway.state.base import duration
 
-__all__ = ["Limiter", "Stage", "Ticket", "estimate_of_body"]
+__all__ = ["Limiter", "Stage", "Ticket"]
 
-# A whole answer without usage is estimated like count_tokens estimates a prompt: a token per three bytes.
-_BYTES_PER_TOKEN: Final = 3
 _NO_ADMISSION: Final = Admission(None)
-
-
-def estimate_of_body(size: int) -> int:
-    """The completion tokens of a whole answer that reported no usage, from its size in bytes (errs high)."""
-    return math.ceil(size / _BYTES_PER_TOKEN)
 
 
 class Stage(Enum):
@@ -77,13 +68,14 @@ class Ticket:
         limits = self._key.limits if self._key is not None else None
         return limits is not None and (limits.tpm is not None or limits.budget is not None)
 
-    def answering(self, chat: Mapping[str, Any] | None = None) -> None:
-        """An upstream accepted the request (``chat``: the chat-completions request it got, for an estimate)."""
+    def answering(self, prompt_estimate: Callable[[], int]) -> None:
+        """An upstream accepted the request; ``prompt_estimate`` is what its prompt is charged should no usage come
+        (called only for a key whose tokens count)."""
         if self._stage is Stage.SETTLED:
             return
         self._stage = Stage.ANSWERING
-        if chat is not None and self.charges_tokens:
-            self._prompt_estimate = count_tokens(chat)["input_tokens"]
+        if self.charges_tokens:
+            self._prompt_estimate = prompt_estimate()
 
     async def settle(self, usage: object = None, completion_estimate: int = 0) -> None:
         """Charge the tokens, the usage's or (for an answer that ended without usage) the prompt's estimate plus
@@ -103,25 +95,28 @@ class Ticket:
             await self._store.finish(self._key.name, self._key.limits, tokens or 0, self._lease)
 
     async def forwarded(
-        self, status: int, headers: Mapping[str, str], body: AsyncIterator[bytes]
+        self, status: int, headers: Mapping[str, str], body: AsyncIterator[bytes], sent: int
     ) -> AsyncIterator[bytes]:
-        """A forwarded answer's body, settling the ticket as it ends, charged the usage its end reports (nothing
-        without one: a forwarded request's format is the endpoint's, so there is nothing to estimate from).
+        """A forwarded answer's body, settling the ticket as it ends: charged the usage its end reports, else an
+        estimate, a token per three bytes of the request (``sent`` bytes) and of the answer.
 
         A whole body's last part goes out only once the ticket is charged, so a client that sends its next
         request on reading it finds the tokens counted; an event stream's parts go out as they come.
         """
         tail = UsageTail() if self.charges_tokens and status < 400 and "content-encoding" not in headers else None
         if status < 400:
-            self.answering()
+            self.answering(lambda: estimate_size(sent))
+        size = 0
         try:
             if tail is None:
                 async for part in body:
+                    size += len(part)
                     yield part
                 return
             whole = not headers.get("content-type", "").startswith("text/event-stream")
             held: bytes | None = None
             async for part in body:
+                size += len(part)
                 tail.feed(part)
                 if not whole:
                     yield part
@@ -129,11 +124,11 @@ class Ticket:
                 if held is not None:
                     yield held
                 held = part
-            await self.settle(tail.usage())
+            await self.settle(tail.usage(), completion_estimate=estimate_size(size))
             if held is not None:
                 yield held
         finally:
-            await self.settle(tail.usage() if tail is not None else None)
+            await self.settle(tail.usage() if tail is not None else None, completion_estimate=estimate_size(size))
 
 
 class Limiter:

@@ -53,7 +53,7 @@ class Service:
         self.native_responses = frozenset(name for name, p in config.providers.items() if p.responses == "native")
         policy = RetryPolicy(config.server, self.router, self.metrics)
         self.completions = Completions(config, policy, self.metrics)
-        self.forwarder = Forwarder(self.router, policy)
+        self.forwarder = Forwarder(self.router, policy, config.server.max_event_bytes)
         self.ready = False
         self.draining = False
 

@@ -93,7 +93,11 @@ _CREDENTIAL: Final = re.compile(r"auth|key|token|secret|cookie|passw|session|sig
 # Headers the gateway sets itself.
 _OWN: Final = frozenset({"x-request-id", "user-agent"})
 # Upstream response headers never relayed: cookies, and what describes the provider's host rather than the gateway.
-_NOT_RELAYED: Final = HOP_BY_HOP | {"set-cookie", "set-cookie2", "alt-svc", "strict-transport-security"}
+# Besides hop-by-hop ones: cookies, the host's own policies, and what the gateway's server sets itself (its
+# date; no server header, which says what runs behind it).
+_NOT_RELAYED: Final = HOP_BY_HOP | {
+    "set-cookie", "set-cookie2", "alt-svc", "strict-transport-security", "date", "server"
+}
 
 _LITERAL: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,=:@")
 # Characters a client may have to escape, and that no server treats as a path separator or a dot.
