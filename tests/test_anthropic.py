@@ -350,7 +350,7 @@ def test_system_leads_as_one_system_message(system: Any, expected: str) -> None:
 
 
 def test_sampling_fields_map_and_top_k_is_dropped_with_a_debug_line(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.DEBUG, logger="gateway.dialects.anthropic"):
+    with caplog.at_level(logging.DEBUG, logger="gateway.requests"):
         chat = chat_of(
             stop_sequences=["\n\nHuman:", "END"],
             temperature=0.2,
@@ -362,7 +362,7 @@ def test_sampling_fields_map_and_top_k_is_dropped_with_a_debug_line(caplog: pyte
     assert chat["stop"] == ["\n\nHuman:", "END"] and chat["temperature"] == 0.2 and chat["top_p"] == 0.9
     assert chat["user"] == "user-7"
     assert "top_k" not in chat and "service_tier" not in chat
-    [line] = [r.getMessage() for r in caplog.records if r.name == "gateway.dialects.anthropic"]
+    [line] = [r.getMessage() for r in caplog.records if r.name == "gateway.requests"]
     assert "service_tier" in line and "top_k" in line and "Hi" not in line
 
 
@@ -381,10 +381,10 @@ def test_the_debug_line_names_fields_never_content(caplog: pytest.LogCaptureFixt
         },
         {"role": "user", "content": "Q2"},
     ]
-    with caplog.at_level(logging.DEBUG, logger="gateway.dialects.anthropic"):
+    with caplog.at_level(logging.DEBUG, logger="gateway.requests"):
         chat_of(messages=messages)
-    [line] = [r.getMessage() for r in caplog.records if r.name == "gateway.dialects.anthropic"]
-    assert "cache_control" in line and "thinking block" in line and "SECRET" not in line
+    [line] = [r.getMessage() for r in caplog.records if r.name == "gateway.requests"]
+    assert "cache_control" in line and "reasoning of earlier turns" in line and "SECRET" not in line
 
 
 def test_user_blocks_text_and_images() -> None:

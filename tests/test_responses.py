@@ -421,7 +421,7 @@ def test_sampling_limits_and_formats_map_across() -> None:
 def test_fields_without_a_chat_counterpart_are_dropped_and_named_in_a_debug_line(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level(logging.DEBUG, logger="gateway.dialects.responses"):
+    with caplog.at_level(logging.DEBUG, logger="gateway.requests"):
         chat = chat_of(
             input="a secret question",
             store=True,

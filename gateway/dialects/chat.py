@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, ValidationError
 
 from gateway.core import json_body
 from gateway.core.errors import ErrorKind, GatewayError
@@ -33,9 +32,11 @@ from gateway.core.events import (
     ToolCallDelta,
     ToolCallStart,
 )
+from gateway.core.fields import Field
 from gateway.core.options import Reasoning
 from gateway.core.rewriter import REWRITTEN_DELTA_KEYS
 from gateway.core.sse import encode_comment, encode_event
+from gateway.dialects.openai_errors import WORDING, error_body
 
 __all__ = [
     "ChatRequest",
@@ -58,17 +59,6 @@ _REWRITTEN_MESSAGE_KEYS: Final = frozenset(
 )
 
 
-class _Fields(BaseModel):
-    """The fields the gateway relies on; every other field is forwarded untouched."""
-
-    model_config = ConfigDict(extra="allow")
-
-    model: StrictStr = Field(min_length=1)
-    messages: list[dict[str, Any]]
-    stream: StrictBool | None = None
-    tools: list[dict[str, Any]] | None = None
-
-
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
     """A validated chat request: the client's payload as it came."""
@@ -85,18 +75,18 @@ class ChatRequest:
 
 
 def parse_request(body: bytes) -> ChatRequest:
-    """A chat request body, validated as far as the gateway relies on it; 400 otherwise."""
+    """A chat request body, validated as far as the gateway relies on it; 400 otherwise. Every other field is the
+    upstream's to judge, and reaches it as the client sent it."""
     payload = json_body.loads(body)
     if not isinstance(payload, dict):
         raise GatewayError(ErrorKind.INVALID_REQUEST, "The request body must be a JSON object.")
-    try:
-        _Fields.model_validate(payload)
-    except ValidationError as exc:
-        first = exc.errors(include_url=False)[0]
-        param = ".".join(str(part) for part in first["loc"])
-        raise GatewayError(
-            ErrorKind.INVALID_REQUEST, f"Invalid value for '{param}': {first['msg']}.", param=param
-        ) from None
+    root = Field(payload, WORDING)
+    root.get("model").string(required=True, non_empty=True)
+    for message in root.get("messages").array(required=True) or ():
+        message.object(required=True)
+    root.get("stream").boolean()
+    for tool in root.get("tools").entries():
+        tool.object(required=True)
     return ChatRequest(payload)
 
 
@@ -118,13 +108,6 @@ def build(request: ChatRequest, events: list[Event], *, created: int) -> bytes:
     if start.raw is not None:
         return start.raw
     return orjson.dumps(fold_completion(start.fields, events))
-
-
-def error_body(error: GatewayError) -> bytes:
-    """OpenAI's error shape; an upstream's own OpenAI error goes out as the bytes it sent."""
-    if error.upstream_bytes is not None:
-        return error.upstream_bytes
-    return orjson.dumps(error.openai_body())
 
 
 def error_status_and_body(error: GatewayError) -> tuple[int, bytes]:
