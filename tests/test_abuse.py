@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import statistics
+import threading
+import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,7 +20,7 @@ import pytest
 
 from gateway.config import parse_config
 from gateway.server.app import create_app
-from tests.servers import Received, Reply, ScriptedUpstream, completion_of, json_reply, serve, sse
+from tests.servers import Received, Reply, ScriptedUpstream, completion_of, gateway_process, json_reply, serve, sse
 from tests.streams import agent_stream, chunk, split_evenly
 
 KEY = "sk-attacker-0123456789"
@@ -66,10 +70,10 @@ def gateway(upstream: tuple[ScriptedUpstream, str]) -> Iterator[Start]:
     scripted, upstream_url = upstream
     with contextlib.ExitStack() as stack:
 
-        def start(budget: int = BUDGET, **server: Any) -> str:
+        def start(budget: int = BUDGET, **limits: Any) -> str:
+            """The key has a budget of ``budget`` tokens a month, and ``limits`` besides."""
             scripted.requests.clear()
             config = {
-                "server": server,
                 "providers": {
                     "up": {"base_url": f"{upstream_url}/v1"},
                     "native": {"base_url": f"{upstream_url}/v1", "responses": "native"},
@@ -79,7 +83,7 @@ def gateway(upstream: tuple[ScriptedUpstream, str]) -> Iterator[Start]:
                     {"name": "plain", "provider": "up", "max_retries": 0},
                     {"name": "native", "provider": "native", "max_retries": 0},
                 ],
-                "keys": [{"name": "attacker", "key": KEY, "budget": {"tokens": budget, "period": "month"}}],
+                "keys": [{"name": "attacker", "key": KEY, "budget": {"tokens": budget, "period": "month"}, **limits}],
             }
             app = create_app(parse_config(json.dumps(config), "abuse.yaml", env={}))
             return stack.enter_context(serve(app))
@@ -217,3 +221,66 @@ def test_a_native_responses_stream_the_client_leaves_is_charged_an_estimate(gate
                 break
             next(answer.iter_bytes())  # the first bytes, then the client goes away
     assert remaining_tokens(url) == 0
+
+
+# count_tokens is a request like any other, and no request's size holds the event loop.
+
+
+def test_count_tokens_is_admitted_under_the_key_s_limits(gateway: Start) -> None:
+    url = gateway(rpm=2)
+    body = {"model": "assistant", "messages": [{"role": "user", "content": "Hi"}]}
+    answers = [httpx.post(url + "/v1/messages/count_tokens", json=body, headers={"x-api-key": KEY}) for _ in range(3)]
+    assert [answer.status_code for answer in answers] == [200, 200, 429]
+    assert answers[1].headers["x-ratelimit-remaining-requests"] == "0"
+    assert answers[2].json()["error"]["type"] == "rate_limit_error"
+
+
+def test_another_key_is_answered_promptly_while_two_clients_send_huge_count_tokens(
+    tmp_path: Path, upstream: tuple[ScriptedUpstream, str]
+) -> None:
+    """Two loops send 90,000-message count_tokens requests (2.7 MB each) with a key of rpm 5: another key's chat
+    requests, meanwhile, are answered in well under 250 ms (median)."""
+    config = {
+        "providers": {"up": {"base_url": f"{upstream[1]}/v1"}},
+        "models": [{"name": "assistant", "provider": "up", "rewrite": {}, "max_retries": 0}],
+        "keys": [{"name": "attacker", "key": KEY, "rpm": 5}, {"name": "victim", "key": "sk-victim-0123456789"}],
+    }
+    path = tmp_path / "victim.yaml"
+    path.write_text(json.dumps(config))
+    huge = json.dumps({"model": "assistant", "messages": [{"role": "user", "content": "x"}] * 90_000}).encode()
+    victim = {"model": "assistant", "messages": [{"role": "user", "content": "Hi"}]}
+    with gateway_process("--config", str(path)) as running:
+        stop = threading.Event()
+        attacks: list[int] = []
+
+        def attack() -> None:
+            with httpx.Client(timeout=60) as client:
+                while not stop.is_set():
+                    answer = client.post(
+                        running.url + "/v1/messages/count_tokens", content=huge, headers={"x-api-key": KEY}
+                    )
+                    attacks.append(answer.status_code)
+
+        attackers = [threading.Thread(target=attack) for _ in range(2)]
+        for thread in attackers:
+            thread.start()
+        try:
+            time.sleep(1)
+            latencies = []
+            with httpx.Client(timeout=60) as client:
+                for _ in range(30):
+                    started = time.perf_counter()
+                    answer = client.post(
+                        running.url + "/v1/chat/completions",
+                        json=victim,
+                        headers={"authorization": "Bearer sk-victim-0123456789"},
+                    )
+                    latencies.append(time.perf_counter() - started)
+                    assert answer.status_code == 200
+                    time.sleep(0.05)
+        finally:
+            stop.set()
+            for thread in attackers:
+                thread.join()
+    assert len(attacks) >= 6 and attacks.count(200) == 5 and set(attacks) == {200, 429}
+    assert statistics.median(latencies) < 0.25, sorted(latencies)

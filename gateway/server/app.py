@@ -31,6 +31,7 @@ from gateway.config import Config, ModelRoute, default_config, load_config
 from gateway.core import json_body
 from gateway.core.agent import prepare
 from gateway.core.errors import ErrorKind, GatewayError
+from gateway.core.options import RewriteOptions
 from gateway.core.usage import estimate_prompt
 from gateway.dialects import Dialect, anthropic, chat, responses
 from gateway.keys import ClientKey
@@ -38,6 +39,7 @@ from gateway.server.access import AccessLog, record_of
 from gateway.server.forwarder import Forwarded
 from gateway.server.limits import Ticket
 from gateway.server.metrics import RequestRecord, multiprocess_mode
+from gateway.server.offload import off_loop
 from gateway.server.protocol import CLIENT_LIMITS, ClientLimits
 from gateway.server.service import Service
 from gateway.server.streaming import EventStreamResponse, until_disconnected
@@ -126,7 +128,7 @@ async def _answer(request: Request, dialect: Dialect, x_api_key: bool, native: s
         ticket = await service.limits.admit(client, record)
         sending = service.forwarder.send(outbound, "POST", native, "", request.headers.items(), record)
         return _forwarded(await admitted(sending, ticket), ticket, {"x-gateway-route": route.name})
-    parsed = dialect.parse_request(body)
+    parsed = await off_loop(len(body), dialect.parse_request, body)
     route = service.router.route(parsed.model)
     record.route = route.name
     service.limits.permit(client, route, parsed.model)
@@ -135,7 +137,7 @@ async def _answer(request: Request, dialect: Dialect, x_api_key: bool, native: s
         fields = {"request_id": record.request_id, "body": body.decode("utf-8", "replace")}
         logger.debug("request content", extra={"fields": fields})
     ticket = await service.limits.admit(client, record)
-    answering = service.completions.answer(dialect, parsed, route, record, ticket)
+    answering = service.completions.answer(dialect, parsed, len(body), route, record, ticket)
     gone, answer = await admitted(until_disconnected(request.receive, answering), ticket)
     if gone or answer is None:
         await ticket.settle()
@@ -170,23 +172,38 @@ def _native_route(service: Service, body: bytes) -> ModelRoute | None:
 
 
 async def count_tokens(request: Request) -> Response:
-    """Anthropic's ``count_tokens``: an estimate over the chat request the route would send (see the dialect)."""
+    """Anthropic's ``count_tokens``: an estimate over the chat request the route would send (``estimate_prompt``).
+
+    It asks no provider, but it is a request of its key like any other: admitted under its limits (counted in its
+    ``rpm``, holding a slot while it runs), charged no tokens.
+    """
     try:
         service = service_of(request)
-        client = client_of(service, request, record_of(request.scope), x_api_key=True)
+        record = record_of(request.scope)
+        client = client_of(service, request, record, x_api_key=True)
         service.refuse_when_draining()
-        parsed = anthropic.parse_count_tokens_request(await read_body(request, service.config.server.max_body_bytes))
+        body = await read_body(request, service.config.server.max_body_bytes)
+        parsed = await off_loop(len(body), anthropic.parse_count_tokens_request, body)
         route = service.router.route(parsed.model)
-        record_of(request.scope).route = route.name
+        record.route = route.name
         service.limits.permit(client, route, parsed.model)
-        options = service.config.options(route)
-        payload = anthropic.to_chat(parsed, reasoning=options.reasoning, reasoning_effort=False)
-        if not options.passthrough:
-            payload, _ = prepare(payload, options)
+        ticket = await service.limits.admit(client, record)
+        try:
+            counted = await off_loop(len(body), _estimate, parsed, service.config.options(route))
+        finally:
+            await ticket.settle()
     except GatewayError as error:
         status, body = anthropic.error_status_and_body(error)
         return Response(body, status, error.headers, media_type="application/json")
-    return Response(orjson.dumps({"input_tokens": estimate_prompt(payload)}), media_type="application/json")
+    return Response(orjson.dumps({"input_tokens": counted}), headers=ticket.headers, media_type="application/json")
+
+
+def _estimate(parsed: anthropic.MessagesRequest, options: RewriteOptions) -> int:
+    """The prompt tokens of the chat request a route would send for a Messages request, injection included."""
+    payload = anthropic.to_chat(parsed, reasoning=options.reasoning, reasoning_effort=False)
+    if not options.passthrough:
+        payload, _ = prepare(payload, options)
+    return estimate_prompt(payload)
 
 
 async def list_models(request: Request) -> Response:

@@ -32,6 +32,7 @@ from gateway.core.usage import estimate_prompt, estimate_size
 from gateway.dialects import ClientRequest, Dialect
 from gateway.server.limits import Ticket
 from gateway.server.metrics import Metrics, RequestRecord
+from gateway.server.offload import off_loop
 from gateway.server.relay import Relay
 from gateway.server.retries import RetryPolicy
 from gateway.upstream.provider import FAILURES, Provider, UpstreamResponse, client_headers, failure
@@ -58,16 +59,23 @@ class Completions:
         self.streams: set[Relay] = set()
 
     async def answer(
-        self, dialect: Dialect, request: ClientRequest, route: ModelRoute, record: RequestRecord, ticket: Ticket
+        self,
+        dialect: Dialect,
+        request: ClientRequest,
+        size: int,
+        route: ModelRoute,
+        record: RequestRecord,
+        ticket: Ticket,
     ) -> Answer:
-        """The answer through ``route``, then its fallbacks; ``record.route`` says which one served.
+        """The answer through ``route``, then its fallbacks; ``record.route`` says which one served. ``size`` is
+        the request body's, which decides whether building an upstream request takes a worker thread.
 
         A whole answer settles ``ticket`` before it is returned, a stream as it ends; a failure leaves it to the caller.
         """
         record.stream = request.stream
 
         async def attempt(current: ModelRoute, provider: Provider) -> Answer:
-            return await self._attempt(dialect, request, current, provider, record, ticket)
+            return await self._attempt(dialect, request, size, current, provider, record, ticket)
 
         return await self._policy.run(route, attempt, record)
 
@@ -79,22 +87,17 @@ class Completions:
         self,
         dialect: Dialect,
         request: ClientRequest,
+        size: int,
         route: ModelRoute,
         provider: Provider,
         record: RequestRecord,
         ticket: Ticket,
     ) -> Answer:
-        options = self._config.options(route)
+        record.upstream_model = route.upstream_model(request.model)
+        content, options, prompt_estimate = await off_loop(
+            size, self._upstream_request, dialect, request, route, provider, ticket.charges_tokens
+        )
         upstream = provider.config
-        payload = dialect.to_chat(request, reasoning=options.reasoning, reasoning_effort=upstream.reasoning_effort)
-        record.upstream_model = payload["model"] = route.upstream_model(request.model)
-        if upstream.token_limit == "max_tokens" and "max_completion_tokens" in payload:
-            payload["max_tokens"] = payload.pop("max_completion_tokens")
-        if request.stream:
-            asked = payload.get("stream_options")
-            payload["stream_options"] = {**(asked if isinstance(asked, dict) else {}), "include_usage": True}
-        if not options.passthrough:
-            payload, options = prepare(payload, options)
         record.reasoning_exposed = options.reasoning is Reasoning.EXPOSE and not options.passthrough
         timeouts = route.timeout.apply(upstream.timeout)
         loop = asyncio.get_running_loop()
@@ -104,7 +107,7 @@ class Completions:
             answer = await provider.call(
                 "POST",
                 "/chat/completions",
-                content=json_body.dumps(payload),
+                content=content,
                 headers={
                     "content-type": "application/json",
                     "accept": "text/event-stream" if request.stream else "application/json",
@@ -116,7 +119,7 @@ class Completions:
             record.upstream_seconds += loop.time() - waiting
         if answer.status >= 400:
             raise await answer.error()
-        ticket.answering(lambda: estimate_prompt(payload))
+        ticket.answering(lambda: prompt_estimate)
         headers = client_headers(answer.headers)
         created = int(time.time())
         if not request.stream:
@@ -137,6 +140,24 @@ class Completions:
         self.streams.add(relay)
         self._metrics.streams.inc()
         return Answer(headers, relay=relay)
+
+    def _upstream_request(
+        self, dialect: Dialect, request: ClientRequest, route: ModelRoute, provider: Provider, estimate: bool
+    ) -> tuple[bytes, RewriteOptions, int]:
+        """The chat-completions request a route's provider gets, the options its answer is rewritten with, and
+        (when ``estimate``) its prompt's estimated tokens."""
+        options = self._config.options(route)
+        upstream = provider.config
+        payload = dialect.to_chat(request, reasoning=options.reasoning, reasoning_effort=upstream.reasoning_effort)
+        payload["model"] = route.upstream_model(request.model)
+        if upstream.token_limit == "max_tokens" and "max_completion_tokens" in payload:
+            payload["max_tokens"] = payload.pop("max_completion_tokens")
+        if request.stream:
+            asked = payload.get("stream_options")
+            payload["stream_options"] = {**(asked if isinstance(asked, dict) else {}), "include_usage": True}
+        if not options.passthrough:
+            payload, options = prepare(payload, options)
+        return json_body.dumps(payload), options, estimate_prompt(payload) if estimate else 0
 
     def _stream_closed(self, relay: Relay) -> None:
         if relay in self.streams:
