@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import statistics
 import threading
 import time
+import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from packaging.specifiers import SpecifierSet
 
 from gateway.config import parse_config
+from gateway.server import protocol
 from gateway.server.app import create_app
 from tests.servers import Received, Reply, ScriptedUpstream, completion_of, gateway_process, json_reply, serve, sse
 from tests.streams import agent_stream, chunk, split_evenly
@@ -86,7 +90,7 @@ def gateway(upstream: tuple[ScriptedUpstream, str]) -> Iterator[Start]:
                 "keys": [{"name": "attacker", "key": KEY, "budget": {"tokens": budget, "period": "month"}, **limits}],
             }
             app = create_app(parse_config(json.dumps(config), "abuse.yaml", env={}))
-            return stack.enter_context(serve(app))
+            return stack.enter_context(serve(app, server_header=False))
 
         yield start
 
@@ -284,3 +288,127 @@ def test_another_key_is_answered_promptly_while_two_clients_send_huge_count_toke
                 thread.join()
     assert len(attacks) >= 6 and attacks.count(200) == 5 and set(attacks) == {200, 429}
     assert statistics.median(latencies) < 0.25, sorted(latencies)
+
+
+# What a client chooses never spoils a log line, an event stream, or the next request on its connection.
+
+
+def test_client_chosen_values_are_capped_and_escaped_in_log_lines(
+    tmp_path: Path, upstream: tuple[ScriptedUpstream, str]
+) -> None:
+    config = {
+        "server": {"log_format": "text"},
+        "providers": {"up": {"base_url": f"{upstream[1]}/v1"}},
+        "models": [{"name": "gpt-*", "provider": "up", "max_retries": 0}],
+    }
+    path = tmp_path / "logs.yaml"
+    path.write_text(json.dumps(config))
+    forged = "gpt-x\nlevel=error route=admin FORGED"
+    with gateway_process("--config", str(path)) as running:
+        for model in (forged, "gpt-" + "x" * 5_000_000):
+            body = {"model": model, "messages": [{"role": "user", "content": "Hi"}]}
+            assert httpx.post(running.url + "/v1/chat/completions", json=body, timeout=30).status_code == 200
+        httpx.get(running.url + "/v1/a%0Alevel=error%20FORGED")
+        time.sleep(0.3)
+        lines = running.stderr().splitlines()
+    assert max(map(len, lines)) < 2000
+    assert not any(line.startswith("level=error") or " FORGED" in line.split('"')[0] for line in lines)
+    assert any('upstream_model="gpt-x\\nlevel=error route=admin FORGED"' in line for line in lines)
+    assert any('path="/v1/a\\nlevel=error FORGED"' in line for line in lines), lines[-3:]
+    assert any(f"({5_000_004 - 256} more characters)" in line for line in lines)
+
+
+LINE_LIKE = "a\u2028event: injected\u2029data: {}\u0085b"
+
+
+@pytest.mark.parametrize("door", list(BIG_BODIES))
+def test_line_separators_in_an_answer_are_escaped_in_every_event_stream(
+    gateway: Start, upstream: tuple[ScriptedUpstream, str], door: str
+) -> None:
+    url = gateway()
+    chunks = agent_stream(split_evenly(json.dumps({"inner_thoughts": "t", "message": LINE_LIKE}), 3))
+    upstream[0].reply(Reply(sse(chunks)))
+    path, _ = BIG_BODIES[door]
+    body = {"model": "assistant", "stream": True, "max_tokens": 64}
+    body |= {"messages": [{"role": "user", "content": "Hi"}]} if door != "responses" else {"input": "Hi"}
+    headers = {"authorization": f"Bearer {KEY}"}
+    with httpx.stream("POST", url + path, json=body, headers=headers) as answer:
+        raw = answer.read()
+    assert not any(separator in raw for separator in ("\u2028".encode(), "\u2029".encode(), "\u0085".encode()))
+    assert not any(line.startswith(("event: injected", "data: {}")) for line in raw.decode().splitlines())
+    text = ""
+    for line in raw.decode().split("\n"):
+        if line.startswith("data: {"):
+            event = json.loads(line[6:])
+            text += (
+                event.get("delta", {}).get("text", "")
+                if door == "messages"
+                else event.get("delta", "")
+                if door == "responses" and event["type"] == "response.output_text.delta"
+                else "".join(c["delta"].get("content") or "" for c in event.get("choices", []))
+            )
+    assert text == LINE_LIKE
+
+
+def test_after_an_internal_error_the_connection_closes_cleanly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 500 says connection: close and the server closes its side after it, so a client that sent its next
+    request on the same connection sees an orderly end, never a reset."""
+    config = parse_config(
+        json.dumps({"providers": {"up": {"base_url": "http://up.test/v1"}}, "models": [{"name": "*", "provider": "up"}]}),
+        "boom.yaml",
+        env={},
+    )
+    app = create_app(config)
+
+    def broken(model: str) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(app.app.state.service.router, "route", broken)
+    body = b'{"model": "m", "messages": []}'
+    request = b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+    request += b"content-length: %d\r\n\r\n%s" % (len(body), body)
+    with serve(app) as url:
+        port = int(url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port)) as connection:
+            connection.sendall(request * 2)  # the second right behind the first, as a pipelining client sends
+            received = b""
+            while chunk := connection.recv(65536):  # a reset would raise here
+                received += chunk
+    head, _, rest = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 500") and b"connection: close" in head.lower()
+    assert json.loads(rest)["error"]["type"] == "server_error"
+
+
+def test_forwarded_answers_carry_the_gateway_s_date_and_no_upstream_server_header(
+    gateway: Start, upstream: tuple[ScriptedUpstream, str]
+) -> None:
+    url = gateway()
+    upstream_headers = {"date": "Mon, 01 Jan 2001 00:00:00 GMT", "server": "upstream-httpd/1.2"}
+    upstream[0].reply(json_reply({"object": "text_completion", "choices": []}, headers=upstream_headers))
+    answer = httpx.post(url + "/v1/completions", json={"model": "plain", "prompt": "x"}, headers={"authorization": f"Bearer {KEY}"})
+    assert answer.status_code == 200
+    names = [name.lower() for name, _ in answer.headers.raw]
+    assert names.count(b"date") == 1 and b"server" not in names and "2001" not in answer.headers["date"]
+
+
+# The private uvicorn API under the HTTP protocol.
+
+
+def test_the_installed_uvicorn_has_what_the_guarded_protocol_relies_on() -> None:
+    protocol.check_uvicorn()  # also run when the module is imported: a server never starts without it
+
+
+def test_a_uvicorn_that_renamed_a_hook_fails_loudly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(protocol.HttpToolsProtocol, "on_headers_complete")
+    monkeypatch.setattr(protocol, "STATUS_LINE", {})
+    with pytest.raises(protocol.UvicornChanged, match=r"HttpToolsProtocol\.on_headers_complete.*STATUS_LINE"):
+        protocol.check_uvicorn()
+
+
+def test_pyproject_bounds_uvicorn_to_the_releases_tested() -> None:
+    root = Path(__file__).resolve().parents[1]
+    dependencies = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    [uvicorn] = [line for line in dependencies if line.startswith("uvicorn")]
+    locked = next(line for line in (root / "requirements.lock").read_text().splitlines() if line.startswith("uvicorn=="))
+    assert "<" in uvicorn and SpecifierSet(uvicorn.split("]", 1)[1]).contains(locked.split("==")[1])
+    assert all("<" in line for line in dependencies), "every run-time dependency has an upper bound"

@@ -119,7 +119,7 @@ def test_port_0_serves_on_the_port_it_prints_with_workers_and_text_logs(tmp_path
         lines = running.stderr().splitlines()
     assert port not in (0, 8080) and answer.status_code == 200 and "ping" in answer.json()["choices"][0]["message"]["content"]
     assert lines[0].endswith(f"INFO agent-gateway {__version__} serving on http://127.0.0.1:{port}/v1 (2 workers); stop with Ctrl+C"
-                             f" url=http://127.0.0.1:{port}/v1 workers=2 serving=config {config} routes=assistant -> (requested name)")
+                             f' url=http://127.0.0.1:{port}/v1 workers=2 serving="config {config}" routes="assistant -> (requested name)"')
     assert any("Started parent process" in line for line in lines) and any("Application startup complete." in line for line in lines)
     assert all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR|CRITICAL) ", line) for line in lines), lines
 

@@ -9,7 +9,7 @@ buffering without bound.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 __all__ = ["SSEComment", "SSEDecoder", "SSEError", "SSEEvent", "encode_comment", "encode_event"]
 
@@ -104,12 +104,29 @@ class SSEDecoder:
                 raise SSEError(f"an upstream event exceeds {self.max_event_bytes} bytes", events)
 
 
+# Characters JSON may hold raw that a client splitting lines like str.splitlines (httpx's iter_lines) takes for a
+# line break, which would let an answer's text inject an SSE line: U+2028, U+2029 and U+0085, in UTF-8.
+_LINE_LIKE: Final = ((b"\xe2\x80\xa8", b"\\u2028"), (b"\xe2\x80\xa9", b"\\u2029"), (b"\xc2\x85", b"\\u0085"))
+
+
 def encode_event(data: bytes, event: bytes | None = None) -> bytes:
-    """One event for the client; ``data`` must hold no line break (JSON from orjson never does)."""
+    """One event for the client. ``data`` is JSON, which holds no line break; characters that some clients take
+    for one anyway are escaped (they can only be inside its strings, where an escape means the same)."""
+    if b"\xe2\x80" in data or b"\xc2\x85" in data:
+        data = _escaped(data)
     if event is None:
         return b"data: " + data + b"\n\n"
     return b"event: " + event + b"\ndata: " + data + b"\n\n"
 
 
 def encode_comment(text: bytes) -> bytes:
-    return b": " + text + b"\n\n"
+    """A comment for the client (a keep-alive), with what could break its line taken out."""
+    for raw, _ in _LINE_LIKE:
+        text = text.replace(raw, b"")
+    return b": " + text.replace(b"\r", b"").replace(b"\n", b"") + b"\n\n"
+
+
+def _escaped(data: bytes) -> bytes:
+    for raw, escape in _LINE_LIKE:
+        data = data.replace(raw, escape)
+    return data

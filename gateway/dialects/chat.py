@@ -306,7 +306,7 @@ def _emit(start: ChunkStart, choices: list[_Choice], out: list[bytes]) -> None:
     if built or fields.get("usage") is not None:
         chunk = dict(fields)
         chunk["choices"] = built
-        out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
+        out.append(encode_event(orjson.dumps(chunk)))
 
 
 def fold_completion(completion: Mapping[str, Any], events: Iterable[Event]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.server.logs import capped
 from gateway.server.metrics import Metrics, RequestRecord
 
 __all__ = ["AccessLog", "record_of"]
@@ -49,9 +50,10 @@ class AccessLog:
         scope.setdefault("state", {})["record"] = record
         status = 0
         first_byte: float | None = None
+        complete = False
 
         async def send_observed(message: Message) -> None:
-            nonlocal status, first_byte
+            nonlocal status, first_byte, complete
             if message["type"] == "http.response.start":
                 status = message["status"]
                 headers = [*message.get("headers", ()), (b"x-request-id", request_id.encode())]
@@ -59,8 +61,10 @@ class AccessLog:
                     overhead = (time.perf_counter() - start - record.upstream_seconds) * 1000
                     headers.append((b"x-gateway-overhead-ms", f"{max(0.0, overhead):.2f}".encode()))
                 message["headers"] = headers
-            elif first_byte is None and message["type"] == "http.response.body":
-                first_byte = time.perf_counter() - start
+            elif message["type"] == "http.response.body":
+                if first_byte is None:
+                    first_byte = time.perf_counter() - start
+                complete = not message.get("more_body", False)
             await send(message)
 
         probe = scope["path"] in _PROBES
@@ -68,6 +72,12 @@ class AccessLog:
             self.metrics.in_flight.inc()
         try:
             await self.app(scope, receive, send_observed)
+        except Exception:
+            # Starlette re-raises what its error handler has answered (a 500 that says connection: close); the
+            # server would then cut the connection, and the client's next request on it with it. Only an answer
+            # cut short must go that way.
+            if not complete:
+                raise
         finally:
             duration = time.perf_counter() - start
             if not probe:
@@ -90,7 +100,7 @@ class AccessLog:
                 logging.DEBUG if probe else logging.INFO,
                 "%s %s %d",
                 scope["method"],
-                scope["path"],
+                capped(scope["path"]),
                 status,
                 extra={"fields": _log_fields(record, scope, status, duration, first_byte)},
             )
@@ -103,11 +113,11 @@ def _log_fields(
     return {
         "request_id": record.request_id,
         "method": scope["method"],
-        "path": scope["path"],
+        "path": capped(scope["path"]),
         "key": record.key,
         "route": record.route,
         "provider": record.provider,
-        "upstream_model": record.upstream_model,
+        "upstream_model": capped(record.upstream_model),
         "status": status,
         "stream": record.stream,
         "duration_ms": round(duration * 1000, 2),

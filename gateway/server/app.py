@@ -282,7 +282,9 @@ async def _client_gone(request: Request, exc: Exception) -> Response:
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
     logger.exception("unhandled error", extra={"fields": {"request_id": record_of(request.scope).request_id}})
-    return _openai_error(GatewayError(ErrorKind.INTERNAL, "The gateway failed to handle the request."))
+    message = "The gateway failed to handle the request."
+    error = GatewayError(ErrorKind.INTERNAL, message, headers={"connection": "close"})
+    return _openai_error(error)
 
 
 def _drain_on_signals(service: Service) -> Callable[[], None]:

@@ -3,17 +3,39 @@
 Structured fields travel in ``extra={"fields": {...}}``. Nothing here ever
 sees message content or keys unless a caller put them in, and the gateway's
 callers do not (``server.log_content`` is the one, explicit, exception).
+
+A value a client chose (a path, a model name) can hold anything: in text
+lines every value and message that is not plain printable text is written as
+a quoted, escaped JSON string, so no value can end a line or forge a field;
+JSON lines escape it by their nature. Callers cap such values (``capped``).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
-__all__ = ["JsonFormatter", "TextFormatter"]
+__all__ = ["MAX_VALUE_CHARS", "JsonFormatter", "TextFormatter", "capped"]
+
+MAX_VALUE_CHARS: Final = 256
+# What a text line may hold unquoted: printable ASCII other than space, quotes, backslash and '='.
+_PLAIN: Final = re.compile(r"[!#-<>-\[\]-~]*")
+
+
+def capped(value: str | None, limit: int = MAX_VALUE_CHARS) -> str | None:
+    """A client-chosen value as it may go into a log line: at most ``limit`` characters, saying how many were cut."""
+    if value is None or len(value) <= limit:
+        return value
+    return f"{value[:limit]}...({len(value) - limit} more characters)"
+
+
+def _text_value(value: Any) -> str:
+    text = "-" if value is None else value if isinstance(value, str) else str(value)
+    return text if _PLAIN.fullmatch(text) else orjson.dumps(text).decode()
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -41,8 +63,11 @@ class JsonFormatter(logging.Formatter):
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        parts = [_timestamp(record), record.levelname, record.getMessage()]
-        parts += [f"{key}={'-' if value is None else value}" for key, value in _fields(record).items()]
+        message = record.getMessage()
+        if not message.isprintable() or "=" in message:  # a client's path in it could forge a field otherwise
+            message = orjson.dumps(message).decode()
+        parts = [_timestamp(record), record.levelname, message]
+        parts += [f"{key}={_text_value(value)}" for key, value in _fields(record).items()]
         line = " ".join(parts)
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)

@@ -14,26 +14,74 @@ A client that misses a deadline gets 408 and the connection is closed (only
 closed, if a response is already under way). The limits come from the
 gateway's config through the ASGI lifespan state (``CLIENT_LIMITS``), so each
 worker process applies its own config; without them this is uvicorn's protocol.
+
+It subclasses uvicorn's ``HttpToolsProtocol``, which is not a public API:
+``pyproject.toml`` allows only the uvicorn releases it was tested with, and
+``check_uvicorn`` (run when this module is imported, so before the server
+starts) fails loudly, naming what is missing, rather than let a release that
+renamed a hook serve without deadlines.
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import inspect
+import re
 from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
+import uvicorn
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http import httptools_impl
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 from uvicorn.server import ServerState
 
 from gateway.core.errors import ErrorKind, GatewayError
 
-__all__ = ["CLIENT_LIMITS", "ClientLimits", "GuardedHttpToolsProtocol"]
+__all__ = ["CLIENT_LIMITS", "ClientLimits", "GuardedHttpToolsProtocol", "UvicornChanged", "check_uvicorn"]
 
 # The lifespan state key the app puts its limits under.
 CLIENT_LIMITS: Final = "gateway.client_limits"
+
+# What of uvicorn's private protocol this module relies on.
+_HOOKS: Final = ("connection_made", "data_received", "on_message_begin", "on_headers_complete",
+                 "on_message_complete", "connection_lost")
+_INIT_PARAMETERS: Final = ("config", "server_state", "app_state", "_loop")
+_PROTOCOL_ATTRIBUTES: Final = ("connections", "cycle", "server_state", "loop", "transport")
+_CYCLE_ATTRIBUTES: Final = ("response_started", "response_complete", "disconnected", "message_event")
+
+
+class UvicornChanged(ImportError):
+    """The installed uvicorn no longer has what the guarded protocol overrides or reads."""
+
+
+def check_uvicorn() -> None:
+    """Raise ``UvicornChanged`` naming every hook, parameter or attribute of uvicorn's that is gone."""
+    missing = [f"HttpToolsProtocol.{hook}" for hook in _HOOKS if not callable(getattr(HttpToolsProtocol, hook, None))]
+    parameters = list(inspect.signature(HttpToolsProtocol.__init__).parameters)[1:]
+    if parameters[: len(_INIT_PARAMETERS)] != list(_INIT_PARAMETERS):
+        missing.append(f"HttpToolsProtocol.__init__{tuple(_INIT_PARAMETERS)} (it takes {tuple(parameters)})")
+    for owner, names in ((HttpToolsProtocol, _PROTOCOL_ATTRIBUTES), (RequestResponseCycle, _CYCLE_ATTRIBUTES)):
+        assigned = _assigned(owner)
+        missing += [f"{owner.__name__}.{name}" for name in names if name not in assigned]
+    if not (isinstance(STATUS_LINE, dict) and {408, 503} <= set(STATUS_LINE)):
+        missing.append("httptools_impl.STATUS_LINE")
+    if missing:
+        raise UvicornChanged(
+            f"uvicorn {uvicorn.__version__} ({httptools_impl.__file__}) lacks what the gateway's HTTP protocol"
+            f" relies on: {', '.join(missing)}. Install a uvicorn release pyproject.toml allows."
+        )
+
+
+def _assigned(owner: type) -> set[str]:
+    """The attributes ``owner.__init__`` assigns (``self.name = ...``, ``self.name: T = ...``)."""
+    source = inspect.getsource(owner.__init__)  # type: ignore[misc]
+    return {word.split("self.", 1)[1] for word in re.findall(r"self\.\w+(?=\s*[:=])", source)}
+
+
+check_uvicorn()
 
 
 @dataclass(frozen=True)
