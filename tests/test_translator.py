@@ -270,3 +270,24 @@ def test_every_choice_a_client_gets_has_a_delta_and_content_filter_fields_surviv
         parsed = types.ChatCompletionChunk.model_validate(chunk)
         assert all(choice.delta is not None for choice in parsed.choices)  # what a stock client reads
     assert sent[-1]["choices"] == [{**tail, "delta": {}}] and isinstance(events[-1], Done)
+
+
+# An event that is not a chunk is never relayed on a rewrite route.
+
+NOT_CHUNKS = [
+    {"choices": "not a list", "note": "SECRET-590"},
+    {"choices": {"0": {"delta": {"content": "SECRET-590"}}}},
+    {"id": "x", "note": "SECRET-590"},
+]
+
+
+@pytest.mark.parametrize("bad", NOT_CHUNKS, ids=["choices a string", "choices an object", "no choices"])
+def test_an_event_that_is_not_a_chunk_fails_a_rewrite_route_and_is_relayed_on_a_plain_one(bad: dict[str, Any]) -> None:
+    stream = agent_stream(split_evenly(json.dumps({"inner_thoughts": INNER, "message": "Hello."}), 3))
+    body = sse([stream[0], bad, *stream[1:]])
+    client, events = run([body], options_of(), raw_chunks=False)
+    assert isinstance(events[-1], Error) and events[-1].error.kind is ErrorKind.INVALID_RESPONSE
+    assert b"SECRET" not in client and b"[DONE]" not in client
+    assert payloads(client)[-1]["error"]["code"] == "upstream_invalid_event"
+    plain, events = run([sse([{"choices": [{"index": 0, "delta": {"content": "Hi"}}]}, bad])], RewriteOptions.plain())
+    assert orjson.dumps(bad) in plain  # a plain route relays what it does not rewrite, as it came

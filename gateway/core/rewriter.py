@@ -208,6 +208,9 @@ class StreamRewriter:
     def feed(self, chunk: Chunk, raw: bytes | None = None) -> list[Event]:
         choices = chunk.get("choices")
         usage = chunk.get("usage")
+        if not isinstance(choices, list) and not self._passthrough:
+            # Not a chunk the rewrite can read, so nothing in it can be shown: its fields may be private text.
+            raise InvalidChunk("a chunk's choices are missing or not an array")
         if not isinstance(choices, list) or not choices:
             events: list[Event] = [ChunkStart(chunk, raw)]
             if isinstance(usage, dict):
