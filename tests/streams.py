@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 
 from gateway.core.events import Event
 from gateway.core.options import Reasoning, RewriteOptions, Thoughts
@@ -16,7 +14,8 @@ from gateway.core.translator import StreamTranslator
 from gateway.dialects import StreamEncoder
 from gateway.dialects.chat import fold_completion
 
-FIXTURES = Path(os.environ.get("GATEWAY_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "recorded"))
+# Real provider streams, recorded in public repositories; PROVENANCE.md there says where each comes from.
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "recorded"
 
 
 def options_of(**options: Any) -> RewriteOptions:
@@ -35,19 +34,9 @@ def rewrite_completion(
     return fold_completion(completion, replay_completion(completion, options, stats))
 
 
-def recorded_files() -> list[Path]:
-    """The recorded provider streams, or none when the shared folder is absent."""
-    if not FIXTURES.is_dir():
-        return []
-    return sorted(p for p in FIXTURES.iterdir() if p.suffix in (".sse", ".jsonl"))
-
-
-def needs_recordings(name: str | None = None) -> pytest.MarkDecorator:
-    """Skips a test when the recordings (or the one named) are absent, naming the place actually looked in."""
-    wanted = FIXTURES / name if name else FIXTURES
-    present = wanted.is_file() if name else bool(recorded_files())
-    reason = f"recorded provider streams not found: {wanted} is absent (GATEWAY_FIXTURES=<dir> looks elsewhere)"
-    return pytest.mark.skipif(not present, reason=reason)
+def recorded_files(folder: str = "") -> list[Path]:
+    """The recorded chat-completions streams (or those of ``folder``: ``reasoning``, ``responses``, ...)."""
+    return sorted(p for p in (FIXTURES / folder).iterdir() if p.suffix in (".sse", ".jsonl"))
 
 
 def recorded_body(path: Path) -> bytes:

@@ -12,8 +12,8 @@ from langchain_core.messages import HumanMessage, ToolMessage
 from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 
-from gateway.server.app import create_app
 from gateway.config import parse_config
+from gateway.server.app import create_app
 from tests.servers import Received, Reply, ScriptedUpstream, completion_of, json_reply, serve, stream_reply
 from tests.streams import agent_stream, call, choice, chunk, split_evenly
 

@@ -64,6 +64,7 @@ from tests.streams import (
     chunk,
     options_of,
     recorded_body,
+    recorded_files,
     split_evenly,
     translate,
 )
@@ -87,16 +88,8 @@ ERROR_TYPES = frozenset(
 HIDDEN = "αβγδεζηθλμ"  # reasoning is drawn from these letters, visible text never is
 INNER = "PRIVATE plan"
 
-ANTHROPIC_RECORDINGS = sorted((FIXTURES / "anthropic").glob("*.sse")) if (FIXTURES / "anthropic").is_dir() else []
-CHAT_RECORDINGS = (
-    sorted(p for d in (FIXTURES, FIXTURES / "reasoning") for p in d.glob("*") if p.suffix in (".sse", ".jsonl"))
-    if FIXTURES.is_dir()
-    else []
-)
-needs_anthropic_recordings = pytest.mark.skipif(
-    not ANTHROPIC_RECORDINGS, reason="../shared/fixtures/recorded/anthropic is not present"
-)
-needs_chat_recordings = pytest.mark.skipif(not CHAT_RECORDINGS, reason="../shared/fixtures/recorded is not present")
+ANTHROPIC_RECORDINGS = sorted((FIXTURES / "anthropic").glob("*.sse"))
+CHAT_RECORDINGS = recorded_files() + recorded_files("reasoning")
 
 
 def body_of(**fields: Any) -> bytes:
@@ -1240,7 +1233,6 @@ def test_message_start_comes_from_the_first_encode_and_nothing_after_the_end() -
 # 4. The recorded real Messages streams: the tests' parsing accepts them, and the encoder matches them.
 
 
-@needs_anthropic_recordings
 @pytest.mark.parametrize("path", ANTHROPIC_RECORDINGS, ids=[p.name for p in ANTHROPIC_RECORDINGS])
 def test_each_recording_passes_the_tests_own_reading(path: Path) -> None:
     events = parse_sse(path.read_bytes())
@@ -1302,7 +1294,6 @@ def keys_by_kind(events: list[tuple[str | None, Any]]) -> dict[str, set[str]]:
     return found
 
 
-@needs_anthropic_recordings
 @pytest.mark.parametrize("path", ANTHROPIC_RECORDINGS, ids=[p.name for p in ANTHROPIC_RECORDINGS])
 def test_the_same_answer_from_a_chat_upstream_gives_the_recordings_blocks_and_fields(path: Path) -> None:
     recording = parse_sse(path.read_bytes())
@@ -1333,7 +1324,6 @@ def test_the_same_answer_from_a_chat_upstream_gives_the_recordings_blocks_and_fi
         assert keys <= every_recorded[kind], (kind, keys - every_recorded[kind])
 
 
-@needs_anthropic_recordings
 def test_the_recorded_thinking_stream_signs_its_block_and_the_gateway_cannot() -> None:
     """The one difference from the thinking recording: the gateway has no signature to send (it stays ``""``)."""
     path = next(p for p in ANTHROPIC_RECORDINGS if "thinking" in p.name)
@@ -1366,7 +1356,6 @@ def chat_view(body: bytes, options: RewriteOptions) -> tuple[str, str, list[Any]
 ROUTES = {"plain": RewriteOptions.plain(), "hide": RewriteOptions(), "expose": options_of(reasoning="expose")}
 
 
-@needs_chat_recordings
 @pytest.mark.parametrize("route", ROUTES)
 @pytest.mark.parametrize("path", CHAT_RECORDINGS, ids=[p.name for p in CHAT_RECORDINGS])
 def test_recorded_chat_streams_give_valid_messages_saying_what_the_chat_door_says(path: Path, route: str) -> None:

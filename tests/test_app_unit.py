@@ -21,9 +21,9 @@ import pytest
 import respx
 
 from gateway import __version__
-from gateway.server.app import create_app
 from gateway.config import ModelRoute, parse_config
 from gateway.server.access import AccessLog
+from gateway.server.app import create_app
 from tests.servers import completion_of, sse
 from tests.streams import agent_stream, choice, chunk
 

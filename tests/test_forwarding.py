@@ -22,11 +22,11 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from gateway import __version__
-from gateway.upstream import forwarding
-from gateway.server.app import create_app
 from gateway.config import ConfigError, ProviderConfig, parse_config
 from gateway.core.errors import GatewayError
 from gateway.server.access import AccessLog
+from gateway.server.app import create_app
+from gateway.upstream import forwarding
 from gateway.upstream.provider import Provider
 from tests.servers import RecordingTransport, Reply, ScriptedUpstream, json_reply, serve
 

@@ -146,7 +146,6 @@ def test_recognised_fragments_rewrite_exactly_as_decoded_ones(
         assert recognised >= len(plain) - 3 * (len(chunks) - len(plain)), "each other chunk costs a few fragments at most"
 
 
-@pytest.mark.skipif(not RECORDED, reason="../shared/fixtures/recorded is not present")
 @pytest.mark.parametrize("path", RECORDED, ids=[p.name for p in RECORDED])
 def test_recorded_streams_rewrite_exactly_as_decoded(path: Any) -> None:
     payloads = [line[6:] for line in recorded_body(path).split(b"\n") if line.startswith(b"data: {")]
@@ -154,7 +153,6 @@ def test_recorded_streams_rewrite_exactly_as_decoded(path: Any) -> None:
         same_as_decoding(payloads, options)
 
 
-@pytest.mark.skipif(not RECORDED, reason="../shared/fixtures/recorded is not present")
 def test_recorded_openai_fragments_are_recognised_from_their_original_bytes() -> None:
     [path] = [p for p in RECORDED if p.name == "openai-gpt4o-tool-call-a.sse"]
     payloads = [line[6:] for line in recorded_body(path).split(b"\n") if line.startswith(b"data: {")]

@@ -410,14 +410,14 @@ def assert_no_5xx_and_the_field_is_named(path: str, body: bytes, *, anthropic: b
 response_fields = st.sampled_from(["input", "content", "type", "role", "text", "format", "summary", "output", "id"])
 
 
-@settings(max_examples=1500, derandomize=True)
+@settings(max_examples=1500)
 @given(st.data())
 def test_a_responses_request_is_answered_or_refused_naming_the_field(data: st.DataObject) -> None:
     body = mutated(data, RESPONSES_SEEDS)
     assert_no_5xx_and_the_field_is_named("/v1/responses", render(body).encode(), anthropic=False)
 
 
-@settings(max_examples=1500, derandomize=True)
+@settings(max_examples=1500)
 @given(st.data())
 def test_a_messages_request_is_answered_or_refused_naming_the_field(data: st.DataObject) -> None:
     body = mutated(data, MESSAGES_SEEDS)

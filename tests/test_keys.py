@@ -9,9 +9,9 @@ import hmac
 import httpx
 import pytest
 
-from gateway.server.app import create_app
 from gateway.config import Config
 from gateway.keys import ClientKey, KeyRegistry, startup_warnings
+from gateway.server.app import create_app
 from gateway.state import Budget, Limits, Period
 
 

@@ -14,8 +14,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.server.app import create_app
 from gateway.config import parse_config
+from gateway.server.app import create_app
 from gateway.server.logs import JsonFormatter, TextFormatter
 from tests.servers import Reply, ScriptedUpstream, completion_of, gateway_process, json_reply, serve, sse, stream_reply
 from tests.streams import agent_stream, call, choice, chunk, split_evenly

@@ -15,8 +15,6 @@ import io
 import json
 import re
 import shlex
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,7 +42,7 @@ from tests.servers import (
     serve,
     stream_reply,
 )
-from tests.streams import agent_stream, split_evenly, sse_payloads
+from tests.streams import FIXTURES, agent_stream, split_evenly, sse_payloads
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
@@ -320,21 +318,13 @@ def test_key_only_mode_assistant_model_is_overridable_and_other_models_keep_thei
         assert all(request.json["tools"][-1]["function"]["name"] == "send_message" for request in upstream.requests)
 
 
-def test_skips_name_the_fixtures_folder_actually_read(tmp_path: Path) -> None:
-    """The README: tests read the recordings from GATEWAY_FIXTURES when set, and skip with a reason naming it."""
-    assert "GATEWAY_FIXTURES=<dir>" in README
-    probe = "from tests.streams import needs_recordings as n; m, f = n(), n('x.sse'); print(m.args[0], m.kwargs['reason']); print(f.args[0], f.kwargs['reason'])"
-    empty = tmp_path / "elsewhere"
-    empty.mkdir()
-    lines = subprocess.run(
-        [sys.executable, "-c", probe], cwd=ROOT, env=clean_env(GATEWAY_FIXTURES=str(empty)), capture_output=True, text=True, check=True
-    ).stdout.splitlines()
-    assert lines == [
-        f"True recorded provider streams not found: {empty} is absent (GATEWAY_FIXTURES=<dir> looks elsewhere)",
-        f"True recorded provider streams not found: {empty / 'x.sse'} is absent (GATEWAY_FIXTURES=<dir> looks elsewhere)",
-    ]
-    (empty / "x.sse").write_bytes(b"data: {}\n\n")
-    lines = subprocess.run(
-        [sys.executable, "-c", probe], cwd=ROOT, env=clean_env(GATEWAY_FIXTURES=str(empty)), capture_output=True, text=True, check=True
-    ).stdout.splitlines()
-    assert [line.split(" ", 1)[0] for line in lines] == ["False", "False"]
+def test_the_recordings_ship_with_the_tests_and_say_where_they_come_from() -> None:
+    """A fresh clone runs every test: the recordings are in the repository, each named in its provenance, and
+    nothing in the project reads outside it."""
+    provenance = (FIXTURES / "PROVENANCE.md").read_text()
+    recorded = [path for path in FIXTURES.rglob("*") if path.is_file() and path.suffix != ".md"]
+    assert len(recorded) >= 20 and [path.name for path in recorded if path.name not in provenance] == []
+    outside = ("../" + "shared", "parents" + "[2]")  # spelt apart, so that this file does not match itself
+    for source in [*ROOT.glob("gateway/**/*.py"), *ROOT.glob("tests/**/*.py"), *ROOT.glob("bench/**/*.py"), ROOT / ".ci/run"]:
+        text = source.read_text()
+        assert not any(place in text for place in outside), source

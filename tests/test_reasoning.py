@@ -4,7 +4,7 @@ The provider fields (``reasoning_content``, ``reasoning``, OpenRouter's ``reason
 think tags in the visible text, on routes that hide and that expose reasoning: streamed through the
 stream translator and the chat, Responses and Anthropic encoders, and non-streaming through
 ``replay_completion`` and each front door's builder. The recorded reasoning streams are read from
-``../shared/fixtures/recorded/reasoning``; the scripted ones are shaped like the servers they name.
+``tests/fixtures/recorded/reasoning``; the scripted ones are shaped like the servers they name.
 """
 
 from __future__ import annotations
@@ -28,17 +28,21 @@ from gateway.dialects import chat as chat_dialect
 from gateway.dialects import responses as responses_dialect
 from gateway.dialects.chat import ChatStreamEncoder
 from tests import test_anthropic, test_responses
-from tests.streams import FIXTURES, call, choice, chunk, options_of, recorded_body, sse_payloads, translate
+from tests.streams import (
+    FIXTURES,
+    call,
+    choice,
+    chunk,
+    options_of,
+    recorded_body,
+    recorded_files,
+    sse_payloads,
+    translate,
+)
 
 WHITESPACE = " \t\n\r"
 REASONING_DIR = FIXTURES / "reasoning"
-RECORDED = (
-    sorted(p for p in REASONING_DIR.glob("*") if p.suffix in (".sse", ".jsonl")) if REASONING_DIR.is_dir() else []
-)
-needs_reasoning_recordings = pytest.mark.skipif(
-    not RECORDED,
-    reason=f"recorded reasoning streams not found: {REASONING_DIR} is absent (GATEWAY_FIXTURES=<dir> looks elsewhere)",
-)
+RECORDED = recorded_files("reasoning")
 RESPONSES_REQUEST = test_responses.request_of(stream=True)
 MESSAGES_REQUEST = test_anthropic.STREAMING
 
@@ -436,7 +440,6 @@ def arguments_text(calls: list[tuple[str, str, Any]]) -> str:
     return "".join(json.dumps(arguments) for _, _, arguments in calls)
 
 
-@needs_reasoning_recordings
 @pytest.mark.parametrize("name", RECORDED_ROUTES)
 @pytest.mark.parametrize("path", RECORDED, ids=[p.name for p in RECORDED])
 def test_recorded_reasoning_streams_on_the_chat_front_door(path: Path, name: str) -> None:
@@ -447,7 +450,6 @@ def test_recorded_reasoning_streams_on_the_chat_front_door(path: Path, name: str
     assert answer.calls == expected.calls and answer.finish == [expected.finish]
 
 
-@needs_reasoning_recordings
 @pytest.mark.parametrize("exposed", [False, True], ids=["hide", "expose"])
 @pytest.mark.parametrize("path", RECORDED, ids=[p.name for p in RECORDED])
 def test_recorded_reasoning_streams_on_the_responses_front_door(path: Path, exposed: bool) -> None:
@@ -468,7 +470,6 @@ def test_recorded_reasoning_streams_on_the_responses_front_door(path: Path, expo
     assert [test_responses.strip_ids(e) for e in split] == [test_responses.strip_ids(e) for e in events]
 
 
-@needs_reasoning_recordings
 @pytest.mark.parametrize("exposed", [False, True], ids=["hide", "expose"])
 @pytest.mark.parametrize("path", RECORDED, ids=[p.name for p in RECORDED])
 def test_recorded_reasoning_streams_on_the_anthropic_front_door(path: Path, exposed: bool) -> None:
@@ -530,7 +531,6 @@ def excerpt(body: bytes, around: int = 2) -> bytes:
     return b"".join(events[i] for i in sorted(keep))
 
 
-@needs_reasoning_recordings
 @pytest.mark.parametrize("path", RECORDED, ids=[p.name for p in RECORDED])
 def test_every_split_of_the_reads_gives_the_same_client_bytes(path: Path) -> None:
     """Every two-read split of the recording's landmarks, in an excerpt that keeps its own events (on the route that
@@ -546,7 +546,6 @@ def test_every_split_of_the_reads_gives_the_same_client_bytes(path: Path) -> Non
             assert chat_bytes(pieces_of(full, size), route(reasoning)) == whole, (reasoning, size)
 
 
-@needs_reasoning_recordings
 @settings(max_examples=25, deadline=None)
 @given(st.data())
 def test_random_reads_of_the_recorded_streams_give_the_same_client_bytes(data: st.DataObject) -> None:
@@ -558,7 +557,6 @@ def test_random_reads_of_the_recorded_streams_give_the_same_client_bytes(data: s
     assert chat_bytes(reads, options) == chat_bytes([body], options)
 
 
-@needs_reasoning_recordings
 def test_the_excerpts_keep_every_landmark_of_the_recordings() -> None:
     """The split test reads each recording's think tags, its turn from reasoning to answer, its calls and its finish."""
     for path in RECORDED:
@@ -775,7 +773,6 @@ def test_a_stream_that_ends_inside_a_think_block_has_emitted_only_reasoning(fini
 OPENROUTER = "openrouter-chat-claude-reasoning.sse"
 
 
-@pytest.mark.skipif(not (REASONING_DIR / OPENROUTER).is_file(), reason=f"{REASONING_DIR / OPENROUTER} is absent")
 def test_openrouters_details_alone_carry_the_reasoning() -> None:
     """The recording with its ``reasoning`` strings taken out: the ``reasoning_details`` text is the same reasoning."""
     expected = recorded(OPENROUTER)

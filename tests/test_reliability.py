@@ -13,8 +13,8 @@ import httpx
 import openai
 import pytest
 
-from gateway.server.app import create_app
 from gateway.config import parse_config
+from gateway.server.app import create_app
 from gateway.server.health import DeploymentHealth
 from gateway.server.service import Service
 from gateway.state import MemoryStore

@@ -805,15 +805,9 @@ def test_keep_alive_comments_pass_through() -> None:
 
 # Recorded chat streams from real providers, on a plain route and on a rewrite route.
 
-RECORDED = recorded_files() + (
-    sorted(p for p in (FIXTURES / "reasoning").iterdir() if p.suffix in (".sse", ".jsonl"))
-    if (FIXTURES / "reasoning").is_dir()
-    else []
-)
-needs_recordings = pytest.mark.skipif(not RECORDED, reason="../shared/fixtures/recorded is not present")
+RECORDED = recorded_files() + recorded_files("reasoning")
 
 
-@needs_recordings
 @pytest.mark.parametrize("path", RECORDED, ids=[p.name for p in RECORDED])
 @pytest.mark.parametrize("route", ["plain", "rewrite", "expose"])
 def test_recorded_chat_streams_become_valid_responses_streams(path: Path, route: str) -> None:
@@ -1019,12 +1013,9 @@ def test_every_split_of_the_arguments(route: Reasoning) -> None:
     check_agent_answer(events, out, message, inner, route)
 
 
-# The event order and fields of real Responses streams (../shared/fixtures/recorded/responses/).
+# The event order and fields of real Responses streams (tests/fixtures/recorded/responses/).
 
 RESPONSES = FIXTURES / "responses"
-needs_responses = pytest.mark.skipif(
-    not RESPONSES.is_dir(), reason="../shared/fixtures/recorded/responses is not present"
-)
 
 
 def recorded_events(name: str) -> list[dict[str, Any]]:
@@ -1070,7 +1061,6 @@ def compare(ours: list[dict[str, Any]], theirs: list[dict[str, Any]], ignore: fr
                 assert mine[key] == real[key], f"event {position}: {key}"
 
 
-@needs_responses
 def test_a_text_answer_has_the_events_and_fields_of_openai_s() -> None:
     theirs = recorded_events("openai-responses-gpt4o-text.sse")
     pieces = [e["delta"] for e in theirs if e["type"] == "response.output_text.delta"]
@@ -1081,7 +1071,6 @@ def test_a_text_answer_has_the_events_and_fields_of_openai_s() -> None:
     compare(events, theirs)
 
 
-@needs_responses
 def test_a_function_call_has_the_events_and_fields_of_openai_s() -> None:
     theirs = recorded_events("openai-responses-gpt4o-function-call.sse")
     [added] = [e["item"] for e in theirs if e["type"] == "response.output_item.added"]
@@ -1097,7 +1086,6 @@ def test_a_function_call_has_the_events_and_fields_of_openai_s() -> None:
     assert calls_of(rewritten[-1]["response"]) == [(added["call_id"], "get_capital", {"country": "France"})]
 
 
-@needs_responses
 def test_a_recent_openai_stream_has_no_field_we_lack() -> None:
     """gpt-5.1-codex (late 2025): sequence numbers everywhere; its function call item and final object."""
     theirs = recorded_events("openai-responses-gpt51-codex-reasoning-summary-function-call.jsonl")
@@ -1116,7 +1104,6 @@ def test_a_recent_openai_stream_has_no_field_we_lack() -> None:
     compare([{**e, "output_index": 1} for e in events if "output_index" in e], call_events)
 
 
-@needs_responses
 def test_exposed_reasoning_has_the_events_and_fields_of_a_raw_reasoning_stream() -> None:
     """OpenRouter's gpt-oss stream: raw reasoning text, then the message, each item's events in the same order."""
     theirs = recorded_events("openrouter-responses-gpt-oss-reasoning-text.sse")

@@ -19,7 +19,6 @@ from tests.streams import (
     call,
     choice,
     chunk,
-    needs_recordings,
     options_of,
     recorded_chunks,
     recorded_files,
@@ -488,7 +487,6 @@ def recorded_calls(chunks: Chunks) -> list[dict[str, Any]]:
     return [calls[i] for i in sorted(calls)]
 
 
-@needs_recordings()
 @pytest.mark.parametrize("path", RECORDED, ids=[p.name for p in RECORDED])
 def test_recorded_tool_as_message_tool(path: Path) -> None:
     chunks = recorded_chunks(path)
@@ -512,7 +510,6 @@ def test_recorded_tool_as_message_tool(path: Path) -> None:
     assert rewriter.finished and rewriter.stats.invalid_arguments == 0
 
 
-@needs_recordings()
 @pytest.mark.parametrize("path", RECORDED, ids=[p.name for p in RECORDED])
 def test_recorded_tool_as_client_tool(path: Path) -> None:
     chunks = recorded_chunks(path)

@@ -16,13 +16,12 @@ from langchain_core.messages import HumanMessage
 from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 
-from gateway.server.app import create_app
 from gateway.config import parse_config
+from gateway.server.app import create_app
 from tests.servers import Reply, ScriptedUpstream, completion_of, free_port, json_reply, serve, sse, stream_reply
 from tests.streams import (
     agent_stream,
     chunk,
-    needs_recordings,
     recorded_body,
     recorded_chunks,
     recorded_files,
@@ -236,7 +235,6 @@ def test_langchain_bind_tools_gets_the_call_without_inner_thoughts(gateway_url: 
 RECORDED = recorded_files()
 
 
-@needs_recordings()
 @pytest.mark.parametrize("path", RECORDED, ids=[p.name for p in RECORDED])
 def test_recorded_streams_through_the_gateway(gateway_url: str, scripted: ScriptedUpstream, path: Path) -> None:
     body = recorded_body(path)
@@ -259,7 +257,6 @@ def test_recorded_streams_through_the_gateway(gateway_url: str, scripted: Script
     assert [c.usage.total_tokens for c in received if c.usage] == [c["usage"]["total_tokens"] for c in upstream_chunks if c.get("usage")]
 
 
-@needs_recordings()
 @pytest.mark.parametrize("path", RECORDED, ids=[p.name for p in RECORDED])
 def test_a_client_that_did_not_ask_for_usage_gets_every_chunk_but_the_usage_chunk(
     gateway_url: str, scripted: ScriptedUpstream, path: Path

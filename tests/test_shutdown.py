@@ -11,8 +11,8 @@ from pathlib import Path
 
 import httpx
 
-from gateway.server.app import create_app
 from gateway.config import parse_config
+from gateway.server.app import create_app
 from tests.servers import Reply, ScriptedUpstream, gateway_process, serve, sse
 from tests.streams import agent_stream, split_evenly
 

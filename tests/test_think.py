@@ -83,8 +83,8 @@ def segments(
     Only the last segment of a text may end inside a block. ``thoughts`` and ``answers`` draw the
     blocks' and the answer's texts (default: ``texts``).
     """
-    thoughts = thoughts or texts
-    answers = answers or texts
+    thoughts = texts if thoughts is None else thoughts
+    answers = texts if answers is None else answers
     openers = tuple(opener for opener, _ in tags)
     blocks = draw(st.integers(min_value=1 if inside else 0, max_value=most_blocks))
     lead = "" if inside else draw(spaces)
@@ -378,7 +378,6 @@ def test_tags_that_cannot_be_recognised_are_refused(tags: tuple[tuple[str, str],
 REASONING = FIXTURES / "reasoning"
 
 
-@pytest.mark.skipif(not REASONING.is_dir(), reason="../shared/fixtures/recorded/reasoning is not present")
 @pytest.mark.parametrize("name", ["groq-chat-deepseek-r1-distill-raw-think.sse", "azure-ai-deepseek-r1-think-in-content.jsonl"])
 def test_recorded_think_in_content(name: str) -> None:
     contents = [
