@@ -10,6 +10,13 @@ arrives in irregular byte pieces, so the demo exercises the rewrite path a
 real provider would. Answers are deterministic: the same request always gets
 the same bytes.
 
+A request for structured output (``response_format`` of type ``json_schema``
+or ``json_object``, which the Responses and Messages doors and agent routes
+send as they got it) is answered with JSON as its content: an instance of the
+schema (every property, of its type, within its bounds, enums, nested objects,
+arrays, references), so ``parse()`` helpers and LangChain's
+``with_structured_output`` work offline. Tool arguments are built the same way.
+
 The model ``demo-thinker`` answers instead like a reasoning model served
 without a reasoning parser (DeepSeek-R1, QwQ, Qwen3 on a bare vLLM): plain
 content that begins with its reasoning between ``<think>`` tags, cut inside
@@ -99,8 +106,13 @@ class DemoTransport(httpx.AsyncBaseTransport):
         messages = request.get("messages")
         if not isinstance(messages, list) or not messages:
             return _error(400, "'messages' must be a non-empty array.", None, headers, param="messages")
-        answer = _think_reply if request.get("model") == THINKER_MODEL else _reply
-        reply = answer(request, [m for m in messages if isinstance(m, dict)], seed)
+        turns = [m for m in messages if isinstance(m, dict)]
+        thinker = request.get("model") == THINKER_MODEL
+        if (structured := _structured(request, _said(turns))) is not None:
+            thought = "<think>\n(demo) Thinking: the client wants JSON of its schema.\n</think>\n\n" if thinker else ""
+            reply = _made(request, turns, seed, thought + structured, [])
+        else:
+            reply = (_think_reply if thinker else _reply)(request, turns, seed)
         if request.get("stream") is not True:
             return _json(200, _completion(reply), headers)
         options = request.get("stream_options")
@@ -126,7 +138,7 @@ class _Pieces(httpx.AsyncByteStream):
 
 def _reply(request: dict[str, Any], messages: list[dict[str, Any]], seed: bytes) -> _Reply:
     """What the fake model says: call the client's tool first if it can, else answer."""
-    said = next((_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
+    said = _said(messages)
     last = messages[-1] if messages else {}
     tool = None if last.get("role") == "tool" else _client_tool(request.get("tools"))
     if tool is None:
@@ -145,7 +157,7 @@ def _reply(request: dict[str, Any], messages: list[dict[str, Any]], seed: bytes)
 
 def _think_reply(request: dict[str, Any], messages: list[dict[str, Any]], seed: bytes) -> _Reply:
     """What the thinker says: its reasoning between think tags, then a call to the client's tool or the answer."""
-    said = next((_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
+    said = _said(messages)
     last = messages[-1] if messages else {}
     result = _text(last.get("content")) if last.get("role") == "tool" else None
     tool = None if result is not None else _client_tool(request.get("tools"))
@@ -211,6 +223,121 @@ def _answer(said: str, result: str | None) -> dict[str, str]:
     return {_THOUGHTS: thoughts, "message": "\n".join(lines)}
 
 
+def _said(messages: list[dict[str, Any]]) -> str:
+    """The text of the last user message."""
+    return next((_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
+
+
+def _structured(request: dict[str, Any], said: str) -> str | None:
+    """The JSON a request for structured output gets as its content, or None when it asks for none."""
+    response_format = request.get("response_format")
+    kind = response_format.get("type") if isinstance(response_format, dict) else None
+    topic = " ".join(said.split()[:_TOPIC_WORDS])[:_TOPIC_LIMIT] or "something"
+    if kind == "json_object":
+        return json.dumps({"answer": "This is the demo: no model behind me.", "you_said": _clip(said)})
+    if kind != "json_schema":
+        return None
+    assert isinstance(response_format, dict)
+    spec = response_format.get("json_schema")
+    schema = spec.get("schema") if isinstance(spec, dict) else None
+    root = schema if isinstance(schema, dict) else {}
+    return json.dumps(_instance(root, root, topic, 0))
+
+
+_MAX_DEPTH: Final = 12
+
+
+def _instance(schema: Any, root: dict[str, Any], topic: str, depth: int) -> Any:
+    """A value that the JSON schema accepts: the first of an enum, every property of an object, at least the
+    fewest items of an array, numbers within their bounds, strings of their format and length."""
+    if not isinstance(schema, dict) or depth > _MAX_DEPTH:
+        return topic
+    if isinstance(reference := schema.get("$ref"), str):
+        return _instance(_resolve(reference, root), root, topic, depth + 1)
+    if "const" in schema:
+        return schema["const"]
+    if isinstance(enum := schema.get("enum"), list) and enum:
+        return enum[0]
+    for key in ("anyOf", "oneOf"):
+        options = schema.get(key)
+        if isinstance(options, list) and options:
+            usable = [o for o in options if not (isinstance(o, dict) and o.get("type") == "null")] or options
+            return _instance(usable[0], root, topic, depth + 1)
+    if isinstance(every := schema.get("allOf"), list) and every:
+        merged: dict[str, Any] = {}
+        for part in every:
+            part = _resolve(part["$ref"], root) if isinstance(part, dict) and "$ref" in part else part
+            if isinstance(part, dict):
+                merged |= {k: v for k, v in part.items() if k not in ("properties", "required")}
+                merged.setdefault("properties", {}).update(part.get("properties") or {})
+                merged.setdefault("required", []).extend(part.get("required") or [])
+        return _instance(merged, root, topic, depth + 1)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind is None:
+        kind = "object" if "properties" in schema else "array" if "items" in schema else "string"
+    match kind:
+        case "object":
+            properties = schema.get("properties")
+            properties = properties if isinstance(properties, dict) else {}
+            return {name: _instance(sub, root, topic, depth + 1) for name, sub in properties.items()}
+        case "array":
+            low = schema.get("minItems")
+            count = max(1, low if isinstance(low, int) else 0)
+            high = schema.get("maxItems")
+            count = min(count, high) if isinstance(high, int) else count
+            return [_instance(schema.get("items"), root, topic, depth + 1) for _ in range(count)]
+        case "integer" | "number":
+            return _number(schema, kind == "integer")
+        case "boolean":
+            return True
+        case "null":
+            return None
+        case _:
+            return _string(schema, topic)
+
+
+def _resolve(reference: str, root: dict[str, Any]) -> Any:
+    """A local reference (``#/$defs/Person``, ``#/definitions/Person``) in the root schema."""
+    node: Any = root
+    for part in reference.removeprefix("#").strip("/").split("/") if reference.startswith("#") else ["?"]:
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _number(schema: dict[str, Any], integer: bool) -> int | float:
+    low = schema.get("minimum", schema.get("exclusiveMinimum"))
+    high = schema.get("maximum", schema.get("exclusiveMaximum"))
+    value: float = 1
+    if isinstance(low, (int, float)) and not isinstance(low, bool):
+        value = max(value, low + (1 if "exclusiveMinimum" in schema else 0))
+    if isinstance(high, (int, float)) and not isinstance(high, bool):
+        value = min(value, high - (1 if "exclusiveMaximum" in schema else 0))
+    return int(value) if integer else value
+
+
+_FORMATS: Final = {
+    "date-time": "2025-01-01T00:00:00Z",
+    "date": "2025-01-01",
+    "time": "00:00:00",
+    "email": "demo@example.com",
+    "uri": "https://example.com/demo",
+    "url": "https://example.com/demo",
+    "uuid": "00000000-0000-4000-8000-000000000000",
+}
+
+
+def _string(schema: dict[str, Any], topic: str) -> str:
+    text = _FORMATS.get(schema.get("format") or "", topic)
+    low, high = schema.get("minLength"), schema.get("maxLength")
+    if isinstance(low, int) and len(text) < low:
+        text += "x" * (low - len(text))
+    if isinstance(high, int) and len(text) > high:
+        text = text[:high]
+    return text
+
+
 def _client_tool(tools: Any) -> tuple[str, dict[str, Any]] | None:
     """The first function tool of the client's own, with its parameters schema."""
     for tool in tools if isinstance(tools, list) else ():
@@ -234,32 +361,8 @@ def _tool_arguments(name: str, parameters: dict[str, Any], topic: str, *, though
     required = parameters.get("required")
     for key in required if isinstance(required, list) else ():
         if isinstance(key, str) and key not in arguments:
-            arguments[key] = _placeholder(properties.get(key), topic)
+            arguments[key] = _instance(properties.get(key), parameters, topic, 1)
     return arguments
-
-
-def _placeholder(schema: Any, topic: str) -> Any:
-    if not isinstance(schema, dict):
-        return topic
-    enum = schema.get("enum")
-    if isinstance(enum, list) and enum:
-        return enum[0]
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), "null")
-    match kind:
-        case "number" | "integer":
-            return 1
-        case "boolean":
-            return True
-        case "array":
-            return []
-        case "object":
-            return {}
-        case "null":
-            return None
-        case _:
-            return topic
 
 
 def _completion(reply: _Reply) -> dict[str, Any]:

@@ -6,8 +6,9 @@ import asyncio
 import itertools
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import openai
@@ -15,11 +16,16 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from langchain_openai import ChatOpenAI
+from pydantic import BaseModel
+from pydantic import Field as PydanticField
 
 from gateway.config import default_config
+from gateway.server.app import create_app
 from gateway.core.rewriter import StreamRewriter
 from gateway.demo import DemoTransport
 from gateway.dialects.chat import ChatStreamEncoder
+from tests.servers import serve
 from tests.streams import rewrite_completion
 
 Chunks = list[dict[str, Any]]
@@ -518,3 +524,43 @@ def test_the_thinker_is_deterministic_and_its_usage_counts_the_content() -> None
     usage = events(post(body).body)[-1]["usage"]
     completion = post(think()).json()
     assert usage == completion["usage"] and usage["completion_tokens"] * 4 >= len(completion["choices"][0]["message"]["content"])
+
+
+# Structured output, offline: the demo answers a schema with an instance of it, through agent routes too.
+
+
+class Address(BaseModel):
+    street: str
+    city: str
+
+
+class Person(BaseModel):
+    name: str
+    age: int = PydanticField(ge=18, le=130)
+    score: float
+    active: bool
+    role: Literal["admin", "user"]
+    tags: list[str] = PydanticField(min_length=2)
+    address: Address
+    nickname: str | None
+
+
+@pytest.fixture(scope="module")
+def demo_url() -> Iterator[str]:
+    with serve(create_app(default_config(env={}), {"demo": DemoTransport()})) as url:
+        yield url
+
+
+@pytest.mark.parametrize("model", ["assistant", "thinker", "thinker-exposed"])
+def test_structured_output_through_every_client_and_route(demo_url: str, model: str) -> None:
+    client = openai.OpenAI(base_url=demo_url + "/v1", api_key="demo")
+    ask = [{"role": "user", "content": "Who is Ada?"}]
+    person = client.chat.completions.parse(model=model, messages=ask, response_format=Person).choices[0].message
+    assert isinstance(person.parsed, Person) and person.parsed.age >= 18 and len(person.parsed.tags) >= 2
+    parsed = client.responses.parse(model=model, input="Who is Ada?", text_format=Person).output_parsed
+    assert isinstance(parsed, Person)
+    chat = ChatOpenAI(model=model, base_url=demo_url + "/v1", api_key="demo")
+    for method in ("json_schema", "function_calling"):
+        assert isinstance(chat.with_structured_output(Person, method=method).invoke("Who is Ada?"), Person)
+    loose = client.chat.completions.create(model=model, messages=ask, response_format={"type": "json_object"})
+    assert isinstance(json.loads(loose.choices[0].message.content or ""), dict)
