@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from gateway import __version__
-from gateway.config import Config, ConfigError, default_config, load_config
+from gateway.config import Config, ConfigError, default_config, describe, load_config
 from gateway.keys import startup_warnings
 from gateway.server.listen import ListenError, bind, local_url, probe, serve, url
 
@@ -94,7 +94,7 @@ def check_config(path: str) -> int:
         print(exc, file=sys.stderr)
         return 2
     try:
-        print(config.describe(), flush=True)
+        print(describe(config), flush=True)
     except BrokenPipeError:
         # The reader (`| head`) went away; that is not an error worth a traceback.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

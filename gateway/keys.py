@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
 from gateway.config import Config, KeyConfig, key_digest
-from gateway.state.base import Budget, Limits, Period
+from gateway.state.base import Limits
 
 __all__ = ["ClientKey", "KeyRegistry", "startup_warnings"]
 
@@ -34,8 +34,7 @@ class ClientKey:
 
     @classmethod
     def of(cls, key: KeyConfig) -> ClientKey:
-        budget = Budget(key.budget.tokens, Period(key.budget.period)) if key.budget is not None else None
-        return cls(key.name, key.models, Limits(key.rpm, key.tpm, key.max_concurrency, budget))
+        return cls(key.name, key.models, Limits(key.rpm, key.tpm, key.max_concurrency, key.budget))
 
 
 class KeyRegistry:

@@ -112,7 +112,7 @@ def test_a_port_in_use_fails_before_claiming_to_start() -> None:
 def test_port_0_serves_on_the_port_it_prints_with_workers_and_text_logs(tmp_path: Path) -> None:
     """Any free port, announced as bound, shared by two workers; log_format text puts uvicorn's lines in that format too."""
     config = tmp_path / "demo.yaml"
-    config.write_text("server: {log_format: text}\nproviders: {demo: {base_url: 'http://demo.invalid/v1'}}\nmodels: [{name: assistant, provider: demo, rewrite: {}}]\n")
+    config.write_text("server: {log_format: text}\nproviders: {demo: {api: demo}}\nmodels: [{name: assistant, provider: demo, rewrite: {}}]\n")
     with gateway_process("--config", str(config), "--port", "0", "--workers", "2", choose_port=False) as running:
         port = int(running.url.rsplit(":", 1)[1])
         answer = httpx.post(running.url + "/v1/chat/completions", json={"model": "assistant", "messages": [{"role": "user", "content": "ping"}]}, timeout=30)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from textwrap import dedent
 
@@ -14,8 +15,10 @@ from gateway.config import (
     ConfigError,
     KeyConfig,
     ModelRoute,
+    ProviderConfig,
     RewriteConfig,
     default_config,
+    describe,
     load_config,
     parse_config,
 )
@@ -40,11 +43,16 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def problems(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> list[str]:
+def unplaced(message: str) -> list[str]:
+    """A ConfigError's lines without their line and column (the tests of those are below)."""
+    return [re.sub(r":\d+:\d+: ", ": ", line, count=1) for line in message.splitlines()]
+
+
+def problems(tmp_path: Path, text: str, env: dict[str, str] | None = None, *, placed: bool = False) -> list[str]:
     path = write(tmp_path, text)
     with pytest.raises(ConfigError) as info:
         load_config(path, env or {})
-    return str(info.value).splitlines()
+    return str(info.value).splitlines() if placed else unplaced(str(info.value))
 
 
 def routes(*names: str, provider: str = "p", **settings: str) -> Config:
@@ -95,7 +103,7 @@ def test_missing_variable_names_variable_path_and_file(tmp_path: Path) -> None:
 def test_every_missing_variable_is_reported() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(MINIMAL + "server: {host: '${A}', api_keys: ['${B}']}\n", "c.yaml", {})
-    assert str(info.value).splitlines() == [
+    assert unplaced(str(info.value)) == [
         "c.yaml: server.host: environment variable A is not set",
         "c.yaml: server.api_keys[0]: environment variable B is not set",
     ]
@@ -103,7 +111,7 @@ def test_every_missing_variable_is_reported() -> None:
 
 @pytest.mark.parametrize("value", ["${NOT-A-NAME}", "${}", "key-${OPEN"])
 def test_malformed_reference_is_an_error(value: str) -> None:
-    with pytest.raises(ConfigError, match=r"c\.yaml: server\.host: expected"):
+    with pytest.raises(ConfigError, match=r"c\.yaml:\d+:\d+: server\.host: expected"):
         parse_config(MINIMAL + f"server: {{host: '{value}'}}\n", "c.yaml", {"OPEN": "x"})
 
 
@@ -128,7 +136,7 @@ def test_api_keys_from_the_environment_are_kept() -> None:
 
 
 def test_literal_empty_api_key_is_an_error() -> None:
-    with pytest.raises(ConfigError, match=r"c\.yaml: server\.api_keys\[0\]: expected a non-empty string"):
+    with pytest.raises(ConfigError, match=r"c\.yaml:\d+:\d+: server\.api_keys\[0\]: expected a non-empty string"):
         parse_config(MINIMAL + "server: {api_keys: ['']}\n", "c.yaml", {})
 
 
@@ -187,7 +195,7 @@ def test_error_names_file_path_and_expectation(tmp_path: Path, extra: str, expec
         ("{base_url: api.openai.com/v1}", "base_url: expected an http:// or https:// URL, got 'api.openai.com/v1'"),
         ("{base_url: 'http://u', timeout: {read: 0}}", "timeout.read: expected a number greater than 0, got 0"),
         ("{base_url: 'http://u', timeout: {conect: 1}}", "timeout.conect: unknown key; expected one of: connect, read, first_byte, idle, total"),
-        ("{api_key: x}", "base_url: required, but missing"),
+        ("{api_key: x}", "base_url: required, but missing (or api: demo for the built-in demo)"),
         ("{base_url: 'http://u', transport: curl}", "transport: expected one of 'gateway', 'httpx', got 'curl'"),
         ("{base_url: 'http://u', max_connections: 0}", "max_connections: expected a number greater than 0, got 0"),
     ],
@@ -267,13 +275,13 @@ def test_secrets_are_not_echoed_in_errors(tmp_path: Path) -> None:
 
 
 def test_yaml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
-    [line] = problems(tmp_path, "providers:\n  openai:\n    base_url: [unclosed\nmodels: []\n")
+    [line] = problems(tmp_path, "providers:\n  openai:\n    base_url: [unclosed\nmodels: []\n", placed=True)
     assert line.startswith(f"{tmp_path / 'gateway.yaml'}:4:")
     assert "invalid YAML" in line
 
 
 def test_duplicate_yaml_key_is_an_error(tmp_path: Path) -> None:
-    [line] = problems(tmp_path, MINIMAL + "providers: {}\n")
+    [line] = problems(tmp_path, MINIMAL + "providers: {}\n", placed=True)
     assert line == f"{tmp_path / 'gateway.yaml'}:7:1: invalid YAML: duplicate key 'providers'"
 
 
@@ -382,8 +390,7 @@ def test_default_config_without_key_is_demo(env: dict[str, str]) -> None:
     config = default_config(env)
     assert config.is_demo
     assert list(config.providers) == ["demo"]
-    assert config.providers["demo"].base_url == "http://demo.invalid/v1"
-    assert config.providers["demo"].api_key is None
+    assert config.providers["demo"].api == "demo" and config.providers["demo"].api_key is None
     assistant, thinker, exposed, other = config.models
     assert config.route("assistant") is assistant and assistant.upstream_model("assistant") == "assistant"
     assert config.route("gpt-4o") is other and other.upstream_model("gpt-4o") == "gpt-4o"
@@ -394,9 +401,13 @@ def test_default_config_without_key_is_demo(env: dict[str, str]) -> None:
         assert route.rewrite == RewriteConfig(inject_tools=False, inner_thoughts="none", reasoning=reasoning)
 
 
-def test_is_demo_needs_the_demo_host() -> None:
-    assert not routes("*", provider="demo", base_url="http://localhost:9/v1").is_demo
-    assert not routes("*", provider="demo-2", base_url="http://demo.invalid/v1").is_demo
+def test_the_demo_provider_is_named_plainly() -> None:
+    """``api: demo`` is the built-in demo model: no base_url to give, none to guess from a host name."""
+    demo = parse_config("providers: {local: {api: demo}}\nmodels: [{name: a, provider: local}]\n", "c.yaml", env={})
+    assert demo.is_demo and demo.providers["local"].api == "demo"
+    assert not routes("*", provider="demo", base_url="http://demo.invalid/v1").is_demo
+    with pytest.raises(ConfigError, match=r"c\.yaml:1:17: providers\.up\.base_url: required, but missing \(or api: demo"):
+        parse_config("providers: {up: {api: chat}}\nmodels: [{name: a, provider: up}]\n", "c.yaml", env={})
 
 
 # Secrets stay out of reprs and describe()
@@ -424,7 +435,7 @@ def secret_config() -> Config:
 
 
 def test_describe_masks_every_secret() -> None:
-    text = secret_config().describe()
+    text = describe(secret_config())
     for secret in (SECRET, "gw-client-key-SECRET-1", "hdr-value-SECRET-42", "SECRET"):
         assert secret not in text
     assert "sk-...CRET" in text
@@ -436,12 +447,12 @@ def test_describe_masks_every_secret() -> None:
 
 
 def test_describe_hides_a_password_in_the_base_url() -> None:
-    text = routes("*", base_url="https://gateway:hunter2hunter2@proxy.example/v1").describe()
+    text = describe(routes("*", base_url="https://gateway:hunter2hunter2@proxy.example/v1"))
     assert "https://gateway:***@proxy.example/v1" in text and "hunter2" not in text
 
 
 def test_describe_hides_short_secrets_entirely() -> None:
-    text = routes("*", api_key="abc123").describe()
+    text = describe(routes("*", api_key="abc123"))
     assert "api key ***" in text and "abc123" not in text and "c123" not in text
     assert "auth off" in text
 
@@ -692,13 +703,13 @@ def test_describe_shows_keys_and_state_without_secrets() -> None:
           - {{name: batch, key_sha256: "{hashlib.sha256(b"k").hexdigest()}"}}
         """
     )
-    described = parse_config(text, "c.yaml", {}).describe()
+    described = describe(parse_config(text, "c.yaml", {}))
     assert "SECRET" not in described
     assert "auth on (2 keys)" in described
     assert "state: rediss://gw:***@cache:6380/1, on failure open, timeout 200 ms" in described
     assert "  support-bot: key ...CRET, models assistant, limits rpm 600, budget 9 tokens per week" in described
     assert f"  batch: key sha256 {hashlib.sha256(b'k').hexdigest()[:8]}..., models *, limits none" in described
-    assert "state: memory (this process)" in parse_config(MINIMAL, "c.yaml", {}).describe()
+    assert "state: memory (this process)" in describe(parse_config(MINIMAL, "c.yaml", {}))
 
 
 def test_example_keys_are_valid_when_uncommented(tmp_path: Path) -> None:
@@ -751,4 +762,44 @@ def test_think_tags_from_yaml_reach_the_rewrite_options() -> None:
 def test_think_tags_the_filter_cannot_tell_apart_are_config_errors(tags: str, problem: str) -> None:
     with pytest.raises(ConfigError) as raised:
         parse_config(MINIMAL + f"    rewrite: {{think_tags: {tags}}}\n", "c.yaml", {})
-    assert str(raised.value).startswith(f"c.yaml: models[0].rewrite.{problem}")
+    assert unplaced(str(raised.value))[0].startswith(f"c.yaml: models[0].rewrite.{problem}")
+
+
+# Every problem of a file in one run, each with its line and column.
+
+
+def test_every_problem_is_reported_at_once_with_its_line_and_column(tmp_path: Path) -> None:
+    text = """\
+        server:
+          port: 80.5
+          state: "redis://:p@ss/w@cache:6379/0"
+        providers:
+          openai: {base_url: "${UPSTREAM}", api_key: "${OPENAI_API_KEY}", bogus: 1}
+        models:
+          - name: assistant
+            provider: opnai
+        keys: [{name: app, key: k, budget: {tokens: 0, period: year}}]
+        """
+    path = tmp_path / "gateway.yaml"
+    lines = problems(tmp_path, text, placed=True)
+    assert lines == [
+        f"{path}:2:9: server.port: expected a valid integer, got 80.5",
+        f"{path}:3:10: server.state: expected a database number after the host, as in redis://host:6379/0; a password"
+        " with '@', '/', '?' or '#' in it must be percent-encoded (%40, %2F, %3F, %23), or given as server.state_password",
+        f"{path}:5:22: providers.openai.base_url: environment variable UPSTREAM is not set",
+        f"{path}:5:46: providers.openai.api_key: environment variable OPENAI_API_KEY is not set",
+        f"{path}:5:74: providers.openai.bogus: unknown key; expected one of: " + ", ".join(ProviderConfig.model_fields),
+        f"{path}:8:15: models[0].provider: expected one of the providers 'openai', got 'opnai'",
+        f"{path}:9:45: keys[0].budget.tokens: expected a number greater than 0, got 0",
+        f"{path}:9:56: keys[0].budget.period: expected one of 'day', 'week', 'month', got 'year'",
+    ]
+
+
+def test_a_redis_password_can_be_given_apart_from_the_url() -> None:
+    config = parse_config(
+        MINIMAL + "server: {state: 'redis://cache:6379/0', state_password: '${REDIS_PASSWORD}'}\n",
+        "c.yaml",
+        {"REDIS_PASSWORD": "p@ss/w:rd?#"},
+    )
+    assert config.server.state_password is not None and config.server.state_password.get_secret_value() == "p@ss/w:rd?#"
+    assert "p@ss" not in describe(config) and "p@ss" not in repr(config.server)

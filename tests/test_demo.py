@@ -23,7 +23,7 @@ from pydantic import Field as PydanticField
 from gateway.config import default_config
 from gateway.server.app import create_app
 from gateway.core.rewriter import StreamRewriter
-from gateway.demo import DemoTransport
+from gateway.upstream.demo import DemoTransport
 from gateway.dialects.chat import ChatStreamEncoder
 from tests.servers import serve
 from tests.streams import rewrite_completion
@@ -299,7 +299,7 @@ def test_echoes_the_request_model() -> None:
 # Client tools
 
 # One value per required property, inner thoughts removed; an enum gives its first member.
-EXPECTED_ARGUMENTS = {"city": USER, "days": 1, "metric": True, "tags": [], "filters": {}, "unit": "celsius"}
+EXPECTED_ARGUMENTS = {"city": USER, "days": 1, "metric": True, "tags": [USER], "filters": {}, "unit": "celsius"}
 
 
 def test_offered_tool_is_called_after_an_announcement() -> None:

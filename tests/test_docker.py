@@ -28,7 +28,7 @@ from tests.servers import clean_env, free_port, gateway_process
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 LOCK = ROOT / "requirements.lock"
-DEMO_CONFIG = "providers: {demo: {base_url: 'http://demo.invalid/v1'}}\nmodels: [{name: assistant, provider: demo, rewrite: {}}]\n"
+DEMO_CONFIG = "providers: {demo: {api: demo}}\nmodels: [{name: assistant, provider: demo, rewrite: {}}]\n"
 
 
 def instruction(name: str) -> str:

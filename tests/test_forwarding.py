@@ -26,7 +26,7 @@ from gateway.config import ConfigError, ProviderConfig, parse_config
 from gateway.core.errors import GatewayError
 from gateway.server.access import AccessLog
 from gateway.server.app import create_app
-from gateway.upstream import forwarding
+from gateway.core import forwarding
 from gateway.upstream.provider import Provider
 from tests.servers import RecordingTransport, Reply, ScriptedUpstream, json_reply, serve
 

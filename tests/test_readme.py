@@ -15,6 +15,7 @@ import io
 import json
 import re
 import shlex
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ import pytest
 from gateway.core.options import RewriteOptions
 from gateway.core.translator import StreamTranslator
 from gateway.dialects.chat import ChatStreamEncoder
-from gateway.upstream.forwarding import DEFAULT_FORWARD, DEFAULT_FORWARD_HEADERS
+from gateway.core.forwarding import DEFAULT_FORWARD, DEFAULT_FORWARD_HEADERS
 from tests.servers import (
     Received,
     Reply,
@@ -125,10 +126,11 @@ def scripted_gateway(*args: str, **env: str) -> Iterator[tuple[Running, Scripted
             yield running, upstream
 
 
-@pytest.fixture(scope="module", params=["demo", "key-only", "example config"])
+@pytest.fixture(scope="module", params=["demo", "key-only", "example config", "offline config"])
 def mode(request: pytest.FixtureRequest) -> Iterator[Mode]:
-    if request.param == "demo":
-        with gateway_process() as running:
+    if request.param in ("demo", "offline config"):
+        args = ("--config", str(ROOT / "config.offline.yaml")) if request.param == "offline config" else ()
+        with gateway_process(*args) as running:
             yield Mode(request.param, running, None, "assistant")
         return
     args = ("--config", str(ROOT / "config.example.yaml")) if request.param == "example config" else ()
@@ -278,13 +280,14 @@ def test_models_lists_the_assistant_route(mode: Mode) -> None:
     ids = [model.id for model in client.models.list().data]
     expected = {
         "demo": ["assistant", "thinker", "thinker-exposed"],
+        "offline config": ["assistant", "thinker", "thinker-exposed"],
         "key-only": ["assistant"],
         "example config": ["assistant", "assistant-local", "assistant-thinking"],
     }[mode.name]
     assert ids == expected
 
 
-@pytest.mark.parametrize("mode", ["demo"], indirect=True)  # the thinker routes are the demo's
+@pytest.mark.parametrize("mode", ["demo", "offline config"], indirect=True)  # the thinker routes are the demo's
 def test_the_demo_thinker_example_shows_the_reasoning_only_where_the_route_exposes_it(mode: Mode) -> None:
     """The Quick start's example: the same answer on both routes, no tag in it, reasoning only from ``thinker-exposed``."""
     said = {}
@@ -328,3 +331,19 @@ def test_the_recordings_ship_with_the_tests_and_say_where_they_come_from() -> No
     for source in [*ROOT.glob("gateway/**/*.py"), *ROOT.glob("tests/**/*.py"), *ROOT.glob("bench/**/*.py"), ROOT / ".ci/run"]:
         text = source.read_text()
         assert not any(place in text for place in outside), source
+
+
+def test_the_offline_config_walkthrough_runs_as_written() -> None:
+    """``config.offline.yaml`` serves with nothing beside it, and the walkthrough's commands say what they do."""
+    walkthrough = section("Trying a config offline")
+    [serve_command] = code_blocks(walkthrough)
+    assert serve_command.strip() == ".venv/bin/gateway serve --config config.offline.yaml"
+    [commands] = code_blocks(walkthrough, "bash")
+    with gateway_process("--config", str(ROOT / "config.offline.yaml"), env=clean_env()) as running:
+        script = commands.replace("http://127.0.0.1:8080", running.url)
+        result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    head, rest = result.stdout.split("\n\n", 1)  # text mode: curl's header lines end in a plain newline here
+    assert head.startswith("HTTP/1.1 200") and "x-ratelimit-limit-requests: 3" in head
+    *codes, refusal = rest.split("\n", 3)
+    assert codes == ["200", "200", "429"]
+    assert json.loads(refusal)["error"]["code"] == "permission_denied"

@@ -28,7 +28,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from gateway.config import Config, ModelRoute, default_config, load_config
-from gateway.core import json_body
+from gateway.core import forwarding, json_body
 from gateway.core.agent import prepare
 from gateway.core.errors import ErrorKind, GatewayError
 from gateway.core.options import RewriteOptions
@@ -43,7 +43,6 @@ from gateway.server.offload import off_loop
 from gateway.server.protocol import CLIENT_LIMITS, ClientLimits
 from gateway.server.service import Service
 from gateway.server.streaming import EventStreamResponse, until_disconnected
-from gateway.upstream import forwarding
 
 __all__ = ["app_from_env", "create_app"]
 
@@ -370,10 +369,4 @@ def create_app(config: Config, transports: Mapping[str, httpx.AsyncBaseTransport
 def app_from_env() -> AccessLog:
     """The factory uvicorn's workers call: the config named by ``GATEWAY_CONFIG``, else the default."""
     path = os.environ.get("GATEWAY_CONFIG")
-    config = load_config(path) if path else default_config()
-    transports: dict[str, httpx.AsyncBaseTransport] = {}
-    if config.is_demo:
-        from gateway.demo import DemoTransport
-
-        transports["demo"] = DemoTransport(delay=0.02)
-    return create_app(config, transports)
+    return create_app(load_config(path) if path else default_config())

@@ -1,6 +1,6 @@
 """Forwarded requests: ``/v1/*`` endpoints other than the front doors, sent to a provider as they came.
 
-What may cross, either way, is ``gateway.upstream.forwarding``'s to decide.
+What may cross, either way, is ``gateway.core.forwarding``'s to decide.
 A request is first prepared (where it goes: the route its body names and a
 deployment of it), so that the edge can check the client's key against the
 route before anything is sent. It takes the same upstream-call path as
@@ -15,12 +15,11 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from gateway.config import ModelRoute
-from gateway.core import json_body
+from gateway.core import forwarding, json_body
 from gateway.core.usage import UsageChunkFilter
 from gateway.server.metrics import RequestRecord
 from gateway.server.retries import RetryPolicy
 from gateway.server.routing import Router
-from gateway.upstream import forwarding
 from gateway.upstream.provider import RETRYABLE_STATUS, Provider, UpstreamResponse
 
 __all__ = ["Forwarded", "Forwarder", "Outbound"]

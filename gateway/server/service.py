@@ -18,6 +18,7 @@ from gateway.server.metrics import Metrics
 from gateway.server.retries import RetryPolicy
 from gateway.server.routing import Router
 from gateway.state import create_store
+from gateway.upstream.demo import DEMO_DELAY, DemoTransport
 from gateway.upstream.provider import Provider
 
 __all__ = ["Service"]
@@ -42,10 +43,12 @@ class Service:
             lease_seconds=server.slot_lease,
             pool_size=server.state_pool_size,
             queue_timeout=server.state_queue_timeout,
+            password=server.state_password.get_secret_value() if server.state_password else None,
         )
         self.limits = Limiter(config, self.store, self.metrics)
+        transports = {**_demo_transports(config), **(transports or {})}
         self.providers = {
-            name: Provider(name, provider, (transports or {}).get(name)) for name, provider in config.providers.items()
+            name: Provider(name, provider, transports.get(name)) for name, provider in config.providers.items()
         }
         self.router = Router(config, self.providers, DeploymentHealth(self.store, config.providers))
         # Providers that serve the Responses API themselves (``responses: native``).
@@ -85,3 +88,8 @@ class Service:
 
 
 _CUT = "The gateway is shutting down; the answer was cut."
+
+
+def _demo_transports(config: Config) -> dict[str, httpx.AsyncBaseTransport]:
+    """The built-in demo model for each provider that says ``api: demo``: in process, nothing sent."""
+    return {name: DemoTransport(DEMO_DELAY) for name, provider in config.providers.items() if provider.api == "demo"}

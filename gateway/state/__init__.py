@@ -48,6 +48,7 @@ def create_store(
     lease_seconds: float = 30.0,
     pool_size: int = DEFAULT_POOL_SIZE,
     queue_timeout: float = DEFAULT_QUEUE_TIMEOUT,
+    password: str | None = None,
 ) -> StateStore:
     """The store ``server.state`` names; ``on_failure`` is told of every failed round trip (for a metric)."""
     if state == "memory":
@@ -60,4 +61,5 @@ def create_store(
         lease_seconds=lease_seconds,
         pool_size=pool_size,
         queue_timeout=queue_timeout,
+        password=password,
     )

@@ -22,7 +22,9 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import Enum, StrEnum
-from typing import Final
+from typing import Annotated, ClassVar, Final
+
+from annotated_types import Gt
 
 __all__ = [
     "BUCKETS",
@@ -72,8 +74,12 @@ class Period(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Budget:
-    tokens: int
+    """A key's token allowance per calendar period (the config's ``keys[].budget`` is validated as this)."""
+
+    tokens: Annotated[int, Gt(0)]
     period: Period
+    # Read by pydantic, which validates the config into this type: a budget has no other fields.
+    __pydantic_config__: ClassVar = {"extra": "forbid"}
 
 
 @dataclass(frozen=True, slots=True)

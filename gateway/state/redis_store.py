@@ -243,11 +243,15 @@ class RedisStore(StateStore):
         *,
         pool_size: int = DEFAULT_POOL_SIZE,
         queue_timeout: float = DEFAULT_QUEUE_TIMEOUT,
+        password: str | None = None,
         **options: Any,
     ) -> RedisStore:
-        """A store on its own pool of ``pool_size`` connections; connecting one counts toward ``queue_timeout``."""
+        """A store on its own pool of ``pool_size`` connections; connecting one counts toward ``queue_timeout``.
+        ``password`` is used when the URL has none."""
+        extra = {"password": password} if password is not None and urlsplit(url).password is None else {}
         pool = BlockingConnectionPool.from_url(
             url,
+            **extra,
             max_connections=pool_size,
             timeout=None,  # the store bounds each wait itself
             socket_timeout=5,

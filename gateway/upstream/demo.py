@@ -37,11 +37,13 @@ from typing import Any, Final, NamedTuple
 import httpx
 import orjson
 
-__all__ = ["THINKER_MODEL", "DemoTransport"]
+from gateway.config import THINKER_MODEL
+
+__all__ = ["DEMO_DELAY", "DemoTransport"]
 
 _MODEL: Final = "demo-agent"
-THINKER_MODEL: Final = "demo-thinker"
-"""The demo model that thinks in ``<think>`` tags in its content."""
+# Seconds slept before each piece of a streamed answer, so that it appears typed rather than arriving at once.
+DEMO_DELAY: Final = 0.02
 _MESSAGE_TOOL: Final = "send_message"
 _THOUGHTS: Final = "inner_thoughts"
 # Fixed rather than the clock, so that a request always gets the same answer.
