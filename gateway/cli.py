@@ -69,9 +69,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("path", type=_path)
 
     health = commands.add_parser("health", help="exit 0 when the gateway on the configured address answers /healthz")
-    _address_options(health)
+    _address_options(health, probe=True)
 
-    args = parser.parse_args(argv)
+    # Options a command does not know are that command's error, pointing to its own --help.
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        {"serve": run, "check-config": check, "health": health}[args.command].error(
+            f"unrecognized arguments: {' '.join(unknown)}"
+        )
     if args.command == "check-config":
         return check_config(args.path)
     if args.command == "health":
@@ -79,10 +84,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     return serve_command(args)
 
 
-def _address_options(parser: argparse.ArgumentParser) -> None:
+def _address_options(parser: argparse.ArgumentParser, *, probe: bool = False) -> None:
     parser.add_argument(
         "--config", type=_path, help="YAML config file (default: $GATEWAY_CONFIG, else the built-in default)"
     )
+    if probe:
+        parser.add_argument(
+            "--host", type=_host, help="address of the gateway to probe (default: server.host, 127.0.0.1)"
+        )
+        parser.add_argument("--port", type=_port, help="port of the gateway to probe (default: server.port, 8080)")
+        return
     parser.add_argument("--host", type=_host, help="address to listen on (default: server.host, 127.0.0.1)")
     parser.add_argument("--port", type=_port, help="port to listen on, 0 for any free one (default: server.port, 8080)")
 

@@ -93,12 +93,6 @@ def test_bad_serve_flags_exit_2_with_one_line(flags: list[str], expected: str, c
     assert capsys.readouterr() == ("", f"gateway serve: {expected} (see 'gateway serve --help')\n")
 
 
-def test_an_unknown_flag_exits_2_with_one_line() -> None:
-    """The same, through the real command."""
-    result = gateway("serve", "--prot", "8080", env=clean_env())
-    assert (result.returncode, result.stderr) == (2, "gateway: unrecognized arguments: --prot 8080 (see 'gateway --help')\n")
-
-
 def test_a_port_in_use_fails_before_claiming_to_start() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -134,3 +128,14 @@ def test_check_config_into_a_closed_pipe_exits_quietly() -> None:
     process.stdout.close()  # nobody will read: the write fails with EPIPE
     stderr = process.stderr.read().decode()
     assert process.wait(60) == 0 and "Traceback" not in stderr
+
+
+def test_an_unknown_option_of_a_command_exits_2_with_one_line_pointing_to_its_help() -> None:
+    result = gateway("serve", "--prot", "9000", env=clean_env())
+    assert result.returncode == 2
+    assert result.stderr == "gateway serve: unrecognized arguments: --prot 9000 (see 'gateway serve --help')\n"
+
+
+def test_health_says_its_address_is_the_one_it_probes() -> None:
+    usage = gateway("health", "--help", env=clean_env()).stdout
+    assert "to probe" in usage and "listen on" not in usage

@@ -483,7 +483,7 @@ def test_a_concurrency_slot_is_held_while_the_request_runs_and_comes_back_on_eve
         stack.callback(checked.set)
         assert eventually(lambda: len(scripted.requests) == 1)
         refused = chat.post(url, "sk-app")
-        assert refused.status_code == 429 and "1 requests in flight" in chat.error(refused)[1]
+        assert refused.status_code == 429 and "1 request in flight at once" in chat.error(refused)[1]
         assert refused.headers["retry-after"] == "1"
     assert statuses == {"upstream-error": [503], "client-left-before-the-answer": []}.get(exit, [200])
     assert eventually(lambda: scripted.active == 0)

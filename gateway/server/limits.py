@@ -180,16 +180,22 @@ def _refused(client: ClientKey, admission: Admission, refusal: Refusal) -> Gatew
     headers = admission.headers()
     if refusal is Refusal.BUDGET:
         assert limits.budget is not None
+        budget = _many(limits.budget.tokens, "token")
         message = (
-            f"This API key has used its budget of {limits.budget.tokens} tokens for this {limits.budget.period};"
+            f"This API key has used its budget of {budget} for this {limits.budget.period};"
             f" it renews in {duration(admission.retry_after or 0)}."
         )
         # The SDKs would retry a 429; a spent budget will not come back within their retries.
         return GatewayError(ErrorKind.QUOTA, message, headers={**headers, "x-should-retry": "false"})
     if refusal is Refusal.REQUESTS:
-        message = f"Rate limit reached: this API key may send {limits.rpm} requests per minute.{wait}"
+        message = f"Rate limit reached: this API key may send {_many(limits.rpm, 'request')} per minute.{wait}"
     elif refusal is Refusal.TOKENS:
-        message = f"Rate limit reached: this API key may use {limits.tpm} tokens per minute.{wait}"
+        message = f"Rate limit reached: this API key may use {_many(limits.tpm, 'token')} per minute.{wait}"
     else:
-        message = f"Rate limit reached: this API key may have {limits.max_concurrency} requests in flight.{wait}"
+        in_flight = _many(limits.max_concurrency, "request")
+        message = f"Rate limit reached: this API key may have {in_flight} in flight at once.{wait}"
     return GatewayError(ErrorKind.RATE_LIMITED, message, headers=headers)
+
+
+def _many(count: int | None, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
