@@ -487,3 +487,29 @@ def test_upstream_connections_are_reused_across_streams(gateway_url: str, script
         scripted.reply(agent_reply())
         assert post(gateway_url, {"model": "agent", "messages": USER, "stream": True}).text.endswith("[DONE]\n\n")
     assert len({request.client_port for request in scripted.requests}) == 1, "the stream left its connection in the pool"
+
+
+# What clients probe, and the doors asked with the wrong method.
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_the_root_answers_a_probe(gateway_url: str, method: str) -> None:
+    assert httpx.request(method, gateway_url + "/").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("path", "anthropic"),
+    [("/v1/chat/completions", False), ("/v1/responses", False), ("/v1/messages", True), ("/v1/messages/count_tokens", True)],
+)
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+def test_a_door_asked_with_another_method_is_405_in_its_own_shape(
+    gateway_url: str, scripted: ScriptedUpstream, path: str, anthropic: bool, method: str
+) -> None:
+    answer = httpx.request(method, gateway_url + path)
+    assert answer.status_code == 405 and answer.headers["allow"] == "POST"
+    body = answer.json()
+    if anthropic:
+        assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
+    else:
+        assert body["error"]["code"] == "method_not_allowed"
+    assert path in body["error"]["message"] and scripted.requests == []

@@ -48,6 +48,7 @@ __all__ = ["app_from_env", "create_app"]
 
 logger = logging.getLogger("gateway")
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+_EVERY_METHOD = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 Handler = Callable[[Request], Awaitable[Response]]
 T = TypeVar("T")
@@ -106,12 +107,20 @@ def front_door(dialect: Dialect, *, x_api_key: bool = False, native: str | None 
 
     async def handle(request: Request) -> Response:
         try:
+            if request.method != "POST":
+                raise _only_post(request)
             return await _answer(request, dialect, x_api_key, native)
         except GatewayError as error:
             status, body = dialect.error_status_and_body(error)
             return Response(body, status, error.headers, media_type="application/json")
 
     return handle
+
+
+def _only_post(request: Request) -> GatewayError:
+    """A door the gateway owns, asked with another method: 405, with ``Allow``, in that door's own shape."""
+    message = f"{request.url.path} takes POST, not {request.method}."
+    return GatewayError(ErrorKind.METHOD_NOT_ALLOWED, message, headers={"allow": "POST"})
 
 
 async def _answer(request: Request, dialect: Dialect, x_api_key: bool, native: str | None) -> Response:
@@ -177,6 +186,8 @@ async def count_tokens(request: Request) -> Response:
     ``rpm``, holding a slot while it runs), charged no tokens.
     """
     try:
+        if request.method != "POST":
+            raise _only_post(request)
         service = service_of(request)
         record = record_of(request.scope)
         client = client_of(service, request, record, x_api_key=True)
@@ -253,6 +264,11 @@ def _openai_error(error: GatewayError) -> Response:
 async def metrics(request: Request) -> Response:
     body, content_type = service_of(request).metrics.render()
     return Response(body, headers={"content-type": content_type})
+
+
+async def root(request: Request) -> Response:
+    """``GET /`` and ``HEAD /``: what clients probe before they start (Claude Code sends ``HEAD /``)."""
+    return Response(b'{"service":"agent-gateway","api":"/v1"}', media_type="application/json")
 
 
 async def healthz(request: Request) -> Response:
@@ -348,12 +364,13 @@ def create_app(config: Config, transports: Mapping[str, httpx.AsyncBaseTransport
 
     app = Starlette(
         routes=[
-            Route("/v1/chat/completions", front_door(chat), methods=["POST"]),
-            Route("/v1/responses", front_door(responses, native="/responses"), methods=["POST"]),
-            Route("/v1/messages", front_door(anthropic, x_api_key=True), methods=["POST"]),
-            Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
+            Route("/", root, methods=["GET"]),
+            Route("/v1/chat/completions", front_door(chat), methods=_EVERY_METHOD),
+            Route("/v1/responses", front_door(responses, native="/responses"), methods=_EVERY_METHOD),
+            Route("/v1/messages", front_door(anthropic, x_api_key=True), methods=_EVERY_METHOD),
+            Route("/v1/messages/count_tokens", count_tokens, methods=_EVERY_METHOD),
             Route("/v1/models", list_models, methods=["GET"]),
-            Route("/v1/{path:path}", forward, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+            Route("/v1/{path:path}", forward, methods=_EVERY_METHOD),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
