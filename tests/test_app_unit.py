@@ -496,7 +496,8 @@ def test_invalid_data_line_ends_the_stream_with_an_error_event(route: str, same_
     bad = b"data: {not json\n\n"
     pieces = [first, second + bad, *rest] if same_read else [first, second, bad, *rest]
     body = stream_through(route, *pieces)
-    assert events(body)[0] == first.removeprefix(b"data: ").removesuffix(b"\n\n"), "the stream had begun"
+    as_sent = orjson.loads(first.removeprefix(b"data: ").removesuffix(b"\n\n"))
+    assert orjson.loads(events(body)[0]) == {**as_sent, "model": route}, "the stream had begun"
     assert b" there" in body, "what came before the invalid event is relayed, whichever read it shared"
     assert final_error(body)["code"] == "upstream_invalid_event"
     assert b'"stop"' not in body, "nothing after the invalid event is relayed"

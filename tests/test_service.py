@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -444,7 +445,9 @@ def test_plain_route_forwards_the_answer_untouched(gateway_url: str, scripted: S
     chunks = agent_stream([json.dumps({"inner_thoughts": "kept", "message": "raw"})])
     scripted.reply(stream_reply(chunks))
     response = post(gateway_url, {"model": "plain", "messages": USER, "stream": True})
-    assert response.text == "".join(piece.decode() for piece in sse(chunks))
+    # Every byte as it came, but the model's name: the one the client asked for, on every front door.
+    sent = "".join(piece.decode() for piece in sse([{**chunk, "model": "plain"} for chunk in chunks]))
+    assert response.text == sent
     assert scripted.requests[-1].json["model"] == "upstream-plain"
 
 
@@ -513,3 +516,28 @@ def test_a_door_asked_with_another_method_is_405_in_its_own_shape(
     else:
         assert body["error"]["code"] == "method_not_allowed"
     assert path in body["error"]["message"] and scripted.requests == []
+
+
+# The model an answer names is the one the client asked for, on every door.
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+@pytest.mark.parametrize("route", ["agent", "plain"])
+def test_every_door_names_the_model_the_client_asked_for(
+    gateway_url: str, scripted: ScriptedUpstream, route: str, stream: bool
+) -> None:
+    """The upstream says its own model's name; every chunk, response and message says the route's."""
+    message = json.dumps({"inner_thoughts": "t", "message": "A reply in many small fragments."})
+    chunks = [{**c, "model": "upstream-snapshot-2026"} for c in agent_stream(split_evenly(message, 12))]
+    headers = {"authorization": f"Bearer {GATEWAY_KEY}", "x-api-key": GATEWAY_KEY}
+    said = []
+    for path, body in (
+        ("/v1/chat/completions", {"messages": USER}),
+        ("/v1/responses", {"input": "Hi"}),
+        ("/v1/messages", {"messages": USER, "max_tokens": 64}),
+    ):
+        scripted.reply(stream_reply(chunks) if stream else json_reply({**completion_of(chunks), "model": "upstream-snapshot-2026"}))
+        answer = httpx.post(gateway_url + path, json={"model": route, "stream": stream, **body}, headers=headers)
+        assert answer.status_code == 200, answer.text
+        said += re.findall(r'"model":\s*"([^"]*)"', answer.text)
+    assert said and set(said) == {route}

@@ -98,16 +98,70 @@ def to_chat(request: ChatRequest, *, reasoning: Reasoning, reasoning_effort: boo
 def encoder(request: ChatRequest, *, created: int) -> ChatStreamEncoder:
     options = request.payload.get("stream_options")
     asked = isinstance(options, dict) and options.get("include_usage") is True
-    return ChatStreamEncoder(usage_chunk=asked)
+    return ChatStreamEncoder(usage_chunk=asked, model=request.model)
 
 
 def build(request: ChatRequest, events: list[Event], *, created: int) -> bytes:
-    """The non-streaming body: the upstream's own bytes when the rewrite left the completion alone."""
+    """The non-streaming body: the upstream's own bytes when the rewrite left the completion alone (but for
+    the model's name, which is the one the client asked for)."""
     start = events[0]
     assert isinstance(start, ChunkStart)
+    named = ModelName(request.model)
     if start.raw is not None:
-        return start.raw
-    return orjson.dumps(fold_completion(start.fields, events))
+        return named.in_bytes(start.raw, start.fields)
+    return orjson.dumps(named.in_fields(fold_completion(start.fields, events)))
+
+
+class ModelName:
+    """The answer's ``model`` as the client asked for it (the route's name, not the upstream's model).
+
+    A chunk that goes out as the upstream's bytes gets the name replaced in them: the top-level ``"model"``
+    member holds the only unescaped ``"model":`` of a chunk (a string cannot hold a raw quote), unless some
+    nested object has one too, which is why the name is replaced only when it is the decoded chunk's.
+    """
+
+    __slots__ = ("_new", "_old", "_wanted")
+
+    def __init__(self, model: str) -> None:
+        self._wanted = model
+        self._old: tuple[str, tuple[bytes, ...]] | None = None  # an upstream name and its spellings in bytes
+        self._new = b'"model":' + orjson.dumps(model)
+
+    def in_fields(self, chunk: dict[str, Any]) -> dict[str, Any]:
+        if isinstance(chunk.get("model"), str):
+            chunk["model"] = self._wanted
+        return chunk
+
+    def in_bytes(self, data: bytes, fields: Mapping[str, Any]) -> bytes:
+        """``data`` (a chunk or a completion, whose decoded form is ``fields``) with the client's model name."""
+        spelt = self._spellings(fields)
+        if spelt is None:
+            return data
+        for old in spelt:
+            if old in data:
+                return data.replace(old, self._new, 1)
+        return orjson.dumps(self.in_fields(dict(fields)))
+
+    def in_frame(self, frame: tuple[bytes, bytes], fields: Mapping[str, Any]) -> tuple[bytes, bytes] | None:
+        """A fragment's frame with the client's model name; None when it cannot be found in the bytes."""
+        spelt = self._spellings(fields)
+        if spelt is None:
+            return frame
+        head, tail = frame
+        for old in spelt:
+            if old in head:
+                return head.replace(old, self._new, 1), tail
+        return None
+
+    def _spellings(self, fields: Mapping[str, Any]) -> tuple[bytes, ...] | None:
+        """How the upstream's name is written in its bytes, or None when there is nothing to rename."""
+        upstream = fields.get("model")
+        if not isinstance(upstream, str) or upstream == self._wanted:
+            return None
+        if self._old is None or self._old[0] != upstream:
+            value = orjson.dumps(upstream)
+            self._old = (upstream, (b'"model":' + value, b'"model": ' + value))
+        return self._old[1]
 
 
 def error_status_and_body(error: GatewayError) -> tuple[int, bytes]:
@@ -183,13 +237,15 @@ class ChatStreamEncoder:
     (``stream_options.include_usage``). If not, the chunk that carries only the usage is dropped, and only it.
     """
 
-    __slots__ = ("_drop_usage", "_legacy")
+    __slots__ = ("_drop_usage", "_legacy", "_name")
 
     raw_chunks = True
 
-    def __init__(self, *, usage_chunk: bool = True) -> None:
+    def __init__(self, *, usage_chunk: bool = True, model: str | None = None) -> None:
         self._legacy: set[Hashable] = set()  # choices whose client call is a legacy function_call
         self._drop_usage = not usage_chunk
+        # The model name every chunk says: the client's (None: the upstream's, as it came).
+        self._name = ModelName(model) if model is not None else None
 
     def encode(self, events: Iterable[Event]) -> bytes:
         """The client's bytes for these events (a chunk's events always come in one call)."""
@@ -199,13 +255,20 @@ class ChatStreamEncoder:
             # the new delta).
             size = len(events)
             if size == 1 and start.raw is not None and not self._drop_usage:
-                return encode_event(start.raw)
+                return encode_event(self._named(start.raw, start))
             if start.frame is not None and type(events[1]) is ChoiceStart:
                 if size == 2:
                     return b""
-                if type(text := events[2]) is TextDelta and text.text:
-                    return _framed(start.frame, {"content": text.text})
+                if type(text := events[2]) is TextDelta and text.text and (frame := self._frame(start)):
+                    return _framed(frame, {"content": text.text})
         return b"".join(self._encode(events))
+
+    def _named(self, raw: bytes, start: ChunkStart) -> bytes:
+        return raw if self._name is None else self._name.in_bytes(raw, start.fields)
+
+    def _frame(self, start: ChunkStart) -> tuple[bytes, bytes] | None:
+        assert start.frame is not None
+        return start.frame if self._name is None else self._name.in_frame(start.frame, start.fields)
 
     def chunks(self, events: Iterable[Event]) -> list[dict[str, Any]]:
         """The chunks as objects rather than bytes (for tests)."""
@@ -223,12 +286,12 @@ class ChatStreamEncoder:
                     choice.append("content", event.text)
             elif type(event) is ChunkStart:
                 if chunk is not None:
-                    _emit(chunk, choices, out)
+                    self._emit(chunk, choices, out)
                 chunk, choices, choice = None, [], None
                 if self._drop_usage and _usage_only(event.fields):
                     continue
                 if event.raw is not None:
-                    out.append(encode_event(event.raw))
+                    out.append(encode_event(self._named(event.raw, event)))
                 else:
                     chunk = event
             elif type(event) is ChoiceStart:
@@ -253,7 +316,7 @@ class ChatStreamEncoder:
                     self._start_call(choice, event)
             elif type(event) is Done or type(event) is Error or type(event) is Comment:
                 if chunk is not None:
-                    _emit(chunk, choices, out)
+                    self._emit(chunk, choices, out)
                 chunk, choices, choice = None, [], None
                 if type(event) is Done:
                     out.append(DONE)
@@ -263,8 +326,27 @@ class ChatStreamEncoder:
                     out.append(encode_comment(event.text))
             # Usage and ToolCallEnd say nothing new to a chat client: usage is in the chunk's fields.
         if chunk is not None:
-            _emit(chunk, choices, out)
+            self._emit(chunk, choices, out)
         return out
+
+    def _emit(self, start: ChunkStart, choices: list[_Choice], out: list[bytes]) -> None:
+        """Encode a rewritten chunk, unless it has nothing left to say."""
+        if start.frame is not None and (frame := self._frame(start)) is not None:
+            # Only the one choice's delta changed: the upstream's own bytes around the new one.
+            [choice] = choices
+            if choice.says_something():
+                out.append(_framed(frame, choice.delta))
+            return
+        if len(choices) == 1:  # the usual case, without the list machinery
+            only = choices[0].built()
+            built = [] if only is None else [only]
+        else:
+            built = [choice for choice in map(_Choice.built, choices) if choice is not None]
+        fields = start.fields
+        if built or fields.get("usage") is not None:
+            chunk = dict(fields)
+            chunk["choices"] = built
+            out.append(encode_event(orjson.dumps(chunk if self._name is None else self._name.in_fields(chunk))))
 
     def _start_call(self, choice: _Choice, start: ToolCallStart) -> None:
         if start.legacy:
@@ -287,26 +369,6 @@ def _framed(frame: tuple[bytes, bytes], delta: dict[str, Any]) -> bytes:
     """A chunk that is the upstream's bytes around a new delta (``ChunkStart.frame``)."""
     head, tail = frame
     return encode_event(head + orjson.dumps(delta) + tail)
-
-
-def _emit(start: ChunkStart, choices: list[_Choice], out: list[bytes]) -> None:
-    """Encode a rewritten chunk, unless it has nothing left to say."""
-    if start.frame is not None:
-        # Only the one choice's delta changed: the upstream's own bytes around the new one.
-        [choice] = choices
-        if choice.says_something():
-            out.append(_framed(start.frame, choice.delta))
-        return
-    if len(choices) == 1:  # the usual case, without the list machinery
-        only = choices[0].built()
-        built = [] if only is None else [only]
-    else:
-        built = [choice for choice in map(_Choice.built, choices) if choice is not None]
-    fields = start.fields
-    if built or fields.get("usage") is not None:
-        chunk = dict(fields)
-        chunk["choices"] = built
-        out.append(encode_event(orjson.dumps(chunk)))
 
 
 def fold_completion(completion: Mapping[str, Any], events: Iterable[Event]) -> dict[str, Any]:
