@@ -11,6 +11,7 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
+import gateway
 from gateway.config import Config, ServerConfig, parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,6 +39,8 @@ POD = DEPLOYMENT["spec"]["template"]
 [CONTAINER] = POD["spec"]["containers"]
 CONFIG_TEXT = (DEPLOY / "gateway.yaml").read_text(encoding="utf-8")
 COMPOSE = yaml.safe_load((DEPLOY / "compose.yaml").read_text(encoding="utf-8"))
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+STOP_TIMEOUT = 45  # what the README gives docker run
 
 
 def required_variables(text: str) -> set[str]:
@@ -70,7 +73,9 @@ def test_the_config_map_holds_the_deployed_config_and_it_is_valid() -> None:
     config_map = resource("ConfigMap", "agent-gateway-config")
     assert config_map["data"]["config.yaml"] == CONFIG_TEXT
     config = deployed_config()
-    assert config.server.state == "redis://:REDIS_PASSWORD-value@redis:6379/0"
+    assert config.server.state == "redis://redis:6379/0"
+    assert config.server.state_password is not None
+    assert config.server.state_password.get_secret_value() == "REDIS_PASSWORD-value"
     assert config.server.host == "0.0.0.0"  # reachable from outside the container
     assert config.keys and all(key.key is not None for key in config.keys)
 
@@ -134,7 +139,8 @@ def test_every_variable_the_config_needs_comes_from_a_secret_or_a_value() -> Non
 def test_scaling_keeps_at_least_two_and_a_drain_can_proceed() -> None:
     autoscaler = resource("HorizontalPodAutoscaler", "agent-gateway")
     assert autoscaler["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "agent-gateway"}
-    assert autoscaler["spec"]["minReplicas"] >= 2 and DEPLOYMENT["spec"]["replicas"] >= 2
+    # The autoscaler alone says how many: a replica count in the Deployment would fight it on every apply.
+    assert autoscaler["spec"]["minReplicas"] >= 2 and "replicas" not in DEPLOYMENT["spec"]
     budget = resource("PodDisruptionBudget", "agent-gateway")
     assert budget["spec"]["selector"]["matchLabels"] == POD["metadata"]["labels"]
     assert budget["spec"]["minAvailable"] < autoscaler["spec"]["minReplicas"]
@@ -159,3 +165,31 @@ def test_compose_runs_two_replicas_with_redis_and_the_mounted_config() -> None:
         assert gateway["environment"][name] == f"${{{name}:?set {name}}}"
     published = gateway["ports"][0].rsplit(":", 1)[1]
     assert published == str(ServerConfig().port)
+
+
+def test_the_image_the_pods_run_is_the_one_the_readme_builds() -> None:
+    [container] = [c for c in POD["spec"]["containers"] if c["name"] == "gateway"]
+    image = container["image"]
+    assert image == f"agent-gateway:{gateway.__version__}" and container["imagePullPolicy"] == "IfNotPresent"
+    assert f"docker build -t {image} " in README
+    kustomization = yaml.safe_load((DEPLOY / "kubernetes" / "kustomization.yaml").read_text())
+    assert kustomization["images"] == [{"name": "agent-gateway", "newTag": gateway.__version__}]
+
+
+def test_no_secret_is_on_a_command_line_or_in_a_url() -> None:
+    """ps shows a process's arguments to everyone on the host; a URL breaks on a password's '@' or '/'."""
+    redis = resource("Deployment", "redis")["spec"]["template"]["spec"]["containers"][0]
+    compose_redis = COMPOSE["services"]["redis"]
+    for command in (redis["command"], compose_redis["command"]):
+        assert command[:2] == ["sh", "-c"] and "| exec redis-server -" in command[2]
+        assert "requirepass" in command[2] and "--requirepass" not in command[2]
+    assert "args" not in redis
+    assert "${REDIS_PASSWORD}@" not in CONFIG_TEXT and "state_password: ${REDIS_PASSWORD}" in CONFIG_TEXT
+    assert "${REDIS_PASSWORD}@" not in (DEPLOY / "gateway.yaml").read_text()
+
+
+def test_docker_run_waits_for_the_drain_before_it_kills() -> None:
+    server = ServerConfig()
+    lines = [line for line in README.splitlines() if line.startswith("docker run")]
+    assert lines and all(f"--stop-timeout {STOP_TIMEOUT}" in line for line in lines)
+    assert STOP_TIMEOUT > server.drain_delay + server.shutdown_grace

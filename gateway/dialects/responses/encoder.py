@@ -341,7 +341,7 @@ class _Answer:
             part = {"type": "reasoning_text", "text": text}
             out.append(self._event("response.content_part.done", **where, content_index=0, part=part))
         else:
-            out.append(self._event("response.function_call_arguments.done", **where, arguments=text))
+            out.append(self._event("response.function_call_arguments.done", **where, name=item.name, arguments=text))
         out.append(self._event("response.output_item.done", output_index=item.index, item=item.body()))
 
 
