@@ -964,11 +964,11 @@ def test_an_agent_answer_streams_as_one_text_block() -> None:
     assert [b.type for b in stream.blocks] == ["text"]
     assert stream.joined("text") == "Hello, world!" and INNER not in client.decode()
     assert stream.start["model"] == "claude-test" and stream.start["id"].startswith("msg_")
-    assert stream.start["usage"] == {"input_tokens": 0, "output_tokens": 0} and stream.start["content"] == []
+    assert stream.start["usage"] == {"input_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 0} and stream.start["content"] == []
     assert stream.delta == {
         "type": "message_delta",
         "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-        "usage": {"input_tokens": 12, "output_tokens": 7},
+        "usage": {"input_tokens": 12, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 7},
     }
     text, final = sdk_read(client)
     assert text == "Hello, world!" and final.stop_reason == "end_turn"
@@ -1200,8 +1200,9 @@ def test_usage_reports_cached_and_reasoning_tokens_as_anthropic_does() -> None:
     stream = read(client)
     assert stream.delta is not None and stream.delta["usage"] == {
         "input_tokens": 40,
-        "output_tokens": 40,
+        "cache_creation_input_tokens": 0,
         "cache_read_input_tokens": 60,
+        "output_tokens": 40,
         "output_tokens_details": {"thinking_tokens": 25},
     }
     final = sdk_read(client)[1]
@@ -1494,6 +1495,8 @@ def test_the_non_streaming_message_is_the_one_the_sdk_accumulates_from_the_strea
     assert {**Message.model_validate(message_body).model_dump(), "id": None} == {**final.model_dump(), "id": None}
     assert message_body["stop_reason"] == "tool_use" and message_body["usage"] == {
         "input_tokens": 9,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
         "output_tokens": 4,
     }
 
@@ -1621,7 +1624,7 @@ def test_a_non_streaming_agent_answer() -> None:
         "content": [{"type": "text", "text": "Hello!"}],
         "stop_reason": "end_turn",
         "stop_sequence": None,
-        "usage": {"input_tokens": 5, "output_tokens": 3},
+        "usage": {"input_tokens": 5, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 3},
     }
     assert body["id"].startswith("msg_") and len(body["id"]) > 20
     final = serving(orjson.dumps(body), 200, "application/json").messages.create(
@@ -1654,7 +1657,7 @@ def test_a_non_streaming_answer_with_exposed_reasoning_and_a_client_call() -> No
         {"type": "thinking", "thinking": "\n\nneed data", "signature": ""},  # the rewrite sets segments apart
         {"type": "tool_use", "id": "c2", "name": "lookup", "input": {"q": "x"}},
     ]
-    assert body["stop_reason"] == "tool_use" and body["usage"] == {"input_tokens": 0, "output_tokens": 0}
+    assert body["stop_reason"] == "tool_use" and body["usage"] == {"input_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 0}
     Message.model_validate(body)
 
 

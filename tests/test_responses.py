@@ -130,16 +130,19 @@ def check_protocol(events: list[dict[str, Any]]) -> dict[str, Any]:
             assert event["item_id"] == item["added"]["id"]
         if "content_index" in event:
             assert event["content_index"] == 0
-        if kind == "response.content_part.added":
+        if "summary_index" in event:
+            assert event["summary_index"] == 0
+        if kind in ("response.content_part.added", "response.reasoning_summary_part.added"):
+            assert not item["part"], "a second part"
             item["part"] = True
-        elif kind in ("response.output_text.delta", "response.reasoning_text.delta"):
-            assert item["part"], "a text delta before its content part"
+        elif kind in ("response.output_text.delta", "response.reasoning_summary_text.delta"):
+            assert item["part"], "a text delta before its part"
             item["text"] += event["delta"]
         elif kind == "response.function_call_arguments.delta":
             item["text"] += event["delta"]
-        elif kind in ("response.output_text.done", "response.reasoning_text.done"):
+        elif kind in ("response.output_text.done", "response.reasoning_summary_text.done"):
             assert event["text"] == item["text"]
-        elif kind == "response.content_part.done":
+        elif kind in ("response.content_part.done", "response.reasoning_summary_part.done"):
             assert event["part"]["text"] == item["text"]
         elif kind == "response.function_call_arguments.done":
             assert event["arguments"] == item["text"]
@@ -169,6 +172,8 @@ def check_protocol(events: list[dict[str, Any]]) -> dict[str, Any]:
 def item_text(item: dict[str, Any]) -> str:
     if item["type"] == "function_call":
         return str(item["arguments"])
+    if item["type"] == "reasoning":
+        return "".join(part["text"] for part in item["summary"])
     return "".join(part["text"] for part in item["content"])
 
 
@@ -760,7 +765,7 @@ def test_exposed_reasoning_comes_as_reasoning_items_before_what_it_led_to() -> N
     events, _, _ = run([sse(chunks)], options=options_of(reasoning="expose"))
     final = check_protocol(events)
     assert [i["type"] for i in final["output"]] == ["reasoning", "function_call"]
-    assert reasoning_of(final) == "Need the weather." == deltas(events, "response.reasoning_text.delta")
+    assert reasoning_of(final) == "Need the weather." == deltas(events, "response.reasoning_summary_text.delta")
     assert calls_of(final) == [("call_o", "weather", {"city": "Oslo"})]
     assert final["usage"] is None  # the upstream reported none
 
@@ -983,7 +988,7 @@ def check_agent_answer(events: list[dict[str, Any]], body: bytes, message: str, 
     if route is Reasoning.HIDE:
         assert not any(c in body.decode() for c in HIDDEN)
     else:
-        assert deltas(events, "response.reasoning_text.delta") == inner == reasoning_of(final)
+        assert deltas(events, "response.reasoning_summary_text.delta") == inner == reasoning_of(final)
 
 
 @settings(max_examples=200)
@@ -1104,20 +1109,25 @@ def test_a_recent_openai_stream_has_no_field_we_lack() -> None:
     compare([{**e, "output_index": 1} for e in events if "output_index" in e], call_events)
 
 
-def test_exposed_reasoning_has_the_events_and_fields_of_a_raw_reasoning_stream() -> None:
-    """OpenRouter's gpt-oss stream: raw reasoning text, then the message, each item's events in the same order."""
-    theirs = recorded_events("openrouter-responses-gpt-oss-reasoning-text.sse")
-    reasoning = [e["delta"] for e in theirs if e["type"] == "response.reasoning_text.delta"]
-    text = [e["delta"] for e in theirs if e["type"] == "response.output_text.delta"]
+def test_exposed_reasoning_has_the_events_and_fields_of_a_reasoning_summary() -> None:
+    """Reasoning comes out as OpenAI's reasoning models stream it: a summary item, which Codex and the SDKs read."""
+    summary = recorded_events("openai-responses-gpt51-codex-reasoning-summary-function-call.jsonl")
+    theirs_reasoning = [e for e in summary if e.get("output_index") == 0]
+    text_stream = recorded_events("openrouter-responses-gpt-oss-reasoning-text.sse")
+    theirs_text = [e for e in text_stream if e.get("output_index") == 1]
+    reasoning = [e["delta"] for e in theirs_reasoning if e["type"] == "response.reasoning_summary_text.delta"]
+    text = [e["delta"] for e in theirs_text if e["type"] == "response.output_text.delta"]
     chunks = [chunk(choice(role="assistant", reasoning=p)) for p in reasoning]
     chunks += [chunk(choice(content=p)) for p in text]
     events, _, _ = run(
         [sse([*chunks, chunk(choice(finish="stop")), chunk(usage=USAGE)])], options=RewriteOptions.plain()
     )
-    for index in (0, 1):  # theirs closes the reasoning item after the message; ours in order, item by item
-        compare(
-            [e for e in events if e.get("output_index") == index], [e for e in theirs if e.get("output_index") == index]
-        )
+    # A chat provider's reasoning carries no encrypted content to hand back.
+    ours_reasoning = [e for e in events if e.get("output_index") == 0]
+    compare(ours_reasoning, theirs_reasoning, ignore=frozenset(("encrypted_content",)))
+    compare([e for e in events if e.get("output_index") == 1], theirs_text)
+    final = check_protocol(events)
+    assert reasoning_of(final) == "".join(reasoning)
     # OpenRouter adds its own: the SDKs' output_text property, and its costs in usage.
     extras = frozenset(("output_text", "cost", "cost_details", "is_byok"))
-    compare([e for e in events if "response" in e], [e for e in theirs if "response" in e], ignore=extras)
+    compare([e for e in events if "response" in e], [e for e in text_stream if "response" in e], ignore=extras)

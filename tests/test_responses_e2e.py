@@ -460,11 +460,10 @@ def test_reasoning_comes_back_as_reasoning_items_on_a_route_that_exposes_it(gate
     final = events[-1].response
     assert [item.type for item in final.output] == ["reasoning", "message"]
     reasoning = final.output[0]
-    assert reasoning.content is not None
-    # The provider's reasoning and the inner thoughts, joined as on chat completions.
+    # The provider's reasoning and the inner thoughts, joined as on chat completions, as a summary.
     exposed = PROVIDER_REASONING + "\n\n" + THOUGHTS
-    assert "".join(part.text for part in reasoning.content) == exposed
-    assert deltas([e.model_dump() for e in events], "response.reasoning_text.delta") == exposed
+    assert "".join(part.text for part in reasoning.summary) == exposed
+    assert deltas([e.model_dump() for e in events], "response.reasoning_summary_text.delta") == exposed
     assert final.output_text == "You said: Again"
     [sent] = gateway.sent()
     assistant = next(m for m in sent["messages"] if m["role"] == "assistant")

@@ -16,7 +16,9 @@ from gateway.core.events import Done, Error, Event
 from gateway.core.options import RewriteOptions
 from gateway.core.think import DEFAULT_TAGS, ThinkFilter, Visible
 from gateway.core.translator import StreamPhase, StreamTranslator
+from gateway.core.usage import TokenUsage
 from gateway.dialects.chat import ChatStreamEncoder
+from gateway.dialects.openai_errors import error_object
 from tests.streams import agent_stream, options_of, recorded_body, recorded_files, split_evenly, translate
 
 RECORDED = recorded_files()
@@ -210,7 +212,7 @@ def test_every_fault_ends_in_exactly_one_error_event(fault: str, data: st.DataOb
     [error] = errors(events)
     assert events[-1] is error and error.error.kind is kind
     assert not any(isinstance(e, Done) for e in events)
-    assert client.endswith(b"data: " + orjson.dumps(error.error.openai_body()) + b"\n\n")
+    assert client.endswith(b"data: " + orjson.dumps(error_object(error.error)) + b"\n\n")
     assert b"[DONE]" not in client
     # What came before the fault reached the client first, however the reads were cut.
     assert client == run([body], max_event_bytes=4096)[0]
@@ -252,7 +254,7 @@ def test_usage_is_kept_for_the_shell() -> None:
     usage = {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
     translator = StreamTranslator(RewriteOptions(), "up")
     translator.feed(sse([*chunks, {"id": "x", "choices": [], "usage": usage}]))
-    assert translator.usage == usage and translator.phase is StreamPhase.ENDED
+    assert translator.usage == TokenUsage(prompt=3, completion=4) and translator.phase is StreamPhase.ENDED
 
 
 @pytest.mark.parametrize("route", ["rewrite", "plain"])

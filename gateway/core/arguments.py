@@ -43,7 +43,6 @@ Piece = Captured | Filtered
 _FILTERED: Final = ""
 
 
-
 class _State(Enum):
     """Where the parser is in the top-level object."""
 
@@ -70,7 +69,12 @@ class _StringKind(Enum):
 
 # Module-level names for the hot loop: an identity test against a global is the cheapest comparison.
 _BEFORE, _KEY_OR_END, _KEY_START, _COLON, _VALUE, _AFTER_VALUE = (
-    _State.BEFORE, _State.KEY_OR_END, _State.KEY_START, _State.COLON, _State.VALUE, _State.AFTER_VALUE
+    _State.BEFORE,
+    _State.KEY_OR_END,
+    _State.KEY_START,
+    _State.COLON,
+    _State.VALUE,
+    _State.AFTER_VALUE,
 )
 _STRING, _NESTED, _SCALAR, _DONE, _ERROR = _State.STRING, _State.NESTED, _State.SCALAR, _State.DONE, _State.ERROR
 _IS_KEY, _IS_VALUE, _IS_NESTED = _StringKind.KEY, _StringKind.VALUE, _StringKind.NESTED
@@ -81,9 +85,7 @@ _NESTED_SPECIAL: Final = re.compile(r'["{}\[\]]')
 # Outside strings, a nested value holds nothing but these: separators, numbers, true, false, null.
 _NESTED_STRAY: Final = re.compile(r"[^ \t\n\r,:0-9.eE+\-truefalsn]")
 _SCALAR_RUN: Final = re.compile(r'[^ \t\n\r,}\]"{\[:]*')
-_SCALAR_VALID: Final = re.compile(
-    r"true|false|null|-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?"
-)
+_SCALAR_VALID: Final = re.compile(r"true|false|null|-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 _SCALAR_START: Final = frozenset("-0123456789tfn")
 _HEX4: Final = re.compile(r"[0-9a-fA-F]{4}")
 _HEX_PREFIX: Final = re.compile(r"[0-9a-fA-F]{0,3}")
@@ -173,9 +175,7 @@ class ArgumentsParser:
         except _Invalid as exc:
             self.error = str(exc)
             self._state = _ERROR
-        return [
-            Filtered("".join(parts)) if key is _FILTERED else Captured(key, "".join(parts)) for key, parts in out
-        ]
+        return [Filtered("".join(parts)) if key is _FILTERED else Captured(key, "".join(parts)) for key, parts in out]
 
     def close(self) -> None:
         """Mark the end of input; a document cut short is reported, not raised."""

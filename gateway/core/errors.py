@@ -3,9 +3,9 @@
 A failure travels unchanged from where it is found (a request translator, the
 stream translator, the upstream client, the retry policy) to the front door
 that answers, and only there becomes an HTTP response or a stream's last
-event in the client's own dialect. The kind fixes the HTTP status and the
-error's wording in every dialect, so no layer maps one failure type onto
-another on the way.
+event in the client's own dialect (each dialect maps the kind to its error
+types). The kind is neutral: an HTTP status and a short code, no dialect's
+vocabulary, so no layer maps one failure type onto another on the way.
 """
 
 from __future__ import annotations
@@ -19,42 +19,38 @@ __all__ = ["ErrorKind", "GatewayError"]
 
 @unique  # a member whose value repeated another's would silently be an alias of it
 class ErrorKind(Enum):
-    """What went wrong: ``(HTTP status, OpenAI error type, default code)``."""
+    """What went wrong: ``(HTTP status, default code)``."""
 
-    INVALID_REQUEST = (400, "invalid_request_error", None)
-    UNAUTHORIZED = (401, "invalid_request_error", "invalid_api_key")
-    FORBIDDEN = (403, "invalid_request_error", "permission_denied")
-    NOT_FOUND = (404, "invalid_request_error", "not_found")
-    METHOD_NOT_ALLOWED = (405, "invalid_request_error", "method_not_allowed")
-    REQUEST_TIMEOUT = (408, "invalid_request_error", "request_timeout")
-    TOO_LARGE = (413, "invalid_request_error", "request_too_large")
-    RATE_LIMITED = (429, "rate_limit_exceeded", "rate_limit_exceeded")
-    QUOTA = (429, "insufficient_quota", "insufficient_quota")
-    INTERNAL = (500, "server_error", None)
+    INVALID_REQUEST = (400, None)
+    UNAUTHORIZED = (401, "invalid_api_key")
+    FORBIDDEN = (403, "permission_denied")
+    NOT_FOUND = (404, "not_found")
+    METHOD_NOT_ALLOWED = (405, "method_not_allowed")
+    REQUEST_TIMEOUT = (408, "request_timeout")
+    TOO_LARGE = (413, "request_too_large")
+    RATE_LIMITED = (429, "rate_limit_exceeded")
+    QUOTA = (429, "insufficient_quota")
+    INTERNAL = (500, None)
     # The upstream answered with an error status; the error keeps that status.
-    UPSTREAM_STATUS = (502, "api_error", "upstream_error")
-    UNREACHABLE = (502, "api_error", "upstream_unreachable")
-    DISCONNECTED = (502, "api_error", "upstream_disconnected")
-    INCOMPLETE = (502, "api_error", "upstream_incomplete")
-    INVALID_RESPONSE = (502, "api_error", "upstream_invalid_event")
-    RESPONSE_TOO_LARGE = (502, "api_error", "upstream_too_large")
+    UPSTREAM_STATUS = (502, "upstream_error")
+    UNREACHABLE = (502, "upstream_unreachable")
+    DISCONNECTED = (502, "upstream_disconnected")
+    INCOMPLETE = (502, "upstream_incomplete")
+    INVALID_RESPONSE = (502, "upstream_invalid_event")
+    RESPONSE_TOO_LARGE = (502, "upstream_too_large")
     # The upstream sent its own error object in place of an answer (an SSE error event).
-    UPSTREAM_ERROR = (502, "api_error", "upstream_error_event")
-    BUSY = (503, "api_error", "provider_busy")
-    UNAVAILABLE = (503, "api_error", "gateway_unavailable")
-    TIMEOUT = (504, "api_error", "upstream_timeout")
+    UPSTREAM_ERROR = (502, "upstream_error_event")
+    BUSY = (503, "provider_busy")
+    UNAVAILABLE = (503, "gateway_unavailable")
+    TIMEOUT = (504, "upstream_timeout")
 
     @property
     def status(self) -> int:
         return int(self.value[0])
 
     @property
-    def type(self) -> str:
-        return str(self.value[1])
-
-    @property
     def code(self) -> str | None:
-        code = self.value[2]
+        code = self.value[1]
         return None if code is None else str(code)
 
 
@@ -62,9 +58,9 @@ class GatewayError(Exception):
     """A failure the client is told about.
 
     ``status`` overrides the kind's status (an upstream error keeps its own);
-    ``upstream`` is the upstream's own OpenAI error body (``{"error": {...}}``)
-    and ``upstream_bytes`` its bytes, relayed as they came where the dialect
-    is OpenAI's; ``retryable`` says whether another attempt
+    ``upstream`` is the upstream's own error body (``{"error": {...}}``) and
+    ``upstream_bytes`` its bytes, which a dialect of the same shape relays as
+    they came; ``retryable`` says whether another attempt
     upstream may succeed; ``headers`` go on the HTTP answer (``retry-after``).
     """
 
@@ -91,19 +87,6 @@ class GatewayError(Exception):
         self.retryable = retryable
         self.upstream = upstream
         self.upstream_bytes = upstream_bytes
-
-    @property
-    def type(self) -> str:
-        """The OpenAI error type; an upstream status keeps the usual split between 4xx and 5xx."""
-        if self.kind is ErrorKind.UPSTREAM_STATUS and self.status < 500:
-            return "invalid_request_error"
-        return self.kind.type
-
-    def openai_body(self) -> dict[str, Any]:
-        """The error as OpenAI's SDKs expect it: the upstream's own object when it sent one."""
-        if self.upstream is not None:
-            return dict(self.upstream)
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
     def __repr__(self) -> str:
         return f"GatewayError({self.kind.name}, {self.message!r}, status={self.status})"

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.core.errors import GatewayError
+from gateway.core.usage import TokenUsage
 
 __all__ = [
     "ChoiceStart",
@@ -131,9 +132,9 @@ class Finish:
 
 @dataclass(slots=True)
 class Usage:
-    """Token counts the upstream reported (its ``usage`` object, unchanged)."""
+    """Token counts the upstream reported, read from whatever shape it reported them in."""
 
-    usage: Mapping[str, Any]
+    usage: TokenUsage
 
 
 @dataclass(slots=True)

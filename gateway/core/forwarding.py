@@ -96,7 +96,12 @@ _OWN: Final = frozenset({"x-request-id", "user-agent"})
 # Besides hop-by-hop ones: cookies, the host's own policies, and what the gateway's server sets itself (its
 # date; no server header, which says what runs behind it).
 _NOT_RELAYED: Final = HOP_BY_HOP | {
-    "set-cookie", "set-cookie2", "alt-svc", "strict-transport-security", "date", "server"
+    "set-cookie",
+    "set-cookie2",
+    "alt-svc",
+    "strict-transport-security",
+    "date",
+    "server",
 }
 
 _LITERAL: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,=:@")

@@ -52,9 +52,7 @@ class FragmentTemplate:
     another nonce, when it has one after its choices).
     """
 
-    __slots__ = (
-        "chunk", "_nonce", "_head", "_between", "_end", "_smallest", "_delta_head", "_delta_between", "_frame"
-    )
+    __slots__ = ("chunk", "_nonce", "_head", "_between", "_end", "_smallest", "_delta_head", "_delta_between", "_frame")
 
     def __init__(
         self,

@@ -34,6 +34,7 @@ from gateway.core.events import (
 )
 from gateway.core.options import Reasoning, RewriteOptions, Thoughts
 from gateway.core.think import Piece, ThinkFilter, Visible
+from gateway.core.usage import usage_of
 
 __all__ = [
     "REWRITTEN_DELTA_KEYS",
@@ -213,8 +214,8 @@ class StreamRewriter:
             raise InvalidChunk("a chunk's choices are missing or not an array")
         if not isinstance(choices, list) or not choices:
             events: list[Event] = [ChunkStart(chunk, raw)]
-            if isinstance(usage, dict):
-                events.append(Usage(usage))
+            if (counted := usage_of(usage)) is not None:
+                events.append(Usage(counted))
             return events
         self._template = chunk
         events = [ChunkStart(chunk)]
@@ -223,8 +224,8 @@ class StreamRewriter:
             if not isinstance(choice, dict):
                 raise InvalidChunk("a choice is not an object")
             changed = self._choice(choice, position, events) or changed
-        if isinstance(usage, dict):
-            events.append(Usage(usage))
+        if (counted := usage_of(usage)) is not None:
+            events.append(Usage(counted))
         if not changed:
             events[0] = ChunkStart(chunk, raw)
         return events
@@ -255,9 +256,8 @@ class StreamRewriter:
                 deltas = [c if isinstance(c.get("delta"), dict) else {**c, "delta": {}} for c in choices]
                 patched = {**chunk, "choices": deltas}
                 events[0] = ChunkStart(patched, orjson.dumps(patched))
-        usage = chunk.get("usage")
-        if isinstance(usage, dict):
-            events.append(Usage(usage))
+        if (counted := usage_of(chunk.get("usage"))) is not None:
+            events.append(Usage(counted))
         return events
 
     @staticmethod

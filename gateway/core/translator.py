@@ -22,6 +22,7 @@ from gateway.core.fragments import Fragments
 from gateway.core.options import RewriteOptions
 from gateway.core.rewriter import ArgumentsTooLong, InvalidChunk, RewriteStats, StreamRewriter
 from gateway.core.sse import SSEComment, SSEDecoder, SSEError, SSEEvent
+from gateway.core.usage import TokenUsage, usage_of
 
 __all__ = ["StreamPhase", "StreamTranslator"]
 
@@ -62,7 +63,7 @@ class StreamTranslator:
         self.phase: StreamPhase = _WAITING
         self.provider = provider
         # The last usage the upstream reported, for metrics and token limits.
-        self.usage: Mapping[str, Any] | None = None
+        self.usage: TokenUsage | None = None
         # Data events translated so far: the shell's idle timer counts only these, not comments or partial bytes.
         self.chunks = 0
         self._rewriter = StreamRewriter(options, stats)
@@ -152,8 +153,7 @@ class StreamTranslator:
         except ArgumentsTooLong as exc:
             self._fail(out, ErrorKind.RESPONSE_TOO_LARGE, f"The answer was cut: {exc}.")
             return
-        usage = chunk.get("usage")
-        if isinstance(usage, dict):
+        if (usage := usage_of(chunk.get("usage"))) is not None:
             self.usage = usage
         self.chunks += 1
         self.phase = _STREAMING

@@ -15,14 +15,14 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Final
 
 from gateway.core import json_body
 from gateway.core.sse import SSEComment, SSEDecoder, SSEEvent, encode_comment
 
-__all__ = ["UsageChunkFilter", "UsageTail", "estimate_prompt", "estimate_size", "tokens_of"]
+__all__ = ["TokenUsage", "UsageChunkFilter", "UsageTail", "estimate_prompt", "estimate_size", "usage_of"]
 
-_PAIRS: Final = (("prompt_tokens", "completion_tokens"), ("input_tokens", "output_tokens"))
 _KEY: Final = b'"usage"'
 _DECODER: Final = json.JSONDecoder()
 # A usage object is a few counts and their details: more than this after the key is something else.
@@ -34,19 +34,66 @@ _TOKENS_PER_MESSAGE: Final = 4
 _TOKENS_PER_IMAGE: Final = 1600
 
 
+@dataclass(frozen=True, slots=True)
+class TokenUsage:
+    """An answer's token counts, whatever shape the upstream reported them in.
+
+    ``prompt`` includes ``cached`` (the prompt tokens read from a cache) and ``cache_write`` (those written to
+    one); ``completion`` includes ``reasoning``. A count the upstream did not report is 0.
+    """
+
+    prompt: int
+    completion: int
+    cached: int = 0
+    cache_write: int = 0
+    reasoning: int = 0
+
+    @property
+    def tokens(self) -> int:
+        """What a request is charged: its prompt and its completion."""
+        return self.prompt + self.completion
+
+
 def _count(value: object) -> int | None:
     return value if type(value) is int and value >= 0 else None
 
 
-def tokens_of(usage: object) -> int | None:
-    """Prompt plus completion tokens of a usage object; None when it says neither (nor a total)."""
+def _detail(usage: Mapping[str, Any], details: str, key: str) -> int:
+    found = usage.get(details)
+    return (_count(found.get(key)) or 0) if isinstance(found, Mapping) else 0
+
+
+def usage_of(usage: object) -> TokenUsage | None:
+    """A usage object as the gateway counts it: chat completions' ``prompt_tokens``/``completion_tokens``, the
+    Responses API's and Anthropic's ``input_tokens``/``output_tokens`` (Anthropic's input excludes its cache
+    reads and writes, which are added back), embeddings' ``total_tokens``; None when it says none of them."""
     if not isinstance(usage, Mapping):
         return None
-    for prompt_key, completion_key in _PAIRS:
-        prompt, completion = _count(usage.get(prompt_key)), _count(usage.get(completion_key))
-        if prompt is not None or completion is not None:
-            return (prompt or 0) + (completion or 0)
-    return _count(usage.get("total_tokens"))
+    prompt, completion = _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
+    if prompt is not None or completion is not None:
+        return TokenUsage(
+            prompt or 0,
+            completion or 0,
+            # DeepSeek reports cache hits at the top level.
+            cached=_detail(usage, "prompt_tokens_details", "cached_tokens")
+            or _count(usage.get("prompt_cache_hit_tokens"))
+            or 0,
+            cache_write=_detail(usage, "prompt_tokens_details", "cache_write_tokens"),
+            reasoning=_detail(usage, "completion_tokens_details", "reasoning_tokens"),
+        )
+    prompt, completion = _count(usage.get("input_tokens")), _count(usage.get("output_tokens"))
+    if prompt is not None or completion is not None:
+        read = _count(usage.get("cache_read_input_tokens")) or 0
+        written = _count(usage.get("cache_creation_input_tokens")) or 0
+        return TokenUsage(
+            (prompt or 0) + read + written,
+            completion or 0,
+            cached=read or _detail(usage, "input_tokens_details", "cached_tokens"),
+            cache_write=written,
+            reasoning=_detail(usage, "output_tokens_details", "reasoning_tokens"),
+        )
+    total = _count(usage.get("total_tokens"))
+    return TokenUsage(total, 0) if total is not None else None
 
 
 class UsageTail:

@@ -36,7 +36,7 @@ from gateway.core.fields import Field
 from gateway.core.options import Reasoning
 from gateway.core.rewriter import REWRITTEN_DELTA_KEYS
 from gateway.core.sse import encode_comment, encode_event
-from gateway.dialects.openai_errors import WORDING, error_body
+from gateway.dialects.openai_errors import WORDING, error_body, error_object
 
 __all__ = [
     "ChatRequest",
@@ -321,7 +321,7 @@ class ChatStreamEncoder:
                 if type(event) is Done:
                     out.append(DONE)
                 elif type(event) is Error:
-                    out.append(encode_event(orjson.dumps(event.error.openai_body())))
+                    out.append(encode_event(orjson.dumps(error_object(event.error))))
                 elif type(event) is Comment:
                     out.append(encode_comment(event.text))
             # Usage and ToolCallEnd say nothing new to a chat client: usage is in the chunk's fields.

@@ -7,14 +7,14 @@ error body OpenAI's SDKs raise from.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 import orjson
 
 from gateway.core.errors import ErrorKind, GatewayError
 from gateway.core.fields import Expected, Path
 
-__all__ = ["WORDING", "OpenAIWording", "error_body"]
+__all__ = ["WORDING", "OpenAIWording", "error_body", "error_object", "error_type"]
 
 _NOUNS: Final = {
     Expected.STRING: "a string",
@@ -62,8 +62,31 @@ def _error(param: str, message: str, code: str) -> GatewayError:
     return GatewayError(ErrorKind.INVALID_REQUEST, message, code=code, param=param or None)
 
 
+# OpenAI's error types by kind; a kind not named is an invalid request below 500, a server error from it.
+_TYPES: Final = {
+    ErrorKind.RATE_LIMITED: "rate_limit_exceeded",
+    ErrorKind.QUOTA: "insufficient_quota",
+    ErrorKind.INTERNAL: "server_error",
+}
+
+
+def error_type(error: GatewayError) -> str:
+    """OpenAI's error type: an upstream's status keeps the usual split between 4xx and 5xx."""
+    known = _TYPES.get(error.kind)
+    if known is not None:
+        return known
+    return "invalid_request_error" if error.status < 500 else "api_error"
+
+
+def error_object(error: GatewayError) -> dict[str, Any]:
+    """The error as OpenAI's SDKs expect it: the upstream's own object when it sent one of this shape."""
+    if error.upstream is not None and isinstance(error.upstream.get("error"), dict):
+        return dict(error.upstream)
+    return {"error": {"message": error.message, "type": error_type(error), "param": error.param, "code": error.code}}
+
+
 def error_body(error: GatewayError) -> bytes:
     """OpenAI's error shape; an upstream's own OpenAI error goes out as the bytes it sent."""
     if error.upstream_bytes is not None:
         return error.upstream_bytes
-    return orjson.dumps(error.openai_body())
+    return orjson.dumps(error_object(error))

@@ -87,14 +87,16 @@ class AccessLog:
                 stats = record.rewrite
                 logger.debug(
                     "rewrite",
-                    extra={"fields": {
-                        "request_id": request_id,
-                        "message_calls": stats.message_calls,
-                        "client_calls": stats.client_calls,
-                        "reasoning_chars": stats.reasoning_chars,
-                        "reasoning": "exposed" if record.reasoning_exposed else "hidden",
-                        "invalid_arguments": stats.invalid_arguments,
-                    }},
+                    extra={
+                        "fields": {
+                            "request_id": request_id,
+                            "message_calls": stats.message_calls,
+                            "client_calls": stats.client_calls,
+                            "reasoning_chars": stats.reasoning_chars,
+                            "reasoning": "exposed" if record.reasoning_exposed else "hidden",
+                            "invalid_arguments": stats.invalid_arguments,
+                        }
+                    },
                 )
             logger.log(
                 logging.DEBUG if probe else logging.INFO,

@@ -28,7 +28,7 @@ from gateway.core.events import Event
 from gateway.core.options import Reasoning, RewriteOptions
 from gateway.core.rewriter import InvalidChunk, replay_completion
 from gateway.core.translator import StreamTranslator
-from gateway.core.usage import estimate_prompt, estimate_size
+from gateway.core.usage import estimate_prompt, estimate_size, usage_of
 from gateway.dialects import ClientRequest, Dialect
 from gateway.server.limits import Ticket
 from gateway.server.metrics import Metrics, RequestRecord
@@ -191,8 +191,9 @@ class Completions:
         if not isinstance(completion, dict):
             message = f"The upstream provider {provider.name!r} returned a body that is not a JSON object."
             raise GatewayError(ErrorKind.INVALID_RESPONSE, message, code="upstream_invalid_response")
-        record.usage(completion.get("usage"))
-        await ticket.settle(completion.get("usage"), completion_estimate=estimate_size(len(data)))
+        usage = usage_of(completion.get("usage"))
+        record.usage(usage)
+        await ticket.settle(usage, completion_estimate=estimate_size(len(data)))
         try:
             return replay_completion(completion, options, record.rewrite, data)
         except InvalidChunk:

@@ -21,7 +21,7 @@ import anyio
 
 from gateway.config import Config, ModelRoute
 from gateway.core.errors import ErrorKind, GatewayError
-from gateway.core.usage import UsageTail, estimate_size, tokens_of
+from gateway.core.usage import TokenUsage, UsageTail, estimate_size, usage_of
 from gateway.keys import ClientKey
 from gateway.server.metrics import Metrics, RequestRecord
 from gateway.state import Admission, Refusal, StateStore, StateUnavailable
@@ -77,7 +77,7 @@ class Ticket:
         if self.charges_tokens:
             self._prompt_estimate = prompt_estimate()
 
-    async def settle(self, usage: object = None, completion_estimate: int = 0) -> None:
+    async def settle(self, usage: TokenUsage | None = None, completion_estimate: int = 0) -> None:
         """Charge the tokens, the usage's or (for an answer that ended without usage) the prompt's estimate plus
         ``completion_estimate``, and give the slot back. Only the first call does anything; it is not cancelled."""
         if self._stage is Stage.SETTLED or self._key is None:
@@ -86,7 +86,7 @@ class Ticket:
         stage, self._stage = self._stage, Stage.SETTLED
         tokens = None
         if self.charges_tokens:
-            tokens = tokens_of(usage)
+            tokens = usage.tokens if usage is not None else None
             if tokens is None and stage is Stage.ANSWERING:
                 tokens = self._record.estimated_tokens = self._prompt_estimate + completion_estimate
         if self._lease is not None:
@@ -124,11 +124,12 @@ class Ticket:
                 if held is not None:
                     yield held
                 held = part
-            await self.settle(tail.usage(), completion_estimate=estimate_size(size))
+            await self.settle(usage_of(tail.usage()), completion_estimate=estimate_size(size))
             if held is not None:
                 yield held
         finally:
-            await self.settle(tail.usage() if tail is not None else None, completion_estimate=estimate_size(size))
+            usage = usage_of(tail.usage()) if tail is not None else None
+            await self.settle(usage, completion_estimate=estimate_size(size))
 
 
 class Limiter:

@@ -25,6 +25,7 @@ from prometheus_client import (
 )
 
 from gateway.core.rewriter import RewriteStats
+from gateway.core.usage import TokenUsage
 
 __all__ = ["Metrics", "RequestRecord"]
 
@@ -64,14 +65,10 @@ class RequestRecord:
     disconnected: bool = False
     rewrite: RewriteStats = field(default_factory=RewriteStats)
 
-    def usage(self, usage: object) -> None:
-        """Take token counts from an upstream ``usage`` object, when it has them."""
-        if isinstance(usage, dict):
-            prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-            if isinstance(prompt, int):
-                self.prompt_tokens = prompt
-            if isinstance(completion, int):
-                self.completion_tokens = completion
+    def usage(self, usage: TokenUsage | None) -> None:
+        """Take the token counts of the answer's usage, when it reported one."""
+        if usage is not None:
+            self.prompt_tokens, self.completion_tokens = usage.prompt, usage.completion
 
 
 class Metrics:

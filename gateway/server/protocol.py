@@ -31,7 +31,6 @@ import re
 from dataclasses import dataclass
 from typing import Any, Final
 
-import orjson
 import uvicorn
 from uvicorn.config import Config
 from uvicorn.protocols.http import httptools_impl
@@ -39,6 +38,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from gateway.core.errors import ErrorKind, GatewayError
+from gateway.dialects.openai_errors import error_body
 
 __all__ = ["CLIENT_LIMITS", "ClientLimits", "GuardedHttpToolsProtocol", "UvicornChanged", "check_uvicorn"]
 
@@ -46,8 +46,14 @@ __all__ = ["CLIENT_LIMITS", "ClientLimits", "GuardedHttpToolsProtocol", "Uvicorn
 CLIENT_LIMITS: Final = "gateway.client_limits"
 
 # What of uvicorn's private protocol this module relies on.
-_HOOKS: Final = ("connection_made", "data_received", "on_message_begin", "on_headers_complete",
-                 "on_message_complete", "connection_lost")
+_HOOKS: Final = (
+    "connection_made",
+    "data_received",
+    "on_message_begin",
+    "on_headers_complete",
+    "on_message_complete",
+    "connection_lost",
+)
 _INIT_PARAMETERS: Final = ("config", "server_state", "app_state", "_loop")
 _PROTOCOL_ATTRIBUTES: Final = ("connections", "cycle", "server_state", "loop", "transport")
 _CYCLE_ATTRIBUTES: Final = ("response_started", "response_complete", "disconnected", "message_event")
@@ -184,7 +190,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._answer_and_close(GatewayError(ErrorKind.REQUEST_TIMEOUT, message))
 
     def _answer_and_close(self, error: GatewayError, retry_after: bool = False) -> None:
-        content = orjson.dumps(error.openai_body())
+        content = error_body(error)
         head = [STATUS_LINE[error.status]]
         for name, value in self.server_state.default_headers:
             head += [name, b": ", value, b"\r\n"]

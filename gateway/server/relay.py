@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from enum import Enum
 from typing import Any
 
@@ -22,6 +22,7 @@ import httpx
 from gateway.core.errors import ErrorKind, GatewayError
 from gateway.core.events import Error
 from gateway.core.translator import StreamPhase, StreamTranslator
+from gateway.core.usage import TokenUsage
 from gateway.dialects import StreamEncoder
 from gateway.server.metrics import RequestRecord
 from gateway.upstream.provider import UpstreamResponse
@@ -82,7 +83,7 @@ class Relay:
         self._closed = False
 
     @property
-    def usage(self) -> Mapping[str, Any] | None:
+    def usage(self) -> TokenUsage | None:
         """The last usage the upstream reported."""
         return self._translator.usage
 

@@ -23,6 +23,7 @@ from gateway.upstream.provider import Provider
 
 __all__ = ["Service"]
 
+
 class Service:
     """One process's config, providers, state store and in-flight streams.
 

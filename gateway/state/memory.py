@@ -137,4 +137,3 @@ class MemoryStore(StateStore):
 def _prune(buckets: dict[int, int], current: int) -> None:
     for bucket in [bucket for bucket in buckets if bucket <= current - BUCKETS]:
         del buckets[bucket]
-

@@ -222,7 +222,9 @@ class RedisStore(StateStore):
         self._pool = pool
         self._failure = failure
         self._timeouts = {
-            _Call.CHECK: timeout, _Call.ADVICE: timeout, _Call.BOOKKEEPING: max(timeout, BOOKKEEPING_TIMEOUT)
+            _Call.CHECK: timeout,
+            _Call.ADVICE: timeout,
+            _Call.BOOKKEEPING: max(timeout, BOOKKEEPING_TIMEOUT),
         }
         self._queue_timeout = queue_timeout
         self._on_failure = on_failure
@@ -363,7 +365,10 @@ class RedisStore(StateStore):
     async def failed(self, deployment: str, max_failures: int, cooldown: float) -> bool:
         keys = [self._deployment(deployment, "failures"), self._deployment(deployment, "cooldown")]
         args: list[int | str] = [
-            max_failures, repr(self.clock() + cooldown), math.ceil(cooldown * 1000), math.ceil(FAILURE_MEMORY * 1000)
+            max_failures,
+            repr(self.clock() + cooldown),
+            math.ceil(cooldown * 1000),
+            math.ceil(FAILURE_MEMORY * 1000),
         ]
         return bool(await self._try("failed", _Call.BOOKKEEPING, _FAILED_SCRIPT, keys, args))
 
@@ -470,7 +475,10 @@ class RedisStore(StateStore):
             self._warned_at = now
             log.warning(
                 "shared state unavailable: %s %s (state_failure: %s; further failures within %gs are only counted)",
-                self._where, problem, self._failure, self._warn_interval,
+                self._where,
+                problem,
+                self._failure,
+                self._warn_interval,
             )
 
 

@@ -39,6 +39,7 @@ def failure(provider: str, error: BaseException) -> GatewayError:
     message = f"The upstream provider {provider!r} could not be reached."
     return GatewayError(ErrorKind.UNREACHABLE, message, retryable=True)
 
+
 # Idle keep-alive connections kept per provider, and how long each is kept, whichever transport holds them.
 _MAX_IDLE = 256
 _KEEPALIVE_EXPIRY = 60.0

@@ -12,28 +12,17 @@ from __future__ import annotations
 import logging
 import secrets
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Final
 
 import orjson
 
+from gateway.core import json_body
+from gateway.core.answer import Answer, AnswerDone, AnswerFailed, Item, ItemDelta, ItemDone, ItemKind, ItemStarted
 from gateway.core.errors import ErrorKind, GatewayError
-from gateway.core.events import (
-    ChoiceStart,
-    Comment,
-    Done,
-    Error,
-    Event,
-    Finish,
-    ReasoningDelta,
-    TextDelta,
-    ToolCallDelta,
-    ToolCallEnd,
-    ToolCallStart,
-    Usage,
-)
+from gateway.core.events import Comment, Done, Event
 from gateway.core.sse import encode_event
+from gateway.core.usage import TokenUsage
 from gateway.dialects.anthropic.request import MessagesRequest
 
 __all__ = [
@@ -115,81 +104,34 @@ def stop_reason_of(
     return (_STOP_REASONS.get(reason, "end_turn") if isinstance(reason, str) else "end_turn"), None
 
 
-def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
-
-
-def _usage(usage: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Chat usage as Anthropic's, whose ``input_tokens`` exclude the cached prompt tokens it reports apart."""
+def _usage(usage: TokenUsage | None) -> dict[str, Any]:
+    """The usage as Anthropic's, every field it sends: its ``input_tokens`` exclude the prompt tokens read from a
+    cache and written to one, which it reports apart."""
     if usage is None:
-        return {"input_tokens": 0, "output_tokens": 0}
-    prompt_details = usage.get("prompt_tokens_details")
-    cached = _count(prompt_details.get("cached_tokens")) if isinstance(prompt_details, Mapping) else 0
-    out: dict[str, Any] = {
-        "input_tokens": max(_count(usage.get("prompt_tokens")) - cached, 0),
-        "output_tokens": _count(usage.get("completion_tokens")),
+        return {"input_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 0}
+    counted: dict[str, Any] = {
+        "input_tokens": max(usage.prompt - usage.cached - usage.cache_write, 0),
+        "cache_creation_input_tokens": usage.cache_write,
+        "cache_read_input_tokens": usage.cached,
+        "output_tokens": usage.completion,
     }
-    if isinstance(prompt_details, Mapping) and "cached_tokens" in prompt_details:
-        out["cache_read_input_tokens"] = cached
-    completion_details = usage.get("completion_tokens_details")
-    if isinstance(completion_details, Mapping) and "reasoning_tokens" in completion_details:
-        out["output_tokens_details"] = {"thinking_tokens": _count(completion_details.get("reasoning_tokens"))}
-    return out
+    if usage.reasoning:
+        counted["output_tokens_details"] = {"thinking_tokens": usage.reasoning}
+    return counted
 
 
-class _Kind(Enum):
-    """What a content block holds."""
-
-    TEXT = "text"
-    THINKING = "thinking"
-    TOOL_USE = "tool_use"
-
-
-@dataclass(slots=True)
-class _Block:
-    kind: _Kind
-    index: int
-    call: int = -1
-
-
-@dataclass(slots=True)
-class _PendingCall:
-    """A client call whose block has not started: its name may still grow, and its arguments are only a brace so far."""
-
-    call: int
-    id: str
-    name: str
-    arguments: str = ""
-
-
-class _Assembler:
-    """Neutral events in, Anthropic's stream events (as objects) out; the encoder and the builder both use it.
-
-    One block is open at a time, as Anthropic sends them. A client call's
-    block starts once its arguments go past the opening brace, so inner
-    thoughts the route exposes, which come first, become a ``thinking`` block
-    before the call's ``tool_use`` block. Reasoning that arrives while a
-    ``tool_use`` block is open is held and becomes a ``thinking`` block right
-    after it, since the call's block cannot be closed early. A new call or new
-    text closes the open call's block: chat upstreams send one call's
-    arguments after the other's. Should one interleave them, the late pieces
-    still go out, to their call's block index, where the SDKs accumulate them.
-    """
+class _Message:
+    """The message being built from the answer's items: one content block per item, one open at a time, as
+    Anthropic sends them. A block stops when the next starts; a call the answer keeps open (its arguments not yet
+    whole, its upstream interleaving parallel calls) gets its late pieces at its block's index, where the SDKs
+    put them together."""
 
     def __init__(self, request: MessagesRequest) -> None:
         self.id = "msg_" + secrets.token_hex(12)
+        self.answer = Answer()
         self._model = request.model
         self._stop_sequences = request.stop_sequences
-        self._choice: Any = None
-        self._choice_fields: Mapping[str, Any] | None = None
-        self._blocks = 0
-        self._open: _Block | None = None
-        self._pending: _PendingCall | None = None
-        self._held: list[str] = []
-        self._closed_calls: dict[int, int] = {}  # client call -> the index of its (stopped) block
-        self._finish: Any = None
-        self._finish_fields: Mapping[str, Any] | None = None
-        self._usage: Mapping[str, Any] | None = None
+        self._open: Item | None = None
 
     def start(self) -> dict[str, Any]:
         message: dict[str, Any] = {
@@ -200,151 +142,57 @@ class _Assembler:
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {"input_tokens": 0, "output_tokens": 0},
+            "usage": _usage(None),
         }
         return {"type": "message_start", "message": message}
 
-    def feed(self, event: Event, out: list[dict[str, Any]]) -> None:
-        match event:
-            case Comment():
-                out.append({"type": "ping"})
-                return
-            case Usage(usage=usage):
-                self._usage = usage
-                return
-        choice = getattr(event, "choice", self._choice)
-        if self._choice is None:
-            self._choice = choice
-        elif choice != self._choice:
-            return  # a second choice: the translated request asks for one
-        match event:
-            case TextDelta(text=text):
-                self._text(text, out)
-            case ReasoningDelta(text=text):
-                self._reasoning(text, out)
-            case ToolCallDelta():
-                self._call_delta(event, out)
-            case ToolCallStart(call=call, id=call_id, name=name):
-                self._clear(out)
-                self._pending = _PendingCall(call, call_id, name)
-            case ToolCallEnd(call=call):
-                self._call_end(call, out)
-            case ChoiceStart(fields=fields) if fields is not None:
-                self._choice_fields = fields
-            case Finish(reason=reason):
-                self._clear(out)
-                self._finish = reason
-                self._finish_fields = self._choice_fields
-
-    def finish(self, out: list[dict[str, Any]]) -> None:
-        """The answer is whole: close what is open, then the stop reason and the usage."""
-        self._clear(out)
-        stop_reason, stop_sequence = stop_reason_of(self._finish, self._finish_fields, self._stop_sequences)
-        out.append(
-            {
-                "type": "message_delta",
-                "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
-                "usage": _usage(self._usage),
-            }
-        )
-        out.append({"type": "message_stop"})
-
-    def _text(self, text: str, out: list[dict[str, Any]]) -> None:
-        if not text:
-            return
-        block = self._open
-        if block is None or block.kind is not _Kind.TEXT:
-            self._clear(out)
-            block = self._start(_Kind.TEXT, {"type": "text", "text": ""}, out)
-        out.append({"type": "content_block_delta", "index": block.index, "delta": {"type": "text_delta", "text": text}})
-
-    def _reasoning(self, text: str, out: list[dict[str, Any]]) -> None:
-        if not text:
-            return
-        block = self._open
-        if block is not None and block.kind is _Kind.TOOL_USE:
-            self._held.append(text)
-            return
-        if block is None or block.kind is not _Kind.THINKING:
-            self._stop_all(out)
-            block = self._start(_Kind.THINKING, {"type": "thinking", "thinking": "", "signature": ""}, out)
-        out.append(
-            {"type": "content_block_delta", "index": block.index, "delta": {"type": "thinking_delta", "thinking": text}}
-        )
-
-    def _call_delta(self, event: ToolCallDelta, out: list[dict[str, Any]]) -> None:
-        pending = self._pending
-        if pending is not None and pending.call == event.call:
-            pending.name += event.name
-            pending.arguments += event.arguments
-            if pending.arguments.strip() not in ("", "{"):
-                self._start_call(out)
-            return
-        if not event.arguments:
-            return  # a name piece after the block started cannot be told to the client
-        block = self._open
-        if block is not None and block.kind is _Kind.TOOL_USE and block.call == event.call:
-            index = block.index
-        elif event.call in self._closed_calls:
-            index = self._closed_calls[event.call]
-        else:
-            return
-        out.append(_json_delta(index, event.arguments))
-
-    def _call_end(self, call: int, out: list[dict[str, Any]]) -> None:
-        if self._pending is not None and self._pending.call == call:
-            self._start_call(out)
-        block = self._open
-        if block is not None and block.kind is _Kind.TOOL_USE and block.call == call:
-            self._stop(out)
-
-    def _start(self, kind: _Kind, content: dict[str, Any], out: list[dict[str, Any]], call: int = -1) -> _Block:
-        block = self._open = _Block(kind, self._blocks, call)
-        self._blocks += 1
-        out.append({"type": "content_block_start", "index": block.index, "content_block": content})
-        return block
-
-    def _start_call(self, out: list[dict[str, Any]]) -> None:
-        pending = self._pending
-        assert pending is not None
-        self._pending = None
-        self._stop_all(out)
-        content = {"type": "tool_use", "id": pending.id, "name": pending.name, "input": {}}
-        block = self._start(_Kind.TOOL_USE, content, out, pending.call)
-        if pending.arguments:
-            out.append(_json_delta(block.index, pending.arguments))
+    def feed(self, events: Iterable[Event], out: list[dict[str, Any]]) -> GatewayError | None:
+        """Append the stream events of these neutral ones; a failure is returned, for the caller to end with."""
+        for event in self.answer.feed(events):
+            if type(event) is ItemDelta:
+                out.append(_delta(event.item, event.text))
+            elif type(event) is ItemStarted:
+                self._stop(out)
+                self._open = event.item
+                out.append(
+                    {"type": "content_block_start", "index": event.item.index, "content_block": _block(event.item)}
+                )
+            elif type(event) is ItemDone:
+                if self._open is event.item:
+                    self._stop(out)
+            elif type(event) is AnswerDone:
+                self._stop(out)
+                stop_reason, stop_sequence = stop_reason_of(event.finish, event.choice, self._stop_sequences)
+                delta = {"stop_reason": stop_reason, "stop_sequence": stop_sequence}
+                out.append({"type": "message_delta", "delta": delta, "usage": _usage(event.usage)})
+                out.append({"type": "message_stop"})
+            elif type(event) is AnswerFailed:
+                return event.error
+        return None
 
     def _stop(self, out: list[dict[str, Any]]) -> None:
-        """Stop the open block; reasoning held while it was a call's becomes the next, open, block."""
-        block = self._open
-        if block is None:
-            return
-        self._open = None
-        out.append({"type": "content_block_stop", "index": block.index})
-        if block.kind is _Kind.TOOL_USE:
-            self._closed_calls[block.call] = block.index
-            if self._held:
-                held = "".join(self._held)
-                self._held.clear()
-                self._reasoning(held, out)
-
-    def _stop_all(self, out: list[dict[str, Any]]) -> None:
-        while self._open is not None:
-            self._stop(out)
-
-    def _clear(self, out: list[dict[str, Any]]) -> None:
-        """Nothing open and nothing pending: before a new call, new text after a call, and at the end."""
-        if self._pending is not None:
-            self._start_call(out)
-        self._stop_all(out)
+        if self._open is not None:
+            out.append({"type": "content_block_stop", "index": self._open.index})
+            self._open = None
 
 
-def _json_delta(index: int, partial: str) -> dict[str, Any]:
-    return {
-        "type": "content_block_delta",
-        "index": index,
-        "delta": {"type": "input_json_delta", "partial_json": partial},
-    }
+def _block(item: Item) -> dict[str, Any]:
+    """A content block as it starts."""
+    if item.kind is ItemKind.TEXT:
+        return {"type": "text", "text": ""}
+    if item.kind is ItemKind.REASONING:
+        return {"type": "thinking", "thinking": "", "signature": ""}
+    return {"type": "tool_use", "id": item.call_id, "name": item.name, "input": {}}
+
+
+def _delta(item: Item, text: str) -> dict[str, Any]:
+    if item.kind is ItemKind.TEXT:
+        delta = {"type": "text_delta", "text": text}
+    elif item.kind is ItemKind.REASONING:
+        delta = {"type": "thinking_delta", "thinking": text}
+    else:
+        delta = {"type": "input_json_delta", "partial_json": text}
+    return {"type": "content_block_delta", "index": item.index, "delta": delta}
 
 
 _EVENT_NAMES: Final = {
@@ -372,44 +220,37 @@ class _Phase(Enum):
 class AnthropicStreamEncoder:
     """Encodes neutral events as Anthropic's Messages stream: ``event: <type>`` and ``data: <json>`` per event.
 
-    The first ``encode`` sends ``message_start``; ``Done`` ends the message
-    with ``message_delta`` (stop reason, usage) and ``message_stop``; an
-    ``Error`` ends it with one ``event: error`` and nothing after, so a
-    truncated answer never looks whole. ``created`` is accepted for the
-    front doors' common signature: Anthropic's messages carry no timestamp.
+    The first ``encode`` sends ``message_start``; the answer's end sends ``message_delta`` (stop reason, usage)
+    and ``message_stop``; a failure ends it with one ``event: error`` and nothing after, so a truncated answer
+    never looks whole. Upstream keep-alives become ``ping``. ``created`` is accepted for the front doors'
+    common signature: Anthropic's messages carry no timestamp.
     """
 
-    __slots__ = ("_assembler", "_phase")
+    __slots__ = ("_message", "_phase")
 
     raw_chunks = False
 
     def __init__(self, request: MessagesRequest, *, created: int) -> None:
-        self._assembler = _Assembler(request)
+        self._message = _Message(request)
         self._phase = _Phase.NEW
 
-    @property
-    def message_id(self) -> str:
-        return self._assembler.id
-
     def encode(self, events: Iterable[Event]) -> bytes:
+        if self._phase is _Phase.ENDED:
+            return b""
         raw: list[dict[str, Any]] = []
         if self._phase is _Phase.NEW:
             self._phase = _Phase.STREAMING
-            raw.append(self._assembler.start())
-        if self._phase is _Phase.ENDED:
-            return b""
+            raw.append(self._message.start())
         error: GatewayError | None = None
         for event in events:
-            if isinstance(event, Done):
-                self._assembler.finish(raw)
+            if type(event) is Comment:
+                raw.append({"type": "ping"})
+                continue
+            error = self._message.feed((event,), raw)
+            if error is not None or self._message.answer.ended:
                 self._phase = _Phase.ENDED
                 break
-            if isinstance(event, Error):
-                error = event.error
-                self._phase = _Phase.ENDED
-                break
-            self._assembler.feed(event, raw)
-        out = [encode_event(orjson.dumps(item), _EVENT_NAMES[item["type"]]) for item in raw]
+        out = [encode_event(json_body.encode(item), _EVENT_NAMES[item["type"]]) for item in raw]
         if error is not None:
             out.append(encode_event(error_body(error), b"error"))
         return b"".join(out)
@@ -420,43 +261,32 @@ def encoder(request: MessagesRequest, *, created: int) -> AnthropicStreamEncoder
 
 
 def build(request: MessagesRequest, events: Iterable[Event], *, created: int) -> bytes:
-    """The non-streaming Messages answer, from the same events and block logic as the stream.
+    """The non-streaming Messages answer, from the same items as the stream.
 
-    An ``Error`` among the events is raised, for the shell to answer with
-    ``error_status_and_body``. A tool call's arguments that are not a JSON
-    object give an empty ``input`` (Anthropic's ``input`` is always an object).
+    An ``Error`` among the events is raised, for the shell to answer with ``error_status_and_body``. A tool
+    call's arguments that are not a JSON object give an empty ``input`` (Anthropic's is always an object).
     """
-    assembler = _Assembler(request)
-    raw: list[dict[str, Any]] = []
-    for event in events:
-        if isinstance(event, Error):
+    message = _Message(request)
+    done: AnswerDone | None = None
+    for event in message.answer.feed([*events, Done()]):
+        if type(event) is AnswerFailed:
             raise event.error
-        if isinstance(event, Done):
-            break
-        assembler.feed(event, raw)
-    assembler.finish(raw)
-    message = assembler.start()["message"]
-    content: list[dict[str, Any]] = message["content"]
-    arguments: dict[int, list[str]] = {}
-    for item in raw:
-        kind = item["type"]
-        if kind == "content_block_start":
-            content.append(dict(item["content_block"]))
-        elif kind == "content_block_delta":
-            delta = item["delta"]
-            block = content[item["index"]]
-            if delta["type"] == "text_delta":
-                block["text"] += delta["text"]
-            elif delta["type"] == "thinking_delta":
-                block["thinking"] += delta["thinking"]
-            else:
-                arguments.setdefault(item["index"], []).append(delta["partial_json"])
-        elif kind == "message_delta":
-            message.update(item["delta"])
-            message["usage"] = item["usage"]
-    for index, pieces in arguments.items():
-        content[index]["input"] = _object("".join(pieces))
-    return orjson.dumps(message)
+        if type(event) is AnswerDone:
+            done = event
+    assert done is not None
+    body = message.start()["message"]
+    for item in message.answer.items:
+        block = _block(item)
+        if item.kind is ItemKind.TEXT:
+            block["text"] = item.text
+        elif item.kind is ItemKind.REASONING:
+            block["thinking"] = item.text
+        else:
+            block["input"] = _object(item.text)
+        body["content"].append(block)
+    body["stop_reason"], body["stop_sequence"] = stop_reason_of(done.finish, done.choice, request.stop_sequences)
+    body["usage"] = _usage(done.usage)
+    return json_body.encode(body)
 
 
 def _object(text: str) -> dict[str, Any]:
