@@ -259,7 +259,7 @@ def test_another_key_is_answered_promptly_while_two_clients_send_huge_count_toke
 
         def attack() -> None:
             with httpx.Client(timeout=60) as client:
-                while not stop.is_set():
+                while not stop.is_set() or len(attacks) < 6:  # past the rpm, however slow the machine
                     answer = client.post(
                         running.url + "/v1/messages/count_tokens", content=huge, headers={"x-api-key": KEY}
                     )

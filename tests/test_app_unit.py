@@ -697,3 +697,34 @@ def test_passthrough_forwards_only_the_providers_endpoints(upstream: respx.MockR
 def test_unknown_paths_and_methods_are_openai_errors_not_redirects(method: str, path: str, status: int, code: str) -> None:
     response = send(method, path)
     assert response.status_code == status and error_code(response) == code
+
+
+@pytest.mark.parametrize(
+    ("path", "shape"),
+    [("/v1/chat/completions", "openai"), ("/v1/responses", "openai"), ("/v1/messages", "anthropic")],
+)
+def test_an_unexpected_failure_is_a_500_in_the_door_s_own_shape(
+    monkeypatch: pytest.MonkeyPatch, path: str, shape: str
+) -> None:
+    app = make_app()
+
+    async def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(app.app.state.service.completions, "answer", broken)
+    body = {"model": "agent", "messages": [{"role": "user", "content": "Hi"}], "input": "Hi", "max_tokens": 5}
+    response = send("POST", path, app=app, json=body)
+    assert response.status_code == 500 and response.headers["connection"] == "close"
+    if shape == "anthropic":
+        assert response.json() == {
+            "type": "error",
+            "error": {"type": "api_error", "message": "The gateway failed to handle the request."},
+        }
+    else:
+        assert response.json()["error"]["type"] == "server_error" and "a bug" not in response.text
+
+
+def test_a_path_under_the_messages_door_that_does_not_exist_is_an_anthropic_404() -> None:
+    response = send("POST", "/v1/messages/nope", json={"model": "agent"})
+    assert response.status_code == 404
+    assert response.json()["type"] == "error" and response.json()["error"]["type"] == "not_found_error"

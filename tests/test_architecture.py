@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "gateway"
+DIALECTS = ("chat", "responses", "anthropic")
 
 # What a pure module must never pull in: event loops, HTTP, servers, files of config, the shell.
 FORBIDDEN = ("asyncio", "anyio", "httpx", "starlette", "uvicorn", "yaml", "redis", "prometheus_client")
@@ -28,3 +33,39 @@ def test_the_core_has_a_public_face() -> None:
     assert sorted(gateway.core.__all__) == gateway.core.__all__
     for name in gateway.core.__all__:
         assert getattr(gateway.core, name) is not None
+
+
+def imports_of(path: Path) -> set[str]:
+    """The modules a source file names in its imports (``from a import b`` as ``a`` and ``a.b``)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return names
+
+
+def dialect_named(name: str) -> str | None:
+    parts = name.split(".")
+    if parts[:2] == ["gateway", "dialects"] and len(parts) > 2 and parts[2] in DIALECTS:
+        return parts[2]
+    return None
+
+
+def test_no_dialect_imports_another() -> None:
+    for dialect in DIALECTS:
+        root = PACKAGE / "dialects" / dialect
+        files = [*root.rglob("*.py")] if root.is_dir() else [root.with_suffix(".py")]
+        for path in files:
+            others = {dialect_named(n) for n in imports_of(path)} - {None, dialect}
+            assert not others, f"{path.relative_to(PACKAGE)} imports the {sorted(others)} dialect"  # type: ignore[type-var]
+
+
+def test_the_shell_knows_the_dialects_only_through_their_registry() -> None:
+    """A new front door is added in ``gateway.dialects``; no server module names one."""
+    for path in (PACKAGE / "server").rglob("*.py"):
+        named = sorted(n for n in imports_of(path) if n.startswith("gateway.dialects."))
+        assert named == [] or all(dialect_named(n) is None and n.count(".") == 2 for n in named), (path, named)
+        assert not any(n.startswith("gateway.dialects.") and n.count(".") > 2 for n in named)

@@ -73,8 +73,8 @@ def drip(sock: socket.socket, data: bytes, every: float) -> int:
     return len(data)
 
 
-def request_head(length: int | None = None) -> bytes:
-    lines = ["POST /v1/embeddings HTTP/1.1", "host: gateway", f"authorization: Bearer {KEY}", "content-type: application/json"]
+def request_head(length: int | None = None, path: str = "/v1/embeddings") -> bytes:
+    lines = [f"POST {path} HTTP/1.1", "host: gateway", f"authorization: Bearer {KEY}", "content-type: application/json"]
     if length is not None:
         lines.append(f"content-length: {length}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
@@ -120,6 +120,17 @@ def test_a_body_dripped_byte_by_byte_is_cut_off_while_others_are_served(
     logged = [json.loads(line) for line in gateway.stderr().splitlines() if '"path": "/v1/embeddings"' in line or '"path":"/v1/embeddings"' in line]
     assert any(line.get("client_disconnected") for line in logged), "logged as a client that went away"
     assert "Traceback" not in gateway.stderr()
+
+
+def test_a_messages_body_too_slow_to_arrive_is_cut_off_in_anthropic_s_shape(gateway: Running) -> None:
+    with connect(gateway) as sock:
+        sock.sendall(request_head(100, "/v1/messages"))
+        status, headers, body = answer(sock)
+    assert status == 408 and headers["connection"] == "close"
+    assert json.loads(body) == {
+        "type": "error",
+        "error": {"type": "invalid_request_error", "message": "The request body was not received within 1 seconds."},
+    }
 
 
 def test_the_head_deadline_starts_with_a_later_requests_first_byte(gateway: Running) -> None:

@@ -1,22 +1,36 @@
 """The client dialects: each front door is a request translator and an encoder over the neutral events.
 
-A dialect module (``chat``, ...) satisfies ``Dialect``: it parses and
-validates the client's request, translates it into a chat-completions request
-for the route, encodes the neutral events of the answer as a stream or as one
-body, and shapes errors the way its clients expect. Every dialect is pure and
-synchronous; the server shell does the I/O around it.
+A dialect module (``chat``, ``responses``, ``anthropic``) satisfies
+``Dialect``: it parses and validates the client's request, translates it into
+a chat-completions request for the route, encodes the neutral events of the
+answer as a stream or as one body, and shapes errors the way its clients
+expect. Every dialect is pure and synchronous; the server shell does the I/O
+around it, and knows the dialects only through this registry (``FRONT_DOORS``,
+``COUNT_TOKENS``, ``dialect_of``): no server module imports a dialect, no
+dialect imports another.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
 
 from gateway.core.errors import GatewayError
 from gateway.core.events import Event
 from gateway.core.options import Reasoning
+from gateway.dialects import anthropic, chat, responses
 
-__all__ = ["ClientRequest", "Dialect", "StreamEncoder"]
+__all__ = [
+    "COUNT_TOKENS",
+    "FRONT_DOORS",
+    "ClientRequest",
+    "CountTokens",
+    "Dialect",
+    "FrontDoor",
+    "StreamEncoder",
+    "dialect_of",
+]
 
 
 class ClientRequest(Protocol):
@@ -60,3 +74,49 @@ class Dialect(Protocol):
 
     def error_status_and_body(self, error: GatewayError) -> tuple[int, bytes]:
         """An error as this front door's clients expect it."""
+
+
+@dataclass(frozen=True, slots=True)
+class FrontDoor:
+    """A path the gateway answers itself, in one dialect.
+
+    ``x_api_key``: its clients may send the key as ``x-api-key`` (Anthropic's SDKs do).
+    ``native``: the upstream path of the same API, for plain routes whose providers serve it
+    themselves (``providers.*.responses: native``): there the request is forwarded unchanged.
+    """
+
+    path: str
+    dialect: Dialect
+    x_api_key: bool = False
+    native: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CountTokens:
+    """Anthropic's ``count_tokens`` door: its request parser, and the dialect that builds and answers it."""
+
+    path: str
+    dialect: Dialect
+    parse_request: Callable[[bytes], ClientRequest]
+
+
+FRONT_DOORS: Final = (
+    FrontDoor("/v1/chat/completions", chat),
+    FrontDoor("/v1/responses", responses, native="/responses"),
+    FrontDoor("/v1/messages", anthropic, x_api_key=True),
+)
+COUNT_TOKENS: Final = CountTokens("/v1/messages/count_tokens", anthropic, anthropic.parse_count_tokens_request)
+
+
+def dialect_of(path: str) -> Dialect:
+    """The dialect a path's clients read errors in: Anthropic's under ``/v1/messages``, OpenAI's elsewhere.
+
+    For what is answered before a front door is reached (no such path, an unexpected failure, a
+    request too slow to arrive): a client of one API gets its errors in the shape its SDK raises from.
+    """
+    if path == COUNT_TOKENS.path:
+        return COUNT_TOKENS.dialect
+    for door in FRONT_DOORS:
+        if path == door.path or path.startswith(door.path + "/"):
+            return door.dialect
+    return chat

@@ -13,9 +13,10 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 from types import FrameType
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import orjson
@@ -33,13 +34,22 @@ from gateway.core.agent import prepare
 from gateway.core.errors import ErrorKind, GatewayError
 from gateway.core.options import RewriteOptions
 from gateway.core.usage import estimate_prompt
-from gateway.dialects import Dialect, anthropic, chat, responses
-from gateway.keys import ClientKey
+from gateway.dialects import COUNT_TOKENS, FRONT_DOORS, ClientRequest, CountTokens, Dialect, FrontDoor, dialect_of
 from gateway.server.access import AccessLog, record_of
-from gateway.server.forwarder import Forwarded
+from gateway.server.forwarder import Forwarded, Outbound
 from gateway.server.limits import Ticket
-from gateway.server.metrics import RequestRecord, multiprocess_mode
+from gateway.server.metrics import multiprocess_mode
 from gateway.server.offload import off_loop
+from gateway.server.pipeline import (
+    Handler,
+    admit,
+    admitted,
+    client_of,
+    error_response,
+    in_dialect,
+    only_post,
+    service_of,
+)
 from gateway.server.protocol import CLIENT_LIMITS, ClientLimits
 from gateway.server.service import Service
 from gateway.server.streaming import EventStreamResponse, until_disconnected
@@ -50,119 +60,58 @@ logger = logging.getLogger("gateway")
 _SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 _EVERY_METHOD = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
-Handler = Callable[[Request], Awaitable[Response]]
-T = TypeVar("T")
+
+@dataclass(frozen=True, slots=True)
+class _Asked:
+    """A front door's target: its parsed request, or, for a provider that serves the door's API, what to forward."""
+
+    route: ModelRoute
+    model: str
+    parsed: ClientRequest | None = None
+    native: Outbound | None = None
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 as soon as it exceeds the limit."""
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > limit:
-        raise _too_large(limit)
-    parts: list[bytes] = []
-    size = 0
-    async for part in request.stream():
-        size += len(part)
-        if size > limit:
-            raise _too_large(limit)
-        parts.append(part)
-    return b"".join(parts)
+def front_door(door: FrontDoor) -> Handler:
+    """The handler of one front door; every error it meets is answered in the door's dialect."""
+    dialect = door.dialect
 
+    async def target_of(service: Service, body: bytes) -> _Asked:
+        if door.native is not None and (route := _native_route(service, body)) is not None:
+            outbound = await service.forwarder.prepare_native(route, body)
+            return _Asked(route, outbound.model or "", native=outbound)
+        parsed = await off_loop(len(body), dialect.parse_request, body)
+        return _Asked(service.router.route(parsed.model), parsed.model, parsed=parsed)
 
-def _too_large(limit: int) -> GatewayError:
-    return GatewayError(ErrorKind.TOO_LARGE, f"The request body exceeds the limit of {limit} bytes.")
+    async def answer(request: Request) -> Response:
+        asked = await admit(request, target_of, x_api_key=door.x_api_key)
+        service, record, ticket = asked.service, asked.record, asked.ticket
+        target = asked.target
+        if target.native is not None:
+            assert door.native is not None
+            sending = service.forwarder.send(target.native, "POST", door.native, "", request.headers.items(), record)
+            return _forwarded(await admitted(sending, ticket), ticket, {"x-gateway-route": target.route.name})
+        assert target.parsed is not None
+        answering = service.completions.answer(dialect, target.parsed, asked.size, target.route, record, ticket)
+        gone, answer = await admitted(until_disconnected(request.receive, answering), ticket)
+        if gone or answer is None:
+            await ticket.settle()
+            record.disconnected = True
+            return Response(status_code=499)  # nobody is listening; the status is for the access log
+        served_by = record.route or target.route.name  # a fallback renames the route
+        headers = {**answer.headers, **ticket.headers, "x-gateway-route": served_by}
+        if answer.relay is not None:
+            relay = answer.relay
+            # The background close also covers a response cancelled before its body was ever read.
+            return EventStreamResponse(
+                relay.body(),
+                headers={**headers, **_SSE_HEADERS},
+                media_type="text/event-stream",
+                background=BackgroundTask(relay.close),
+            )
+        await ticket.settle()  # a whole answer was charged as it was read: this only makes sure
+        return Response(answer.body, headers=headers, media_type="application/json")
 
-
-def service_of(request: Request) -> Service:
-    service: Service = request.app.state.service
-    return service
-
-
-def client_of(
-    service: Service, request: Request, record: RequestRecord, *, x_api_key: bool = False
-) -> ClientKey | None:
-    """The request's client key (401 without a valid one, when the config names keys), noted in its record."""
-    client = service.auth.check(request.headers, x_api_key=x_api_key)
-    record.key = client.name if client is not None else None
-    return client
-
-
-async def admitted(work: Awaitable[T], ticket: Ticket) -> T:
-    """An admitted request's work; when it fails, its ticket is settled and the error carries its rate-limit headers."""
-    try:
-        return await work
-    except BaseException as exc:
-        await ticket.settle()
-        if isinstance(exc, GatewayError):
-            exc.headers.update(ticket.headers)
-        raise
-
-
-def front_door(dialect: Dialect, *, x_api_key: bool = False, native: str | None = None) -> Handler:
-    """The handler of one front door; every error it meets is answered in the dialect's shape.
-
-    ``native`` is the upstream path of the same API, for plain routes whose providers serve it
-    themselves (``providers.*.responses: native``): there the request is forwarded unchanged.
-    """
-
-    async def handle(request: Request) -> Response:
-        try:
-            if request.method != "POST":
-                raise _only_post(request)
-            return await _answer(request, dialect, x_api_key, native)
-        except GatewayError as error:
-            status, body = dialect.error_status_and_body(error)
-            return Response(body, status, error.headers, media_type="application/json")
-
-    return handle
-
-
-def _only_post(request: Request) -> GatewayError:
-    """A door the gateway owns, asked with another method: 405, with ``Allow``, in that door's own shape."""
-    message = f"{request.url.path} takes POST, not {request.method}."
-    return GatewayError(ErrorKind.METHOD_NOT_ALLOWED, message, headers={"allow": "POST"})
-
-
-async def _answer(request: Request, dialect: Dialect, x_api_key: bool, native: str | None) -> Response:
-    service = service_of(request)
-    record = record_of(request.scope)
-    client = client_of(service, request, record, x_api_key=x_api_key)
-    service.refuse_when_draining()
-    body = await read_body(request, service.config.server.max_body_bytes)
-    if native is not None and (route := _native_route(service, body)) is not None:
-        record.route = route.name
-        outbound = await service.forwarder.prepare_native(route, body)
-        service.limits.permit(client, route, outbound.model)
-        ticket = await service.limits.admit(client, record)
-        sending = service.forwarder.send(outbound, "POST", native, "", request.headers.items(), record)
-        return _forwarded(await admitted(sending, ticket), ticket, {"x-gateway-route": route.name})
-    parsed = await off_loop(len(body), dialect.parse_request, body)
-    route = service.router.route(parsed.model)
-    record.route = route.name
-    service.limits.permit(client, route, parsed.model)
-    if service.config.server.log_content and logger.isEnabledFor(logging.DEBUG):
-        # The operator's explicit choice (server.log_content); never the default.
-        fields = {"request_id": record.request_id, "body": body.decode("utf-8", "replace")}
-        logger.debug("request content", extra={"fields": fields})
-    ticket = await service.limits.admit(client, record)
-    answering = service.completions.answer(dialect, parsed, len(body), route, record, ticket)
-    gone, answer = await admitted(until_disconnected(request.receive, answering), ticket)
-    if gone or answer is None:
-        await ticket.settle()
-        record.disconnected = True
-        return Response(status_code=499)  # nobody is listening; the status is for the access log
-    headers = {**answer.headers, **ticket.headers, "x-gateway-route": record.route}
-    if answer.relay is not None:
-        relay = answer.relay
-        # The background close also covers a response cancelled before its body was ever read.
-        return EventStreamResponse(
-            relay.body(),
-            headers={**headers, **_SSE_HEADERS},
-            media_type="text/event-stream",
-            background=BackgroundTask(relay.close),
-        )
-    await ticket.settle()  # a whole answer was charged as it was read: this only makes sure
-    return Response(answer.body, headers=headers, media_type="application/json")
+    return in_dialect(only_post(answer), dialect)
 
 
 def _native_route(service: Service, body: bytes) -> ModelRoute | None:
@@ -179,38 +128,33 @@ def _native_route(service: Service, body: bytes) -> ModelRoute | None:
     return None
 
 
-async def count_tokens(request: Request) -> Response:
+def count_tokens(door: CountTokens) -> Handler:
     """Anthropic's ``count_tokens``: an estimate over the chat request the route would send (``estimate_prompt``).
 
     It asks no provider, but it is a request of its key like any other: admitted under its limits (counted in its
     ``rpm``, holding a slot while it runs), charged no tokens.
     """
-    try:
-        if request.method != "POST":
-            raise _only_post(request)
-        service = service_of(request)
-        record = record_of(request.scope)
-        client = client_of(service, request, record, x_api_key=True)
-        service.refuse_when_draining()
-        body = await read_body(request, service.config.server.max_body_bytes)
-        parsed = await off_loop(len(body), anthropic.parse_count_tokens_request, body)
-        route = service.router.route(parsed.model)
-        record.route = route.name
-        service.limits.permit(client, route, parsed.model)
-        ticket = await service.limits.admit(client, record)
+
+    async def target_of(service: Service, body: bytes) -> _Asked:
+        parsed = await off_loop(len(body), door.parse_request, body)
+        return _Asked(service.router.route(parsed.model), parsed.model, parsed=parsed)
+
+    async def count(request: Request) -> Response:
+        asked = await admit(request, target_of, x_api_key=True)
+        target, ticket = asked.target, asked.ticket
+        options = asked.service.config.options(target.route)
         try:
-            counted = await off_loop(len(body), _estimate, parsed, service.config.options(route))
+            counted = await off_loop(asked.size, _estimate, door.dialect, target.parsed, options)
         finally:
             await ticket.settle()
-    except GatewayError as error:
-        status, body = anthropic.error_status_and_body(error)
-        return Response(body, status, error.headers, media_type="application/json")
-    return Response(orjson.dumps({"input_tokens": counted}), headers=ticket.headers, media_type="application/json")
+        return Response(orjson.dumps({"input_tokens": counted}), headers=ticket.headers, media_type="application/json")
+
+    return in_dialect(only_post(count), door.dialect)
 
 
-def _estimate(parsed: anthropic.MessagesRequest, options: RewriteOptions) -> int:
-    """The prompt tokens of the chat request a route would send for a Messages request, injection included."""
-    payload = anthropic.to_chat(parsed, reasoning=options.reasoning, reasoning_effort=False)
+def _estimate(dialect: Dialect, parsed: ClientRequest | None, options: RewriteOptions) -> int:
+    """The prompt tokens of the chat request a route would send, injection included."""
+    payload = dialect.to_chat(parsed, reasoning=options.reasoning, reasoning_effort=False)
     if not options.passthrough:
         payload, _ = prepare(payload, options)
     return estimate_prompt(payload)
@@ -218,10 +162,7 @@ def _estimate(parsed: anthropic.MessagesRequest, options: RewriteOptions) -> int
 
 async def list_models(request: Request) -> Response:
     service = service_of(request)
-    try:
-        client = client_of(service, request, record_of(request.scope))
-    except GatewayError as error:
-        return _openai_error(error)
+    client = client_of(service, request, record_of(request.scope))
     # A glob route serves many names but is not one: only concrete route names are listed, those the key may use.
     routes = [route for route in service.limits.visible(client, service.config.models) if not route.is_glob]
     data = [{"id": r.name, "object": "model", "created": 0, "owned_by": ", ".join(r.providers)} for r in routes]
@@ -230,24 +171,16 @@ async def list_models(request: Request) -> Response:
 
 async def forward(request: Request) -> Response:
     """Any other ``/v1/`` endpoint a provider forwards, sent to the provider of the route its body names."""
-    service = service_of(request)
-    record = record_of(request.scope)
-    try:
-        client = client_of(service, request, record)
-        path = forwarding.checked_path(request.scope.get("raw_path") or request.scope["path"].encode())
-        service.refuse_when_draining()
-        body = await read_body(request, service.config.server.max_body_bytes)
-        outbound = await service.forwarder.prepare(path, request.headers.get("content-type", ""), body)
-        if outbound.route is not None:
-            record.route = outbound.route.name
-        service.limits.permit(client, outbound.route, outbound.model)
-        ticket = await service.limits.admit(client, record)
-        query = request.scope["query_string"].decode("latin-1")
-        sending = service.forwarder.send(outbound, request.method, path, query, request.headers.items(), record)
-        forwarded = await admitted(sending, ticket)
-    except GatewayError as error:
-        return _openai_error(error)
-    return _forwarded(forwarded, ticket)
+    path = forwarding.checked_path(request.scope.get("raw_path") or request.scope["path"].encode())
+
+    async def target_of(service: Service, body: bytes) -> Outbound:
+        return await service.forwarder.prepare(path, request.headers.get("content-type", ""), body)
+
+    asked = await admit(request, target_of)
+    query = request.scope["query_string"].decode("latin-1")
+    headers = request.headers.items()
+    sending = asked.service.forwarder.send(asked.target, request.method, path, query, headers, asked.record)
+    return _forwarded(await admitted(sending, asked.ticket), asked.ticket)
 
 
 def _forwarded(forwarded: Forwarded, ticket: Ticket, extra: Mapping[str, str] | None = None) -> Response:
@@ -255,10 +188,6 @@ def _forwarded(forwarded: Forwarded, ticket: Ticket, extra: Mapping[str, str] | 
     headers = {**forwarded.headers, **ticket.headers, **(extra or {})}
     body = forwarded.client_body(ticket.forwarded(forwarded.status, forwarded.headers, forwarded.body, forwarded.sent))
     return StreamingResponse(body, forwarded.status, headers, background=BackgroundTask(ticket.settle))
-
-
-def _openai_error(error: GatewayError) -> Response:
-    return Response(chat.error_body(error), error.status, error.headers, media_type="application/json")
 
 
 async def metrics(request: Request) -> Response:
@@ -282,11 +211,12 @@ async def readyz(request: Request) -> Response:
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
-    """Starlette's own refusals (no such route, method not allowed), in OpenAI's shape like every other error."""
+    """Starlette's own refusals (no such route, method not allowed), in the shape the path's clients read."""
     assert isinstance(exc, HTTPException)
     kind = ErrorKind.METHOD_NOT_ALLOWED if exc.status_code == 405 else ErrorKind.NOT_FOUND
     message = f"{exc.detail}: {request.method} {request.url.path}"
-    return _openai_error(GatewayError(kind, message, status=exc.status_code, headers=exc.headers))
+    error = GatewayError(kind, message, status=exc.status_code, headers=exc.headers)
+    return error_response(dialect_of(request.url.path), error)
 
 
 async def _client_gone(request: Request, exc: Exception) -> Response:
@@ -299,7 +229,7 @@ async def _unexpected_error(request: Request, exc: Exception) -> Response:
     logger.exception("unhandled error", extra={"fields": {"request_id": record_of(request.scope).request_id}})
     message = "The gateway failed to handle the request."
     error = GatewayError(ErrorKind.INTERNAL, message, headers={"connection": "close"})
-    return _openai_error(error)
+    return error_response(dialect_of(request.url.path), error)
 
 
 def _drain_on_signals(service: Service) -> Callable[[], None]:
@@ -365,12 +295,10 @@ def create_app(config: Config, transports: Mapping[str, httpx.AsyncBaseTransport
     app = Starlette(
         routes=[
             Route("/", root, methods=["GET"]),
-            Route("/v1/chat/completions", front_door(chat), methods=_EVERY_METHOD),
-            Route("/v1/responses", front_door(responses, native="/responses"), methods=_EVERY_METHOD),
-            Route("/v1/messages", front_door(anthropic, x_api_key=True), methods=_EVERY_METHOD),
-            Route("/v1/messages/count_tokens", count_tokens, methods=_EVERY_METHOD),
-            Route("/v1/models", list_models, methods=["GET"]),
-            Route("/v1/{path:path}", forward, methods=_EVERY_METHOD),
+            *(Route(door.path, front_door(door), methods=_EVERY_METHOD) for door in FRONT_DOORS),
+            Route(COUNT_TOKENS.path, count_tokens(COUNT_TOKENS), methods=_EVERY_METHOD),
+            Route("/v1/models", in_dialect(list_models), methods=["GET"]),
+            Route("/v1/{path:path}", in_dialect(forward), methods=_EVERY_METHOD),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),

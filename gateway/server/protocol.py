@@ -38,7 +38,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from gateway.core.errors import ErrorKind, GatewayError
-from gateway.dialects.openai_errors import error_body
+from gateway.dialects import dialect_of
 
 __all__ = ["CLIENT_LIMITS", "ClientLimits", "GuardedHttpToolsProtocol", "UvicornChanged", "check_uvicorn"]
 
@@ -187,11 +187,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             cycle.message_event.set()
         what = "head" if reading is _Reading.HEAD else "body"
         message = f"The request {what} was not received within {timeout:g} seconds."
-        self._answer_and_close(GatewayError(ErrorKind.REQUEST_TIMEOUT, message))
+        path = cycle.scope["path"] if reading is _Reading.BODY and cycle is not None else ""
+        self._answer_and_close(GatewayError(ErrorKind.REQUEST_TIMEOUT, message), path=path)
 
-    def _answer_and_close(self, error: GatewayError, retry_after: bool = False) -> None:
-        content = error_body(error)
-        head = [STATUS_LINE[error.status]]
+    def _answer_and_close(self, error: GatewayError, *, path: str = "", retry_after: bool = False) -> None:
+        """An error before the app has a request, in the shape of the path's clients (OpenAI's without one)."""
+        status, content = dialect_of(path).error_status_and_body(error)
+        head = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:
             head += [name, b": ", value, b"\r\n"]
         head.append(b"content-type: application/json\r\n")
