@@ -9,6 +9,7 @@ import orjson
 
 from gateway.core.events import Event
 from gateway.core.options import Reasoning, RewriteOptions, Thoughts
+from gateway.core.passthrough import Shortcuts
 from gateway.core.rewriter import RewriteStats, replay_completion
 from gateway.core.translator import StreamTranslator
 from gateway.dialects import StreamEncoder
@@ -108,9 +109,10 @@ def translate(
     """What a client of ``encoder``'s front door receives for these upstream reads, and the events behind it.
 
     The translator takes the encoder's ``raw_chunks`` as the gateway does; ``raw_chunks=False`` has it make
-    every event whatever the encoder.
+    every event whatever the encoder. Its shortcuts are checked against the general path, chunk by chunk.
     """
-    translator = StreamTranslator(options, "up", raw_chunks=raw_chunks and encoder.raw_chunks)
+    raw_chunks = raw_chunks and encoder.raw_chunks
+    translator = StreamTranslator(options, "up", raw_chunks=raw_chunks, shortcuts=Shortcuts.CHECK)
     events: list[Event] = []
     out = []
     for read in [*reads, None]:

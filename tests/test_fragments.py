@@ -19,8 +19,9 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from gateway.core.events import ChunkStart
-from gateway.core.fragments import Fragments, FragmentTemplate
 from gateway.core.options import RewriteOptions
+from gateway.core.passthrough import Shortcuts
+from gateway.core.passthrough.fragments import Fragments, FragmentTemplate
 from gateway.core.translator import StreamTranslator
 from gateway.dialects.chat import ChatStreamEncoder
 from tests.streams import agent_stream, call, choice, chunk, options_of, recorded_body, recorded_files, split_evenly
@@ -54,10 +55,10 @@ def sse(payloads: list[bytes]) -> bytes:
 def client_chunks(body: bytes, options: RewriteOptions, *, shortcut: bool) -> tuple[Chunks, int]:
     """The data a chat client decodes from this upstream body (chunks, then an error if any), and how many
     fragments were recognised."""
-    translator = StreamTranslator(options, "up")
-    if not shortcut:
-        translator._fragments = None  # the reference: every chunk decoded
-    encoder = ChatStreamEncoder()
+    # Taken, the shortcuts are also checked against the general path, chunk by chunk; the reference takes none.
+    shortcuts = Shortcuts.CHECK if shortcut else Shortcuts.OFF
+    translator = StreamTranslator(options, "up", raw_chunks=True, shortcuts=shortcuts)
+    encoder = ChatStreamEncoder(shortcuts=shortcuts)
     events = translator.feed(body) + translator.end()
     assert translator.ended
     out = encoder.encode(events)
@@ -182,8 +183,15 @@ def test_chunks_that_all_differ_are_decoded_and_learning_stops(monkeypatch: pyte
     assert len(learned) == 3
 
 
-def test_a_plain_route_learns_nothing() -> None:
-    assert StreamTranslator(RewriteOptions.plain(), "up")._fragments is None
+@pytest.mark.parametrize("raw_chunks", [True, False])
+def test_a_plain_route_learns_nothing(monkeypatch: pytest.MonkeyPatch, raw_chunks: bool) -> None:
+    learned: list[bytes] = []
+    monkeypatch.setattr(FragmentTemplate, "learn", lambda payload, c: learned.append(payload))
+    chunks = agent_stream(split_evenly(json.dumps({"inner_thoughts": "t", "message": "Hello there"}), 2))
+    translator = StreamTranslator(RewriteOptions.plain(), "up", raw_chunks=raw_chunks, shortcuts=Shortcuts.CHECK)
+    translator.feed(sse([orjson.dumps(c) for c in chunks]))
+    assert translator.ended
+    assert learned == []
 
 
 # The template itself.

@@ -24,6 +24,7 @@ from gateway.config import parse_config
 from gateway.core.errors import GatewayError
 from gateway.core.events import Done, Error
 from gateway.core.options import Reasoning, RewriteOptions, Thoughts
+from gateway.core.passthrough import Shortcuts
 from gateway.core.rewriter import InvalidChunk, replay_completion
 from gateway.core.sse import SSEDecoder, SSEError
 from gateway.core.translator import StreamTranslator
@@ -215,10 +216,10 @@ def test_translator_turns_any_chunk_shaped_stream_into_valid_chunks_or_one_error
 ) -> None:
     """A broken upstream never raises through the stream path: the client gets valid chunks, then Done or one Error."""
     body = b"".join(b"data: " + orjson.dumps(item) + b"\n\n" for item in chunks) + b"data: [DONE]\n\n"
-    translator = StreamTranslator(options, "up")
+    translator = StreamTranslator(options, "up", raw_chunks=True, shortcuts=Shortcuts.CHECK)
     events = translator.feed(body) + translator.end()
     assert isinstance(events[-1], (Done, Error)) and sum(isinstance(e, (Done, Error)) for e in events) == 1
-    client = ChatStreamEncoder().encode(events)
+    client = ChatStreamEncoder(shortcuts=Shortcuts.CHECK).encode(events)
     for line in client.split(b"\n\n")[:-1]:
         assert line.startswith(b"data: ")
         if line != b"data: [DONE]":

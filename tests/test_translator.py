@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from gateway.core.errors import ErrorKind
 from gateway.core.events import Done, Error, Event
 from gateway.core.options import RewriteOptions
+from gateway.core.passthrough import Shortcuts
 from gateway.core.think import DEFAULT_TAGS, ThinkFilter, Visible
 from gateway.core.translator import StreamPhase, StreamTranslator
 from gateway.core.usage import TokenUsage
@@ -37,7 +38,7 @@ def run(
 
     ``raw_chunks=False`` has the translator make every event, as for a front door that reads them all.
     """
-    return translate(reads, options or RewriteOptions(**limits), ChatStreamEncoder(), raw_chunks=raw_chunks)
+    return translate(reads, options or RewriteOptions(**limits), ChatStreamEncoder(shortcuts=Shortcuts.CHECK), raw_chunks=raw_chunks)
 
 
 def payloads(body: bytes) -> list[Any]:

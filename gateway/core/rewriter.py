@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Final
 
-import orjson
-
 from gateway.core.arguments import ArgumentsParser, Captured
 from gateway.core.events import (
     ChoiceStart,
@@ -228,36 +226,6 @@ class StreamRewriter:
             events.append(Usage(counted))
         if not changed:
             events[0] = ChunkStart(chunk, raw)
-        return events
-
-    def relay(self, chunk: Chunk, raw: bytes) -> list[Event]:
-        """``feed`` on a route without a rewrite, for a client that reads an unchanged chunk as its bytes.
-
-        Only what decides the stream's end is kept (each choice's finish), and the chunk's usage: events of
-        the choices would go unread. The chunk goes as it came, but for a choice without a delta, which
-        gets an empty one (Azure sends content-filter results so; stock clients need the delta).
-        """
-        choices = chunk.get("choices")
-        events: list[Event] = [ChunkStart(chunk, raw)]
-        if isinstance(choices, list):
-            whole = True
-            states = self._choices
-            for position, choice in enumerate(choices):
-                if not isinstance(choice, dict):
-                    raise InvalidChunk("a choice is not an object")
-                index = choice_index(choice, position)
-                state = states.get(index)
-                if state is None:
-                    state = states[index] = _Choice(None)
-                if choice.get("finish_reason") is not None:
-                    state.finished = True
-                whole = whole and isinstance(choice.get("delta"), dict)
-            if not whole:
-                deltas = [c if isinstance(c.get("delta"), dict) else {**c, "delta": {}} for c in choices]
-                patched = {**chunk, "choices": deltas}
-                events[0] = ChunkStart(patched, orjson.dumps(patched))
-        if (counted := usage_of(chunk.get("usage"))) is not None:
-            events.append(Usage(counted))
         return events
 
     @staticmethod

@@ -18,8 +18,8 @@ import orjson
 
 from gateway.core.errors import ErrorKind, GatewayError
 from gateway.core.events import Comment, Done, Error, Event
-from gateway.core.fragments import Fragments
 from gateway.core.options import RewriteOptions
+from gateway.core.passthrough import ChatPassThrough, Shortcuts
 from gateway.core.rewriter import ArgumentsTooLong, InvalidChunk, RewriteStats, StreamRewriter
 from gateway.core.sse import SSEComment, SSEDecoder, SSEError, SSEEvent
 from gateway.core.usage import TokenUsage, usage_of
@@ -55,10 +55,18 @@ class StreamTranslator:
     ``raw_chunks`` is the encoder's promise (``StreamEncoder.raw_chunks``) to
     send an unchanged chunk as its bytes and read nothing else of it: on a
     route without a rewrite, the chunks' own events are then not made.
+    ``shortcuts`` says whether the chat pass-through's shortcuts are taken
+    (``gateway.core.passthrough``).
     """
 
     def __init__(
-        self, options: RewriteOptions, provider: str, stats: RewriteStats | None = None, *, raw_chunks: bool = False
+        self,
+        options: RewriteOptions,
+        provider: str,
+        stats: RewriteStats | None = None,
+        *,
+        raw_chunks: bool = False,
+        shortcuts: Shortcuts = Shortcuts.ON,
     ) -> None:
         self.phase: StreamPhase = _WAITING
         self.provider = provider
@@ -66,12 +74,8 @@ class StreamTranslator:
         self.usage: TokenUsage | None = None
         # Data events translated so far: the shell's idle timer counts only these, not comments or partial bytes.
         self.chunks = 0
-        self._rewriter = StreamRewriter(options, stats)
         self._decoder = SSEDecoder(options.max_event_bytes)
-        # Argument fragments recognised by their bytes need not be decoded (the rewrite's one shortcut).
-        self._fragments = None if options.passthrough else Fragments()
-        # A route without a rewrite, to a client that takes its chunks as their bytes: only the bookkeeping.
-        self._feed = self._rewriter.relay if raw_chunks and options.passthrough else self._rewriter.feed
+        self._chunks = ChatPassThrough(StreamRewriter(options, stats), raw_chunks=raw_chunks, shortcuts=shortcuts)
 
     @property
     def ended(self) -> bool:
@@ -122,15 +126,15 @@ class StreamTranslator:
                 out.append(Comment(event.text))
 
     def _chunk(self, payload: bytes, out: list[Event]) -> None:
-        fragments = self._fragments
-        if fragments is not None and (matched := fragments.match(payload)) is not None:
-            arguments, chunk, frame = matched
-            try:
-                out += self._rewriter.feed_fragment(chunk, arguments, frame)
-            except ArgumentsTooLong as exc:
-                self._fail(out, ErrorKind.RESPONSE_TOO_LARGE, f"The answer was cut: {exc}.")
-            else:
-                self.chunks += 1
+        chunks = self._chunks
+        try:
+            recognised = chunks.recognised(payload)
+        except ArgumentsTooLong as exc:
+            self._fail(out, ErrorKind.RESPONSE_TOO_LARGE, f"The answer was cut: {exc}.")
+            return
+        if recognised is not None:
+            out += recognised
+            self.chunks += 1
             return
         try:
             chunk = orjson.loads(payload)
@@ -145,7 +149,7 @@ class StreamTranslator:
                 return
             if b"\n" in payload:  # sent as several data lines: its bytes cannot go out as one
                 payload = orjson.dumps(chunk)
-            events = self._feed(chunk, payload)
+            events = chunks.feed(chunk, payload)
         except (orjson.JSONDecodeError, InvalidChunk):
             message = f"The upstream provider {self.provider!r} sent an invalid event stream."
             self._fail(out, ErrorKind.INVALID_RESPONSE, message)
@@ -158,8 +162,6 @@ class StreamTranslator:
         self.chunks += 1
         self.phase = _STREAMING
         out += events
-        if fragments is not None and fragments.learning and StreamRewriter.continues(chunk):
-            fragments.learn(payload, chunk)
 
     def _settle(self, out: list[Event]) -> None:
         """``[DONE]`` or the end of the body: a whole answer ends in ``Done``, anything less in ``Error``."""
@@ -167,8 +169,8 @@ class StreamTranslator:
             message = f"The upstream provider {self.provider!r} ended the stream before sending anything."
             self._fail(out, ErrorKind.INCOMPLETE, message, retryable=True)
             return
-        out += self._rewriter.finish()
-        if self._rewriter.finished:
+        out += self._chunks.finish()
+        if self._chunks.finished:
             self.phase = _ENDED
             out.append(Done())
             return

@@ -34,6 +34,7 @@ from gateway.core.events import (
 )
 from gateway.core.fields import Field
 from gateway.core.options import Reasoning
+from gateway.core.passthrough import ChunkBytes, ModelName, Shortcuts, same_chunks
 from gateway.core.rewriter import REWRITTEN_DELTA_KEYS
 from gateway.core.sse import encode_comment, encode_event
 from gateway.dialects.openai_errors import WORDING, error_body, error_object
@@ -112,58 +113,6 @@ def build(request: ChatRequest, events: list[Event], *, created: int) -> bytes:
     return orjson.dumps(named.in_fields(fold_completion(start.fields, events)))
 
 
-class ModelName:
-    """The answer's ``model`` as the client asked for it (the route's name, not the upstream's model).
-
-    A chunk that goes out as the upstream's bytes gets the name replaced in them: the top-level ``"model"``
-    member holds the only unescaped ``"model":`` of a chunk (a string cannot hold a raw quote), unless some
-    nested object has one too, which is why the name is replaced only when it is the decoded chunk's.
-    """
-
-    __slots__ = ("_new", "_old", "_wanted")
-
-    def __init__(self, model: str) -> None:
-        self._wanted = model
-        self._old: tuple[str, tuple[bytes, ...]] | None = None  # an upstream name and its spellings in bytes
-        self._new = b'"model":' + orjson.dumps(model)
-
-    def in_fields(self, chunk: dict[str, Any]) -> dict[str, Any]:
-        if isinstance(chunk.get("model"), str):
-            chunk["model"] = self._wanted
-        return chunk
-
-    def in_bytes(self, data: bytes, fields: Mapping[str, Any]) -> bytes:
-        """``data`` (a chunk or a completion, whose decoded form is ``fields``) with the client's model name."""
-        spelt = self._spellings(fields)
-        if spelt is None:
-            return data
-        for old in spelt:
-            if old in data:
-                return data.replace(old, self._new, 1)
-        return orjson.dumps(self.in_fields(dict(fields)))
-
-    def in_frame(self, frame: tuple[bytes, bytes], fields: Mapping[str, Any]) -> tuple[bytes, bytes] | None:
-        """A fragment's frame with the client's model name; None when it cannot be found in the bytes."""
-        spelt = self._spellings(fields)
-        if spelt is None:
-            return frame
-        head, tail = frame
-        for old in spelt:
-            if old in head:
-                return head.replace(old, self._new, 1), tail
-        return None
-
-    def _spellings(self, fields: Mapping[str, Any]) -> tuple[bytes, ...] | None:
-        """How the upstream's name is written in its bytes, or None when there is nothing to rename."""
-        upstream = fields.get("model")
-        if not isinstance(upstream, str) or upstream == self._wanted:
-            return None
-        if self._old is None or self._old[0] != upstream:
-            value = orjson.dumps(upstream)
-            self._old = (upstream, (b'"model":' + value, b'"model": ' + value))
-        return self._old[1]
-
-
 def error_status_and_body(error: GatewayError) -> tuple[int, bytes]:
     return error.status, error_body(error)
 
@@ -235,46 +184,36 @@ class ChatStreamEncoder:
 
     The gateway asks every upstream stream for its usage; ``usage_chunk`` says whether the client asked too
     (``stream_options.include_usage``). If not, the chunk that carries only the usage is dropped, and only it.
+    Chunks go out as the upstream's bytes where they can (``gateway.core.passthrough``): ``shortcuts``.
     """
 
-    __slots__ = ("_drop_usage", "_legacy", "_name")
+    __slots__ = ("_bytes", "_check", "_drop_usage", "_legacy")
 
     raw_chunks = True
 
-    def __init__(self, *, usage_chunk: bool = True, model: str | None = None) -> None:
+    def __init__(self, *, usage_chunk: bool = True, model: str | None = None, shortcuts: Shortcuts = Shortcuts.ON):
         self._legacy: set[Hashable] = set()  # choices whose client call is a legacy function_call
         self._drop_usage = not usage_chunk
         # The model name every chunk says: the client's (None: the upstream's, as it came).
-        self._name = ModelName(model) if model is not None else None
+        self._bytes = ChunkBytes(model, shortcuts)
+        self._check = ChunkBytes(model, Shortcuts.OFF) if shortcuts is Shortcuts.CHECK else None
 
     def encode(self, events: Iterable[Event]) -> bytes:
         """The client's bytes for these events (a chunk's events always come in one call)."""
-        if type(events) is list and 0 < len(events) <= 3 and type(start := events[0]) is ChunkStart:
-            # The usual reads, without building a chunk: one the route left unchanged (its bytes as they
-            # came), and an argument fragment that shows some text or nothing (the upstream's bytes around
-            # the new delta).
-            size = len(events)
-            if size == 1 and start.raw is not None and not self._drop_usage:
-                return encode_event(self._named(start.raw, start))
-            if start.frame is not None and type(events[1]) is ChoiceStart:
-                if size == 2:
-                    return b""
-                if type(text := events[2]) is TextDelta and text.text and (frame := self._frame(start)):
-                    return _framed(frame, {"content": text.text})
-        return b"".join(self._encode(events))
-
-    def _named(self, raw: bytes, start: ChunkStart) -> bytes:
-        return raw if self._name is None else self._name.in_bytes(raw, start.fields)
-
-    def _frame(self, start: ChunkStart) -> tuple[bytes, bytes] | None:
-        assert start.frame is not None
-        return start.frame if self._name is None else self._name.in_frame(start.frame, start.fields)
+        events = events if type(events) is list else list(events)
+        sent = self._bytes.quick(events, drop_usage=self._drop_usage)
+        if sent is None:
+            sent = b"".join(self._encode(events, self._bytes))
+        if self._check is not None:
+            same_chunks(sent, b"".join(self._encode(events, self._check)))
+        return sent
 
     def chunks(self, events: Iterable[Event]) -> list[dict[str, Any]]:
         """The chunks as objects rather than bytes (for tests)."""
-        return [orjson.loads(data[6:-2]) for data in self._encode(events) if data.startswith(b"data: {")]
+        encoded = self._encode(list(events), self._bytes)
+        return [orjson.loads(data[6:-2]) for data in encoded if data.startswith(b"data: {")]
 
-    def _encode(self, events: Iterable[Event]) -> list[bytes]:
+    def _encode(self, events: list[Event], chunk_bytes: ChunkBytes) -> list[bytes]:
         # A hot loop: type() tests, most frequent first, and the chunk being built in locals.
         out: list[bytes] = []
         chunk: ChunkStart | None = None  # the chunk being built
@@ -286,12 +225,12 @@ class ChatStreamEncoder:
                     choice.append("content", event.text)
             elif type(event) is ChunkStart:
                 if chunk is not None:
-                    self._emit(chunk, choices, out)
+                    self._emit(chunk, choices, chunk_bytes, out)
                 chunk, choices, choice = None, [], None
                 if self._drop_usage and _usage_only(event.fields):
                     continue
                 if event.raw is not None:
-                    out.append(encode_event(self._named(event.raw, event)))
+                    out.append(chunk_bytes.unchanged(event))
                 else:
                     chunk = event
             elif type(event) is ChoiceStart:
@@ -316,7 +255,7 @@ class ChatStreamEncoder:
                     self._start_call(choice, event)
             elif type(event) is Done or type(event) is Error or type(event) is Comment:
                 if chunk is not None:
-                    self._emit(chunk, choices, out)
+                    self._emit(chunk, choices, chunk_bytes, out)
                 chunk, choices, choice = None, [], None
                 if type(event) is Done:
                     out.append(DONE)
@@ -326,17 +265,19 @@ class ChatStreamEncoder:
                     out.append(encode_comment(event.text))
             # Usage and ToolCallEnd say nothing new to a chat client: usage is in the chunk's fields.
         if chunk is not None:
-            self._emit(chunk, choices, out)
+            self._emit(chunk, choices, chunk_bytes, out)
         return out
 
-    def _emit(self, start: ChunkStart, choices: list[_Choice], out: list[bytes]) -> None:
+    def _emit(self, start: ChunkStart, choices: list[_Choice], chunk_bytes: ChunkBytes, out: list[bytes]) -> None:
         """Encode a rewritten chunk, unless it has nothing left to say."""
-        if start.frame is not None and (frame := self._frame(start)) is not None:
+        if start.frame is not None and chunk_bytes.taken:
             # Only the one choice's delta changed: the upstream's own bytes around the new one.
             [choice] = choices
-            if choice.says_something():
-                out.append(_framed(frame, choice.delta))
-            return
+            if not choice.says_something():
+                return
+            if (framed := chunk_bytes.framed(start, choice.delta)) is not None:
+                out.append(framed)
+                return
         if len(choices) == 1:  # the usual case, without the list machinery
             only = choices[0].built()
             built = [] if only is None else [only]
@@ -346,7 +287,7 @@ class ChatStreamEncoder:
         if built or fields.get("usage") is not None:
             chunk = dict(fields)
             chunk["choices"] = built
-            out.append(encode_event(orjson.dumps(chunk if self._name is None else self._name.in_fields(chunk))))
+            out.append(encode_event(orjson.dumps(chunk_bytes.in_fields(chunk))))
 
     def _start_call(self, choice: _Choice, start: ToolCallStart) -> None:
         if start.legacy:
@@ -363,12 +304,6 @@ class ChatStreamEncoder:
 def _usage_only(fields: Mapping[str, Any]) -> bool:
     """The chunk ``include_usage`` adds at the end: no choices, a usage object."""
     return not fields.get("choices") and fields.get("usage") is not None
-
-
-def _framed(frame: tuple[bytes, bytes], delta: dict[str, Any]) -> bytes:
-    """A chunk that is the upstream's bytes around a new delta (``ChunkStart.frame``)."""
-    head, tail = frame
-    return encode_event(head + orjson.dumps(delta) + tail)
 
 
 def fold_completion(completion: Mapping[str, Any], events: Iterable[Event]) -> dict[str, Any]:
