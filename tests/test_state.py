@@ -172,11 +172,11 @@ def test_refused_requests_do_not_count(stores: Stores) -> None:
         first = await store.admit("other", both)
         assert (await store.admit("other", both)).refusal is Refusal.CONCURRENCY
         assert first.lease is not None
-        await store.release(first.lease)
+        await store.finish(first.lease.key, Limits(), 0, first.lease)
         second = await store.admit("other", both)
         assert second.allowed and second.requests is not None and second.requests.remaining == 0
         assert second.lease is not None
-        await store.release(second.lease)
+        await store.finish(second.lease.key, Limits(), 0, second.lease)
         assert (await store.admit("other", both)).refusal is Refusal.REQUESTS
 
     stores.run(scenario)
@@ -216,11 +216,11 @@ def test_tokens_per_minute_admit_on_what_was_spent_and_charge_when_usage_arrives
         for _ in range(3):  # admission alone spends nothing
             answer = await store.admit("app", limits)
             assert answer.allowed and answer.tokens == Quota(100, 100, 0.0)
-        await store.charge("app", limits, 60)
+        await store.finish("app", limits, 60, None)
         answer = await store.admit("app", limits)
         assert answer.allowed and answer.tokens == near(100, 40, 59.75)
         clock.advance(10)
-        await store.charge("app", limits, 60)  # a request may run past the limit; the next one waits
+        await store.finish("app", limits, 60, None)  # a request may run past the limit; the next one waits
         refused = await store.admit("app", limits)
         assert refused.refusal is Refusal.TOKENS and refused.tokens == near(100, 0, 59.75)
         assert refused.retry_after == pytest.approx(49.75)  # the first 60 leave, and 60 < 100
@@ -239,10 +239,10 @@ def test_a_daily_budget_is_refused_until_midnight_utc(stores: Stores) -> None:
     limits = Limits(budget=Budget(1000, Period.DAY))
 
     async def scenario() -> None:
-        await store.charge("app", limits, 600)
+        await store.finish("app", limits, 600, None)
         answer = await store.admit("app", limits)
         assert answer.allowed and answer.budget == near(1000, 400, MIDNIGHT - START)
-        await store.charge("app", limits, 400)
+        await store.finish("app", limits, 400, None)
         refused = await store.admit("app", limits)
         assert refused.refusal is Refusal.BUDGET and refused.retry_after == pytest.approx(MIDNIGHT - START)
         headers = refused.headers()
@@ -262,7 +262,7 @@ def test_a_weekly_budget_runs_monday_to_monday(stores: Stores) -> None:
     monday = datetime(2023, 11, 20, tzinfo=UTC).timestamp()
 
     async def scenario() -> None:
-        await store.charge("app", limits, 100)
+        await store.finish("app", limits, 100, None)
         clock.now = monday - 1  # Sunday night: still the same week
         assert (await store.admit("app", limits)).refusal is Refusal.BUDGET
         clock.now = monday
@@ -277,7 +277,7 @@ def test_the_spent_budget_wins_and_the_wait_is_the_longest(stores: Stores) -> No
 
     async def scenario() -> None:
         assert (await store.admit("app", limits)).allowed
-        await store.charge("app", limits, 10)
+        await store.finish("app", limits, 10, None)
         refused = await store.admit("app", limits)
         assert refused.refusal is Refusal.BUDGET
         assert refused.retry_after == pytest.approx(MIDNIGHT - START)
@@ -290,9 +290,9 @@ def test_the_token_headers_describe_the_limit_closer_to_refusing(stores: Stores)
     limits = Limits(tpm=1000, budget=Budget(5000, Period.MONTH))
 
     async def scenario() -> None:
-        await store.charge("app", limits, 300)
+        await store.finish("app", limits, 300, None)
         assert (await store.admit("app", limits)).headers()["x-ratelimit-remaining-tokens"] == "700"
-        await store.charge("app", limits, 4500)  # the budget has 200 left, the minute 0
+        await store.finish("app", limits, 4500, None)  # the budget has 200 left, the minute 0
         refused = await store.admit("app", limits)
         assert refused.refusal is Refusal.TOKENS and refused.headers()["x-ratelimit-remaining-tokens"] == "0"
 
@@ -311,7 +311,7 @@ def test_concurrency_slots_are_taken_and_given_back(stores: Stores) -> None:
         assert first.lease is not None and second.lease is not None and first.lease != second.lease
         assert third.refusal is Refusal.CONCURRENCY and third.lease is None and third.retry_after == 1.0
         assert third.concurrency == Quota(2, 0, 0.0) and third.headers()["retry-after"] == "1"
-        await store.release(first.lease)
+        await store.finish(first.lease.key, Limits(), 0, first.lease)
         fourth = await store.admit("app", limits)
         assert fourth.allowed and fourth.concurrency == Quota(2, 0, 0.0)
 
@@ -368,30 +368,19 @@ def test_finish_charges_the_tokens_and_gives_the_slot_back_in_one_step(stores: S
     stores.run(scenario)
 
 
-def test_hold_keeps_a_slot_while_the_request_runs_and_gives_it_back_after(stores: Stores) -> None:
+def test_a_kept_slot_is_renewed_while_the_request_runs_and_given_back_at_its_finish(stores: Stores) -> None:
     # Real time: the renewals run in the background every half second, well inside the 1.5 s lease.
     store = stores(clock=time.time, lease_seconds=1.5)
     limits = Limits(max_concurrency=1)
 
     async def scenario() -> None:
         answer = await store.admit("app", limits)
-        async with store.hold(answer.lease):
-            await asyncio.sleep(4)  # more than two lease lengths
-            assert (await store.admit("app", limits)).refusal is Refusal.CONCURRENCY
-        assert (await store.admit("app", limits)).allowed
-
-    stores.run(scenario)
-
-
-def test_hold_gives_the_slot_back_when_the_request_fails(stores: Stores) -> None:
-    store = stores()
-    limits = Limits(max_concurrency=1)
-
-    async def scenario() -> None:
-        answer = await store.admit("app", limits)
-        with pytest.raises(ConnectionError):
-            async with store.hold(answer.lease):
-                raise ConnectionError("upstream went away")
+        assert answer.lease is not None
+        store.keep(answer.lease)
+        await asyncio.sleep(4)  # more than two lease lengths
+        assert (await store.admit("app", limits)).refusal is Refusal.CONCURRENCY
+        store.let_go(answer.lease)
+        await store.finish("app", limits, 0, answer.lease)
         assert (await store.admit("app", limits)).allowed
 
     stores.run(scenario)
@@ -478,12 +467,12 @@ def test_both_backends_give_the_same_answers_to_the_same_history(redis_url: str)
                             held.append((here.lease, there.lease))
                     elif step < 0.75:
                         tokens = rng.randrange(1, 200)
-                        await memory.charge(key, key_limits, tokens)
-                        await redis.charge(key, key_limits, tokens)
+                        await memory.finish(key, key_limits, tokens, None)
+                        await redis.finish(key, key_limits, tokens, None)
                     elif step < 0.85 and held:
                         here_lease, there_lease = held.pop(rng.randrange(len(held)))
-                        await memory.release(here_lease)
-                        await redis.release(there_lease)
+                        await memory.finish(here_lease.key, Limits(), 0, here_lease)
+                        await redis.finish(there_lease.key, Limits(), 0, there_lease)
                     else:
                         clock.advance(rng.choice((0.3, 1.0, 4.5, 13.0, 31.0)))
             finally:
@@ -515,7 +504,7 @@ def test_a_budget_spent_through_one_worker_is_refused_through_the_other(redis_st
 
     async def scenario() -> None:
         assert (await second.admit("app", limits)).allowed
-        await first.charge("app", limits, 1000)
+        await first.finish("app", limits, 1000, None)
         refused = await second.admit("app", limits)
         assert refused.refusal is Refusal.BUDGET
         first_of_december = datetime(2023, 12, 1, tzinfo=UTC).timestamp()
@@ -558,7 +547,7 @@ def test_every_key_expires_on_its_own(redis_stores: Stores, redis_url: str) -> N
 
     async def scenario() -> None:
         answer = await store.admit("app", limits)
-        await store.charge("app", limits, 10)
+        await store.finish("app", limits, 10, None)
         assert answer.lease is not None
         await store.renew([answer.lease])
         await store.failed("east", 5, 30)
@@ -626,9 +615,9 @@ def test_redis_stopped_closed_refuses_limit_checks_only(own_redis: RedisServer) 
             # Deployment health is advice to routing: without it no deployment is cooling down.
             assert await store.cooling_down(["east"]) == {}
             # A request already under way is not failed by its bookkeeping.
-            await store.charge("app", Limits(tpm=10), 5)
+            await store.finish("app", Limits(tpm=10), 5, None)
             await store.renew([lease])
-            await store.release(lease)
+            await store.finish(lease.key, Limits(), 0, lease)
             assert not await store.failed("east", 1, 30)
             await store.succeeded("east")
             assert failures == ["admit", "cooling_down", "finish", "renew", "finish", "failed", "succeeded"]
@@ -684,8 +673,8 @@ def test_bookkeeping_outlasts_a_stall_a_check_would_not(own_redis: RedisServer) 
         try:
             first = await store.admit("app", limits)
             assert first.lease is not None
-            await stalled(store.charge("app", limits, 60))
-            await stalled(store.release(first.lease))
+            await stalled(store.finish("app", limits, 60, None))
+            await stalled(store.finish(first.lease.key, Limits(), 0, first.lease))
             again = await store.admit("app", limits)  # the slot is back, and the tokens counted
             assert again.allowed and again.tokens is not None and again.tokens.remaining == 40
         finally:

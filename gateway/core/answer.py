@@ -43,6 +43,7 @@ from gateway.core.events import (
     Error,
     Event,
     Finish,
+    FinishReason,
     ReasoningDelta,
     TextDelta,
     ToolCallDelta,
@@ -125,7 +126,7 @@ class AnswerDone:
     """The answer is whole. ``finish`` is the chat finish reason the client is told, ``choice`` the upstream's
     choice object it came with (some name the stop sequence that matched)."""
 
-    finish: Any
+    finish: FinishReason | None
     choice: Mapping[str, Any] | None
     usage: TokenUsage | None
 
@@ -148,14 +149,14 @@ class Answer:
         self.ended = False
         self._choice: Hashable | None = None
         self._choice_fields: Mapping[str, Any] | None = None
-        self._finish: Any = None
+        self._finish: FinishReason | None = None
         self._finish_fields: Mapping[str, Any] | None = None
         self._current: Item | None = None  # the item the last text went to
         self._calls: dict[int, Item] = {}
         self._held: list[str] = []  # reasoning that came while a call was open
 
     @property
-    def finish(self) -> Any:
+    def finish(self) -> FinishReason | None:
         """The finish reason, once the answered choice has one (its items are being closed then)."""
         return self._finish
 

@@ -158,11 +158,6 @@ class ArgumentsParser:
         self._stack: list[str] = []
         self._scalar: list[str] = []
 
-    @property
-    def complete(self) -> bool:
-        """True once the whole object, closing brace included, has been read."""
-        return self._state is _DONE
-
     def feed(self, fragment: str) -> list[Piece]:
         """Consume the next fragment and return what became certain."""
         if self._state is _ERROR or not fragment:

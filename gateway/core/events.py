@@ -33,6 +33,7 @@ __all__ = [
     "Error",
     "Event",
     "Finish",
+    "FinishReason",
     "ReasoningDelta",
     "TextDelta",
     "ToolCallDelta",
@@ -122,12 +123,17 @@ class ToolCallEnd:
     call: int
 
 
+# A finish reason as an upstream may send it: a string for every provider the gateway knows, but any JSON
+# value other than null ends a choice, and a chat client gets it as it came.
+FinishReason = str | int | float | bool | list[Any] | dict[str, Any]
+
+
 @dataclass(slots=True)
 class Finish:
     """A choice is over; ``reason`` is what the client is told (``stop``, ``tool_calls``, ``length``, ...)."""
 
     choice: Hashable
-    reason: Any
+    reason: FinishReason
 
 
 @dataclass(slots=True)

@@ -156,6 +156,10 @@ class _Call:
         self.extra = extra
 
 
+# Where a run of text came from: a segment of the chunks' own fields, or the tool call whose argument it is.
+_Source = _Segment | _Call
+
+
 class _Choice:
     """What one choice has said so far."""
 
@@ -167,12 +171,12 @@ class _Choice:
         self.client_calls = 0
         self.legacy = False  # a client call came through the legacy function_call API
         # The segment the last visible (or reasoning) text came from: a new one starts after a blank line.
-        self.visible: object = None
-        self.reasoning: object = None
+        self.visible: _Source | None = None
+        self.reasoning: _Source | None = None
         # Reasoning between think tags in the visible text; ``fed`` is the segment the filter is reading,
         # None once a tool call has ended it (a block may open again where the text resumes).
         self.think = think
-        self.fed: object = None
+        self.fed: _Source | None = None
 
 
 class StreamRewriter:
@@ -351,7 +355,7 @@ class StreamRewriter:
                 return True
         return shown != (content if isinstance(content, str) else "")
 
-    def _visible(self, index: Hashable, state: _Choice, text: str, segment: object, events: list[Event]) -> None:
+    def _visible(self, index: Hashable, state: _Choice, text: str, segment: _Source, events: list[Event]) -> None:
         """Visible text of a segment, through the think filter when the route has one."""
         think = state.think
         if think is None:
@@ -364,7 +368,7 @@ class StreamRewriter:
         self._pieces(index, state, think.feed(text), segment, events)
 
     def _pieces(
-        self, index: Hashable, state: _Choice, pieces: list[Piece], segment: object, events: list[Event]
+        self, index: Hashable, state: _Choice, pieces: list[Piece], segment: _Source, events: list[Event]
     ) -> None:
         for piece in pieces:
             if type(piece) is Visible:
@@ -372,7 +376,7 @@ class StreamRewriter:
             else:
                 self._reason(index, state, piece.text, segment, events)
 
-    def _show(self, index: Hashable, state: _Choice, text: str, segment: object, events: list[Event]) -> None:
+    def _show(self, index: Hashable, state: _Choice, text: str, segment: _Source, events: list[Event]) -> None:
         if segment is _THOUGHT_CONTENT:
             self._reason(index, state, text, _CONTENT, events)
             return
@@ -382,7 +386,7 @@ class StreamRewriter:
             state.visible = segment
         events.append(TextDelta(index, text))
 
-    def _reason(self, index: Hashable, state: _Choice, text: str, segment: object, events: list[Event]) -> None:
+    def _reason(self, index: Hashable, state: _Choice, text: str, segment: _Source, events: list[Event]) -> None:
         self.stats.reasoning_chars += len(text)
         if not self._expose:
             return

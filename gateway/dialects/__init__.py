@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 from gateway.core.errors import GatewayError
 from gateway.core.events import Event
@@ -27,7 +27,9 @@ __all__ = [
     "ClientRequest",
     "CountTokens",
     "Dialect",
+    "ErrorShape",
     "FrontDoor",
+    "Parsed",
     "StreamEncoder",
     "dialect_of",
 ]
@@ -56,28 +58,37 @@ class StreamEncoder(Protocol):
     def encode(self, events: Iterable[Event]) -> bytes: ...
 
 
-class Dialect(Protocol):
-    def parse_request(self, body: bytes) -> ClientRequest:
-        """The client's body, validated; a 400 ``GatewayError`` naming the field otherwise."""
+Parsed = TypeVar("Parsed", bound=ClientRequest)
 
-    def to_chat(self, request: Any, *, reasoning: Reasoning, reasoning_effort: bool) -> dict[str, Any]:
-        """The chat-completions request for a route; its ``model`` is set by the shell.
 
-        ``reasoning`` is the route's; ``reasoning_effort`` says whether the provider takes that field.
-        """
-
-    def encoder(self, request: Any, *, created: int) -> StreamEncoder:
-        """The encoder of one streamed answer."""
-
-    def build(self, request: Any, events: list[Event], *, created: int) -> bytes:
-        """The body of a non-streaming answer, from the events of its replay."""
+class ErrorShape(Protocol):
+    """How a dialect's clients read an error."""
 
     def error_status_and_body(self, error: GatewayError) -> tuple[int, bytes]:
         """An error as this front door's clients expect it."""
 
 
+class Dialect(ErrorShape, Protocol[Parsed]):
+    """One front door's wire: its parsed request type is ``Parsed``, which only this dialect reads."""
+
+    def parse_request(self, body: bytes) -> Parsed:
+        """The client's body, validated; a 400 ``GatewayError`` naming the field otherwise."""
+
+    def to_chat(self, request: Parsed, *, reasoning: Reasoning, reasoning_effort: bool) -> dict[str, Any]:
+        """The chat-completions request for a route; its ``model`` is set by the shell.
+
+        ``reasoning`` is the route's; ``reasoning_effort`` says whether the provider takes that field.
+        """
+
+    def encoder(self, request: Parsed, *, created: int) -> StreamEncoder:
+        """The encoder of one streamed answer."""
+
+    def build(self, request: Parsed, events: list[Event], *, created: int) -> bytes:
+        """The body of a non-streaming answer, from the events of its replay."""
+
+
 @dataclass(frozen=True, slots=True)
-class FrontDoor:
+class FrontDoor(Generic[Parsed]):
     """A path the gateway answers itself, in one dialect.
 
     ``x_api_key``: its clients may send the key as ``x-api-key`` (Anthropic's SDKs do).
@@ -86,21 +97,22 @@ class FrontDoor:
     """
 
     path: str
-    dialect: Dialect
+    dialect: Dialect[Parsed]
     x_api_key: bool = False
     native: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class CountTokens:
+class CountTokens(Generic[Parsed]):
     """Anthropic's ``count_tokens`` door: its request parser, and the dialect that builds and answers it."""
 
     path: str
-    dialect: Dialect
-    parse_request: Callable[[bytes], ClientRequest]
+    dialect: Dialect[Parsed]
+    parse_request: Callable[[bytes], Parsed]
 
 
-FRONT_DOORS: Final = (
+# Each door types its own requests; the shell iterates over doors of every request type.
+FRONT_DOORS: Final[tuple[FrontDoor[Any], ...]] = (
     FrontDoor("/v1/chat/completions", chat),
     FrontDoor("/v1/responses", responses, native="/responses"),
     FrontDoor("/v1/messages", anthropic, x_api_key=True),
@@ -108,7 +120,7 @@ FRONT_DOORS: Final = (
 COUNT_TOKENS: Final = CountTokens("/v1/messages/count_tokens", anthropic, anthropic.parse_count_tokens_request)
 
 
-def dialect_of(path: str) -> Dialect:
+def dialect_of(path: str) -> ErrorShape:
     """The dialect a path's clients read errors in: Anthropic's under ``/v1/messages``, OpenAI's elsewhere.
 
     For what is answered before a front door is reached (no such path, an unexpected failure, a

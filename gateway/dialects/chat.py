@@ -27,6 +27,7 @@ from gateway.core.events import (
     Error,
     Event,
     Finish,
+    FinishReason,
     ReasoningDelta,
     TextDelta,
     ToolCallDelta,
@@ -138,7 +139,7 @@ class _Choice:
         self.delta = delta
         # This chunk's function object of each client call it carries.
         self.functions: dict[int, dict[str, Any]] = {}
-        self.finish: Any = None
+        self.finish: FinishReason | None = None
 
     def append(self, key: str, text: str) -> None:
         before = self.delta.get(key)
@@ -368,4 +369,4 @@ class _Folded:
         self.calls: list[dict[str, Any]] = []
         self.functions: dict[int, dict[str, Any]] = {}
         self.function_call: dict[str, Any] | None = None
-        self.finish: Any = None
+        self.finish: FinishReason | None = None

@@ -16,7 +16,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import Any, Generic
 
 import httpx
 import orjson
@@ -34,7 +34,7 @@ from gateway.core.agent import prepare
 from gateway.core.errors import ErrorKind, GatewayError
 from gateway.core.options import RewriteOptions
 from gateway.core.usage import estimate_prompt
-from gateway.dialects import COUNT_TOKENS, FRONT_DOORS, ClientRequest, CountTokens, Dialect, FrontDoor, dialect_of
+from gateway.dialects import COUNT_TOKENS, FRONT_DOORS, CountTokens, Dialect, FrontDoor, Parsed, dialect_of
 from gateway.server.access import AccessLog, record_of
 from gateway.server.forwarder import Forwarded, Outbound
 from gateway.server.limits import Ticket
@@ -62,20 +62,20 @@ _EVERY_METHOD = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 
 @dataclass(frozen=True, slots=True)
-class _Asked:
+class _Asked(Generic[Parsed]):
     """A front door's target: its parsed request, or, for a provider that serves the door's API, what to forward."""
 
     route: ModelRoute
     model: str
-    parsed: ClientRequest | None = None
+    parsed: Parsed | None = None
     native: Outbound | None = None
 
 
-def front_door(door: FrontDoor) -> Handler:
+def front_door(door: FrontDoor[Parsed]) -> Handler:
     """The handler of one front door; every error it meets is answered in the door's dialect."""
     dialect = door.dialect
 
-    async def target_of(service: Service, body: bytes) -> _Asked:
+    async def target_of(service: Service, body: bytes) -> _Asked[Parsed]:
         if door.native is not None and (route := _native_route(service, body)) is not None:
             outbound = await service.forwarder.prepare_native(route, body)
             return _Asked(route, outbound.model or "", native=outbound)
@@ -128,14 +128,14 @@ def _native_route(service: Service, body: bytes) -> ModelRoute | None:
     return None
 
 
-def count_tokens(door: CountTokens) -> Handler:
+def count_tokens(door: CountTokens[Parsed]) -> Handler:
     """Anthropic's ``count_tokens``: an estimate over the chat request the route would send (``estimate_prompt``).
 
     It asks no provider, but it is a request of its key like any other: admitted under its limits (counted in its
     ``rpm``, holding a slot while it runs), charged no tokens.
     """
 
-    async def target_of(service: Service, body: bytes) -> _Asked:
+    async def target_of(service: Service, body: bytes) -> _Asked[Parsed]:
         parsed = await off_loop(len(body), door.parse_request, body)
         return _Asked(service.router.route(parsed.model), parsed.model, parsed=parsed)
 
@@ -143,6 +143,7 @@ def count_tokens(door: CountTokens) -> Handler:
         asked = await admit(request, target_of, x_api_key=True)
         target, ticket = asked.target, asked.ticket
         options = asked.service.config.options(target.route)
+        assert target.parsed is not None  # this door forwards nothing
         try:
             counted = await off_loop(asked.size, _estimate, door.dialect, target.parsed, options)
         finally:
@@ -152,7 +153,7 @@ def count_tokens(door: CountTokens) -> Handler:
     return in_dialect(only_post(count), door.dialect)
 
 
-def _estimate(dialect: Dialect, parsed: ClientRequest | None, options: RewriteOptions) -> int:
+def _estimate(dialect: Dialect[Parsed], parsed: Parsed, options: RewriteOptions) -> int:
     """The prompt tokens of the chat request a route would send, injection included."""
     payload = dialect.to_chat(parsed, reasoning=options.reasoning, reasoning_effort=False)
     if not options.passthrough:

@@ -29,7 +29,7 @@ from gateway.core.options import Reasoning, RewriteOptions
 from gateway.core.rewriter import InvalidChunk, replay_completion
 from gateway.core.translator import StreamTranslator
 from gateway.core.usage import estimate_prompt, estimate_size, usage_of
-from gateway.dialects import ClientRequest, Dialect
+from gateway.dialects import Dialect, Parsed
 from gateway.server.limits import Ticket
 from gateway.server.metrics import Metrics, RequestRecord
 from gateway.server.offload import off_loop
@@ -60,8 +60,8 @@ class Completions:
 
     async def answer(
         self,
-        dialect: Dialect,
-        request: ClientRequest,
+        dialect: Dialect[Parsed],
+        request: Parsed,
         size: int,
         route: ModelRoute,
         record: RequestRecord,
@@ -85,8 +85,8 @@ class Completions:
 
     async def _attempt(
         self,
-        dialect: Dialect,
-        request: ClientRequest,
+        dialect: Dialect[Parsed],
+        request: Parsed,
         size: int,
         route: ModelRoute,
         provider: Provider,
@@ -142,7 +142,7 @@ class Completions:
         return Answer(headers, relay=relay)
 
     def _upstream_request(
-        self, dialect: Dialect, request: ClientRequest, route: ModelRoute, provider: Provider, estimate: bool
+        self, dialect: Dialect[Parsed], request: Parsed, route: ModelRoute, provider: Provider, estimate: bool
     ) -> tuple[bytes, RewriteOptions, int]:
         """The chat-completions request a route's provider gets, the options its answer is rewritten with, and
         (when ``estimate``) its prompt's estimated tokens."""

@@ -20,7 +20,7 @@ from starlette.responses import Response
 
 from gateway.config import ModelRoute
 from gateway.core.errors import ErrorKind, GatewayError
-from gateway.dialects import Dialect, dialect_of
+from gateway.dialects import ErrorShape, dialect_of
 from gateway.keys import ClientKey
 from gateway.server.access import record_of
 from gateway.server.limits import Ticket
@@ -135,7 +135,7 @@ async def admitted(work: Awaitable[T], ticket: Ticket) -> T:
         raise
 
 
-def in_dialect(handler: Handler, dialect: Dialect | None = None) -> Handler:
+def in_dialect(handler: Handler, dialect: ErrorShape | None = None) -> Handler:
     """``handler``, with every ``GatewayError`` it meets answered in ``dialect``'s shape (by default, the shape
     the request path's clients read: ``dialect_of``)."""
 
@@ -148,7 +148,7 @@ def in_dialect(handler: Handler, dialect: Dialect | None = None) -> Handler:
     return handle
 
 
-def error_response(dialect: Dialect, error: GatewayError) -> Response:
+def error_response(dialect: ErrorShape, error: GatewayError) -> Response:
     status, body = dialect.error_status_and_body(error)
     return Response(body, status, error.headers, media_type="application/json")
 

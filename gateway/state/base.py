@@ -18,7 +18,7 @@ import itertools
 import math
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import Enum, StrEnum
@@ -321,14 +321,6 @@ class StateStore(ABC):
         """A request's end, in one step: add its tokens to the key's minute window and budget period (those the
         key has), and give its slot back."""
 
-    async def charge(self, key: str, limits: Limits, tokens: int) -> None:
-        """Add tokens to the key's minute window and budget period."""
-        await self.finish(key, limits, tokens, None)
-
-    async def release(self, lease: Lease) -> None:
-        """Give a slot back."""
-        await self.finish(lease.key, _UNLIMITED, 0, lease)
-
     @abstractmethod
     async def renew(self, leases: Sequence[Lease]) -> None:
         """Push the expiry of running requests' slots ``lease_seconds`` ahead (and put back any that lapsed)."""
@@ -361,21 +353,8 @@ class StateStore(ABC):
             self._renewer = asyncio.create_task(self._renew_held())
 
     def let_go(self, lease: Lease) -> None:
-        """Stop renewing a slot (``finish`` or ``release`` gives it back)."""
+        """Stop renewing a slot (``finish`` gives it back)."""
         self._held.discard(lease)
-
-    @contextlib.asynccontextmanager
-    async def hold(self, lease: Lease | None) -> AsyncIterator[None]:
-        """Keep a slot while the block runs, then give it back."""
-        if lease is None:
-            yield
-            return
-        self.keep(lease)
-        try:
-            yield
-        finally:
-            self.let_go(lease)
-            await self.release(lease)
 
     async def _renew_held(self) -> None:
         while self._held:
