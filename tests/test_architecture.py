@@ -7,7 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "gateway"
+from tests.helpers.paths import ROOT
+
+PACKAGE = ROOT / "gateway"
 DIALECTS = ("chat", "responses", "anthropic")
 
 # What a pure module must never pull in: event loops, HTTP, servers, files of config, the shell.

@@ -30,8 +30,8 @@ from gateway.core.translator import StreamTranslator
 from gateway.dialects.chat import ChatStreamEncoder, fold_completion
 from gateway.dialects.chat import parse_request as parse_chat_request
 from gateway.server.app import create_app
-from tests.servers import RecordingTransport, completion_of
-from tests.streams import agent_stream
+from tests.helpers.servers import RecordingTransport, completion_of
+from tests.helpers.streams import agent_stream
 
 json_values = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=10)),
