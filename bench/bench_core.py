@@ -46,7 +46,13 @@ SIZES = {"1 KB": 1024, "16 KB": 16 * 1024, "256 KB": 256 * 1024}
 def message_of(size: int) -> str:
     """Prose with the escapes real models write: quotes, newlines, non-ASCII."""
     rng = random.Random(size)
-    words = [*("".join(rng.choices(string.ascii_lowercase, k=rng.randint(2, 9))) for _ in range(200)), '"quoted"', "line\nbreak", "café", "😀"]
+    words = [
+        *("".join(rng.choices(string.ascii_lowercase, k=rng.randint(2, 9))) for _ in range(200)),
+        '"quoted"',
+        "line\nbreak",
+        "café",
+        "😀",
+    ]
     out: list[str] = []
     length = 0
     while length < size:

@@ -116,7 +116,9 @@ def main() -> None:
     for name in ("think", "block", "worst", "plain", "floor"):
         ratio = large[f"{name}_us_per_feed"] / small[f"{name}_us_per_feed"]
         print(f"flatness: {name} cost per feed at {large_label} / at {small_label} = {ratio:.2f}x")
-    print(json.dumps({"bench": "think", "feed_chars": FRAGMENT, "rows": [{"size": label, **row} for label, row in rows]}))
+    print(
+        json.dumps({"bench": "think", "feed_chars": FRAGMENT, "rows": [{"size": label, **row} for label, row in rows]})
+    )
 
 
 if __name__ == "__main__":

@@ -197,11 +197,15 @@ class Connection(asyncio.Protocol):
             body = b"".join(self.parts)
             body = _dechunk(body) if self.chunked else body
         reads = self.reads if self.keep_reads else None
-        self.waiter.set_result(Exchange(self.sent, self.first or now, now, self.status, complete, body, reads, self.chunked))
+        self.waiter.set_result(
+            Exchange(self.sent, self.first or now, now, self.status, complete, body, reads, self.chunked)
+        )
 
 
 async def connect(port: int, keep_body: bool = False, keep_reads: bool = False) -> Connection:
-    _, connection = await asyncio.get_running_loop().create_connection(lambda: Connection(keep_body, keep_reads), HOST, port)
+    _, connection = await asyncio.get_running_loop().create_connection(
+        lambda: Connection(keep_body, keep_reads), HOST, port
+    )
     return connection
 
 
@@ -432,7 +436,9 @@ class HoldResult:
     sample: Any
 
 
-async def hold_open(port: int, request: bytes, count: int, sample: Callable[[], Any], timeout: float = 60.0) -> HoldResult:
+async def hold_open(
+    port: int, request: bytes, count: int, sample: Callable[[], Any], timeout: float = 60.0
+) -> HoldResult:
     """Open ``count`` streams at once, call ``sample`` while all of them are open, then hang up on them.
 
     The upstream must be paced slowly enough that the first stream is still
@@ -441,7 +447,9 @@ async def hold_open(port: int, request: bytes, count: int, sample: Callable[[], 
     connections = await connect_many(port, count)
     tasks = [asyncio.create_task(connection.request(request)) for connection in connections]
     deadline = time.perf_counter() + timeout
-    while time.perf_counter() < deadline and not all(c.receiving or t.done() for c, t in zip(connections, tasks, strict=True)):
+    while time.perf_counter() < deadline and not all(
+        c.receiving or t.done() for c, t in zip(connections, tasks, strict=True)
+    ):
         await asyncio.sleep(0.05)
     opened = sum(1 for c, t in zip(connections, tasks, strict=True) if c.receiving and not t.done())
     value = sample()

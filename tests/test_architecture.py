@@ -24,7 +24,9 @@ def imported_by(*modules: str) -> list[str]:
 
 
 def test_the_core_and_the_dialects_import_no_io_and_no_shell() -> None:
-    loaded = imported_by("gateway.core", "gateway.dialects.chat", "gateway.dialects.responses", "gateway.dialects.anthropic")
+    loaded = imported_by(
+        "gateway.core", "gateway.dialects.chat", "gateway.dialects.responses", "gateway.dialects.anthropic"
+    )
     assert [m for m in loaded if m.split(".")[0] in FORBIDDEN] == []
     assert [m for m in loaded if m.startswith(SHELL)] == []
 

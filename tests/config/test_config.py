@@ -195,7 +195,10 @@ def test_error_names_file_path_and_expectation(tmp_path: Path, extra: str, expec
         ("{base_url: ftp://example.com}", "base_url: expected an http:// or https:// URL, got 'ftp://example.com'"),
         ("{base_url: api.openai.com/v1}", "base_url: expected an http:// or https:// URL, got 'api.openai.com/v1'"),
         ("{base_url: 'http://u', timeout: {read: 0}}", "timeout.read: expected a number greater than 0, got 0"),
-        ("{base_url: 'http://u', timeout: {conect: 1}}", "timeout.conect: unknown key; expected one of: connect, read, first_byte, idle, total"),
+        (
+            "{base_url: 'http://u', timeout: {conect: 1}}",
+            "timeout.conect: unknown key; expected one of: connect, read, first_byte, idle, total",
+        ),
         ("{api_key: x}", "base_url: required, but missing (or api: demo for the built-in demo)"),
         ("{base_url: 'http://u', transport: curl}", "transport: expected one of 'gateway', 'httpx', got 'curl'"),
         ("{base_url: 'http://u', max_connections: 0}", "max_connections: expected a number greater than 0, got 0"),
@@ -222,7 +225,10 @@ def test_every_problem_gets_its_own_line(tmp_path: Path) -> None:
 def test_dangling_references_are_reported_with_every_other_problem(tmp_path: Path) -> None:
     """Cross-field problems come in the same run as field problems, not after those are fixed."""
     path = tmp_path / "gateway.yaml"
-    text = MINIMAL + "    fallbacks: [nowhere]\n  - {name: b, provider: opnai, rewrite: {reasoning: y}}\n  - {name: b, provider: openai, model: ''}\n"
+    text = (
+        MINIMAL
+        + "    fallbacks: [nowhere]\n  - {name: b, provider: opnai, rewrite: {reasoning: y}}\n  - {name: b, provider: openai, model: ''}\n"
+    )
     lines = problems(tmp_path, text + "server: {port: -1}\n")
     assert sorted(lines) == sorted(
         [
@@ -247,7 +253,9 @@ def test_dangling_references_are_reported_with_every_other_problem(tmp_path: Pat
 )
 def test_references_in_a_broken_shape_add_no_noise(tmp_path: Path, text: str) -> None:
     """Without a usable providers mapping, its own error is the one to fix; no line per route repeats it."""
-    assert not [line for line in problems(tmp_path, text) if "expected one of the providers" in line or "another route" in line]
+    assert not [
+        line for line in problems(tmp_path, text) if "expected one of the providers" in line or "another route" in line
+    ]
 
 
 def test_providers_and_models_are_required(tmp_path: Path) -> None:
@@ -319,7 +327,10 @@ def test_glob_matching_is_case_sensitive_and_unmatched_is_none() -> None:
     assert routes("model-[ab]").route("model-c") is None
 
 
-@pytest.mark.parametrize(("name", "is_glob"), [("gpt-*", True), ("model-?", True), ("model-[ab]", True), ("assistant", False), ("gpt-4.1", False)])
+@pytest.mark.parametrize(
+    ("name", "is_glob"),
+    [("gpt-*", True), ("model-?", True), ("model-[ab]", True), ("assistant", False), ("gpt-4.1", False)],
+)
 def test_glob_names_are_told_from_concrete_ones(name: str, is_glob: bool) -> None:
     assert ModelRoute(name=name, provider="p").is_glob is is_glob
 
@@ -361,7 +372,12 @@ def test_default_config_with_openai_key() -> None:
     assert provider.base_url == "https://api.openai.com/v1"
     assert provider.api_key is not None and provider.api_key.get_secret_value() == SECRET
     assistant, other = config.models
-    assert (assistant.name, assistant.provider, assistant.model, assistant.rewrite) == ("assistant", "openai", "gpt-4o-mini", RewriteConfig())
+    assert (assistant.name, assistant.provider, assistant.model, assistant.rewrite) == (
+        "assistant",
+        "openai",
+        "gpt-4o-mini",
+        RewriteConfig(),
+    )
     assert (other.name, other.provider, other.model, other.rewrite) == ("*", "openai", None, RewriteConfig())
     assert config.route("assistant") is assistant and assistant.upstream_model("assistant") == "gpt-4o-mini"
     assert config.route("anything") is other and other.upstream_model("gpt-4o") == "gpt-4o"
@@ -407,7 +423,9 @@ def test_the_demo_provider_is_named_plainly() -> None:
     demo = parse_config("providers: {local: {api: demo}}\nmodels: [{name: a, provider: local}]\n", "c.yaml", env={})
     assert demo.is_demo and demo.providers["local"].api == "demo"
     assert not routes("*", provider="demo", base_url="http://demo.invalid/v1").is_demo
-    with pytest.raises(ConfigError, match=r"c\.yaml:1:17: providers\.up\.base_url: required, but missing \(or api: demo"):
+    with pytest.raises(
+        ConfigError, match=r"c\.yaml:1:17: providers\.up\.base_url: required, but missing \(or api: demo"
+    ):
         parse_config("providers: {up: {api: chat}}\nmodels: [{name: a, provider: up}]\n", "c.yaml", env={})
 
 
@@ -598,7 +616,9 @@ def test_state_defaults_to_this_process() -> None:
     assert (server.state, server.state_failure, server.state_timeout) == ("memory", "open", 0.05)
 
 
-@pytest.mark.parametrize("url", ["redis://localhost", "rediss://user:pw@cache.internal:6380/15", "redis://[::1]:6379/0"])
+@pytest.mark.parametrize(
+    "url", ["redis://localhost", "rediss://user:pw@cache.internal:6380/15", "redis://[::1]:6379/0"]
+)
 def test_state_takes_redis_urls(url: str) -> None:
     assert parse_config(MINIMAL + f"server: {{state: '{url}'}}\n", "c.yaml", {}).server.state == url
 
@@ -606,24 +626,42 @@ def test_state_takes_redis_urls(url: str) -> None:
 @pytest.mark.parametrize(
     ("extra", "expected"),
     [
-        ("keys: [{name: a, key: k, rpmm: 5}]\n", "keys[0].rpmm: unknown key; expected one of: name, key, key_sha256, models"),
-        ("keys: [{name: a, key: k, budget: {tokens: 5, period: year}}]\n",
-         "keys[0].budget.period: expected one of 'day', 'week', 'month', got 'year'"),
+        (
+            "keys: [{name: a, key: k, rpmm: 5}]\n",
+            "keys[0].rpmm: unknown key; expected one of: name, key, key_sha256, models",
+        ),
+        (
+            "keys: [{name: a, key: k, budget: {tokens: 5, period: year}}]\n",
+            "keys[0].budget.period: expected one of 'day', 'week', 'month', got 'year'",
+        ),
         ("keys: [{name: a, key: k, budget: {tokens: 5}}]\n", "keys[0].budget.period: required, but missing"),
-        ("keys: [{name: a, key: k, budget: {tokens: 0, period: day}}]\n",
-         "keys[0].budget.tokens: expected a number greater than 0, got 0"),
+        (
+            "keys: [{name: a, key: k, budget: {tokens: 0, period: day}}]\n",
+            "keys[0].budget.tokens: expected a number greater than 0, got 0",
+        ),
         ("keys: [{name: a, key: k, rpm: 0}]\n", "keys[0].rpm: expected a number greater than 0, got 0"),
-        ("keys: [{name: a, key: k, max_concurrency: -1}]\n",
-         "keys[0].max_concurrency: expected a number greater than 0, got -1"),
-        ("keys: [{name: a, key: k, models: ['assist[ant']}]\n",
-         "keys[0].models: 'assist[ant': expected a ']' to close the '[' at position 6"),
+        (
+            "keys: [{name: a, key: k, max_concurrency: -1}]\n",
+            "keys[0].max_concurrency: expected a number greater than 0, got -1",
+        ),
+        (
+            "keys: [{name: a, key: k, models: ['assist[ant']}]\n",
+            "keys[0].models: 'assist[ant': expected a ']' to close the '[' at position 6",
+        ),
         ("keys: [{name: a, key: k, models: []}]\n", "keys[0].models: expected at least one entry"),
-        ("keys: [{name: a, key: k, models: ['asistant']}]\n",
-         "keys[0].models[0]: 'asistant' matches no route; expected a glob over the route names 'assistant', 'gpt-4o*'"),
-        ("keys: [{name: 'support bot', key: k}]\n",
-         "keys[0].name: expected up to 64 letters, digits, '.', '_' or '-', starting with a letter or digit, got 'support bot'"),
+        (
+            "keys: [{name: a, key: k, models: ['asistant']}]\n",
+            "keys[0].models[0]: 'asistant' matches no route; expected a glob over the route names 'assistant', 'gpt-4o*'",
+        ),
+        (
+            "keys: [{name: 'support bot', key: k}]\n",
+            "keys[0].name: expected up to 64 letters, digits, '.', '_' or '-', starting with a letter or digit, got 'support bot'",
+        ),
         ("keys: [{name: a}]\n", "keys[0]: expected exactly one of key and key_sha256"),
-        ("keys: [{name: a, key: k, key_sha256: '%s'}]\n" % ("0" * 64), "keys[0]: expected exactly one of key and key_sha256"),
+        (
+            "keys: [{name: a, key: k, key_sha256: '%s'}]\n" % ("0" * 64),
+            "keys[0]: expected exactly one of key and key_sha256",
+        ),
         ("keys: [{name: a, key: ''}]\n", "keys[0]: key: expected a non-empty string"),
         ("keys: [{name: a, key_sha256: abc}]\n", "keys[0].key_sha256: expected 64 hexadecimal digits"),
         ("keys: {name: a}\n", "keys: expected a list"),

@@ -24,12 +24,20 @@ STRICT = {
     "function": {
         "name": "lookup",
         "strict": True,
-        "parameters": {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"], "additionalProperties": False},
+        "parameters": {
+            "type": "object",
+            "properties": {"q": {"type": "string"}},
+            "required": ["q"],
+            "additionalProperties": False,
+        },
     },
 }
 OWN_THOUGHTS = {
     "type": "function",
-    "function": {"name": "diary", "parameters": {"type": "object", "properties": {"inner_thoughts": {"type": "string"}}}},
+    "function": {
+        "name": "diary",
+        "parameters": {"type": "object", "properties": {"inner_thoughts": {"type": "string"}}},
+    },
 }
 NO_PARAMETERS = {"type": "function", "function": {"name": "ping"}}
 FILE_SEARCH = {"type": "file_search"}
@@ -59,12 +67,19 @@ def test_message_tool_is_appended_with_both_arguments_required() -> None:
 
 def test_message_tool_names_and_descriptions_follow_the_route() -> None:
     config = options_of(
-        message_tool="reply", message_arg="text", inner_thoughts_arg="thinking",
-        message_tool_description="Talk.", message_arg_description="Said.", inner_thoughts_description="Thought.",
+        message_tool="reply",
+        message_arg="text",
+        inner_thoughts_arg="thinking",
+        message_tool_description="Talk.",
+        message_arg_description="Said.",
+        inner_thoughts_description="Thought.",
     )
     tool = prepare(request(), config)[0]["tools"][-1]["function"]
     assert (tool["name"], tool["description"]) == ("reply", "Talk.")
-    assert tool["parameters"]["properties"] == {"thinking": {"type": "string", "description": "Thought."}, "text": {"type": "string", "description": "Said."}}
+    assert tool["parameters"]["properties"] == {
+        "thinking": {"type": "string", "description": "Thought."},
+        "text": {"type": "string", "description": "Said."},
+    }
 
 
 @pytest.mark.parametrize("mode", ["content", "none"])
@@ -109,7 +124,10 @@ def test_a_tool_that_declares_inner_thoughts_is_left_alone_and_kept_in_answers()
         ("auto", "required"),
         ("none", {"type": "function", "function": {"name": "send_message"}}),
         ("required", "required"),
-        ({"type": "function", "function": {"name": "get_weather"}}, {"type": "function", "function": {"name": "get_weather"}}),
+        (
+            {"type": "function", "function": {"name": "get_weather"}},
+            {"type": "function", "function": {"name": "get_weather"}},
+        ),
     ],
 )
 def test_tool_choice(given: Any, sent: Any) -> None:
@@ -126,8 +144,17 @@ def conversation() -> list[dict[str, Any]]:
     return [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Weather in Oslo?"},
-        {"role": "assistant", "content": "Let me check.", "tool_calls": [
-            {"id": "call_c", "type": "function", "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'}}]},
+        {
+            "role": "assistant",
+            "content": "Let me check.",
+            "tool_calls": [
+                {
+                    "id": "call_c",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'},
+                }
+            ],
+        },
         {"role": "tool", "tool_call_id": "call_c", "content": "sunny"},
         {"role": "assistant", "content": "It is sunny."},
         {"role": "user", "content": "Thanks"},
@@ -141,9 +168,13 @@ def test_assistant_text_becomes_a_message_tool_call_and_its_answer() -> None:
     with_client_call = messages[2]
     assert with_client_call["content"] is None
     first, second = with_client_call["tool_calls"]
-    assert first["function"]["name"] == "send_message" and json.loads(first["function"]["arguments"]) == {"message": "Let me check."}
+    assert first["function"]["name"] == "send_message" and json.loads(first["function"]["arguments"]) == {
+        "message": "Let me check."
+    }
     assert second["id"] == "call_c", "the client's call follows the message-tool call"
-    assert messages[3] == {"role": "tool", "tool_call_id": first["id"], "content": TOOL_RESULT}, "its answer comes before the client's results"
+    assert messages[3] == {"role": "tool", "tool_call_id": first["id"], "content": TOOL_RESULT}, (
+        "its answer comes before the client's results"
+    )
     assert messages[4] == {"role": "tool", "tool_call_id": "call_c", "content": "sunny"}
     plain = messages[5]["tool_calls"]
     assert len(plain) == 1 and json.loads(plain[0]["function"]["arguments"]) == {"message": "It is sunny."}
@@ -154,16 +185,30 @@ def test_generated_ids_are_deterministic_across_turns() -> None:
     first, _ = prepare(request(messages=conversation()), options_of())
     longer = conversation() + [{"role": "assistant", "content": "You're welcome."}, {"role": "user", "content": "Bye"}]
     second, _ = prepare(request(messages=longer), options_of())
-    assert second["messages"][: len(first["messages"])] == first["messages"], "same upstream prefix, so prompt caching works"
-    ids = [c["id"] for m in second["messages"] for c in m.get("tool_calls") or () if c["function"]["name"] == "send_message"]
+    assert second["messages"][: len(first["messages"])] == first["messages"], (
+        "same upstream prefix, so prompt caching works"
+    )
+    ids = [
+        c["id"]
+        for m in second["messages"]
+        for c in m.get("tool_calls") or ()
+        if c["function"]["name"] == "send_message"
+    ]
     assert len(set(ids)) == len(ids) == 3
 
 
 def test_assistant_content_parts_and_empty_assistant_messages() -> None:
     messages = [
         {"role": "user", "content": "a"},
-        {"role": "assistant", "content": [{"type": "text", "text": "Part one. "}, {"type": "text", "text": "Part two."}]},
-        {"role": "assistant", "content": None, "tool_calls": [{"id": "x", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {
+            "role": "assistant",
+            "content": [{"type": "text", "text": "Part one. "}, {"type": "text", "text": "Part two."}],
+        },
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{"id": "x", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+        },
     ]
     upstream, _ = prepare(request(messages=messages), options_of(system_prompt=""))
     call = upstream["messages"][1]["tool_calls"][0]
@@ -194,7 +239,9 @@ def test_empty_system_prompt_disables_it() -> None:
 
 
 def test_other_fields_are_untouched_and_injection_can_be_off() -> None:
-    payload = request(temperature=0.3, stream=True, stream_options={"include_usage": True}, x_vendor={"k": 1}, tools=[WEATHER])
+    payload = request(
+        temperature=0.3, stream=True, stream_options={"include_usage": True}, x_vendor={"k": 1}, tools=[WEATHER]
+    )
     upstream, _ = prepare(payload, options_of())
     for key in ("model", "temperature", "stream", "stream_options", "x_vendor"):
         assert upstream[key] == payload[key]

@@ -134,11 +134,17 @@ def test_recognised_fragments_rewrite_exactly_as_decoded_ones(
             aside = {data.draw(st.sampled_from(["content", "reasoning_content"])): "aside"}
             chunks.append(chunk(choice(**aside), **extras, x_aside=True))
         # Now and then a fragment repeats its call's id or name, brings an empty or a new id, or is empty.
-        variant = data.draw(st.sampled_from(["plain"] * 5 + ["empty id", "same id", "new id", "new named", "named", "empty"]))
-        call_id = {"empty id": "", "same id": f"call_{slot}", "new id": "call_new", "new named": "call_new"}.get(variant)
+        variant = data.draw(
+            st.sampled_from(["plain"] * 5 + ["empty id", "same id", "new id", "new named", "named", "empty"])
+        )
+        call_id = {"empty id": "", "same id": f"call_{slot}", "new id": "call_new", "new named": "call_new"}.get(
+            variant
+        )
         name = calls[slot][0] if variant in ("named", "new named") else None
         if variant == "empty":
-            chunks.append(chunk(choice(tool_calls=[call(slot, "", name=data.draw(st.sampled_from([None, "get"])))]), **extras))
+            chunks.append(
+                chunk(choice(tool_calls=[call(slot, "", name=data.draw(st.sampled_from([None, "get"])))]), **extras)
+            )
         chunks.append(chunk(choice(tool_calls=[call(slot, piece, id=call_id, name=name)]), **extras))
     chunks.append(chunk(choice(finish="tool_calls"), **extras))
     nonces = data.draw(st.sampled_from(["none", "strings", "null"]))
@@ -152,7 +158,9 @@ def test_recognised_fragments_rewrite_exactly_as_decoded_ones(
     nonce_first = encoding == "keys reversed" and nonces == "strings"
     if used != [0, 1] and not nonce_first:
         plain = [c for c in chunks[1:] if _only_arguments(c)]
-        assert recognised >= len(plain) - 3 * (len(chunks) - len(plain)), "each other chunk costs a few fragments at most"
+        assert recognised >= len(plain) - 3 * (len(chunks) - len(plain)), (
+            "each other chunk costs a few fragments at most"
+        )
 
 
 @pytest.mark.parametrize("path", RECORDED, ids=[p.name for p in RECORDED])
@@ -239,7 +247,10 @@ def test_anything_but_another_arguments_string_is_not_recognised(payload: bytes)
 def test_the_frame_puts_a_new_delta_in_the_upstreams_own_bytes(encoding: str) -> None:
     delta = {"content": 'say "hi"', "reasoning_content": "é"}
     head, tail = learned(ENCODINGS[encoding]).frame()
-    assert orjson.loads(head + orjson.dumps(delta) + tail) == {**HEAD, "choices": [{**HEAD["choices"][0], "delta": delta}]}
+    assert orjson.loads(head + orjson.dumps(delta) + tail) == {
+        **HEAD,
+        "choices": [{**HEAD["choices"][0], "delta": delta}],
+    }
 
 
 @pytest.mark.parametrize(
@@ -260,8 +271,12 @@ def test_a_payload_that_is_not_the_decoded_chunk_has_no_template() -> None:
 
 def test_a_key_spelled_with_an_escape_is_found_by_the_soundness_check() -> None:
     # The bytes hold "arguments": only inside another key; the real key is spelled with an escape.
-    decoded = {"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {'x"arguments': "", "arguments": "a"}}]}}]}
-    payload = b'{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"x\\"arguments":"","\\u0061rguments":"a"}}]}}]}'
+    decoded = {
+        "choices": [{"delta": {"tool_calls": [{"index": 0, "function": {'x"arguments': "", "arguments": "a"}}]}}]
+    }
+    payload = (
+        b'{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"x\\"arguments":"","\\u0061rguments":"a"}}]}}]}'
+    )
     assert orjson.loads(payload) == decoded
     assert FragmentTemplate.learn(payload, decoded) is None
 
@@ -341,14 +356,18 @@ def near_misses(draw: st.DrawFn, encoding: str, nonce: bool) -> bytes:
             continue
         anchor = draw(st.sampled_from([payload.find(key), len(payload) - 1]))
         at = max(0, min(len(payload), anchor + draw(st.integers(-4, 24))))
-        inserted = draw(st.sampled_from([b"", b'"', b"\\", b'\\"', b"}", b"]", b",", b'","x":"', b'"}}],"y":[{"a":"', b"null"]))
+        inserted = draw(
+            st.sampled_from([b"", b'"', b"\\", b'\\"', b"}", b"]", b",", b'","x":"', b'"}}],"y":[{"a":"', b"null"])
+        )
         payload = payload[:at] + inserted + payload[at + draw(st.integers(0, 2)) :]
     return payload
 
 
 @settings(max_examples=800, deadline=None)
 @given(st.data(), st.sampled_from(sorted(ENCODINGS)), st.booleans())
-def test_whatever_a_template_recognises_decodes_to_what_it_says(data: st.DataObject, encoding: str, nonce: bool) -> None:
+def test_whatever_a_template_recognises_decodes_to_what_it_says(
+    data: st.DataObject, encoding: str, nonce: bool
+) -> None:
     # Edited payloads, most near the holes: a match must be exactly the learned chunk with its holes filled.
     encode = ENCODINGS[encoding]
     template = FragmentTemplate.learn(encode(_made(nonce, "x", "abc")), _made(nonce, "x", "abc"))
@@ -409,4 +428,8 @@ def test_fragments_hand_back_the_frame_of_the_chunk_they_recognised() -> None:
     assert matched is not None
     arguments, decoded, (head, tail) = matched
     assert (arguments, decoded["obfuscation"]) == ("y", "pad")
-    assert orjson.loads(head + b"{}" + tail) == {**padded, "choices": [{**padded["choices"][0], "delta": {}}], "obfuscation": "pad"}
+    assert orjson.loads(head + b"{}" + tail) == {
+        **padded,
+        "choices": [{**padded["choices"][0], "delta": {}}],
+        "obfuscation": "pad",
+    }

@@ -45,7 +45,12 @@ def text(out: Chunks, field: str = "content", index: int = 0) -> str:
 
 
 def finish_reasons(out: Chunks, index: int = 0) -> list[str]:
-    return [c["finish_reason"] for o in out for c in o.get("choices", []) if c.get("index") == index and c.get("finish_reason")]
+    return [
+        c["finish_reason"]
+        for o in out
+        for c in o.get("choices", [])
+        if c.get("index") == index and c.get("finish_reason")
+    ]
 
 
 def client_calls(out: Chunks, index: int = 0) -> list[dict[str, Any]]:
@@ -67,7 +72,7 @@ def args(inner: str, message: str, **extra: Any) -> str:
 
 # 1. The message tool becomes content; its inner thoughts are reasoning.
 
-reasoning_text = st.text(alphabet="αβγδεζηθλμ \"\\\n", min_size=1, max_size=30)
+reasoning_text = st.text(alphabet='αβγδεζηθλμ "\\\n', min_size=1, max_size=30)
 message_text = st.text(alphabet=st.characters(exclude_categories=("Cs",), exclude_characters="αβγδεζηθλμ"), max_size=60)
 
 
@@ -173,7 +178,11 @@ def test_none_mode_keeps_an_inner_thoughts_argument_in_client_calls() -> None:
 
 @pytest.mark.parametrize("field", ["reasoning_content", "reasoning"])
 def test_provider_reasoning_fields_are_hidden_or_exposed(field: str) -> None:
-    chunks = [chunk(choice(role="assistant", **{field: "secret"})), chunk(choice(content="ok")), chunk(choice(finish="stop"))]
+    chunks = [
+        chunk(choice(role="assistant", **{field: "secret"})),
+        chunk(choice(content="ok")),
+        chunk(choice(finish="stop")),
+    ]
     out, _ = rewrite(chunks)
     assert "secret" not in orjson.dumps(out).decode()
     assert text(out) == "ok"
@@ -277,10 +286,16 @@ def test_client_call_whose_name_is_decided_early_is_sent_at_once() -> None:
 
 def test_calls_without_index_are_placed_by_position() -> None:
     chunks = [
-        chunk(choice(role="assistant", tool_calls=[
-            {"id": "a", "function": {"name": "send_message", "arguments": '{"message": "Hi"}'}},
-            {"id": "b", "function": {"name": "lookup", "arguments": '{"inner_thoughts": "t", "q": 1}'}},
-        ]), finish_reason=None),
+        chunk(
+            choice(
+                role="assistant",
+                tool_calls=[
+                    {"id": "a", "function": {"name": "send_message", "arguments": '{"message": "Hi"}'}},
+                    {"id": "b", "function": {"name": "lookup", "arguments": '{"inner_thoughts": "t", "q": 1}'}},
+                ],
+            ),
+            finish_reason=None,
+        ),
         chunk(choice(finish="tool_calls")),
     ]
     out, _ = rewrite(chunks)
@@ -310,8 +325,14 @@ def test_second_call_reusing_an_index_with_a_new_id() -> None:
 def test_continuation_deltas_never_rename_or_reidentify() -> None:
     chunks = [
         chunk(choice(role="assistant", tool_calls=[call(0, "", id="real", name="lookup")])),
-        chunk(choice(tool_calls=[{"index": 0, "id": "", "type": "function", "function": {"name": "", "arguments": '{"q"'}}])),
-        chunk(choice(tool_calls=[{"index": 0, "type": "function", "function": {"name": "lookup", "arguments": ": 1}"}}])),
+        chunk(
+            choice(
+                tool_calls=[{"index": 0, "id": "", "type": "function", "function": {"name": "", "arguments": '{"q"'}}]
+            )
+        ),
+        chunk(
+            choice(tool_calls=[{"index": 0, "type": "function", "function": {"name": "lookup", "arguments": ": 1}"}}])
+        ),
         chunk(choice(tool_calls=[{"index": 0, "id": "", "function": {"arguments": ""}}])),
         chunk(choice(finish="tool_calls")),
     ]
@@ -321,7 +342,12 @@ def test_continuation_deltas_never_rename_or_reidentify() -> None:
 
 def test_header_without_arguments_and_whole_call_in_one_chunk() -> None:
     headers = [
-        chunk(choice(role="assistant", tool_calls=[{"index": 0, "id": "a", "type": "function", "function": {"name": "send_message"}}])),
+        chunk(
+            choice(
+                role="assistant",
+                tool_calls=[{"index": 0, "id": "a", "type": "function", "function": {"name": "send_message"}}],
+            )
+        ),
         chunk(choice(tool_calls=[call(0, '{"message": "one"}')])),
         chunk(choice(tool_calls=[call(1, '{"message": "two"}', id="b", name="send_message")], finish="tool_calls")),
     ]
@@ -331,7 +357,11 @@ def test_header_without_arguments_and_whole_call_in_one_chunk() -> None:
 
 def test_choice_without_delta_gets_an_empty_one_and_keeps_its_fields() -> None:
     """Azure sends content-filter results after a finish in a choice without a delta; clients read choice.delta."""
-    tail = {"index": 0, "content_filter_offsets": {"check_offset": 0}, "content_filter_results": {"hate": {"filtered": False}}}
+    tail = {
+        "index": 0,
+        "content_filter_offsets": {"check_offset": 0},
+        "content_filter_results": {"hate": {"filtered": False}},
+    }
     chunks = [
         chunk(choice(role="assistant", content="Hi")),
         chunk({"index": 0, "finish_reason": "stop"}),
@@ -388,9 +418,14 @@ def test_dropped_chunk_with_usage_is_kept_without_choices() -> None:
 
 def test_several_choices_interleaved() -> None:
     chunks = [
-        chunk(choice(0, role="assistant", tool_calls=[call(0, "", id="a", name="send_message")]),
-              choice(1, role="assistant", tool_calls=[call(0, "", id="b", name="lookup")])),
-        chunk(choice(1, tool_calls=[call(0, '{"inner_thoughts": "x", ')]), choice(0, tool_calls=[call(0, '{"message": "zero')])),
+        chunk(
+            choice(0, role="assistant", tool_calls=[call(0, "", id="a", name="send_message")]),
+            choice(1, role="assistant", tool_calls=[call(0, "", id="b", name="lookup")]),
+        ),
+        chunk(
+            choice(1, tool_calls=[call(0, '{"inner_thoughts": "x", ')]),
+            choice(0, tool_calls=[call(0, '{"message": "zero')]),
+        ),
         chunk(choice(0, tool_calls=[call(0, '"}')]), choice(1, tool_calls=[call(0, '"q": 1}')])),
         chunk(choice(0, finish="tool_calls"), choice(1, finish="tool_calls")),
     ]
@@ -435,15 +470,29 @@ def test_stream_ending_with_an_undecided_call_settles_it() -> None:
 
 
 def completion(message: dict[str, Any], finish: str = "tool_calls") -> dict[str, Any]:
-    return {"id": "c", "object": "chat.completion", "choices": [{"index": 0, "message": message, "finish_reason": finish}], "usage": {"total_tokens": 9}}
+    return {
+        "id": "c",
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+        "usage": {"total_tokens": 9},
+    }
 
 
 def test_completion_message_tool_becomes_content() -> None:
-    message = {"role": "assistant", "content": None, "refusal": None, "tool_calls": [
-        {"id": "a", "type": "function", "function": {"name": "send_message", "arguments": args("think", "Hello")}},
-    ]}
+    message = {
+        "role": "assistant",
+        "content": None,
+        "refusal": None,
+        "tool_calls": [
+            {"id": "a", "type": "function", "function": {"name": "send_message", "arguments": args("think", "Hello")}},
+        ],
+    }
     result = rewrite_completion(completion(message))
-    assert result["choices"][0] == {"index": 0, "message": {"role": "assistant", "content": "Hello", "refusal": None}, "finish_reason": "stop"}
+    assert result["choices"][0] == {
+        "index": 0,
+        "message": {"role": "assistant", "content": "Hello", "refusal": None},
+        "finish_reason": "stop",
+    }
     assert result["usage"] == {"total_tokens": 9}
     exposed = rewrite_completion(completion(message), options_of(reasoning="expose"))
     assert exposed["choices"][0]["message"]["reasoning_content"] == "think"
@@ -451,13 +500,23 @@ def test_completion_message_tool_becomes_content() -> None:
 
 def test_completion_client_tool_arguments_are_compact_in_original_order() -> None:
     arguments = '{ "z": 1, "inner_thoughts": "t", "a": {"k": [1, 2]} }'
-    message = {"role": "assistant", "content": None, "tool_calls": [
-        {"id": "m", "type": "function", "function": {"name": "send_message", "arguments": '{"message": "Checking."}'}},
-        {"id": "a", "type": "function", "function": {"name": "lookup", "arguments": arguments}},
-    ]}
+    message = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "m",
+                "type": "function",
+                "function": {"name": "send_message", "arguments": '{"message": "Checking."}'},
+            },
+            {"id": "a", "type": "function", "function": {"name": "lookup", "arguments": arguments}},
+        ],
+    }
     result = rewrite_completion(completion(message))["choices"][0]
     assert result["message"]["content"] == "Checking."
-    assert result["message"]["tool_calls"] == [{"id": "a", "type": "function", "function": {"name": "lookup", "arguments": '{"z":1,"a":{"k":[1,2]}}'}}]
+    assert result["message"]["tool_calls"] == [
+        {"id": "a", "type": "function", "function": {"name": "lookup", "arguments": '{"z":1,"a":{"k":[1,2]}}'}}
+    ]
     assert result["finish_reason"] == "tool_calls"
 
 
@@ -493,7 +552,9 @@ def test_recorded_tool_as_message_tool(path: Path) -> None:
     calls = recorded_calls(chunks)
     if not calls:
         out, _ = rewrite(chunks)
-        expected = "".join((ch.get("delta") or {}).get("content") or "" for c in chunks for ch in c.get("choices") or ())
+        expected = "".join(
+            (ch.get("delta") or {}).get("content") or "" for c in chunks for ch in c.get("choices") or ()
+        )
         assert text(out) == expected and finish_reasons(out) == ["stop"]
         return
     first = calls[0]
@@ -517,7 +578,9 @@ def test_recorded_tool_as_client_tool(path: Path) -> None:
     assert [(c["id"], c["name"], json.loads(c["arguments"])) for c in client_calls(out)] == [
         (c["id"], c["name"], json.loads(c["arguments"])) for c in recorded_calls(chunks)
     ]
-    reasoning = "".join((ch.get("delta") or {}).get("reasoning_content") or "" for c in chunks for ch in c.get("choices") or ())
+    reasoning = "".join(
+        (ch.get("delta") or {}).get("reasoning_content") or "" for c in chunks for ch in c.get("choices") or ()
+    )
     assert text(out, "reasoning_content") == reasoning
     hidden, _ = rewrite(chunks)
     if reasoning:

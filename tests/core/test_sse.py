@@ -8,7 +8,9 @@ from hypothesis import strategies as st
 
 from gateway.core.sse import SSEComment, SSEDecoder, SSEError, SSEEvent
 
-payloads = st.text(alphabet=st.characters(exclude_characters="\r\n", exclude_categories=("Cs",)), min_size=1, max_size=30)
+payloads = st.text(
+    alphabet=st.characters(exclude_characters="\r\n", exclude_categories=("Cs",)), min_size=1, max_size=30
+)
 events = st.lists(st.tuples(st.booleans(), payloads), max_size=8)
 
 
@@ -28,7 +30,9 @@ def decode(pieces: list[bytes], **options: int) -> list[SSEEvent]:
 
 
 @given(events, st.sampled_from(["\n", "\r\n", "\r"]), st.data())
-def test_any_split_and_any_line_ending_give_the_same_events(items: list[tuple[bool, str]], newline: str, data: st.DataObject) -> None:
+def test_any_split_and_any_line_ending_give_the_same_events(
+    items: list[tuple[bool, str]], newline: str, data: st.DataObject
+) -> None:
     body = body_of(items, newline)
     cuts = sorted(data.draw(st.sets(st.integers(0, len(body)), max_size=12)))
     pieces = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)])]
@@ -36,7 +40,7 @@ def test_any_split_and_any_line_ending_give_the_same_events(items: list[tuple[bo
 
 
 def test_one_byte_at_a_time_with_multibyte_characters() -> None:
-    body = "data: é😀\r\n\r\ndata: {\"a\": 1}\n\n".encode()
+    body = 'data: é😀\r\n\r\ndata: {"a": 1}\n\n'.encode()
     assert decode([body[i : i + 1] for i in range(len(body))]) == ["é😀".encode(), b'{"a": 1}']
 
 

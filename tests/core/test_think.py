@@ -63,9 +63,7 @@ def collect(pieces: list[Piece], visible: list[str], thoughts: list[str]) -> Non
         (visible if isinstance(piece, Visible) else thoughts).append(piece.text)
 
 
-def check(
-    tags: tuple[tuple[str, str], ...], inside: bool, script: list[Segment], partitions: list[list[str]]
-) -> None:
+def check(tags: tuple[tuple[str, str], ...], inside: bool, script: list[Segment], partitions: list[list[str]]) -> None:
     """Feeds each segment cut as given, with ``restart()`` between segments, checking after every call."""
     f = ThinkFilter(tags, start_inside=inside)
     visible: list[str] = []
@@ -104,7 +102,9 @@ def test_answer_and_reasoning_come_out_exactly_under_random_partitions(data: st.
 
 @settings(max_examples=100)
 @given(scripts(max_segments=1))
-def test_every_split_point_and_one_character_at_a_time(script: tuple[tuple[tuple[str, str], ...], bool, list[Segment]]) -> None:
+def test_every_split_point_and_one_character_at_a_time(
+    script: tuple[tuple[tuple[str, str], ...], bool, list[Segment]],
+) -> None:
     tags, inside, (segment,) = script
     text = segment.text
     for cut in range(len(text) + 1):
@@ -114,12 +114,16 @@ def test_every_split_point_and_one_character_at_a_time(script: tuple[tuple[tuple
 
 @settings(max_examples=100)
 @given(scripts())
-def test_one_character_at_a_time_across_segments(script: tuple[tuple[tuple[str, str], ...], bool, list[Segment]]) -> None:
+def test_one_character_at_a_time_across_segments(
+    script: tuple[tuple[tuple[str, str], ...], bool, list[Segment]],
+) -> None:
     tags, inside, segments_ = script
     check(tags, inside, segments_, [list(segment.text) for segment in segments_])
 
 
-def run(pieces: list[str], tags: tuple[tuple[str, str], ...] = DEFAULT_TAGS, start_inside: bool = False) -> list[list[Piece]]:
+def run(
+    pieces: list[str], tags: tuple[tuple[str, str], ...] = DEFAULT_TAGS, start_inside: bool = False
+) -> list[list[Piece]]:
     """Each feed's result, then close()'s."""
     f = ThinkFilter(tags, start_inside=start_inside)
     return [*(f.feed(piece) for piece in pieces), f.close()]
@@ -134,16 +138,43 @@ def texts_of(results: list[list[Piece]]) -> tuple[str, str]:
 
 
 def test_deepseek_r1_style_each_chunk_releases_what_it_can() -> None:
-    chunks = ["", "<think>", "\n", "Okay", ", the user", " greets me.", "\n", "</think>", "\n\n", "Hello", "! How", " can I help?"]
+    chunks = [
+        "",
+        "<think>",
+        "\n",
+        "Okay",
+        ", the user",
+        " greets me.",
+        "\n",
+        "</think>",
+        "\n\n",
+        "Hello",
+        "! How",
+        " can I help?",
+    ]
     assert run(chunks) == [
-        [], [], [Thought("\n")], [Thought("Okay")], [Thought(", the user")], [Thought(" greets me.")],
-        [Thought("\n")], [], [], [Visible("Hello")], [Visible("! How")], [Visible(" can I help?")], [],
+        [],
+        [],
+        [Thought("\n")],
+        [Thought("Okay")],
+        [Thought(", the user")],
+        [Thought(" greets me.")],
+        [Thought("\n")],
+        [],
+        [],
+        [Visible("Hello")],
+        [Visible("! How")],
+        [Visible(" can I help?")],
+        [],
     ]
 
 
 def test_a_chunk_holding_the_end_of_the_reasoning_and_the_start_of_the_answer() -> None:
     assert run(["<think>Plan: gree", "t.</think>\n\nHi", " there"]) == [
-        [Thought("Plan: gree")], [Thought("t."), Visible("Hi")], [Visible(" there")], []
+        [Thought("Plan: gree")],
+        [Thought("t."), Visible("Hi")],
+        [Visible(" there")],
+        [],
     ]
 
 
@@ -155,9 +186,16 @@ def test_an_empty_think_block() -> None:
 def test_template_opened_block() -> None:
     results = run(["Let me think", " about it.</th", "ink>\n\nThe answer", " is 4."], start_inside=True)
     assert results == [
-        [Thought("Let me think")], [Thought(" about it.")], [Visible("The answer")], [Visible(" is 4.")], []
+        [Thought("Let me think")],
+        [Thought(" about it.")],
+        [Visible("The answer")],
+        [Visible(" is 4.")],
+        [],
     ]
-    assert texts_of(run(["no closing tag, ", "all reasoning"], start_inside=True)) == ("", "no closing tag, all reasoning")
+    assert texts_of(run(["no closing tag, ", "all reasoning"], start_inside=True)) == (
+        "",
+        "no closing tag, all reasoning",
+    )
 
 
 def test_template_opened_block_closes_with_any_pairs_closing_tag() -> None:
@@ -213,7 +251,11 @@ def test_a_block_left_open_at_a_segment_end_stays_open() -> None:
 
 def test_a_stream_ending_inside_a_block_is_all_reasoning() -> None:
     assert run(["<think>", "I was cut off", " by the length li", "mit</th"]) == [
-        [], [Thought("I was cut off")], [Thought(" by the length li")], [Thought("mit")], [Thought("</th")]
+        [],
+        [Thought("I was cut off")],
+        [Thought(" by the length li")],
+        [Thought("mit")],
+        [Thought("</th")],
     ]
     assert run(["<think"]) == [[], [Visible("<think")]]
 
@@ -297,7 +339,9 @@ def test_tags_that_cannot_be_recognised_are_refused(tags: tuple[tuple[str, str],
 REASONING = FIXTURES / "reasoning"
 
 
-@pytest.mark.parametrize("name", ["groq-chat-deepseek-r1-distill-raw-think.sse", "azure-ai-deepseek-r1-think-in-content.jsonl"])
+@pytest.mark.parametrize(
+    "name", ["groq-chat-deepseek-r1-distill-raw-think.sse", "azure-ai-deepseek-r1-think-in-content.jsonl"]
+)
 def test_recorded_think_in_content(name: str) -> None:
     contents = [
         choice["delta"].get("content") or ""

@@ -141,7 +141,10 @@ def test_a_plain_route_gives_a_chat_client_every_chunk_as_it_came(body: bytes, d
 def test_an_event_sent_as_several_data_lines_reaches_the_client_as_one(route: str) -> None:
     body = b'data: {"id":"x","choices":[{"index":0,\ndata: "delta":{"content":"Hi"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
     client, _ = run([body], RewriteOptions.plain() if route == "plain" else RewriteOptions())
-    assert client == b'data: {"id":"x","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+    assert (
+        client
+        == b'data: {"id":"x","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+    )
 
 
 message_text = st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=80)
@@ -259,14 +262,20 @@ def test_every_choice_a_client_gets_has_a_delta_and_content_filter_fields_surviv
     """Azure sends, after a choice's finish, a choice with content-filter results and no delta at all."""
     import openai.types.chat as types
 
-    tail = {"index": 0, "finish_reason": None, "content_filter_offsets": {"check_offset": 35, "start_offset": 35},
-            "content_filter_results": {"hate": {"filtered": False, "severity": "safe"}}}
+    tail = {
+        "index": 0,
+        "finish_reason": None,
+        "content_filter_offsets": {"check_offset": 35, "start_offset": 35},
+        "content_filter_results": {"hate": {"filtered": False, "severity": "safe"}},
+    }
     head = {"id": "x", "object": "chat.completion.chunk", "created": 1, "model": "m"}
-    body = sse([
-        {**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hi"}, "finish_reason": None}]},
-        {**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
-        {**head, "choices": [tail]},
-    ])
+    body = sse(
+        [
+            {**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hi"}, "finish_reason": None}]},
+            {**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+            {**head, "choices": [tail]},
+        ]
+    )
     client, events = run([body], RewriteOptions.plain() if route == "plain" else RewriteOptions())
     sent = payloads(client)
     for chunk in sent:

@@ -819,11 +819,20 @@ def test_an_agent_answer_streams_as_one_text_block() -> None:
     assert [b.type for b in stream.blocks] == ["text"]
     assert stream.joined("text") == "Hello, world!" and INNER not in client.decode()
     assert stream.start["model"] == "claude-test" and stream.start["id"].startswith("msg_")
-    assert stream.start["usage"] == {"input_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 0} and stream.start["content"] == []
+    assert (
+        stream.start["usage"]
+        == {"input_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 0}
+        and stream.start["content"] == []
+    )
     assert stream.delta == {
         "type": "message_delta",
         "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-        "usage": {"input_tokens": 12, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 7},
+        "usage": {
+            "input_tokens": 12,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "output_tokens": 7,
+        },
     }
     text, final = sdk_read(client)
     assert text == "Hello, world!" and final.stop_reason == "end_turn"
@@ -1479,7 +1488,12 @@ def test_a_non_streaming_agent_answer() -> None:
         "content": [{"type": "text", "text": "Hello!"}],
         "stop_reason": "end_turn",
         "stop_sequence": None,
-        "usage": {"input_tokens": 5, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 3},
+        "usage": {
+            "input_tokens": 5,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "output_tokens": 3,
+        },
     }
     assert body["id"].startswith("msg_") and len(body["id"]) > 20
     final = serving(orjson.dumps(body), 200, "application/json").messages.create(
@@ -1512,7 +1526,12 @@ def test_a_non_streaming_answer_with_exposed_reasoning_and_a_client_call() -> No
         {"type": "thinking", "thinking": "\n\nneed data", "signature": ""},  # the rewrite sets segments apart
         {"type": "tool_use", "id": "c2", "name": "lookup", "input": {"q": "x"}},
     ]
-    assert body["stop_reason"] == "tool_use" and body["usage"] == {"input_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 0}
+    assert body["stop_reason"] == "tool_use" and body["usage"] == {
+        "input_tokens": 0,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+        "output_tokens": 0,
+    }
     Message.model_validate(body)
 
 
@@ -1531,7 +1550,9 @@ def test_a_non_streaming_cut_answer_is_max_tokens_and_bad_arguments_an_empty_inp
 
 def test_count_tokens_takes_the_messages_body_without_max_tokens() -> None:
     request = parse_count_tokens_request(orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "Hi"}]}))
-    assert request.max_tokens is None and "max_completion_tokens" not in to_chat(request, reasoning=Reasoning.HIDE, reasoning_effort=False)
+    assert request.max_tokens is None and "max_completion_tokens" not in to_chat(
+        request, reasoning=Reasoning.HIDE, reasoning_effort=False
+    )
     with pytest.raises(GatewayError) as caught:
         parse_count_tokens_request(orjson.dumps({"model": "m", "messages": []}))
     assert caught.value.param == "messages"
@@ -1539,7 +1560,9 @@ def test_count_tokens_takes_the_messages_body_without_max_tokens() -> None:
 
 def test_count_tokens_estimates_high_from_the_upstream_request() -> None:
     english = "The quick brown fox jumps over the lazy dog. " * 20  # 900 characters, about 200 tokens
-    chat = to_chat(request_of(messages=[{"role": "user", "content": english}]), reasoning=Reasoning.HIDE, reasoning_effort=False)
+    chat = to_chat(
+        request_of(messages=[{"role": "user", "content": english}]), reasoning=Reasoning.HIDE, reasoning_effort=False
+    )
     estimate = estimate_prompt(chat)
     assert estimate == 4 + 900 // 3 and estimate > len(english) / 4
     with_system = estimate_prompt({**chat, "messages": [{"role": "system", "content": "Be brief."}, *chat["messages"]]})

@@ -148,7 +148,10 @@ BIG_BODIES = {
             "tools": [{"name": "count", "input_schema": SCHEMA}],
             "messages": [
                 {"role": "user", "content": "Count."},
-                {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "count", "input": {"n": HUGE}}]},
+                {
+                    "role": "assistant",
+                    "content": [{"type": "tool_use", "id": "t1", "name": "count", "input": {"n": HUGE}}],
+                },
                 {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "done"}]},
             ],
         },
@@ -228,7 +231,9 @@ def test_a_native_responses_stream_the_client_leaves_is_charged_an_estimate(gate
     url = gateway(budget=400)
     for _ in range(3):
         with httpx.stream(
-            "POST", url + "/v1/responses", json={"model": "native", "input": "x" * 3000, "stream": True},
+            "POST",
+            url + "/v1/responses",
+            json={"model": "native", "input": "x" * 3000, "stream": True},
             headers={"authorization": f"Bearer {KEY}"},
         ) as answer:
             if answer.status_code != 200:
@@ -364,7 +369,9 @@ def test_after_an_internal_error_the_connection_closes_cleanly(monkeypatch: pyte
     """A 500 says connection: close and the server closes its side after it, so a client that sent its next
     request on the same connection sees an orderly end, never a reset."""
     config = parse_config(
-        json.dumps({"providers": {"up": {"base_url": "http://up.test/v1"}}, "models": [{"name": "*", "provider": "up"}]}),
+        json.dumps(
+            {"providers": {"up": {"base_url": "http://up.test/v1"}}, "models": [{"name": "*", "provider": "up"}]}
+        ),
         "boom.yaml",
         env={},
     )
@@ -395,7 +402,9 @@ def test_forwarded_answers_carry_the_gateway_s_date_and_no_upstream_server_heade
     url = gateway()
     upstream_headers = {"date": "Mon, 01 Jan 2001 00:00:00 GMT", "server": "upstream-httpd/1.2"}
     upstream[0].reply(json_reply({"object": "text_completion", "choices": []}, headers=upstream_headers))
-    answer = httpx.post(url + "/v1/completions", json={"model": "plain", "prompt": "x"}, headers={"authorization": f"Bearer {KEY}"})
+    answer = httpx.post(
+        url + "/v1/completions", json={"model": "plain", "prompt": "x"}, headers={"authorization": f"Bearer {KEY}"}
+    )
     assert answer.status_code == 200
     names = [name.lower() for name, _ in answer.headers.raw]
     assert names.count(b"date") == 1 and b"server" not in names and "2001" not in answer.headers["date"]
@@ -418,6 +427,8 @@ def test_a_uvicorn_that_renamed_a_hook_fails_loudly(monkeypatch: pytest.MonkeyPa
 def test_pyproject_bounds_uvicorn_to_the_releases_tested() -> None:
     dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     [uvicorn] = [line for line in dependencies if line.startswith("uvicorn")]
-    locked = next(line for line in (ROOT / "requirements.lock").read_text().splitlines() if line.startswith("uvicorn=="))
+    locked = next(
+        line for line in (ROOT / "requirements.lock").read_text().splitlines() if line.startswith("uvicorn==")
+    )
     assert "<" in uvicorn and SpecifierSet(uvicorn.split("]", 1)[1]).contains(locked.split("==")[1])
     assert all("<" in line for line in dependencies), "every run-time dependency has an upper bound"

@@ -39,14 +39,20 @@ def model_and_gateway(upstream_transport: str) -> Iterator[tuple[AgentModel, Scr
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_multi_turn_conversation_with_the_openai_sdk(model_and_gateway: tuple[AgentModel, ScriptedUpstream, str], stream: bool) -> None:
+def test_multi_turn_conversation_with_the_openai_sdk(
+    model_and_gateway: tuple[AgentModel, ScriptedUpstream, str], stream: bool
+) -> None:
     model, upstream, url = model_and_gateway
     sdk = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0)
     history: list[dict[str, Any]] = [{"role": "user", "content": "Hello"}]
 
     def turn() -> str:
         if stream:
-            return "".join(c.choices[0].delta.content or "" for c in sdk.chat.completions.create(model="agent", messages=history, stream=True) if c.choices)
+            return "".join(
+                c.choices[0].delta.content or ""
+                for c in sdk.chat.completions.create(model="agent", messages=history, stream=True)
+                if c.choices
+            )
         return sdk.chat.completions.create(model="agent", messages=history).choices[0].message.content or ""
 
     first = turn()
@@ -60,7 +66,9 @@ def test_multi_turn_conversation_with_the_openai_sdk(model_and_gateway: tuple[Ag
     assert model.problems == []
 
 
-def test_langchain_tool_round_trip_then_final_answer(model_and_gateway: tuple[AgentModel, ScriptedUpstream, str]) -> None:
+def test_langchain_tool_round_trip_then_final_answer(
+    model_and_gateway: tuple[AgentModel, ScriptedUpstream, str],
+) -> None:
     model, upstream, url = model_and_gateway
 
     @tool
@@ -72,7 +80,9 @@ def test_langchain_tool_round_trip_then_final_answer(model_and_gateway: tuple[Ag
     history: list[Any] = [HumanMessage("What's the weather in Oslo?")]
     first = chat.invoke(history)
     assert first.content == "Checking."
-    assert first.tool_calls == [{"name": "get_weather", "args": {"city": "Oslo"}, "id": "call_weather", "type": "tool_call"}]
+    assert first.tool_calls == [
+        {"name": "get_weather", "args": {"city": "Oslo"}, "id": "call_weather", "type": "tool_call"}
+    ]
     history += [first, ToolMessage(get_weather.invoke(first.tool_calls[0]["args"]), tool_call_id="call_weather")]
     final = chat.invoke(history)
     assert final.content == "Answer to: the tool said sunny in Oslo" and not final.tool_calls

@@ -500,7 +500,12 @@ def test_a_wrong_or_missing_key_is_401_in_anthropics_shape(
         {"authorization": "Bearer another-token", "x-api-key": GATEWAY_KEY},
         {"authorization": f"Bearer {GATEWAY_KEY}", "x-api-key": "another-key"},
     ],
-    ids=["x-api-key", "bearer", "a wrong bearer beside the right x-api-key", "the right bearer beside a wrong x-api-key"],
+    ids=[
+        "x-api-key",
+        "bearer",
+        "a wrong bearer beside the right x-api-key",
+        "the right bearer beside a wrong x-api-key",
+    ],
 )
 def test_the_gateway_key_in_either_header_is_let_in(gateway: Gateway, path: str, headers: dict[str, str]) -> None:
     response = post(gateway, path, MESSAGES_BODY if path == "/v1/messages" else COUNT_BODY, headers)

@@ -223,7 +223,9 @@ def test_langchain_invoke_and_stream(gateway_url: str, scripted: ScriptedUpstrea
     assert "".join(part.content for part in langchain(gateway_url).stream("Hi")) == MESSAGE
 
 
-def test_langchain_bind_tools_gets_the_call_without_inner_thoughts(gateway_url: str, scripted: ScriptedUpstream) -> None:
+def test_langchain_bind_tools_gets_the_call_without_inner_thoughts(
+    gateway_url: str, scripted: ScriptedUpstream
+) -> None:
     @tool
     def get_weather(city: str) -> str:
         """The weather in a city."""
@@ -235,7 +237,9 @@ def test_langchain_bind_tools_gets_the_call_without_inner_thoughts(gateway_url: 
     merged = None
     for part in model.stream("Weather in Oslo?"):
         merged = part if merged is None else merged + part
-    assert merged is not None and merged.tool_calls == [{"name": "get_weather", "args": {"city": "Oslo"}, "id": "call_lc", "type": "tool_call"}]
+    assert merged is not None and merged.tool_calls == [
+        {"name": "get_weather", "args": {"city": "Oslo"}, "id": "call_lc", "type": "tool_call"}
+    ]
     sent_tools = scripted.requests[-1].json["tools"]
     assert [t["function"]["name"] for t in sent_tools] == ["get_weather"]
 
@@ -255,16 +259,25 @@ def test_recorded_streams_through_the_gateway(gateway_url: str, scripted: Script
     )
     received = list(stream)
     upstream_chunks = recorded_chunks(path)
-    content = "".join((ch.get("delta") or {}).get("content") or "" for c in upstream_chunks for ch in c.get("choices") or ())
+    content = "".join(
+        (ch.get("delta") or {}).get("content") or "" for c in upstream_chunks for ch in c.get("choices") or ()
+    )
     assert "".join(c.choices[0].delta.content or "" for c in received if c.choices) == content
-    sent_args = "".join(tc.function.arguments or "" for c in received if c.choices for tc in c.choices[0].delta.tool_calls or ())
+    sent_args = "".join(
+        tc.function.arguments or "" for c in received if c.choices for tc in c.choices[0].delta.tool_calls or ()
+    )
     recorded_args = [
-        json.loads(tc["function"]["arguments"]) for c in upstream_chunks for ch in c.get("choices") or ()
-        for tc in (ch.get("delta") or {}).get("tool_calls") or () if tc.get("function", {}).get("arguments", "").startswith("{") and tc["function"]["arguments"].endswith("}")
+        json.loads(tc["function"]["arguments"])
+        for c in upstream_chunks
+        for ch in c.get("choices") or ()
+        for tc in (ch.get("delta") or {}).get("tool_calls") or ()
+        if tc.get("function", {}).get("arguments", "").startswith("{") and tc["function"]["arguments"].endswith("}")
     ]
     for args in recorded_args:
         assert json.dumps(args, separators=(",", ":")) in sent_args
-    assert [c.usage.total_tokens for c in received if c.usage] == [c["usage"]["total_tokens"] for c in upstream_chunks if c.get("usage")]
+    assert [c.usage.total_tokens for c in received if c.usage] == [
+        c["usage"]["total_tokens"] for c in upstream_chunks if c.get("usage")
+    ]
 
 
 @pytest.mark.parametrize("path", RECORDED, ids=[p.name for p in RECORDED])
@@ -287,7 +300,9 @@ def test_a_client_that_did_not_ask_for_usage_gets_every_chunk_but_the_usage_chun
     asked = events_for({"include_usage": True})
     plain = events_for({"include_obfuscation": False})
     assert [event for event in asked if not usage_only(event)] == plain
-    assert sum(map(usage_only, asked)) == sum(1 for c in recorded_chunks(path) if not c.get("choices") and c.get("usage"))
+    assert sum(map(usage_only, asked)) == sum(
+        1 for c in recorded_chunks(path) if not c.get("choices") and c.get("usage")
+    )
 
 
 # Errors.
@@ -312,7 +327,9 @@ def post(gateway_url: str, body: Any, key: str | None = GATEWAY_KEY, raw: bytes 
         (b'{"model": "nope", "messages": []}', 404, "model"),
     ],
 )
-def test_bad_requests_get_openai_errors(gateway_url: str, scripted: ScriptedUpstream, raw: bytes, status: int, param: str | None) -> None:
+def test_bad_requests_get_openai_errors(
+    gateway_url: str, scripted: ScriptedUpstream, raw: bytes, status: int, param: str | None
+) -> None:
     response = post(gateway_url, None, raw=raw)
     assert response.status_code == status
     error = response.json()["error"]
@@ -340,9 +357,17 @@ def test_body_over_the_limit_is_413(gateway_url: str, scripted: ScriptedUpstream
     assert scripted.requests == []
 
 
-def test_upstream_error_keeps_status_body_and_renamed_rate_limit_headers(gateway_url: str, scripted: ScriptedUpstream) -> None:
-    error = {"error": {"message": "Rate limit reached", "type": "requests", "param": None, "code": "rate_limit_exceeded"}}
-    scripted.reply(json_reply(error, 429, headers={"retry-after": "7", "x-ratelimit-remaining-requests": "0", "connection": "close"}))
+def test_upstream_error_keeps_status_body_and_renamed_rate_limit_headers(
+    gateway_url: str, scripted: ScriptedUpstream
+) -> None:
+    error = {
+        "error": {"message": "Rate limit reached", "type": "requests", "param": None, "code": "rate_limit_exceeded"}
+    }
+    scripted.reply(
+        json_reply(
+            error, 429, headers={"retry-after": "7", "x-ratelimit-remaining-requests": "0", "connection": "close"}
+        )
+    )
     response = post(gateway_url, {"model": "agent", "messages": USER})
     assert response.status_code == 429 and response.json() == error
     # The upstream's rate-limit headers are renamed: x-ratelimit-* are the gateway's own (its client keys' limits).
@@ -476,7 +501,11 @@ def test_other_v1_paths_are_forwarded_verbatim(gateway_url: str, scripted: Scrip
     assert response.status_code == 200 and response.json()["data"][0]["embedding"] == [0.5]
     assert response.headers["x-custom"] == "1"
     sent = scripted.requests[-1]
-    assert sent.path == "/v1/embeddings" and sent.json == {"model": "upstream-model", "input": "hello", "unknown_field": [1]}
+    assert sent.path == "/v1/embeddings" and sent.json == {
+        "model": "upstream-model",
+        "input": "hello",
+        "unknown_field": [1],
+    }
     assert sent.headers["authorization"] == f"Bearer {PROVIDER_KEY}" and sent.headers["openai-beta"] == "x"
 
 
@@ -498,7 +527,9 @@ def test_upstream_connections_are_reused_across_streams(gateway_url: str, script
     for _ in range(3):
         scripted.reply(agent_reply())
         assert post(gateway_url, {"model": "agent", "messages": USER, "stream": True}).text.endswith("[DONE]\n\n")
-    assert len({request.client_port for request in scripted.requests}) == 1, "the stream left its connection in the pool"
+    assert len({request.client_port for request in scripted.requests}) == 1, (
+        "the stream left its connection in the pool"
+    )
 
 
 # What clients probe, and the doors asked with the wrong method.
@@ -511,7 +542,12 @@ def test_the_root_answers_a_probe(gateway_url: str, method: str) -> None:
 
 @pytest.mark.parametrize(
     ("path", "anthropic"),
-    [("/v1/chat/completions", False), ("/v1/responses", False), ("/v1/messages", True), ("/v1/messages/count_tokens", True)],
+    [
+        ("/v1/chat/completions", False),
+        ("/v1/responses", False),
+        ("/v1/messages", True),
+        ("/v1/messages/count_tokens", True),
+    ],
 )
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
 def test_a_door_asked_with_another_method_is_405_in_its_own_shape(
@@ -545,7 +581,9 @@ def test_every_door_names_the_model_the_client_asked_for(
         ("/v1/responses", {"input": "Hi"}),
         ("/v1/messages", {"messages": USER, "max_tokens": 64}),
     ):
-        scripted.reply(stream_reply(chunks) if stream else json_reply({**completion_of(chunks), "model": "upstream-snapshot-2026"}))
+        scripted.reply(
+            stream_reply(chunks) if stream else json_reply({**completion_of(chunks), "model": "upstream-snapshot-2026"})
+        )
         answer = httpx.post(gateway_url + path, json={"model": route, "stream": stream, **body}, headers=headers)
         assert answer.status_code == 200, answer.text
         said += re.findall(r'"model":\s*"([^"]*)"', answer.text)

@@ -49,7 +49,9 @@ def required_variables(text: str) -> set[str]:
 
 def deployed_config() -> Config:
     """The deployed config, with each variable it needs set to a value of its own (as distinct keys must be)."""
-    return parse_config(CONFIG_TEXT, "deploy/gateway.yaml", {name: f"{name}-value" for name in required_variables(CONFIG_TEXT)})
+    return parse_config(
+        CONFIG_TEXT, "deploy/gateway.yaml", {name: f"{name}-value" for name in required_variables(CONFIG_TEXT)}
+    )
 
 
 def container_env() -> dict[str, dict[str, Any]]:
@@ -57,7 +59,9 @@ def container_env() -> dict[str, dict[str, Any]]:
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
-@pytest.mark.parametrize(("source", "document"), list(manifests()), ids=lambda value: value if isinstance(value, str) else "")
+@pytest.mark.parametrize(
+    ("source", "document"), list(manifests()), ids=lambda value: value if isinstance(value, str) else ""
+)
 def test_every_manifest_is_valid_kubernetes(source: str, document: dict[str, Any], version: str) -> None:
     kubernetes_validate.validate(document, version, strict=True)  # strict: an unknown (misspelt) field is an error
 
@@ -137,7 +141,11 @@ def test_every_variable_the_config_needs_comes_from_a_secret_or_a_value() -> Non
 
 def test_scaling_keeps_at_least_two_and_a_drain_can_proceed() -> None:
     autoscaler = resource("HorizontalPodAutoscaler", "agent-gateway")
-    assert autoscaler["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "agent-gateway"}
+    assert autoscaler["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "agent-gateway",
+    }
     # The autoscaler alone says how many: a replica count in the Deployment would fight it on every apply.
     assert autoscaler["spec"]["minReplicas"] >= 2 and "replicas" not in DEPLOYMENT["spec"]
     budget = resource("PodDisruptionBudget", "agent-gateway")

@@ -56,7 +56,11 @@ def test_the_image_serves_without_a_config_file() -> None:
     """The CMD names no config file, so a container started with no mount runs the demo (or key-only mode)."""
     assert CMD[:2] == ["gateway", "serve"] and "--config" not in CMD and "--port" not in CMD
     with gateway_process(*CMD[2:]) as running:
-        answer = httpx.post(running.url + "/v1/chat/completions", json={"model": "assistant", "messages": [{"role": "user", "content": "ping"}]}, timeout=30)
+        answer = httpx.post(
+            running.url + "/v1/chat/completions",
+            json={"model": "assistant", "messages": [{"role": "user", "content": "ping"}]},
+            timeout=30,
+        )
     assert answer.status_code == 200 and "You said: ping" in answer.json()["choices"][0]["message"]["content"]
 
 
@@ -88,7 +92,11 @@ def test_dependencies_are_installed_from_the_lock_before_the_code_is_copied() ->
 
 
 def test_the_build_context_has_what_the_dockerfile_copies() -> None:
-    allowed = {line.removeprefix("!").rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines() if line.startswith("!")}
+    allowed = {
+        line.removeprefix("!").rstrip("/")
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.startswith("!")
+    }
     copied = {source for line in DOCKERFILE.splitlines() if line.startswith("COPY ") for source in line.split()[1:-1]}
     assert copied == allowed
 
@@ -120,7 +128,9 @@ def test_every_runtime_dependency_is_pinned_within_its_declared_range() -> None:
     for requirement in declared():
         name = canonicalize_name(requirement.name)
         assert name in pins, f"{requirement} is not in requirements.lock: run scripts/lock"
-        assert requirement.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]} is outside {requirement}: run scripts/lock"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (
+            f"{name}=={pins[name]} is outside {requirement}: run scripts/lock"
+        )
 
 
 @pytest.fixture(scope="module")
@@ -129,9 +139,21 @@ def locked_metadata(tmp_path_factory: pytest.TempPathFactory) -> dict[Normalized
     resolved, nothing of this environment's versions), as the image installs it."""
     target = tmp_path_factory.mktemp("locked")
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
-         "--target", str(target), "-r", str(LOCK)],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--target",
+            str(target),
+            "-r",
+            str(LOCK),
+        ],
+        check=True,
+        capture_output=True,
     )
     found = {canonicalize_name(d.metadata["Name"]): d for d in importlib.metadata.distributions(path=[str(target)])}
     pins = locked()
@@ -157,12 +179,12 @@ def test_the_lock_holds_the_dependencies_of_the_dependencies(
             continue
         name = canonicalize_name(requirement.name)
         assert name in pins, f"{requirement} is needed but not in requirements.lock: run scripts/lock"
-        assert requirement.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]} is outside {requirement}"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (
+            f"{name}=={pins[name]} is outside {requirement}"
+        )
         reached.add(name)
         for wanted in ("", *sorted(requirement.extras)):
             if (name, wanted) not in walked:
                 walked.add((name, wanted))
                 queue.extend((Requirement(line), wanted) for line in locked_metadata[name].requires or ())
     assert reached == set(pins), f"pinned but needed by nothing: {sorted(set(pins) - reached)}"
-
-

@@ -116,9 +116,46 @@ def stays_below(relative: str) -> bool:
 
 
 PIECES = [
-    ".", "..", "...", "/", "\\", "%", "%2", "%2e", "%2E", "%252e", "%252E", "%25252e", "%2f", "%2F", "%252f",
-    "%5c", "%5C", "%255c", "%25", "%3b", "%3B", ";", "%00", "%0a", "%20", "%41", "%7e", "%c0%ae", "%C0%AE",
-    "%e0%80%ae", "%C3%A9", "%3A", ":", "@", "~", "-", "a", "files", "embeddings", "admin",
+    ".",
+    "..",
+    "...",
+    "/",
+    "\\",
+    "%",
+    "%2",
+    "%2e",
+    "%2E",
+    "%252e",
+    "%252E",
+    "%25252e",
+    "%2f",
+    "%2F",
+    "%252f",
+    "%5c",
+    "%5C",
+    "%255c",
+    "%25",
+    "%3b",
+    "%3B",
+    ";",
+    "%00",
+    "%0a",
+    "%20",
+    "%41",
+    "%7e",
+    "%c0%ae",
+    "%C0%AE",
+    "%e0%80%ae",
+    "%C3%A9",
+    "%3A",
+    ":",
+    "@",
+    "~",
+    "-",
+    "a",
+    "files",
+    "embeddings",
+    "admin",
 ]
 # Pieces of ordinary ids, weighted up so that many generated paths are valid and get forwarded.
 ORDINARY = ["a", "files", "file-1", "x_2", ".", "%20", "%C3%A9", "%3A", ":", "@", "~", "-", "."]
@@ -166,17 +203,29 @@ models:
     return create_app(parse_config(config, "t.yaml", env={}), {"up": recorder}), recorder
 
 
-def call(app: AccessLog, method: str, raw_path: bytes, body: bytes = b"", headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+def call(
+    app: AccessLog, method: str, raw_path: bytes, body: bytes = b"", headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
     """One request straight into the ASGI app, with the raw path exactly as given (no client normalises it)."""
 
     async def main() -> tuple[int, bytes]:
         gateway = app.app.state.service
         await gateway.start()
         scope: dict[str, Any] = {
-            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "scheme": "http",
-            "path": urllib.parse.unquote(raw_path.decode("latin-1")), "raw_path": raw_path, "query_string": b"",
-            "root_path": "", "client": ("127.0.0.1", 1), "server": ("gw", 80),
-            "headers": [(k.encode(), v.encode()) for k, v in {"content-type": "application/json", **(headers or {})}.items()],
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": urllib.parse.unquote(raw_path.decode("latin-1")),
+            "raw_path": raw_path,
+            "query_string": b"",
+            "root_path": "",
+            "client": ("127.0.0.1", 1),
+            "server": ("gw", 80),
+            "headers": [
+                (k.encode(), v.encode()) for k, v in {"content-type": "application/json", **(headers or {})}.items()
+            ],
         }
         incoming = [{"type": "http.request", "body": body, "more_body": False}]
         status = 0
@@ -279,8 +328,21 @@ def test_config_refuses_forward_patterns_that_are_not_paths(forward: str, proble
 
 
 @pytest.mark.parametrize(
-    "name", ["authorization", "x-api-key", "api-key", "Cookie", "openai-organization", "openai-project",
-             "x-auth-token", "ocp-apim-subscription-key", "connection", "host", "x-request-id", "user-agent"],
+    "name",
+    [
+        "authorization",
+        "x-api-key",
+        "api-key",
+        "Cookie",
+        "openai-organization",
+        "openai-project",
+        "x-auth-token",
+        "ocp-apim-subscription-key",
+        "connection",
+        "host",
+        "x-request-id",
+        "user-agent",
+    ],
 )
 def test_config_refuses_to_forward_credentials_hop_by_hop_or_own_headers(name: str) -> None:
     text = f"providers: {{up: {{base_url: 'http://u/v1', forward_headers: ['{name}']}}}}\nmodels: [{{name: m, provider: up}}]"
@@ -317,8 +379,13 @@ def test_other_endpoints_and_plain_routes_still_forward() -> None:
 
 
 def test_responses_are_translated_unless_every_provider_of_a_plain_route_serves_them_natively() -> None:
-    completion = {"id": "c", "object": "chat.completion", "created": 1, "model": "m", "choices": [
-        {"index": 0, "message": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop"}]}
+    completion = {
+        "id": "c",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop"}],
+    }
     for native, route, upstream_path in [
         ("translate", "plain", b"/prefix/v1/chat/completions"),
         ("native", "agent", b"/prefix/v1/chat/completions"),
@@ -332,7 +399,11 @@ models:
 """
         recorder = RecordingTransport(orjson.dumps(completion))
         app = create_app(parse_config(config, "t.yaml", env={}), {"up": recorder})
-        body = {"model": route, "input": "Hi", "previous_response_id": "resp_1"} if native == "native" and route == "plain" else {"model": route, "input": "Hi"}
+        body = (
+            {"model": route, "input": "Hi", "previous_response_id": "resp_1"}
+            if native == "native" and route == "plain"
+            else {"model": route, "input": "Hi"}
+        )
         status, _ = call(app, "POST", b"/v1/responses", orjson.dumps(body))
         assert status == 200
         [sent] = recorder.requests
@@ -405,9 +476,16 @@ def test_a_forwarded_request_carries_no_client_credential_and_brings_back_no_coo
     upstream.requests.clear()
     body = b'{"model": "plain", "input": "x"}'
     client = {
-        "content-type": "application/json", "accept": "application/json", "x-api-key": "attacker-1",
-        "api-key": "attacker-2", "openai-organization": "org-attacker", "openai-project": "proj-attacker",
-        "user-agent": "attacker/1", "cookie": "a=1", "x-forwarded-for": "10.0.0.1", "openai-beta": "assistants=v2",
+        "content-type": "application/json",
+        "accept": "application/json",
+        "x-api-key": "attacker-1",
+        "api-key": "attacker-2",
+        "openai-organization": "org-attacker",
+        "openai-project": "proj-attacker",
+        "user-agent": "attacker/1",
+        "cookie": "a=1",
+        "x-forwarded-for": "10.0.0.1",
+        "openai-beta": "assistants=v2",
     }
     status, headers, answer = raw_request(port, "POST", b"/v1/embeddings?user=u1", client, body)
     assert status == 200 and orjson.loads(answer) == {"ok": True}

@@ -284,8 +284,10 @@ def test_max_concurrency_holds_on_redis_and_a_client_that_waits_for_each_end_is_
     def sample() -> None:
         with socket.create_connection(("127.0.0.1", own_redis.port), timeout=5) as connection:
             while not stop.is_set():
-                connection.sendall(b"EVAL \"local n = 0 for _, k in ipairs(redis.call('KEYS', '*:slots')) do"
-                                   b" n = n + redis.call('ZCARD', k) end return n\" 0\r\n")
+                connection.sendall(
+                    b"EVAL \"local n = 0 for _, k in ipairs(redis.call('KEYS', '*:slots')) do"
+                    b" n = n + redis.call('ZCARD', k) end return n\" 0\r\n"
+                )
                 samples.append(int(connection.recv(64)[1:].split(b"\r\n")[0]))
 
     def client() -> list[int]:

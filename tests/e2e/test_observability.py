@@ -55,30 +55,43 @@ def agent_chunks(message: str = "Visible answer.", usage: bool = True) -> list[d
 def setup() -> Iterator[tuple[ScriptedUpstream, str]]:
     upstream = ScriptedUpstream(default=lambda request: stream_reply(agent_chunks()))
     with serve(upstream) as upstream_url:
-        app = create_app(parse_config(CONFIG.format(key=KEY, upstream=upstream_url, provider_key=PROVIDER_KEY), "o.yaml", env={}))
+        app = create_app(
+            parse_config(CONFIG.format(key=KEY, upstream=upstream_url, provider_key=PROVIDER_KEY), "o.yaml", env={})
+        )
         with serve(app) as url:
             yield upstream, url
 
 
 def post(url: str, model: str = "agent", stream: bool = True, **headers: str) -> httpx.Response:
     body = {"model": model, "messages": [{"role": "user", "content": SECRET_TEXT}], "stream": stream}
-    return httpx.post(url + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {KEY}", **headers}, timeout=10)
+    return httpx.post(
+        url + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {KEY}", **headers}, timeout=10
+    )
 
 
 def test_metrics_move_with_a_mix_of_requests(setup: tuple[ScriptedUpstream, str]) -> None:
     upstream, url = setup
     before = scrape(url)
     assert post(url).text.endswith("[DONE]\n\n")
-    upstream.reply(json_reply(completion_of(agent_chunks(usage=False)) | {"usage": {"prompt_tokens": 5, "completion_tokens": 3}}))
+    upstream.reply(
+        json_reply(completion_of(agent_chunks(usage=False)) | {"usage": {"prompt_tokens": 5, "completion_tokens": 3}})
+    )
     assert post(url, stream=False).status_code == 200
-    upstream.reply(json_reply({"error": {"message": "busy", "type": "server_error"}}, 503), stream_reply(agent_chunks()))
+    upstream.reply(
+        json_reply({"error": {"message": "busy", "type": "server_error"}}, 503), stream_reply(agent_chunks())
+    )
     assert post(url).status_code == 200  # retried once
     upstream.reply(json_reply({"error": {"message": "down", "type": "server_error"}}, 503))
     assert post(url, model="thinking").status_code == 503
     upstream.reply(Reply(sse(agent_chunks())[:3], then="hang"))
     assert '"upstream_timeout"' in post(url).text
     upstream.reply(stream_reply(agent_chunks(), delay=0.05))
-    with httpx.stream("POST", url + "/v1/chat/completions", json={"model": "agent", "messages": [], "stream": True}, headers={"authorization": f"Bearer {KEY}"}) as response:
+    with httpx.stream(
+        "POST",
+        url + "/v1/chat/completions",
+        json={"model": "agent", "messages": [], "stream": True},
+        headers={"authorization": f"Bearer {KEY}"},
+    ) as response:
         next(response.iter_bytes())
     upstream.reply(stream_reply(agent_chunks()))
     post(url, model="thinking")
@@ -101,7 +114,9 @@ def test_metrics_move_with_a_mix_of_requests(setup: tuple[ScriptedUpstream, str]
     assert delta("gateway_tokens_total", route="agent", kind="prompt") == 11 + 5 + 11
     assert delta("gateway_tokens_total", route="agent", kind="completion") == 7 + 3 + 7
     assert delta("gateway_rewrite_message_calls_total", route="agent") >= 4
-    assert delta("gateway_rewrite_reasoning_chars_total", route="agent", action="hidden") >= 3 * len(THOUGHTS)  # two were cut early
+    assert delta("gateway_rewrite_reasoning_chars_total", route="agent", action="hidden") >= 3 * len(
+        THOUGHTS
+    )  # two were cut early
     assert delta("gateway_rewrite_reasoning_chars_total", route="thinking", action="exposed") == len(THOUGHTS)
     assert value(after, "gateway_in_flight_requests") == 0 and value(after, "gateway_in_flight_streams") == 0
 
@@ -120,28 +135,57 @@ def test_invalid_tool_arguments_and_client_calls_are_counted(setup: tuple[Script
     upstream, url = setup
     before = scrape(url)
     chunks = [
-        chunk(choice(role="assistant", tool_calls=[call(0, '{"message": "ok"} trailing', id="m", name="send_message")])),
+        chunk(
+            choice(role="assistant", tool_calls=[call(0, '{"message": "ok"} trailing', id="m", name="send_message")])
+        ),
         chunk(choice(tool_calls=[call(1, '{"inner_thoughts": "t", "q": 1}', id="c", name="lookup")])),
         chunk(choice(finish="tool_calls")),
     ]
     upstream.reply(stream_reply(chunks))
     post(url)
     after = scrape(url)
-    assert value(after, "gateway_rewrite_invalid_arguments_total", route="agent") - value(before, "gateway_rewrite_invalid_arguments_total", route="agent") == 1
-    assert value(after, "gateway_rewrite_client_calls_total", route="agent") - value(before, "gateway_rewrite_client_calls_total", route="agent") == 1
+    assert (
+        value(after, "gateway_rewrite_invalid_arguments_total", route="agent")
+        - value(before, "gateway_rewrite_invalid_arguments_total", route="agent")
+        == 1
+    )
+    assert (
+        value(after, "gateway_rewrite_client_calls_total", route="agent")
+        - value(before, "gateway_rewrite_client_calls_total", route="agent")
+        == 1
+    )
 
 
-def test_log_lines_have_the_fields_and_never_content_or_keys(setup: tuple[ScriptedUpstream, str], caplog: pytest.LogCaptureFixture) -> None:
+def test_log_lines_have_the_fields_and_never_content_or_keys(
+    setup: tuple[ScriptedUpstream, str], caplog: pytest.LogCaptureFixture
+) -> None:
     _, url = setup
     with caplog.at_level(logging.DEBUG, logger="gateway"):
         response = post(url, **{"x-request-id": "client-chosen-id-1"})
         post(url, stream=False)
         time.sleep(0.3)
-    access = [r for r in caplog.records if r.name == "gateway.access" and getattr(r, "fields", {}).get("path") == "/v1/chat/completions"]
+    access = [
+        r
+        for r in caplog.records
+        if r.name == "gateway.access" and getattr(r, "fields", {}).get("path") == "/v1/chat/completions"
+    ]
     assert len(access) >= 2
     line = json.loads(JsonFormatter().format(access[0]))
     assert line["request_id"] == "client-chosen-id-1" == response.headers["x-request-id"]
-    for field in ("time", "route", "upstream_model", "status", "stream", "duration_ms", "ttfb_ms", "upstream_ms", "retries", "prompt_tokens", "completion_tokens", "error_kind"):
+    for field in (
+        "time",
+        "route",
+        "upstream_model",
+        "status",
+        "stream",
+        "duration_ms",
+        "ttfb_ms",
+        "upstream_ms",
+        "retries",
+        "prompt_tokens",
+        "completion_tokens",
+        "error_kind",
+    ):
         assert field in line
     assert (line["route"], line["status"], line["stream"], line["prompt_tokens"]) == ("agent", 200, True, 11)
     rewrite = [r for r in caplog.records if r.getMessage() == "rewrite"]
@@ -158,7 +202,10 @@ def test_log_content_logs_the_request_body_at_debug_only_when_asked(caplog: pyte
         for log_content in (False, True):
             text = CONFIG.format(key=KEY, upstream=upstream_url, provider_key=PROVIDER_KEY)
             text = text.replace("retry_backoff: 0.01", f"retry_backoff: 0.01, log_content: {str(log_content).lower()}")
-            with serve(create_app(parse_config(text, "o.yaml", env={}))) as url, caplog.at_level(logging.DEBUG, logger="gateway"):
+            with (
+                serve(create_app(parse_config(text, "o.yaml", env={}))) as url,
+                caplog.at_level(logging.DEBUG, logger="gateway"),
+            ):
                 caplog.clear()
                 assert post(url, **{"x-request-id": f"content-{log_content}"}).status_code == 200
                 time.sleep(0.2)
@@ -192,10 +239,22 @@ def test_metrics_add_up_across_workers(tmp_path: Path) -> None:
     with serve(upstream) as upstream_url:
         config = tmp_path / "workers.yaml"
         # The supervisor stops its workers with SIGTERM; no drain delay is needed to stop a test.
-        config.write_text(f"server: {{drain_delay: 0}}\nproviders: {{up: {{base_url: '{upstream_url}/v1'}}}}\nmodels: [{{name: agent, provider: up, rewrite: {{inject_tools: false}}}}]\n")
+        config.write_text(
+            f"server: {{drain_delay: 0}}\nproviders: {{up: {{base_url: '{upstream_url}/v1'}}}}\nmodels: [{{name: agent, provider: up, rewrite: {{inject_tools: false}}}}]\n"
+        )
         with gateway_process("--config", str(config), "--workers", "2") as running:
             url = running.url
-            threads = [threading.Thread(target=lambda: [httpx.post(url + "/v1/chat/completions", json={"model": "agent", "messages": [], "stream": True}) for _ in range(5)]) for _ in range(4)]
+            threads = [
+                threading.Thread(
+                    target=lambda: [
+                        httpx.post(
+                            url + "/v1/chat/completions", json={"model": "agent", "messages": [], "stream": True}
+                        )
+                        for _ in range(5)
+                    ]
+                )
+                for _ in range(4)
+            ]
             for thread in threads:
                 thread.start()
             for thread in threads:

@@ -290,7 +290,12 @@ def test_the_recordings_ship_with_the_tests_and_say_where_they_come_from() -> No
     # A path out of the repository: a sibling "shared" folder, or a Path.parents index that climbs above the root
     # from where the file is (both spelt so that this file does not match itself).
     climbs = re.compile(r"parents\[(\d+)\]")
-    for source in [*ROOT.glob("gateway/**/*.py"), *ROOT.glob("tests/**/*.py"), *ROOT.glob("bench/**/*.py"), ROOT / ".ci/run"]:
+    for source in [
+        *ROOT.glob("gateway/**/*.py"),
+        *ROOT.glob("tests/**/*.py"),
+        *ROOT.glob("bench/**/*.py"),
+        ROOT / ".ci/run",
+    ]:
         text = source.read_text()
         depth = len(source.relative_to(ROOT).parts)  # parents[depth - 1] of the file is the root
         assert "../" + "shared" not in text, source

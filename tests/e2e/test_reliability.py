@@ -74,7 +74,9 @@ def servers(upstream_transport: str) -> Iterator[tuple[ScriptedUpstream, Scripte
 
 
 @pytest.fixture
-def env(servers: tuple[ScriptedUpstream, ScriptedUpstream, str, Service]) -> Iterator[tuple[ScriptedUpstream, ScriptedUpstream, str]]:
+def env(
+    servers: tuple[ScriptedUpstream, ScriptedUpstream, str, Service],
+) -> Iterator[tuple[ScriptedUpstream, ScriptedUpstream, str]]:
     """Fresh scripts and deployments before each test; afterwards, the gateway must be healthy."""
     a, b, url, gateway = servers
     gateway.router.health = DeploymentHealth(MemoryStore(), gateway.config.providers)  # no deployment cooling down
@@ -99,7 +101,11 @@ def eventually(condition: Any, seconds: float = 3) -> bool:
 
 
 def events_of(url: str, model: str, **body: Any) -> tuple[httpx.Response, list[Any]]:
-    response = httpx.post(url + "/v1/chat/completions", json={"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": True, **body}, timeout=10)
+    response = httpx.post(
+        url + "/v1/chat/completions",
+        json={"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": True, **body},
+        timeout=10,
+    )
     if not response.headers.get("content-type", "").startswith("text/event-stream"):
         return response, []
     events = [json.loads(line[6:]) for line in response.text.split("\n") if line.startswith("data: {")]
@@ -225,14 +231,28 @@ def test_drip_one_byte_at_a_time(env: tuple[ScriptedUpstream, ScriptedUpstream, 
     a.reply(Reply([body[i : i + 1] for i in range(len(body))]))
     assert stream_text(url, "solo") == MESSAGE
     unfinished = b'data: {"choices": [{"index": 0, "delta": {"content": "never finished"}}]}'
-    a.reply(Reply([*agent_events()[:2], *(unfinished[i : i + 1] for i in range(len(unfinished)))], delay=0.01, then="hang"))
-    assert final_error(url, "solo")["code"] == "upstream_timeout", "bytes that never complete an event do not keep a stream alive"
+    a.reply(
+        Reply([*agent_events()[:2], *(unfinished[i : i + 1] for i in range(len(unfinished)))], delay=0.01, then="hang")
+    )
+    assert final_error(url, "solo")["code"] == "upstream_timeout", (
+        "bytes that never complete an event do not keep a stream alive"
+    )
 
 
 def test_garbage_lines_are_ignored(env: tuple[ScriptedUpstream, ScriptedUpstream, str]) -> None:
     a, _, url = env
     events = agent_events()
-    a.reply(Reply([events[0], b"event: ping\nid: 3\nretry: 10\n\n", b"garbage without colon\n\n", b": OPENROUTER PROCESSING\n\n", *events[1:]]))
+    a.reply(
+        Reply(
+            [
+                events[0],
+                b"event: ping\nid: 3\nretry: 10\n\n",
+                b"garbage without colon\n\n",
+                b": OPENROUTER PROCESSING\n\n",
+                *events[1:],
+            ]
+        )
+    )
     assert stream_text(url, "solo") == MESSAGE
 
 
@@ -241,7 +261,9 @@ def test_data_that_is_not_json(env: tuple[ScriptedUpstream, ScriptedUpstream, st
     a.reply(Reply([*agent_events()[:3], b"data: {not json\n\n", *agent_events()[3:]]))
     assert final_error(url, "solo")["code"] == "upstream_invalid_event"
     a.reply(Reply([b"data: <html>\n\n"]))
-    response = httpx.post(url + "/v1/chat/completions", json={"model": "solo", "messages": [], "stream": True}, timeout=10)
+    response = httpx.post(
+        url + "/v1/chat/completions", json={"model": "solo", "messages": [], "stream": True}, timeout=10
+    )
     assert response.status_code == 502 and response.json()["error"]["code"] == "upstream_invalid_event"
 
 
@@ -275,7 +297,9 @@ def test_mid_stream_errors_raise_in_the_sdk(env: tuple[ScriptedUpstream, Scripte
 # Cancellation and limits.
 
 
-def test_client_leaving_while_waiting_for_the_first_byte_closes_the_upstream(env: tuple[ScriptedUpstream, ScriptedUpstream, str]) -> None:
+def test_client_leaving_while_waiting_for_the_first_byte_closes_the_upstream(
+    env: tuple[ScriptedUpstream, ScriptedUpstream, str],
+) -> None:
     _, b, url = env
     b.reply(Reply(agent_events(), first_delay=5))
 

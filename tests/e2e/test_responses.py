@@ -312,7 +312,9 @@ def test_create_returns_the_message_as_output_text(gateway: Gateway) -> None:
     assert body["messages"][0]["role"] == "system" and body["messages"][0]["content"].startswith("Be kind.")
     assert "send_message" in body["messages"][0]["content"]
     assert body["messages"][1:] == [{"role": "user", "content": "Hi there"}]
-    assert [tool["function"]["name"] for tool in body["tools"]] == ["send_message"] and body["tool_choice"] == "required"
+    assert [tool["function"]["name"] for tool in body["tools"]] == ["send_message"] and body[
+        "tool_choice"
+    ] == "required"
 
 
 def test_streamed_events_carry_the_message_and_end_completed_with_usage(gateway: Gateway) -> None:
@@ -402,7 +404,11 @@ def test_a_tool_round_trip(gateway: Gateway, streaming: bool) -> None:
         first = client.responses.create(model="assistant", input=question, tools=[WEATHER])
     assert first.output_text == "Checking."
     [weather] = [item for item in first.output if item.type == "function_call"]
-    assert (weather.call_id, weather.name, json.loads(weather.arguments)) == ("call_w1", "get_weather", {"city": "Oslo"})
+    assert (weather.call_id, weather.name, json.loads(weather.arguments)) == (
+        "call_w1",
+        "get_weather",
+        {"city": "Oslo"},
+    )
     assert [item.type for item in first.output] == ["message", "function_call"]
     follow_up = [
         *question,
@@ -531,7 +537,9 @@ def test_metrics_count_responses_requests(gateway: Gateway) -> None:
     assert eventually(lambda: delta("gateway_requests_total", route="assistant", status="200", stream="true") == 2)
     assert delta("gateway_requests_total", route="assistant", status="200", stream="false") == 2
     assert delta("gateway_tokens_total", route="assistant", kind="prompt") == 3 * cast(int, USAGE["prompt_tokens"])
-    assert delta("gateway_tokens_total", route="assistant", kind="completion") == 3 * cast(int, USAGE["completion_tokens"])
+    assert delta("gateway_tokens_total", route="assistant", kind="completion") == 3 * cast(
+        int, USAGE["completion_tokens"]
+    )
     assert delta("gateway_rewrite_message_calls_total", route="assistant") == 4
     assert delta("gateway_rewrite_client_calls_total", route="assistant") == 1
     assert delta("gateway_rewrite_reasoning_chars_total", route="assistant", action="hidden") > 0
@@ -576,7 +584,9 @@ def test_a_natively_served_stream_reaches_the_client_intact(gateway: Gateway, pa
     assert response.headers["x-gateway-route"] == "gpt-native"
     [sent] = gateway.native.requests
     assert sent.path == "/v1/responses" and sent.json == {**request, "model": "gpt-4o"}
-    assert sent.headers["authorization"] == f"Bearer {PROVIDER_KEY}" and sent.headers["x-request-id"] == "client-chosen-1"
+    assert (
+        sent.headers["authorization"] == f"Bearer {PROVIDER_KEY}" and sent.headers["x-request-id"] == "client-chosen-1"
+    )
     assert gateway.upstream.requests == []
 
 
@@ -729,7 +739,11 @@ def test_a_body_over_the_limit_is_413(gateway: Gateway) -> None:
         ({"previous_response_id": "resp_1"}, "previous_response_id", "unsupported_parameter"),
         ({"background": True}, "background", "unsupported_value"),
         ({"tools": [{"type": "web_search"}]}, "tools[0].type", "unsupported_value"),
-        ({"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]}, "input[0].content[0].type", "unsupported_value"),
+        (
+            {"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]},
+            "input[0].content[0].type",
+            "unsupported_value",
+        ),
         ({"input": 5}, "input", "invalid_type"),
         ({"temperature": "hot"}, "temperature", "invalid_type"),
     ],

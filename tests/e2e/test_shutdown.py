@@ -23,7 +23,9 @@ def agent_events(pieces: int) -> list[bytes]:
 
 
 def test_draining_refuses_new_requests_and_turns_readiness_off() -> None:
-    config = parse_config("providers: {p: {base_url: 'http://127.0.0.1:9/v1'}}\nmodels: [{name: m, provider: p}]", "t.yaml", env={})
+    config = parse_config(
+        "providers: {p: {base_url: 'http://127.0.0.1:9/v1'}}\nmodels: [{name: m, provider: p}]", "t.yaml", env={}
+    )
     app = create_app(config)
 
     async def scenario() -> tuple[int, int, int, dict[str, str]]:
@@ -57,7 +59,9 @@ def test_sigterm_as_a_load_balancer_sees_it(tmp_path: Path) -> None:
             streamed: list[str] = []
             request = {"model": "agent", "messages": [], "stream": True}
             client = threading.Thread(
-                target=lambda: streamed.append(httpx.post(running.url + "/v1/chat/completions", json=request, timeout=30).text)
+                target=lambda: streamed.append(
+                    httpx.post(running.url + "/v1/chat/completions", json=request, timeout=30).text
+                )
             )
             client.start()
             while not upstream.requests:
@@ -103,7 +107,9 @@ def test_sigterm_lets_short_streams_finish_ends_long_ones_and_exits_0(tmp_path: 
             bodies: dict[str, str] = {}
 
             def stream(name: str) -> None:
-                response = httpx.post(url + "/v1/chat/completions", json={"model": "agent", "messages": [], "stream": True}, timeout=30)
+                response = httpx.post(
+                    url + "/v1/chat/completions", json={"model": "agent", "messages": [], "stream": True}, timeout=30
+                )
                 bodies[name] = response.text
 
             threads = [threading.Thread(target=stream, args=(name,)) for name in ("short", "long")]

@@ -111,13 +111,21 @@ def test_a_body_dripped_byte_by_byte_is_cut_off_while_others_are_served(
     body = json.dumps({"model": "plain", "input": "x" * 200}).encode()
     with connect(gateway) as sock:
         sock.sendall(request_head(len(body)))
-        other = httpx.post(gateway.url + "/v1/embeddings", json={"model": "plain", "input": "y"}, headers={"authorization": f"Bearer {KEY}"})
+        other = httpx.post(
+            gateway.url + "/v1/embeddings",
+            json={"model": "plain", "input": "y"},
+            headers={"authorization": f"Bearer {KEY}"},
+        )
         assert other.status_code == 200, "a client at full speed is served meanwhile"
         sent = drip(sock, body, every=0.1)
         assert sent < len(body)
         assert_timed_out(sock, "body")
     assert [request.json["input"] for request in scripted.requests] == ["y"], "the cut-off request went nowhere"
-    logged = [json.loads(line) for line in gateway.stderr().splitlines() if '"path": "/v1/embeddings"' in line or '"path":"/v1/embeddings"' in line]
+    logged = [
+        json.loads(line)
+        for line in gateway.stderr().splitlines()
+        if '"path": "/v1/embeddings"' in line or '"path":"/v1/embeddings"' in line
+    ]
     assert any(line.get("client_disconnected") for line in logged), "logged as a client that went away"
     assert "Traceback" not in gateway.stderr()
 

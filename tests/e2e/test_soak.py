@@ -69,7 +69,9 @@ def open_fds(pid: int) -> int:
 
 def redis_slots(server: RedisServer) -> int:
     """Slots held in Redis now, over every key."""
-    script = b"local n = 0 for _, k in ipairs(redis.call('KEYS', '*:slots')) do n = n + redis.call('ZCARD', k) end return n"
+    script = (
+        b"local n = 0 for _, k in ipairs(redis.call('KEYS', '*:slots')) do n = n + redis.call('ZCARD', k) end return n"
+    )
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as connection:
         connection.sendall(b'EVAL "' + script + b'" 0\r\n')
         return int(connection.recv(64)[1:].split(b"\r\n")[0])
@@ -154,7 +156,9 @@ def test_soak_two_replicas_on_one_redis(tmp_path: Path, own_redis: RedisServer) 
                 {
                     "server": {"retry_backoff": 0.01, "state": own_redis.url},
                     "providers": {"up": {"base_url": f"{upstream_url}/v1", "timeout": {"idle": 0.5}}},
-                    "models": [{"name": "agent", "provider": "up", "rewrite": {"inject_tools": False}, "max_retries": 1}],
+                    "models": [
+                        {"name": "agent", "provider": "up", "rewrite": {"inject_tools": False}, "max_retries": 1}
+                    ],
                     "keys": [
                         {"name": "bulk", "key": KEYS["bulk"]},
                         {"name": "rpm", "key": KEYS["rpm"], "rpm": RPM},

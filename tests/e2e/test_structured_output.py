@@ -49,7 +49,10 @@ def structured_model(request: Received) -> Reply:
 @pytest.fixture(scope="module")
 def gateway() -> Iterator[tuple[ScriptedUpstream, str]]:
     upstream = ScriptedUpstream(default=structured_model)
-    with serve(upstream) as upstream_url, serve(create_app(parse_config(CONFIG.format(upstream=upstream_url), "t.yaml", env={}))) as url:
+    with (
+        serve(upstream) as upstream_url,
+        serve(create_app(parse_config(CONFIG.format(upstream=upstream_url), "t.yaml", env={}))) as url,
+    ):
         yield upstream, url
 
 
@@ -73,11 +76,15 @@ def test_openai_parse_gets_the_model_as_json(gateway: tuple[ScriptedUpstream, st
     assert sent_without_injection(upstream)["response_format"]["json_schema"]["name"] == "City"
 
 
-def test_openai_streamed_json_object_arrives_whole_and_reasoning_stays_hidden(gateway: tuple[ScriptedUpstream, str]) -> None:
+def test_openai_streamed_json_object_arrives_whole_and_reasoning_stays_hidden(
+    gateway: tuple[ScriptedUpstream, str],
+) -> None:
     upstream, url = gateway
     client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0)
     stream = client.chat.completions.create(
-        model="agent", messages=[{"role": "user", "content": "A city?"}], stream=True,
+        model="agent",
+        messages=[{"role": "user", "content": "A city?"}],
+        stream=True,
         response_format={"type": "json_object"},
     )
     chunks = list(stream)

@@ -32,7 +32,9 @@ class AgentModel:
                 self.problems.append("assistant text reached the model as text")
             calls = message.get("tool_calls") or []
             ids = {c["id"] for c in calls}
-            answered = {m["tool_call_id"] for m in messages[position + 1 : position + 1 + len(calls)] if m["role"] == "tool"}
+            answered = {
+                m["tool_call_id"] for m in messages[position + 1 : position + 1 + len(calls)] if m["role"] == "tool"
+            }
             if ids != answered:
                 self.problems.append("a tool call is not answered right after its assistant message")
 
@@ -47,7 +49,9 @@ class AgentModel:
                 json.dumps({"inner_thoughts": "Use the tool.", "city": "Oslo"}),
             ]
             chunks = [
-                chunk(choice(role="assistant", content=None, tool_calls=[call(0, "", id="call_m", name="send_message")])),
+                chunk(
+                    choice(role="assistant", content=None, tool_calls=[call(0, "", id="call_m", name="send_message")])
+                ),
                 *[chunk(choice(tool_calls=[call(0, piece)])) for piece in split_evenly(arguments[0], 4)],
                 chunk(choice(tool_calls=[call(1, "", id="call_weather", name="get_weather")])),
                 *[chunk(choice(tool_calls=[call(1, piece)])) for piece in split_evenly(arguments[1], 4)],

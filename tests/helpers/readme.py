@@ -35,7 +35,9 @@ def section(title: str) -> str:
 
 
 def code_blocks(text: str, language: str = "") -> list[str]:
-    return [code for lang, code in re.findall(r"^```(\w*)\n(.*?)^```$", text, re.DOTALL | re.MULTILINE) if lang == language]
+    return [
+        code for lang, code in re.findall(r"^```(\w*)\n(.*?)^```$", text, re.DOTALL | re.MULTILINE) if lang == language
+    ]
 
 
 def agent_answer(request: Received) -> Reply:

@@ -86,7 +86,10 @@ def completion_of(chunks: list[dict[str, Any]]) -> dict[str, Any]:
         for ch in c.get("choices", []):
             finish = ch.get("finish_reason") or finish
             for position, tc in enumerate(ch.get("delta", {}).get("tool_calls") or ()):
-                slot = calls.setdefault(tc.get("index", position), {"id": tc.get("id"), "type": "function", "function": {"name": "", "arguments": ""}})
+                slot = calls.setdefault(
+                    tc.get("index", position),
+                    {"id": tc.get("id"), "type": "function", "function": {"name": "", "arguments": ""}},
+                )
                 slot["function"]["name"] += tc.get("function", {}).get("name") or ""
                 slot["function"]["arguments"] += tc.get("function", {}).get("arguments") or ""
             if ch.get("delta", {}).get("content"):
@@ -94,8 +97,12 @@ def completion_of(chunks: list[dict[str, Any]]) -> dict[str, Any]:
     if calls:
         message["tool_calls"] = [calls[i] for i in sorted(calls)]
     base = make_chunk()
-    return {**base, "object": "chat.completion", "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-            "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}}
+    return {
+        **base,
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8},
+    }
 
 
 class ScriptedUpstream:
@@ -131,7 +138,12 @@ class ScriptedUpstream:
                 break
         headers = {k.decode(): v.decode() for k, v in scope["headers"]}
         request = Received(
-            scope["method"], scope["path"], headers, body, (scope.get("client") or ("", 0))[1], scope.get("raw_path", b"")
+            scope["method"],
+            scope["path"],
+            headers,
+            body,
+            (scope.get("client") or ("", 0))[1],
+            scope.get("raw_path", b""),
         )
         self.requests.append(request)
         if self.script:

@@ -72,7 +72,9 @@ def choice(index: int = 0, finish: str | None = None, **delta: Any) -> dict[str,
     return {"index": index, "delta": delta, "finish_reason": finish}
 
 
-def call(index: int | None, arguments: str | None = None, *, id: str | None = None, name: str | None = None) -> dict[str, Any]:
+def call(
+    index: int | None, arguments: str | None = None, *, id: str | None = None, name: str | None = None
+) -> dict[str, Any]:
     """One tool-call delta; only the given fields are present."""
     out: dict[str, Any] = {}
     if index is not None:
@@ -89,7 +91,9 @@ def call(index: int | None, arguments: str | None = None, *, id: str | None = No
     return out
 
 
-def agent_stream(arguments: list[str], *, name: str = "send_message", call_id: str = "call_1", finish: str = "tool_calls") -> list[dict[str, Any]]:
+def agent_stream(
+    arguments: list[str], *, name: str = "send_message", call_id: str = "call_1", finish: str = "tool_calls"
+) -> list[dict[str, Any]]:
     """An agent-style stream: one message-tool call whose arguments arrive in the given pieces."""
     chunks = [chunk(choice(role="assistant", content=None, tool_calls=[call(0, "", id=call_id, name=name)]))]
     chunks += [chunk(choice(tool_calls=[call(0, piece)])) for piece in arguments]

@@ -20,8 +20,32 @@ VISIBLE, THOUGHT, DROPPED = "V", "T", "X"
 # Text that looks like tags, whole or in part, among ordinary characters and whitespace.
 tokens = st.sampled_from(
     [
-        "<", ">", "/", "<thin", "</th", "<think", "</think", "<think>", "</think>", "think>", "<<", "</",
-        "◁", "▷", "◁think", "◁/think", "◁think▷", "◁/think▷", " ", "\n", "\t", "\r\n", "a", "Ok", "é", "😀",
+        "<",
+        ">",
+        "/",
+        "<thin",
+        "</th",
+        "<think",
+        "</think",
+        "<think>",
+        "</think>",
+        "think>",
+        "<<",
+        "</",
+        "◁",
+        "▷",
+        "◁think",
+        "◁/think",
+        "◁think▷",
+        "◁/think▷",
+        " ",
+        "\n",
+        "\t",
+        "\r\n",
+        "a",
+        "Ok",
+        "é",
+        "😀",
     ]
 )
 texts = st.lists(st.one_of(tokens, st.text(max_size=3)), max_size=10).map("".join)

@@ -232,10 +232,21 @@ def test_provider_key_and_headers_go_upstream_never_the_clients_key(
 def test_passthrough_forwards_only_the_body_type_accept_and_allowed_headers(upstream: respx.MockRouter) -> None:
     mocked = upstream.post("/embeddings").respond(json={"object": "list", "data": []})
     refused = {
-        "connection": "upgrade", "upgrade": "h2c", "te": "trailers", "proxy-authorization": "Basic cHJveHk=",
-        "x-api-key": "client-1", "api-key": "client-2", "openai-organization": "org-client", "openai-project": "proj",
-        "x-goog-api-key": "client-3", "ocp-apim-subscription-key": "client-4", "x-auth-token": "client-5",
-        "cookie": "s=1", "user-agent": "client-agent/1", "x-custom": "not asked for", "accept-encoding": "gzip",
+        "connection": "upgrade",
+        "upgrade": "h2c",
+        "te": "trailers",
+        "proxy-authorization": "Basic cHJveHk=",
+        "x-api-key": "client-1",
+        "api-key": "client-2",
+        "openai-organization": "org-client",
+        "openai-project": "proj",
+        "x-goog-api-key": "client-3",
+        "ocp-apim-subscription-key": "client-4",
+        "x-auth-token": "client-5",
+        "cookie": "s=1",
+        "user-agent": "client-agent/1",
+        "x-custom": "not asked for",
+        "accept-encoding": "gzip",
     }
     client = {**refused, "openai-beta": "assistants=v2", "accept": "application/json"}
     response = send("POST", "/v1/embeddings", json={"model": "plain", "input": "x"}, headers=client)
@@ -319,13 +330,23 @@ def test_chat_relays_rate_limit_headers_and_the_upstream_id(
 ) -> None:
     mock_chat(upstream, answer)
     response = post_chat({"model": route, "messages": USER, "stream": stream})
-    assert_relayed(response, UPSTREAM_HEADERS, ("x-ratelimit-remaining-requests", "x-ratelimit-reset-tokens", "retry-after", "openai-processing-ms"))
+    assert_relayed(
+        response,
+        UPSTREAM_HEADERS,
+        ("x-ratelimit-remaining-requests", "x-ratelimit-reset-tokens", "retry-after", "openai-processing-ms"),
+    )
 
 
-def test_passthrough_relays_upstream_headers_except_hop_by_hop_cookies_and_host_ones(upstream: respx.MockRouter) -> None:
+def test_passthrough_relays_upstream_headers_except_hop_by_hop_cookies_and_host_ones(
+    upstream: respx.MockRouter,
+) -> None:
     never = {
-        "set-cookie": "session=upstream-secret; Path=/", "set-cookie2": "old=1", "alt-svc": 'h3=":443"',
-        "strict-transport-security": "max-age=31536000", "x-nominated": "hop", "connection": "x-nominated",
+        "set-cookie": "session=upstream-secret; Path=/",
+        "set-cookie2": "old=1",
+        "alt-svc": 'h3=":443"',
+        "strict-transport-security": "max-age=31536000",
+        "x-nominated": "hop",
+        "connection": "x-nominated",
     }
     headers = {**UPSTREAM_HEADERS, **never, "x-custom": "1", "content-disposition": "attachment"}
     upstream.post("/embeddings").respond(429, headers=headers, json=OPENAI_ERROR)
@@ -692,9 +713,15 @@ def test_passthrough_forwards_only_the_providers_endpoints(upstream: respx.MockR
 
 @pytest.mark.parametrize(
     ("method", "path", "status", "code"),
-    [("GET", "/nope", 404, "not_found"), ("DELETE", "/healthz", 405, "method_not_allowed"), ("GET", "/v1/files/", 400, "invalid_path")],
+    [
+        ("GET", "/nope", 404, "not_found"),
+        ("DELETE", "/healthz", 405, "method_not_allowed"),
+        ("GET", "/v1/files/", 400, "invalid_path"),
+    ],
 )
-def test_unknown_paths_and_methods_are_openai_errors_not_redirects(method: str, path: str, status: int, code: str) -> None:
+def test_unknown_paths_and_methods_are_openai_errors_not_redirects(
+    method: str, path: str, status: int, code: str
+) -> None:
     response = send(method, path)
     assert response.status_code == status and error_code(response) == code
 

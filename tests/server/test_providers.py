@@ -14,7 +14,10 @@ from gateway.server.app import create_app
 from tests.helpers.servers import RecordingTransport
 
 COMPLETION = {
-    "id": "c", "object": "chat.completion", "created": 1, "model": "m",
+    "id": "c",
+    "object": "chat.completion",
+    "created": 1,
+    "model": "m",
     "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop"}],
 }
 
@@ -62,8 +65,15 @@ def test_the_token_limit_goes_where_the_provider_reads_it(path: str, body: dict[
 
 EFFORT = [
     ("/v1/responses", {"model": "plain", "input": "Hi", "reasoning": {"effort": "high"}}),
-    ("/v1/messages", {"model": "plain", "messages": MESSAGES, "max_tokens": 64000,
-                      "thinking": {"type": "enabled", "budget_tokens": 32000}}),
+    (
+        "/v1/messages",
+        {
+            "model": "plain",
+            "messages": MESSAGES,
+            "max_tokens": 64000,
+            "thinking": {"type": "enabled", "budget_tokens": 32000},
+        },
+    ),
 ]
 
 

@@ -63,7 +63,9 @@ class Stores:
         self.prefix = f"test:{uuid.uuid4().hex}:"
         self.made: list[StateStore] = []
 
-    def __call__(self, clock: Callable[[], float] | None = None, lease_seconds: float = 30.0, **options: Any) -> StateStore:
+    def __call__(
+        self, clock: Callable[[], float] | None = None, lease_seconds: float = 30.0, **options: Any
+    ) -> StateStore:
         store: StateStore
         clock = clock or FakeClock()
         if self.backend == "memory":
@@ -72,7 +74,9 @@ class Stores:
             assert self.redis_url is not None
             # Closed and patient: a slow moment on a busy machine must fail the test, not quietly admit.
             settings: dict[str, Any] = {"failure": FailurePolicy.CLOSED, "timeout": 10.0, **options}
-            store = RedisStore.from_url(self.redis_url, prefix=self.prefix, clock=clock, lease_seconds=lease_seconds, **settings)
+            store = RedisStore.from_url(
+                self.redis_url, prefix=self.prefix, clock=clock, lease_seconds=lease_seconds, **settings
+            )
         self.made.append(store)
         return store
 
@@ -730,14 +734,25 @@ def test_memory_is_the_default_store() -> None:
         (datetime(2024, 2, 29, 12, 0, tzinfo=UTC), Period.MONTH, "2024-02-01", datetime(2024, 3, 1, tzinfo=UTC)),
     ],
 )
-def test_budget_periods_are_calendar_periods_in_utc(moment: datetime, period: Period, label: str, end: datetime) -> None:
+def test_budget_periods_are_calendar_periods_in_utc(
+    moment: datetime, period: Period, label: str, end: datetime
+) -> None:
     assert period_bounds(moment.timestamp(), period) == (label, end.timestamp())
 
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(0, "0ms"), (0.02, "20ms"), (0.9994, "999ms"), (1, "1s"), (1.5, "1.5s"), (59.75, "59.75s"), (360, "6m0s"),
-     (3723.25, "1h2m3.25s"), (86400 * 3, "72h0m0s")],
+    [
+        (0, "0ms"),
+        (0.02, "20ms"),
+        (0.9994, "999ms"),
+        (1, "1s"),
+        (1.5, "1.5s"),
+        (59.75, "59.75s"),
+        (360, "6m0s"),
+        (3723.25, "1h2m3.25s"),
+        (86400 * 3, "72h0m0s"),
+    ],
 )
 def test_waits_are_written_as_openai_writes_them(seconds: float, text: str) -> None:
     assert duration(seconds) == text
@@ -749,4 +764,3 @@ def test_a_window_knows_which_bucket_must_leave_for_the_next_request() -> None:
     assert summarize(buckets, 159, 8) == Window(8, 159, 100)
     assert summarize(buckets, 159, 3) == Window(8, 159, 130)
     assert summarize({}, 159, 3) == Window(0, None, None)
-

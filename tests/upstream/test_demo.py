@@ -148,6 +148,7 @@ def escape_starts(text: str) -> list[int]:
 
 # Streaming
 
+
 def test_stream_is_well_formed_openai_chunks() -> None:
     response = post(chat(stream=True))
     assert response.status == 200
@@ -261,6 +262,7 @@ def test_usage_chunk_only_with_include_usage() -> None:
 
 # Non-streaming
 
+
 def test_completion_rewrites_to_the_message() -> None:
     response = post(chat())
     assert response.headers["content-type"] == "application/json"
@@ -367,6 +369,7 @@ def test_tool_result_gets_a_plain_answer_mentioning_it() -> None:
 
 # Determinism and the rest of the API
 
+
 def test_same_request_same_response() -> None:
     for body in (chat(stream=True, stream_options={"include_usage": True}), chat(tools=[WEATHER])):
         first, second = post(body), post(body, transport=DemoTransport())
@@ -433,11 +436,15 @@ def test_bad_bodies_are_400(body: bytes, param: str | None) -> None:
 
 # The thinker: a reasoning model that writes its reasoning between think tags in its content
 
-THINKER_ROUTES = {name: default_config({}).options(default_config({}).route_named(name)) for name in ("thinker", "thinker-exposed")}
+THINKER_ROUTES = {
+    name: default_config({}).options(default_config({}).route_named(name)) for name in ("thinker", "thinker-exposed")
+}
 
 
 def contents(chunks: Chunks) -> list[str]:
-    return [c["delta"]["content"] for chunk in chunks for c in chunk["choices"] if c["delta"].get("content") is not None]
+    return [
+        c["delta"]["content"] for chunk in chunks for c in chunk["choices"] if c["delta"].get("content") is not None
+    ]
 
 
 def think(content: Any = USER, **body: Any) -> dict[str, Any]:
@@ -523,7 +530,9 @@ def test_the_thinker_is_deterministic_and_its_usage_counts_the_content() -> None
     assert post(body).pieces == post(body, transport=DemoTransport()).pieces
     usage = events(post(body).body)[-1]["usage"]
     completion = post(think()).json()
-    assert usage == completion["usage"] and usage["completion_tokens"] * 4 >= len(completion["choices"][0]["message"]["content"])
+    assert usage == completion["usage"] and usage["completion_tokens"] * 4 >= len(
+        completion["choices"][0]["message"]["content"]
+    )
 
 
 # Structured output, offline: the demo answers a schema with an instance of it, through agent routes too.
