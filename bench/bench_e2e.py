@@ -173,7 +173,8 @@ async def measure_throughput(run: Run, targets: list[Target]) -> list[dict[str, 
 
 
 async def measure_open_loop(run: Run, targets: list[Target], rate: float, interval_ms: float) -> list[dict[str, Any]]:
-    """Open loop at a fixed rate: latency percentiles, added latency over the first target, and server CPU per stream."""
+    """Open loop at a fixed rate: latency percentiles, added latency over the first target, and server CPU per
+    stream."""
     options = run.options
     stream_seconds = (options.fragments + 1) * interval_ms / 1000 + 0.05
     pool = math.ceil(rate * stream_seconds * 1.5) + 8
@@ -339,7 +340,8 @@ def _render_open_loop(rows: list[dict[str, Any]], title: str) -> list[str]:
         title,
         (
             f"{'target':<15}{'TTFB p50':>9}{'p90':>7}{'p99':>7}{'TTLB p50':>10}{'p90':>8}{'p99':>8}"
-            f"{'+TTFB p50':>11}{'p99':>7}{'+TTLB p50':>11}{'p99':>7}{'errors':>8}{'lag':>6}{'server %':>10}{'others %':>10}"
+            f"{'+TTFB p50':>11}{'p99':>7}{'+TTLB p50':>11}{'p99':>7}"
+            f"{'errors':>8}{'lag':>6}{'server %':>10}{'others %':>10}"
         ),
     ]
     for row in rows:
@@ -375,7 +377,8 @@ def render(results: dict[str, Any]) -> str:
         ),
         *(f"note: {note}" for note in results["notes"]),
         "",
-        f"1. closed loop, burst upstream, best of {options['rounds']} x {options['duration']:g} s: answers/s and % of bare",
+        f"1. closed loop, burst upstream, best of {options['rounds']} x {options['duration']:g} s:"
+        " answers/s and % of bare",
     ]
     concurrency = options["concurrency"]
     columns = [(kind, clients) for kind in ("stream", "request") for clients in concurrency]
@@ -391,7 +394,8 @@ def render(results: dict[str, Any]) -> str:
         assert first is not None
         errors = sum(row["errors"] for row in results["throughput"] if row["target"] == target)
         lines.append(
-            f"{target:<15}{''.join(f'{cell:>16}' for cell in cells)}  {first['cpu_percent']['server']:>5.0f} {first['cpu_percent']['others']:>5.0f}"
+            f"{target:<15}{''.join(f'{cell:>16}' for cell in cells)}"
+            f"  {first['cpu_percent']['server']:>5.0f} {first['cpu_percent']['others']:>5.0f}"
             + (f"  errors {errors}" if errors else "")
         )
     if "gateway w2" in targets:
@@ -408,23 +412,27 @@ def render(results: dict[str, Any]) -> str:
         lines.append("2 workers / 1: " + ", ".join(parts))
     if "gateway resp" in targets:
         ratios = [
-            f"{kind}s @{clients} {_rate(results, 'gateway resp', kind, clients) / _rate(results, 'gateway', kind, clients):.2f}x"
+            f"{kind}s @{clients}"
+            f" {_rate(results, 'gateway resp', kind, clients) / _rate(results, 'gateway', kind, clients):.2f}x"
             for kind, clients in columns
         ]
         lines.append("Responses / chat completions, agent route: " + ", ".join(ratios))
     lines += [""]
     lines += _render_open_loop(
         results["latency"],
-        f"2. open loop, burst upstream, {options['rate']:g} streams/s for {options['latency_seconds']:g} s: ms, + is over direct",
+        f"2. open loop, burst upstream, {options['rate']:g} streams/s for {options['latency_seconds']:g} s:"
+        " ms, + is over direct",
     )
     lines += [""]
     lines += _render_open_loop(
         results["paced"],
-        f"3. open loop, paced upstream (one event every {options['interval_ms']:g} ms), {options['paced_rate']:g} streams/s for {options['latency_seconds']:g} s: ms",
+        f"3. open loop, paced upstream (one event every {options['interval_ms']:g} ms),"
+        f" {options['paced_rate']:g} streams/s for {options['latency_seconds']:g} s: ms",
     )
     bare_paced = _row(results["paced"], "bare")
     lines += [
-        f"{'server CPU':<15}{'µs/stream burst':>16}{'paced':>8}{'µs/chunk paced':>16}{'over bare':>11}   (direct: the upstream's own)"
+        f"{'server CPU':<15}{'µs/stream burst':>16}{'paced':>8}{'µs/chunk paced':>16}{'over bare':>11}"
+        "   (direct: the upstream's own)"
     ]
     for burst, paced in zip(results["latency"], results["paced"], strict=True):
         over = paced["server_cpu_us_per_chunk"] - bare_paced["server_cpu_us_per_chunk"] if bare_paced else math.nan

@@ -177,7 +177,8 @@ def models(options: argparse.Namespace) -> list[str]:
 
 @contextlib.contextmanager
 def servers(options: argparse.Namespace, log_dir: Path) -> Iterator[dict[str, ServerProcess | str]]:
-    """The servers the chosen targets need, started together and stopped on every exit; a string says why one is missing."""
+    """The servers the chosen targets need, started together and stopped on every exit; a string says why one is
+    missing."""
     wanted = {name.split()[0] for name in options.targets}
     with contextlib.ExitStack() as stack:
         started: dict[str, ServerProcess | str] = {}
@@ -314,7 +315,7 @@ def _ms(values: Sequence[float], qs: Sequence[int] = (50, 99)) -> dict[str, floa
 
 def _added(row: dict[str, Any], reference: dict[str, Any] | None, key: str) -> dict[str, float]:
     if reference is None:
-        return {q: math.nan for q in row[key]}
+        return dict.fromkeys(row[key], math.nan)
     return {q: row[key][q] - reference[key][q] for q in row[key]}
 
 
@@ -401,7 +402,8 @@ async def measure_streams(run: Run, targets: list[Target], script: Script) -> li
 
 
 async def measure_rate(run: Run, targets: list[Target]) -> list[dict[str, Any]]:
-    """3. Non-streaming requests with a slow first byte upstream, closed loop at rising concurrency, until p99 reaches twice that."""
+    """3. Non-streaming requests with a slow first byte upstream, closed loop at rising concurrency, until p99 reaches
+    twice that."""
     options = run.options
     limit_ms = 2 * options.first_byte_ms
     rows = []
@@ -597,21 +599,27 @@ def render(results: dict[str, Any]) -> str:
         ]
         for row in results["overhead"]:
             lines.append(
-                f"{row['target']:<15}{_pair(row['latency_ms']):>16}{_pair(row['added_ms'], True):>20}{row['requests']:>10}"
+                f"{row['target']:<15}{_pair(row['latency_ms']):>16}{_pair(row['added_ms'], True):>20}"
+                f"{row['requests']:>10}"
             )
     if "streams" in results:
         lines += [
             "",
-            "2. paced streams: ms; TTFT = to the first content delta; ITL = client gap less upstream gap; + is over direct",
             (
-                f"{'target':<15}{'every':>6}{'clients':>8}{'TTFT p50 / p99':>17}{'+TTFT p50 / p99':>18}{'ITL p50 / p99':>16}"
-                f"{'+ITL p50 / p99':>17}{'gap p50 / p99':>17}{'bunched':>9}{'min gap':>8}{'streams':>8}{'server %':>9}{'others %':>9}"
+                "2. paced streams: ms; TTFT = to the first content delta; ITL = client gap less upstream gap;"
+                " + is over direct"
+            ),
+            (
+                f"{'target':<15}{'every':>6}{'clients':>8}{'TTFT p50 / p99':>17}{'+TTFT p50 / p99':>18}"
+                f"{'ITL p50 / p99':>16}{'+ITL p50 / p99':>17}{'gap p50 / p99':>17}{'bunched':>9}{'min gap':>8}"
+                f"{'streams':>8}{'server %':>9}{'others %':>9}"
             ),
         ]
         for row in results["streams"]:
             lines.append(
                 f"{row['target']:<15}{row['interval_ms']:>6g}{row['clients']:>8}{_pair(row['ttft_ms']):>17}"
-                f"{_pair(row['added_ttft_ms'], True):>18}{_pair(row['itl_ms'], True):>16}{_pair(row['added_itl_ms'], True):>17}"
+                f"{_pair(row['added_ttft_ms'], True):>18}{_pair(row['itl_ms'], True):>16}"
+                f"{_pair(row['added_itl_ms'], True):>17}"
                 f"{_pair(row['gap_ms']):>17}{row['bunched_streams']:>9}{row['smallest_gap_ratio']:>8.2f}{row['streams']:>8}"
                 f"{row['cpu_percent']['server']:>9.0f}{row['cpu_percent']['others']:>9.0f}"
                 + (f"  errors {row['errors']}" if row["errors"] else "")
@@ -621,8 +629,8 @@ def render(results: dict[str, Any]) -> str:
         lines += [
             "",
             (
-                f"3. requests/s with a {options['first_byte_ms']:g} ms upstream first byte, at the highest concurrency with p99 < "
-                f"{2 * options['first_byte_ms']:g} ms"
+                f"3. requests/s with a {options['first_byte_ms']:g} ms upstream first byte,"
+                f" at the highest concurrency with p99 < {2 * options['first_byte_ms']:g} ms"
             ),
             f"{'target':<15}{'clients':>8}{'requests/s':>11}{'p50 / p99 ms':>16}{'server %':>9}   next step (failed)",
         ]
@@ -637,21 +645,24 @@ def render(results: dict[str, Any]) -> str:
             tail = (
                 ""
                 if last["pass"]
-                else f"   {last['clients']} clients: {last['rate']:,.0f}/s, p99 {last['latency_ms']['p99']:.1f} ms, errors {last['errors']}"
+                else f"   {last['clients']} clients: {last['rate']:,.0f}/s, p99 {last['latency_ms']['p99']:.1f} ms,"
+                f" errors {last['errors']}"
             )
             lines.append(head + tail)
     if "capacity" in results:
         lines += [
             "",
             (
-                f"4. concurrent streams (one event every {options['capacity_interval_ms']:g} ms) held {options['capacity_seconds']:g} s"
+                f"4. concurrent streams (one event every {options['capacity_interval_ms']:g} ms)"
+                f" held {options['capacity_seconds']:g} s"
                 f" with every stream's gap p99 <= {options['capacity_limit_ms']:g} ms"
             ),
             f"{'target':<15}{'held':>6}{'failed at':>10}   steps: streams -> worst stream p99 ms (server %)",
         ]
         for row in results["capacity"]:
             steps = ", ".join(
-                f"{step['streams']}{'' if step['pass'] else '!'} -> {step['worst_stream_p99_ms']:.0f} ({step['server_percent']:.0f}%)"
+                f"{step['streams']}{'' if step['pass'] else '!'}"
+                f" -> {step['worst_stream_p99_ms']:.0f} ({step['server_percent']:.0f}%)"
                 + (f" errors {step['errors']}" if step["errors"] else "")
                 + (f" wrong {step['wrong']}" if step["wrong"] else "")
                 for step in sorted(row["steps"], key=lambda step: step["streams"])
@@ -661,10 +672,14 @@ def render(results: dict[str, Any]) -> str:
         lines += [
             "",
             (
-                f"5. server CPU at {options['cpu_clients']} paced streams (one event every {options['cpu_interval_ms']:g} ms);"
+                f"5. server CPU at {options['cpu_clients']} paced streams"
+                f" (one event every {options['cpu_interval_ms']:g} ms);"
                 f" RSS with {options['open_streams']} streams open (direct: the upstream's own)"
             ),
-            f"{'target':<15}{'streams/s':>10}{'µs/stream':>10}{'µs/chunk':>9}{'server %':>9}{'others %':>9}{'RSS MiB':>8}{'open':>7}{'opened':>7}",
+            (
+                f"{'target':<15}{'streams/s':>10}{'µs/stream':>10}{'µs/chunk':>9}{'server %':>9}{'others %':>9}"
+                f"{'RSS MiB':>8}{'open':>7}{'opened':>7}"
+            ),
         ]
         for row in results["cpu"]:
             lines.append(

@@ -107,8 +107,8 @@ def main() -> None:
     )
     for label, row in rows:
         print(
-            f"{label:>7} {row['think_feeds']:>11.0f} {row['think_us_per_feed']:>14.3f} {row['block_us_per_feed']:>14.3f}"
-            f" {row['worst_us_per_feed']:>14.3f}"
+            f"{label:>7} {row['think_feeds']:>11.0f} {row['think_us_per_feed']:>14.3f}"
+            f" {row['block_us_per_feed']:>14.3f} {row['worst_us_per_feed']:>14.3f}"
             f" {row['plain_us_per_feed']:>14.3f} {row['floor_us_per_feed']:>14.3f}"
             f" {row['think_us_per_feed'] / row['plain_us_per_feed']:>11.2f}x"
         )

@@ -155,7 +155,8 @@ class ServerProcess:
         self.port = port
         self.expected_workers = workers
         self.supervised = workers > 1 if supervised is None else supervised
-        """Whether the requests are served by child processes (uvicorn's workers, granian's) rather than the process itself."""
+        """Whether the requests are served by child processes (uvicorn's workers, granian's) rather than the process
+        itself."""
         self.log_path = log_dir / f"{name.replace(' ', '-')}.log"
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(

@@ -146,7 +146,8 @@ def main() -> None:
             for process in reversed(servers):
                 process.stop()
         print(
-            f"{options.server} ({options.route if options.server == 'gateway' else 'pass-through'}), {options.load} load: {summary}"
+            f"{options.server} ({options.route if options.server == 'gateway' else 'pass-through'}),"
+            f" {options.load} load: {summary}"
         )
         print(hot_spots(output, options.top))
 

@@ -220,8 +220,8 @@ def render(results: dict[str, Any]) -> str:
     options = results["options"]
     kind = "burst streams" if options["stream"] else "non-streaming requests"
     lines = [
-        f"{options['clients']} keep-alive clients, {kind}, {options['workers']} workers, {options['seconds']:g} s per window"
-        + (" (SMOKE run)" if options["smoke"] else ""),
+        f"{options['clients']} keep-alive clients, {kind}, {options['workers']} workers,"
+        f" {options['seconds']:g} s per window" + (" (SMOKE run)" if options["smoke"] else ""),
         *(f"note: {note}" for note in results["notes"]),
         f"{'server':<11}{'window':<11}{'requests/s':>11}   per worker: connections / requests (CPU %)",
     ]

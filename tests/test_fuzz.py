@@ -152,7 +152,8 @@ providers: {up: {base_url: "http://upstream.test/v1"}}
 models:
   - {name: plain, provider: up, model: upstream-plain, max_retries: 0}
   - {name: agent, provider: up, model: upstream-agent, rewrite: {}, max_retries: 0}
-  - {name: agent-content, provider: up, model: upstream-agent, rewrite: {inner_thoughts: content, system_prompt: ""}, max_retries: 0}
+  - {name: agent-content, provider: up, model: upstream-agent, rewrite: {inner_thoughts: content, system_prompt: ""},
+     max_retries: 0}
 """
 COMPLETION = orjson.dumps(completion_of(agent_stream(['{"inner_thoughts": "t", "message": "Hello"}'])))
 
@@ -345,7 +346,8 @@ LONG = b"1234567890123456789012"
         ),
         (
             "/v1/chat/completions",
-            b'{"model": "agent", "messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": [{"type": "text", "text": null}]}]}',
+            b'{"model": "agent", "messages": [{"role": "user", "content": "a"},'
+            b' {"role": "assistant", "content": [{"type": "text", "text": null}]}]}',
             "'messages.1.content.0.text': expected a string",
         ),
     ],

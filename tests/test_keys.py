@@ -131,7 +131,8 @@ def test_with_only_keys_configured_auth_is_on(authorization: str | None) -> None
 def test_start_up_warns_of_limits_kept_per_worker() -> None:
     limited = config(keys=[{"name": "app", "key": "sk-app-key", "rpm": 5}])
     assert startup_warnings(limited, 2) == [
-        "server.state is memory: each of the 2 workers keeps its own limits (set server.state to a redis:// URL to share them)",
+        "server.state is memory: each of the 2 workers keeps its own limits"
+        " (set server.state to a redis:// URL to share them)",
     ]
     assert startup_warnings(limited, 1) == []
     unlimited = config(keys=[{"name": "app", "key": "sk-app-key", "models": ["gpt-4o"]}])

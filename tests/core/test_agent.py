@@ -100,7 +100,7 @@ def test_client_tools_get_inner_thoughts_first_even_when_strict() -> None:
     tools = tools_by_name(upstream)
     for name in ("get_weather", "lookup", "ping"):
         parameters = tools[name]["function"]["parameters"]
-        assert list(parameters["properties"])[0] == "inner_thoughts"
+        assert next(iter(parameters["properties"])) == "inner_thoughts"
         assert parameters["required"][0] == "inner_thoughts"
     assert tools["lookup"]["function"]["strict"] is True
     assert tools["lookup"]["function"]["parameters"]["additionalProperties"] is False
@@ -183,7 +183,7 @@ def test_assistant_text_becomes_a_message_tool_call_and_its_answer() -> None:
 
 def test_generated_ids_are_deterministic_across_turns() -> None:
     first, _ = prepare(request(messages=conversation()), options_of())
-    longer = conversation() + [{"role": "assistant", "content": "You're welcome."}, {"role": "user", "content": "Bye"}]
+    longer = [*conversation(), {"role": "assistant", "content": "You're welcome."}, {"role": "user", "content": "Bye"}]
     second, _ = prepare(request(messages=longer), options_of())
     assert second["messages"][: len(first["messages"])] == first["messages"], (
         "same upstream prefix, so prompt caching works"

@@ -120,7 +120,7 @@ def test_emitted_text_is_always_a_prefix_of_the_final_value(data: st.DataObject)
 def test_filtered_object_is_the_original_minus_the_key(data: st.DataObject) -> None:
     doc = data.draw(documents())
     fragments = data.draw(splits(doc))
-    parser, emitted = run(fragments, capture=(), drop="inner_thoughts")
+    _, emitted = run(fragments, capture=(), drop="inner_thoughts")
     original = json.loads(doc)
     removed = original.pop("inner_thoughts", None)
     filtered = emitted.get(Filtered, "")

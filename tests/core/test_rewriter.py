@@ -406,7 +406,7 @@ def test_top_level_fields_usage_and_choiceless_chunks_pass() -> None:
 def test_chunks_with_nothing_left_to_say_are_dropped_except_the_first() -> None:
     chunks = agent_stream(['{"inner_thoughts": "long', " thought", '", "message": "Hi"}'])
     out, _ = rewrite(chunks)
-    assert [d for d in deltas(out)] == [{"role": "assistant", "content": None}, {"content": "Hi"}, {}]
+    assert list(deltas(out)) == [{"role": "assistant", "content": None}, {"content": "Hi"}, {}]
 
 
 def test_dropped_chunk_with_usage_is_kept_without_choices() -> None:
@@ -574,7 +574,7 @@ def test_recorded_tool_as_message_tool(path: Path) -> None:
 @pytest.mark.parametrize("path", RECORDED, ids=[p.name for p in RECORDED])
 def test_recorded_tool_as_client_tool(path: Path) -> None:
     chunks = recorded_chunks(path)
-    out, rewriter = rewrite(chunks, reasoning="expose")
+    out, _ = rewrite(chunks, reasoning="expose")
     assert [(c["id"], c["name"], json.loads(c["arguments"])) for c in client_calls(out)] == [
         (c["id"], c["name"], json.loads(c["arguments"])) for c in recorded_calls(chunks)
     ]

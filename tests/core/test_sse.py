@@ -35,7 +35,7 @@ def test_any_split_and_any_line_ending_give_the_same_events(
 ) -> None:
     body = body_of(items, newline)
     cuts = sorted(data.draw(st.sets(st.integers(0, len(body)), max_size=12)))
-    pieces = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)])]
+    pieces = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True)]
     assert decode(pieces) == expected(items)
 
 

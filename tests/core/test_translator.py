@@ -1,4 +1,5 @@
-"""The whole stream path without sockets: upstream bytes, split every way, through the translator and the chat encoder."""
+"""The whole stream path without sockets: upstream bytes, split every way, through the translator and the chat
+encoder."""
 
 from __future__ import annotations
 
@@ -139,11 +140,14 @@ def test_a_plain_route_gives_a_chat_client_every_chunk_as_it_came(body: bytes, d
 
 @pytest.mark.parametrize("route", ["rewrite", "plain"])
 def test_an_event_sent_as_several_data_lines_reaches_the_client_as_one(route: str) -> None:
-    body = b'data: {"id":"x","choices":[{"index":0,\ndata: "delta":{"content":"Hi"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+    body = (
+        b'data: {"id":"x","choices":[{"index":0,\ndata: "delta":{"content":"Hi"},"finish_reason":"stop"}]}\n\n'
+        b"data: [DONE]\n\n"
+    )
     client, _ = run([body], RewriteOptions.plain() if route == "plain" else RewriteOptions())
     assert (
-        client
-        == b'data: {"id":"x","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
+        client == b'data: {"id":"x","choices":[{"index":0,"delta":{"content":"Hi"},"finish_reason":"stop"}]}\n\n'
+        b"data: [DONE]\n\n"
     )
 
 
@@ -186,16 +190,16 @@ def errors(events: list[Event]) -> list[Error]:
 
 
 FAULTS = {
-    "garbage data": (lambda good: good[:2] + [b"data: {not json\n\n"] + good[2:], ErrorKind.INVALID_RESPONSE),
-    "not an object": (lambda good: good[:2] + [b"data: [1, 2]\n\n"] + good[2:], ErrorKind.INVALID_RESPONSE),
+    "garbage data": (lambda good: [*good[:2], b"data: {not json\n\n", *good[2:]], ErrorKind.INVALID_RESPONSE),
+    "not an object": (lambda good: [*good[:2], b"data: [1, 2]\n\n", *good[2:]], ErrorKind.INVALID_RESPONSE),
     "over the limit": (
-        lambda good: good[:2] + [b"data: " + b"x" * 5000 + b"\n\n"] + good[2:],
+        lambda good: [*good[:2], b"data: " + b"x" * 5000 + b"\n\n", *good[2:]],
         ErrorKind.INVALID_RESPONSE,
     ),
-    "no finish": (lambda good: good[:-2] + [b"data: [DONE]\n\n"], ErrorKind.INCOMPLETE),
+    "no finish": (lambda good: [*good[:-2], b"data: [DONE]\n\n"], ErrorKind.INCOMPLETE),
     "cut short": (lambda good: good[:-2], ErrorKind.INCOMPLETE),
     "upstream error": (
-        lambda good: good[:2] + [b'data: {"error": {"message": "overloaded", "type": "server_error"}}\n\n'] + good[2:],
+        lambda good: [*good[:2], b'data: {"error": {"message": "overloaded", "type": "server_error"}}\n\n', *good[2:]],
         ErrorKind.UPSTREAM_ERROR,
     ),
 }
@@ -221,7 +225,7 @@ def test_every_fault_ends_in_exactly_one_error_event(fault: str, data: st.DataOb
 def test_an_upstream_error_event_reaches_a_chat_client_as_it_came() -> None:
     upstream = {"error": {"message": "overloaded", "type": "server_error", "code": 529}}
     body = sse(agent_stream(['{"message": "Hi"']), done=False)[:-2] + b"\n\ndata: " + orjson.dumps(upstream) + b"\n\n"
-    client, events = run([body])
+    client, _ = run([body])
     assert payloads(client)[-1] == upstream
 
 

@@ -1378,14 +1378,14 @@ def good_events() -> list[bytes]:
 
 FAULTS: dict[str, tuple[Callable[[list[bytes]], list[bytes]], ErrorKind, str]] = {
     "invalid event": (
-        lambda good: good[:4] + [b"data: {not json\n\n"] + good[4:],
+        lambda good: [*good[:4], b"data: {not json\n\n", *good[4:]],
         ErrorKind.INVALID_RESPONSE,
         "api_error",
     ),
-    "missing finish": (lambda good: good[:-2] + [b"data: [DONE]\n\n"], ErrorKind.INCOMPLETE, "api_error"),
+    "missing finish": (lambda good: [*good[:-2], b"data: [DONE]\n\n"], ErrorKind.INCOMPLETE, "api_error"),
     "cut short": (lambda good: good[:-2], ErrorKind.INCOMPLETE, "api_error"),
     "upstream error event": (
-        lambda good: good[:4] + [b'data: {"error": {"message": "overloaded", "type": "server_error"}}\n\n'] + good[4:],
+        lambda good: [*good[:4], b'data: {"error": {"message": "overloaded", "type": "server_error"}}\n\n', *good[4:]],
         ErrorKind.UPSTREAM_ERROR,
         "api_error",
     ),

@@ -480,7 +480,8 @@ def landmarks(body: bytes) -> dict[int, tuple[Any, ...]]:
 
 
 def excerpt(body: bytes, around: int = 2) -> bytes:
-    """The recording's own events around each landmark, with its first and last ones; the long runs between are left out."""
+    """The recording's own events around each landmark, with its first and last ones; the long runs between are
+    left out."""
     events = sse_events(body)
     keep = set(range(3)) | set(range(len(events) - 3, len(events)))
     for mark in landmarks(body):
@@ -665,7 +666,8 @@ def test_qwen3_on_an_agent_route_thinks_before_and_between_its_calls() -> None:
 
 
 def test_a_template_opened_block_is_closed_by_the_stream() -> None:
-    """DeepSeek-R1-0528 and Qwen3 thinking models: the chat template writes ``<think>``, the stream only ``</think>``."""
+    """DeepSeek-R1-0528 and Qwen3 thinking models: the chat template writes ``<think>``, the stream only
+    ``</think>``."""
     pieces = ["Okay", ", the user", " greets me.", "\n", "</", "think", ">", "\n\n", "Hello", "!"]
     chunks = vllm(*contents(*pieces))
     steps = released(chunks, route("expose", think_open=True))

@@ -665,7 +665,7 @@ def test_a_call_whose_arguments_are_not_whole_stays_open_while_another_item_star
 
 @pytest.mark.parametrize(("finish", "reason"), [("length", "max_output_tokens"), ("content_filter", "content_filter")])
 def test_a_cut_answer_ends_incomplete_with_the_reason(finish: str, reason: str) -> None:
-    chunks = agent_chunks("This answer is cut")[:-2] + [chunk(choice(finish=finish)), chunk(usage=USAGE)]
+    chunks = [*agent_chunks("This answer is cut")[:-2], chunk(choice(finish=finish)), chunk(usage=USAGE)]
     events, _, _ = run([sse(chunks)])
     final = check_protocol(events)
     assert events[-1]["type"] == "response.incomplete"
@@ -713,12 +713,12 @@ def good_events(message: str) -> list[bytes]:
 
 
 FAULTS: dict[str, Callable[[list[bytes]], list[bytes]]] = {
-    "invalid event": lambda good: good[:6] + [b"data: {not json\n\n"] + good[6:],
-    "event over the size limit": lambda good: good[:6] + [b"data: " + b"x" * 5000 + b"\n\n"] + good[6:],
-    "no finish before [DONE]": lambda good: good[:-3] + [b"data: [DONE]\n\n"],
+    "invalid event": lambda good: [*good[:6], b"data: {not json\n\n", *good[6:]],
+    "event over the size limit": lambda good: [*good[:6], b"data: " + b"x" * 5000 + b"\n\n", *good[6:]],
+    "no finish before [DONE]": lambda good: [*good[:-3], b"data: [DONE]\n\n"],
     "cut short": lambda good: good[:-3],
     "upstream error event": lambda good: (
-        good[:6] + [b'data: {"error": {"message": "overloaded", "type": "server_error"}}\n\n'] + good[6:]
+        [*good[:6], b'data: {"error": {"message": "overloaded", "type": "server_error"}}\n\n', *good[6:]]
     ),
 }
 
@@ -778,7 +778,7 @@ NON_STREAMING = {
         chunk(choice(finish="tool_calls")),
         chunk(usage=USAGE),
     ],
-    "cut by length": agent_chunks("This is cu")[:-2] + [chunk(choice(finish="length")), chunk(usage=USAGE)],
+    "cut by length": [*agent_chunks("This is cu")[:-2], chunk(choice(finish="length")), chunk(usage=USAGE)],
 }
 
 
@@ -844,7 +844,7 @@ def test_any_split_of_the_arguments_and_of_the_reads_gives_the_message_exactly(
 
 @pytest.mark.parametrize("route", list(Reasoning))
 def test_every_split_of_the_arguments(route: Reasoning) -> None:
-    message, inner = 'Hi "you" \\ é 😀\nbye', 'αβ "γ" \\δ'
+    message, inner = 'Hi "you" \\ é 😀\nbye', 'αβ "\u03b3" \\δ'
     document = json.dumps({"inner_thoughts": inner, "message": message})
     for cut in range(1, len(document)):
         body = sse([*agent_stream([document[:cut], document[cut:]]), chunk(usage=USAGE)])

@@ -412,7 +412,7 @@ def test_upstream_breaking_mid_stream_raises_in_the_sdk(gateway_url: str, script
 
 def test_upstream_ending_before_finish_is_an_error(gateway_url: str, scripted: ScriptedUpstream) -> None:
     reply = agent_reply()
-    reply.pieces = reply.pieces[:-2] + [b"data: [DONE]\n\n"]  # no finish_reason
+    reply.pieces = [*reply.pieces[:-2], b"data: [DONE]\n\n"]  # no finish_reason
     scripted.reply(reply)
     with pytest.raises(openai.APIError) as caught:
         list(client(gateway_url).chat.completions.create(model="agent", messages=USER, stream=True))

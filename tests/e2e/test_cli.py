@@ -106,7 +106,8 @@ def test_serve_without_config_starts_the_demo() -> None:
         (["--config", ""], "argument --config: expected the path of a YAML file, got ''"),
         (
             ["--log-level", "loud"],
-            "argument --log-level: invalid choice: 'loud' (choose from 'critical', 'error', 'warning', 'info', 'debug')",
+            "argument --log-level: invalid choice: 'loud'"
+            " (choose from 'critical', 'error', 'warning', 'info', 'debug')",
         ),
     ],
 )
@@ -130,10 +131,12 @@ def test_a_port_in_use_fails_before_claiming_to_start() -> None:
 
 
 def test_port_0_serves_on_the_port_it_prints_with_workers_and_text_logs(tmp_path: Path) -> None:
-    """Any free port, announced as bound, shared by two workers; log_format text puts uvicorn's lines in that format too."""
+    """Any free port, announced as bound, shared by two workers; log_format text puts uvicorn's lines in that format
+    too."""
     config = tmp_path / "demo.yaml"
     config.write_text(
-        "server: {log_format: text}\nproviders: {demo: {api: demo}}\nmodels: [{name: assistant, provider: demo, rewrite: {}}]\n"
+        "server: {log_format: text}\nproviders: {demo: {api: demo}}\n"
+        "models: [{name: assistant, provider: demo, rewrite: {}}]\n"
     )
     with gateway_process("--config", str(config), "--port", "0", "--workers", "2", choose_port=False) as running:
         port = int(running.url.rsplit(":", 1)[1])

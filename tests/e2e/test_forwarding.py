@@ -345,7 +345,10 @@ def test_config_refuses_forward_patterns_that_are_not_paths(forward: str, proble
     ],
 )
 def test_config_refuses_to_forward_credentials_hop_by_hop_or_own_headers(name: str) -> None:
-    text = f"providers: {{up: {{base_url: 'http://u/v1', forward_headers: ['{name}']}}}}\nmodels: [{{name: m, provider: up}}]"
+    text = (
+        f"providers: {{up: {{base_url: 'http://u/v1', forward_headers: ['{name}']}}}}\n"
+        "models: [{name: m, provider: up}]"
+    )
     with pytest.raises(ConfigError, match="never forwarded"):
         parse_config(text, "t.yaml", env={})
 

@@ -240,7 +240,8 @@ def test_metrics_add_up_across_workers(tmp_path: Path) -> None:
         config = tmp_path / "workers.yaml"
         # The supervisor stops its workers with SIGTERM; no drain delay is needed to stop a test.
         config.write_text(
-            f"server: {{drain_delay: 0}}\nproviders: {{up: {{base_url: '{upstream_url}/v1'}}}}\nmodels: [{{name: agent, provider: up, rewrite: {{inject_tools: false}}}}]\n"
+            f"server: {{drain_delay: 0}}\nproviders: {{up: {{base_url: '{upstream_url}/v1'}}}}\n"
+            "models: [{name: agent, provider: up, rewrite: {inject_tools: false}}]\n"
         )
         with gateway_process("--config", str(config), "--workers", "2") as running:
             url = running.url

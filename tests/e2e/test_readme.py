@@ -103,12 +103,14 @@ def run_example(code: str, url: str) -> str:
     assert code.count(README_URL) == 1
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        exec(compile(code.replace(README_URL, url + "/v1"), "README.md", "exec"), {"__name__": "readme_example"})  # noqa: S102 (the README's own code)
+        # the README's own code
+        exec(compile(code.replace(README_URL, url + "/v1"), "README.md", "exec"), {"__name__": "readme_example"})
     return out.getvalue()
 
 
 def chat_log(running: Running, path: str = "/v1/chat/completions") -> list[dict[str, Any]]:
-    """The gateway's access-log lines for chat completions (or another path) so far (stderr is JSON lines, one format)."""
+    """The gateway's access-log lines for chat completions (or another path) so far (stderr is JSON lines, one
+    format)."""
     lines = [orjson.loads(line) for line in running.stderr().splitlines()]
     return [line for line in lines if line.get("logger") == "gateway.access" and line.get("path") == path]
 
@@ -249,7 +251,8 @@ def test_models_lists_the_assistant_route(mode: Mode) -> None:
 
 @pytest.mark.parametrize("mode", ["demo", "offline config"], indirect=True)  # the thinker routes are the demo's
 def test_the_demo_thinker_example_shows_the_reasoning_only_where_the_route_exposes_it(mode: Mode) -> None:
-    """The Quick start's example: the same answer on both routes, no tag in it, reasoning only from ``thinker-exposed``."""
+    """The Quick start's example: the same answer on both routes, no tag in it, reasoning only from
+    ``thinker-exposed``."""
     said = {}
     for line in run_example(THINKER_EXAMPLE, mode.running.url).splitlines():
         model, rest = line.split(": ", 1)

@@ -67,8 +67,10 @@ providers:
     responses: native
 models:
   - {{name: assistant, provider: up, model: tool-model, rewrite: {{inject_tools: true}}, max_retries: 0}}
-  - {{name: thinker, provider: up, model: tool-model, rewrite: {{inject_tools: true, reasoning: expose}}, max_retries: 0}}
-  - {{name: main, provider: up, model: tool-model, rewrite: {{inject_tools: true}}, max_retries: 0, fallbacks: [assistant]}}
+  - {{name: thinker, provider: up, model: tool-model, rewrite: {{inject_tools: true, reasoning: expose}},
+     max_retries: 0}}
+  - {{name: main, provider: up, model: tool-model, rewrite: {{inject_tools: true}}, max_retries: 0,
+     fallbacks: [assistant]}}
   - {{name: gpt-native, provider: openai, model: gpt-4o}}
   - {{name: "llama-*", provider: up, rewrite: {{inject_tools: true}}, max_retries: 0}}
 """

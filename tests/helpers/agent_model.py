@@ -20,7 +20,7 @@ class AgentModel:
         if "send_message" not in tools or body.get("tool_choice") != "required":
             self.problems.append("the message tool was not injected or not required")
         for name, function in tools.items():
-            if list(function["parameters"]["properties"])[0] != "inner_thoughts":
+            if next(iter(function["parameters"]["properties"])) != "inner_thoughts":
                 self.problems.append(f"{name} lacks inner_thoughts")
         messages = body["messages"]
         if messages[0]["role"] != "system" or "send_message" not in messages[0]["content"]:

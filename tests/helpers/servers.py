@@ -66,7 +66,7 @@ class Reply:
 def sse(chunks: list[Any], done: bool = True) -> list[bytes]:
     """SSE events, one piece per chunk."""
     pieces = [b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks]
-    return pieces + [b"data: [DONE]\n\n"] if done else pieces
+    return [*pieces, b"data: [DONE]\n\n"] if done else pieces
 
 
 def stream_reply(chunks: list[Any], **options: Any) -> Reply:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +134,7 @@ def sse(chunks: list[dict[str, Any]], done: bool = True) -> bytes:
 def partitions(draw: st.DrawFn, body: bytes) -> list[bytes]:
     cuts = sorted(draw(st.sets(st.integers(min_value=1, max_value=max(len(body) - 1, 1)), max_size=40)))
     bounds = [0, *[c for c in cuts if c < len(body)], len(body)]
-    return [body[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
+    return [body[a:b] for a, b in itertools.pairwise(bounds) if b > a]
 
 
 @st.composite
@@ -141,4 +142,4 @@ def splits(draw: st.DrawFn, text: str) -> list[str]:
     """A random partition of ``text`` into fragments."""
     cuts = sorted(draw(st.sets(st.integers(min_value=1, max_value=max(len(text) - 1, 1)), max_size=len(text))))
     bounds = [0, *[c for c in cuts if c < len(text)], len(text)]
-    return [text[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+    return [text[a:b] for a, b in itertools.pairwise(bounds) if b > a]

@@ -61,7 +61,7 @@ class Segment:
 
     def of(self, label: str, upto: int | None = None) -> str:
         end = len(self.text) if upto is None else upto
-        return "".join(char for char, mark in zip(self.text[:end], self.labels[:end]) if mark == label)
+        return "".join(char for char, mark in zip(self.text[:end], self.labels[:end], strict=True) if mark == label)
 
 
 def segment_of(parts: list[tuple[str, str]]) -> Segment:

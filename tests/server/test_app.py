@@ -560,7 +560,7 @@ def test_stream_without_finish_reason_ends_with_upstream_incomplete(route: str, 
 @pytest.mark.parametrize("same_read", [False, True])
 def test_done_ends_the_stream_once_and_later_events_are_ignored(route: str, same_read: bool) -> None:
     answer = AGENT_CHUNKS if route == "agent" else FINISHED
-    late = sse([chunk(choice(content="LATE"))]) + [b": late comment\n\n"]
+    late = [*sse([chunk(choice(content="LATE"))]), b": late comment\n\n"]
     pieces = sse(answer)
     pieces = [*pieces[:-1], b"".join([pieces[-1], *late])] if same_read else [*pieces, *late]
     body = stream_through(route, *pieces)

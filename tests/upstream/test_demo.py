@@ -195,7 +195,7 @@ def test_stream_cuts_the_arguments_at_awkward_places() -> None:
     arguments = "".join(pieces)
     cuts = {sum(map(len, pieces[:i])) for i in range(1, len(pieces))}
     starts = escape_starts(arguments)
-    assert 1 <= min(map(len, pieces)) and max(map(len, pieces)) <= 7
+    assert min(map(len, pieces)) >= 1 and max(map(len, pieces)) <= 7
     assert len({len(piece) for piece in pieces}) > 3, "sizes should be irregular"
     assert any(start + 1 in cuts for start in starts if arguments[start + 1] in '"\\n'), "after a backslash"
     assert any(cut in range(start + 2, start + 6) for start in starts for cut in cuts if arguments[start + 1] == "u")
