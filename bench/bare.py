@@ -37,7 +37,9 @@ def create_app(upstream: str, transport: str) -> Starlette:
 
     async def chat_completions(request: Request) -> Response:
         body = await request.body()
-        upstream_request = client.build_request("POST", "chat/completions", content=body, headers={"content-type": "application/json"})
+        upstream_request = client.build_request(
+            "POST", "chat/completions", content=body, headers={"content-type": "application/json"}
+        )
         response = await client.send(upstream_request, stream=True)
         content_type = response.headers.get("content-type", "application/json")
         if content_type.startswith("text/event-stream"):
@@ -76,7 +78,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=9200)
     parser.add_argument("--upstream", default="http://127.0.0.1:9100/v1", help="the upstream's base URL")
     parser.add_argument(
-        "--transport", choices=("gateway", "httpcore"), default="gateway",
+        "--transport",
+        choices=("gateway", "httpcore"),
+        default="gateway",
         help="the gateway's Http1Transport (default) or httpx's default transport",
     )
     options = parser.parse_args()

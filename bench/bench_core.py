@@ -31,11 +31,11 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gateway.core.arguments import ArgumentsParser  # noqa: E402
-from gateway.core.options import Reasoning, RewriteOptions  # noqa: E402
+from gateway.core.arguments import ArgumentsParser
+from gateway.core.options import Reasoning, RewriteOptions
 from gateway.core.sse import SSEDecoder
-from gateway.core.translator import StreamTranslator  # noqa: E402
-from gateway.dialects.chat import ChatStreamEncoder  # noqa: E402
+from gateway.core.translator import StreamTranslator
+from gateway.dialects.chat import ChatStreamEncoder
 
 FRAGMENT = 4
 SAMPLE_CHUNKS = 1 << 15
@@ -46,7 +46,13 @@ SIZES = {"1 KB": 1024, "16 KB": 16 * 1024, "256 KB": 256 * 1024}
 def message_of(size: int) -> str:
     """Prose with the escapes real models write: quotes, newlines, non-ASCII."""
     rng = random.Random(size)
-    words = [*("".join(rng.choices(string.ascii_lowercase, k=rng.randint(2, 9))) for _ in range(200)), '"quoted"', "line\nbreak", "café", "😀"]
+    words = [
+        *("".join(rng.choices(string.ascii_lowercase, k=rng.randint(2, 9))) for _ in range(200)),
+        '"quoted"',
+        "line\nbreak",
+        "café",
+        "😀",
+    ]
     out: list[str] = []
     length = 0
     while length < size:
@@ -188,12 +194,12 @@ def main() -> None:
         assert parse_incremental(fragments) == message
         assert relay(wire_events(fragments), RewriteOptions()) > len(message)
         chars = sum(map(len, fragments))
-        parse_seconds = best_of(options.repeats, lambda: parse_incremental(fragments))
+        parse_seconds = best_of(options.repeats, lambda fragments=fragments: parse_incremental(fragments))
         reads = wire_events(fragments)
-        agent_seconds = best_of(options.repeats, lambda: relay(reads, RewriteOptions()))
+        agent_seconds = best_of(options.repeats, lambda reads=reads: relay(reads, RewriteOptions()))
         plain_reads = content_events(message)
-        plain_seconds = best_of(options.repeats, lambda: relay(plain_reads, RewriteOptions.plain()))
-        content_seconds = best_of(options.repeats, lambda: relay(plain_reads, RewriteOptions()))
+        plain_seconds = best_of(options.repeats, lambda reads=plain_reads: relay(reads, RewriteOptions.plain()))
+        content_seconds = best_of(options.repeats, lambda reads=plain_reads: relay(reads, RewriteOptions()))
         reasoning = message_of(size + 1)[:size]
         think_reads = think_events(reasoning, message)
         exposing = RewriteOptions(reasoning=Reasoning.EXPOSE)
@@ -223,14 +229,15 @@ def main() -> None:
         }
         if size <= options.baseline_max_kb * 1024:
             row["baseline_correct"] = parse_baseline(fragments) == message
-            baseline_seconds = best_of(1, lambda: parse_baseline(fragments), min_seconds=0)
+            baseline_seconds = best_of(1, lambda fragments=fragments: parse_baseline(fragments), min_seconds=0)
             row["baseline_us_per_fragment"] = baseline_seconds / len(fragments) * 1e6
             row["speedup_vs_baseline"] = baseline_seconds / parse_seconds
         rows.append(row)
 
     print(
         f"{'message':>8} {'fragments':>9} {'parser chars/s':>15} {'parser µs/frag':>15} {'agent µs/chunk':>15}"
-        f" {'content µs/chunk':>17} {'plain µs/chunk':>15} {'baseline µs/frag':>17} {'speedup':>8} {'baseline output':>16}"
+        f" {'content µs/chunk':>17} {'plain µs/chunk':>15} {'baseline µs/frag':>17}"
+        f" {'speedup':>8} {'baseline output':>16}"
     )
     for row in rows:
         baseline = f"{row['baseline_us_per_fragment']:.1f}" if row["baseline_us_per_fragment"] else "skipped"

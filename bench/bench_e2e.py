@@ -60,17 +60,31 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, help="closed-loop rounds over all targets, best kept (quick 1, full 2)")
     parser.add_argument("--concurrency", default="16,64", help="closed-loop clients, comma-separated (default 16,64)")
     parser.add_argument("--rate", type=float, default=100.0, help="open loop, burst upstream: streams/s (default 100)")
-    parser.add_argument("--paced-rate", type=float, default=20.0, help="open loop, paced upstream: streams/s (default 20)")
+    parser.add_argument(
+        "--paced-rate", type=float, default=20.0, help="open loop, paced upstream: streams/s (default 20)"
+    )
     parser.add_argument("--latency-seconds", type=float, help="seconds per open-loop run (quick 3, full 12)")
     parser.add_argument("--fragments", type=int, default=50, help="argument fragments per answer (default 50)")
-    parser.add_argument("--padded", action="store_true", help="OpenAI-style obfuscation padding in every upstream chunk")
-    parser.add_argument("--interval-ms", type=float, default=10.0, help="paced upstream: ms between events (default 10)")
-    parser.add_argument("--open-streams", type=int, default=1000, help="streams open at once for the memory figure (default 1000)")
-    parser.add_argument("--hold-interval-ms", type=float, default=1000.0, help="ms between events of those streams (default 1000)")
-    parser.add_argument("--gateway-log-level", default="info", help="the gateway's --log-level (default info, as deployed)")
+    parser.add_argument(
+        "--padded", action="store_true", help="OpenAI-style obfuscation padding in every upstream chunk"
+    )
+    parser.add_argument(
+        "--interval-ms", type=float, default=10.0, help="paced upstream: ms between events (default 10)"
+    )
+    parser.add_argument(
+        "--open-streams", type=int, default=1000, help="streams open at once for the memory figure (default 1000)"
+    )
+    parser.add_argument(
+        "--hold-interval-ms", type=float, default=1000.0, help="ms between events of those streams (default 1000)"
+    )
+    parser.add_argument(
+        "--gateway-log-level", default="info", help="the gateway's --log-level (default info, as deployed)"
+    )
     parser.add_argument("--no-workers2", action="store_true", help="skip the two-worker gateway")
     parser.add_argument(
-        "--compare-with", type=Path, metavar="CHECKOUT",
+        "--compare-with",
+        type=Path,
+        metavar="CHECKOUT",
         help="also run the gateway of another checkout (an earlier commit, say) as the target 'gateway before'",
     )
     options = parser.parse_args(argv)
@@ -101,7 +115,11 @@ def servers(options: argparse.Namespace, log_dir: Path) -> Iterator[dict[str, Se
         if options.compare_with is not None:
             source = options.compare_with.resolve()
             start("gateway before", start_gateway(log_dir, upstream.port, 1, options.gateway_log_level, source))
-        models = [model_name("agent"), model_name("agent", options.interval_ms), model_name("agent", options.hold_interval_ms)]
+        models = [
+            model_name("agent"),
+            model_name("agent", options.interval_ms),
+            model_name("agent", options.hold_interval_ms),
+        ]
         litellm = start_litellm(log_dir, upstream.port, models)
         if isinstance(litellm, str):
             started["litellm"] = litellm
@@ -133,11 +151,20 @@ async def measure_throughput(run: Run, targets: list[Target]) -> list[dict[str, 
                 for target in targets:
                     await run.settle()
                     result = await closed_loop(
-                        target.port, target.request(kind == "stream"), concurrency, options.duration, options.warmup, run.meters(target)
+                        target.port,
+                        target.request(kind == "stream"),
+                        concurrency,
+                        options.duration,
+                        options.warmup,
+                        run.meters(target),
                     )
                     row = {
-                        "target": target.name, "kind": kind, "concurrency": concurrency, "rate": result.rate,
-                        "errors": result.errors, "cpu_percent": _percent(result.usage, result.seconds),
+                        "target": target.name,
+                        "kind": kind,
+                        "concurrency": concurrency,
+                        "rate": result.rate,
+                        "errors": result.errors,
+                        "cpu_percent": _percent(result.usage, result.seconds),
                     }
                     key = (target.name, kind, concurrency)
                     if key not in best or row["rate"] > best[key]["rate"]:
@@ -146,7 +173,8 @@ async def measure_throughput(run: Run, targets: list[Target]) -> list[dict[str, 
 
 
 async def measure_open_loop(run: Run, targets: list[Target], rate: float, interval_ms: float) -> list[dict[str, Any]]:
-    """Open loop at a fixed rate: latency percentiles, added latency over the first target, and server CPU per stream."""
+    """Open loop at a fixed rate: latency percentiles, added latency over the first target, and server CPU per
+    stream."""
     options = run.options
     stream_seconds = (options.fragments + 1) * interval_ms / 1000 + 0.05
     pool = math.ceil(rate * stream_seconds * 1.5) + 8
@@ -162,19 +190,21 @@ async def measure_open_loop(run: Run, targets: list[Target], rate: float, interv
         ttlb = sorted(exchange.ttlb * 1000 for exchange in result.exchanges)
         streams = len(result.exchanges) + result.errors
         per_stream = result.usage["server"] / max(streams, 1) * 1e6
-        rows.append({
-            "target": target.name,
-            "rate": rate,
-            "interval_ms": interval_ms,
-            "streams": streams,
-            "errors": result.errors,
-            "max_send_lag_ms": result.max_lag * 1000,
-            "ttfb_ms": {f"p{q}": percentile(ttfb, q) for q in (50, 90, 99)},
-            "ttlb_ms": {f"p{q}": percentile(ttlb, q) for q in (50, 90, 99)},
-            "server_cpu_us_per_stream": per_stream,
-            "server_cpu_us_per_chunk": per_stream / (options.fragments + 2),
-            "cpu_percent": _percent(result.usage, elapsed),
-        })
+        rows.append(
+            {
+                "target": target.name,
+                "rate": rate,
+                "interval_ms": interval_ms,
+                "streams": streams,
+                "errors": result.errors,
+                "max_send_lag_ms": result.max_lag * 1000,
+                "ttfb_ms": {f"p{q}": percentile(ttfb, q) for q in (50, 90, 99)},
+                "ttlb_ms": {f"p{q}": percentile(ttlb, q) for q in (50, 90, 99)},
+                "server_cpu_us_per_stream": per_stream,
+                "server_cpu_us_per_chunk": per_stream / (options.fragments + 2),
+                "cpu_percent": _percent(result.usage, elapsed),
+            }
+        )
     reference = rows[0]
     for row in rows:
         for metric in ("ttfb_ms", "ttlb_ms"):
@@ -191,22 +221,28 @@ async def measure_memory(run: Run, targets: list[Target], idle: dict[str, int]) 
         request = target.request(True, options.hold_interval_ms)
         held = await hold_open(target.port, request, options.open_streams, target.server.rss_bytes)
         await asyncio.sleep(1.0)  # the server's clean-up after the hang-ups, for the "after" figure
-        rows.append({
-            "target": target.name,
-            "idle_mib": idle[target.name] / MIB,
-            "before_mib": before / MIB,
-            "open_mib": held.sample / MIB,
-            "per_stream_kib": (held.sample - before) / max(held.opened, 1) / 1024,
-            "opened": held.opened,
-            "after_mib": target.server.rss_bytes() / MIB,
-        })
+        rows.append(
+            {
+                "target": target.name,
+                "idle_mib": idle[target.name] / MIB,
+                "before_mib": before / MIB,
+                "open_mib": held.sample / MIB,
+                "per_stream_kib": (held.sample - before) / max(held.opened, 1) / 1024,
+                "opened": held.opened,
+                "after_mib": target.server.rss_bytes() / MIB,
+            }
+        )
     return rows
 
 
 async def bench(options: argparse.Namespace) -> dict[str, Any]:
     raise_fd_limit(max(65536, 4 * options.open_streams))
     script = Script(model_name("agent"), options.fragments, options.padded)
-    results: dict[str, Any] = {"bench": "e2e", "machine": machine(), "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(options).items()}}
+    results: dict[str, Any] = {
+        "bench": "e2e",
+        "machine": machine(),
+        "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(options).items()},
+    }
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as tmp, servers(options, Path(tmp)) as running:
         processes = [server for server in running.values() if isinstance(server, ServerProcess)]
@@ -253,7 +289,14 @@ def _rate(results: dict[str, Any], target: str, kind: str, concurrency: int) -> 
 
 
 def _throughput_row(results: dict[str, Any], target: str, kind: str, concurrency: int) -> dict[str, Any] | None:
-    return next((row for row in results["throughput"] if (row["target"], row["kind"], row["concurrency"]) == (target, kind, concurrency)), None)
+    return next(
+        (
+            row
+            for row in results["throughput"]
+            if (row["target"], row["kind"], row["concurrency"]) == (target, kind, concurrency)
+        ),
+        None,
+    )
 
 
 def _row(rows: list[dict[str, Any]], target: str) -> dict[str, Any] | None:
@@ -267,7 +310,9 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
 
     def check(name: str, value: float, limit: float, at_least: bool, unit: str) -> None:
         passed = value >= limit if at_least else value <= limit
-        out.append({"target": name, "value": value, "limit": limit, "unit": unit, "at_least": at_least, "pass": bool(passed)})
+        out.append(
+            {"target": name, "value": value, "limit": limit, "unit": unit, "at_least": at_least, "pass": bool(passed)}
+        )
 
     latency = _row(results["latency"], "gateway")
     if latency:
@@ -295,11 +340,17 @@ def _render_open_loop(rows: list[dict[str, Any]], title: str) -> list[str]:
         title,
         (
             f"{'target':<15}{'TTFB p50':>9}{'p90':>7}{'p99':>7}{'TTLB p50':>10}{'p90':>8}{'p99':>8}"
-            f"{'+TTFB p50':>11}{'p99':>7}{'+TTLB p50':>11}{'p99':>7}{'errors':>8}{'lag':>6}{'server %':>10}{'others %':>10}"
+            f"{'+TTFB p50':>11}{'p99':>7}{'+TTLB p50':>11}{'p99':>7}"
+            f"{'errors':>8}{'lag':>6}{'server %':>10}{'others %':>10}"
         ),
     ]
     for row in rows:
-        first, last, added_first, added_last = row["ttfb_ms"], row["ttlb_ms"], row["added_ttfb_ms"], row["added_ttlb_ms"]
+        first, last, added_first, added_last = (
+            row["ttfb_ms"],
+            row["ttlb_ms"],
+            row["added_ttfb_ms"],
+            row["added_ttlb_ms"],
+        )
         lines.append(
             f"{row['target']:<15}{first['p50']:>9.2f}{first['p90']:>7.2f}{first['p99']:>7.2f}"
             f"{last['p50']:>10.2f}{last['p90']:>8.2f}{last['p99']:>8.2f}"
@@ -326,7 +377,8 @@ def render(results: dict[str, Any]) -> str:
         ),
         *(f"note: {note}" for note in results["notes"]),
         "",
-        f"1. closed loop, burst upstream, best of {options['rounds']} x {options['duration']:g} s: answers/s and % of bare",
+        f"1. closed loop, burst upstream, best of {options['rounds']} x {options['duration']:g} s:"
+        " answers/s and % of bare",
     ]
     concurrency = options["concurrency"]
     columns = [(kind, clients) for kind in ("stream", "request") for clients in concurrency]
@@ -342,7 +394,8 @@ def render(results: dict[str, Any]) -> str:
         assert first is not None
         errors = sum(row["errors"] for row in results["throughput"] if row["target"] == target)
         lines.append(
-            f"{target:<15}{''.join(f'{cell:>16}' for cell in cells)}  {first['cpu_percent']['server']:>5.0f} {first['cpu_percent']['others']:>5.0f}"
+            f"{target:<15}{''.join(f'{cell:>16}' for cell in cells)}"
+            f"  {first['cpu_percent']['server']:>5.0f} {first['cpu_percent']['others']:>5.0f}"
             + (f"  errors {errors}" if errors else "")
         )
     if "gateway w2" in targets:
@@ -350,24 +403,37 @@ def render(results: dict[str, Any]) -> str:
         for kind, clients in columns:
             row = _throughput_row(results, "gateway w2", kind, clients)
             assert row is not None
-            split = " + ".join(f"{value:.0f}" for name, value in row["cpu_percent"].items() if name.startswith("worker"))
-            parts.append(f"{kind}s @{clients} {row['rate'] / _rate(results, 'gateway', kind, clients):.2f}x (CPU % {split})")
+            split = " + ".join(
+                f"{value:.0f}" for name, value in row["cpu_percent"].items() if name.startswith("worker")
+            )
+            parts.append(
+                f"{kind}s @{clients} {row['rate'] / _rate(results, 'gateway', kind, clients):.2f}x (CPU % {split})"
+            )
         lines.append("2 workers / 1: " + ", ".join(parts))
     if "gateway resp" in targets:
         ratios = [
-            f"{kind}s @{clients} {_rate(results, 'gateway resp', kind, clients) / _rate(results, 'gateway', kind, clients):.2f}x"
+            f"{kind}s @{clients}"
+            f" {_rate(results, 'gateway resp', kind, clients) / _rate(results, 'gateway', kind, clients):.2f}x"
             for kind, clients in columns
         ]
         lines.append("Responses / chat completions, agent route: " + ", ".join(ratios))
     lines += [""]
-    lines += _render_open_loop(results["latency"], f"2. open loop, burst upstream, {options['rate']:g} streams/s for {options['latency_seconds']:g} s: ms, + is over direct")
+    lines += _render_open_loop(
+        results["latency"],
+        f"2. open loop, burst upstream, {options['rate']:g} streams/s for {options['latency_seconds']:g} s:"
+        " ms, + is over direct",
+    )
     lines += [""]
     lines += _render_open_loop(
         results["paced"],
-        f"3. open loop, paced upstream (one event every {options['interval_ms']:g} ms), {options['paced_rate']:g} streams/s for {options['latency_seconds']:g} s: ms",
+        f"3. open loop, paced upstream (one event every {options['interval_ms']:g} ms),"
+        f" {options['paced_rate']:g} streams/s for {options['latency_seconds']:g} s: ms",
     )
     bare_paced = _row(results["paced"], "bare")
-    lines += [f"{'server CPU':<15}{'µs/stream burst':>16}{'paced':>8}{'µs/chunk paced':>16}{'over bare':>11}   (direct: the upstream's own)"]
+    lines += [
+        f"{'server CPU':<15}{'µs/stream burst':>16}{'paced':>8}{'µs/chunk paced':>16}{'over bare':>11}"
+        "   (direct: the upstream's own)"
+    ]
     for burst, paced in zip(results["latency"], results["paced"], strict=True):
         over = paced["server_cpu_us_per_chunk"] - bare_paced["server_cpu_us_per_chunk"] if bare_paced else math.nan
         lines.append(

@@ -55,14 +55,32 @@ from targets import Run, Target, check_answers, delta_text
 from upstream import Script, model_name
 
 FULL = {
-    "request_seconds": 5.0, "stream_seconds": 12.0, "stream_clients": "1,16", "rate_seconds": 3.0,
-    "rate_concurrency": "1,2,4,8,16,24,32,48,64,96,128,192,256,384,512", "capacity_seconds": 30.0, "capacity_max": 1024,
-    "cpu_seconds": 10.0, "cpu_clients": 64, "open_streams": 1000, "warmup": 1.0, "hold_timeout": 60.0,
+    "request_seconds": 5.0,
+    "stream_seconds": 12.0,
+    "stream_clients": "1,16",
+    "rate_seconds": 3.0,
+    "rate_concurrency": "1,2,4,8,16,24,32,48,64,96,128,192,256,384,512",
+    "capacity_seconds": 30.0,
+    "capacity_max": 1024,
+    "cpu_seconds": 10.0,
+    "cpu_clients": 64,
+    "open_streams": 1000,
+    "warmup": 1.0,
+    "hold_timeout": 60.0,
 }
 SMOKE = {
-    "request_seconds": 1.0, "stream_seconds": 1.5, "stream_clients": "1,4", "rate_seconds": 0.7,
-    "rate_concurrency": "1,4,16,64", "capacity_seconds": 2.0, "capacity_max": 64,
-    "cpu_seconds": 1.5, "cpu_clients": 16, "open_streams": 100, "warmup": 0.3, "hold_timeout": 15.0,
+    "request_seconds": 1.0,
+    "stream_seconds": 1.5,
+    "stream_clients": "1,4",
+    "rate_seconds": 0.7,
+    "rate_concurrency": "1,4,16,64",
+    "capacity_seconds": 2.0,
+    "capacity_max": 64,
+    "cpu_seconds": 1.5,
+    "cpu_clients": 16,
+    "open_streams": 100,
+    "warmup": 0.3,
+    "hold_timeout": 15.0,
 }
 """Defaults of the options left unset: the full run's, or, with ``--smoke``, seconds and small counts."""
 TARGETS = ("direct", "bare", "gateway", "gateway plain", "granian", "granian plain", "portkey", "litellm")
@@ -72,33 +90,61 @@ FIGURES = (1, 2, 3, 4, 5)
 
 def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="seconds-long windows and small counts, to check the harness (4 to 7 minutes)")
-    parser.add_argument("--targets", default=",".join(TARGETS), help=f"comma-separated, from {', '.join(TARGETS)} (default all)")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="seconds-long windows and small counts, to check the harness (4 to 7 minutes)",
+    )
+    parser.add_argument(
+        "--targets", default=",".join(TARGETS), help=f"comma-separated, from {', '.join(TARGETS)} (default all)"
+    )
     parser.add_argument("--figures", default="1,2,3,4,5", help="which figures to measure (default 1,2,3,4,5)")
     parser.add_argument("--fragments", type=int, default=50, help="argument fragments per answer (default 50)")
     parser.add_argument("--warmup", type=float, help="seconds before each window (full 1)")
     parser.add_argument("--request-seconds", type=float, help="1: seconds of sequential requests per target (full 5)")
-    parser.add_argument("--intervals", default="10,25", help="2: ms between paced events, comma-separated (default 10,25)")
+    parser.add_argument(
+        "--intervals", default="10,25", help="2: ms between paced events, comma-separated (default 10,25)"
+    )
     parser.add_argument("--stream-clients", help="2: concurrent streams, comma-separated (full 1,16)")
     parser.add_argument("--stream-seconds", type=float, help="2: seconds per window (full 12)")
-    parser.add_argument("--first-byte-ms", type=float, default=20.0, help="3: the upstream's time to first byte (default 20)")
     parser.add_argument(
-        "--rate-concurrency", help="3: concurrency steps, tried in order until p99 reaches twice the time to first byte (full 1,2,4,...,512)",
+        "--first-byte-ms", type=float, default=20.0, help="3: the upstream's time to first byte (default 20)"
+    )
+    parser.add_argument(
+        "--rate-concurrency",
+        help="3: concurrency steps, tried in order until p99 reaches twice the time to first byte (full 1,2,4,...,512)",
     )
     parser.add_argument("--rate-seconds", type=float, help="3: seconds per step (full 3)")
-    parser.add_argument("--capacity-interval-ms", type=float, default=25.0, help="4: ms between paced events (default 25)")
-    parser.add_argument("--capacity-limit-ms", type=float, default=50.0, help="4: the most a stream's gap p99 may be (default 50)")
-    parser.add_argument("--capacity-start", type=int, default=8, help="4: streams at the first step, doubled at each (default 8)")
+    parser.add_argument(
+        "--capacity-interval-ms", type=float, default=25.0, help="4: ms between paced events (default 25)"
+    )
+    parser.add_argument(
+        "--capacity-limit-ms", type=float, default=50.0, help="4: the most a stream's gap p99 may be (default 50)"
+    )
+    parser.add_argument(
+        "--capacity-start", type=int, default=8, help="4: streams at the first step, doubled at each (default 8)"
+    )
     parser.add_argument("--capacity-max", type=int, help="4: the most streams tried (full 1024)")
-    parser.add_argument("--capacity-refine", type=int, default=2, help="4: halving steps between the last pass and the first fail (default 2)")
-    parser.add_argument("--capacity-seconds", type=float, help="4: seconds each step is held (full 30; shorten for smoke runs)")
+    parser.add_argument(
+        "--capacity-refine",
+        type=int,
+        default=2,
+        help="4: halving steps between the last pass and the first fail (default 2)",
+    )
+    parser.add_argument(
+        "--capacity-seconds", type=float, help="4: seconds each step is held (full 30; shorten for smoke runs)"
+    )
     parser.add_argument("--cpu-clients", type=int, help="5: concurrent paced streams for CPU per stream (full 64)")
     parser.add_argument("--cpu-interval-ms", type=float, default=10.0, help="5: ms between paced events (default 10)")
     parser.add_argument("--cpu-seconds", type=float, help="5: seconds of the CPU window (full 10)")
     parser.add_argument("--open-streams", type=int, help="5: streams open at once for RSS (full 1000)")
-    parser.add_argument("--hold-interval-ms", type=float, default=1000.0, help="5: ms between events of those streams (default 1000)")
+    parser.add_argument(
+        "--hold-interval-ms", type=float, default=1000.0, help="5: ms between events of those streams (default 1000)"
+    )
     parser.add_argument("--hold-timeout", type=float, help="5: seconds to wait for every stream to start (full 60)")
-    parser.add_argument("--gateway-log-level", default="info", help="the gateway's log level, on uvicorn and granian (default info)")
+    parser.add_argument(
+        "--gateway-log-level", default="info", help="the gateway's log level, on uvicorn and granian (default info)"
+    )
     options = parser.parse_args(argv)
     for name, value in (SMOKE if options.smoke else FULL).items():
         if getattr(options, name) is None:
@@ -119,14 +165,20 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
 def models(options: argparse.Namespace) -> list[str]:
     """Every model name the run sends, for a peer that needs each one routed (LiteLLM)."""
     names = [model_name("agent"), model_name("agent", 0, options.first_byte_ms)]
-    for interval in (*options.intervals, options.capacity_interval_ms, options.cpu_interval_ms, options.hold_interval_ms):
+    for interval in (
+        *options.intervals,
+        options.capacity_interval_ms,
+        options.cpu_interval_ms,
+        options.hold_interval_ms,
+    ):
         names.append(model_name("agent", interval))
     return list(dict.fromkeys(names))
 
 
 @contextlib.contextmanager
 def servers(options: argparse.Namespace, log_dir: Path) -> Iterator[dict[str, ServerProcess | str]]:
-    """The servers the chosen targets need, started together and stopped on every exit; a string says why one is missing."""
+    """The servers the chosen targets need, started together and stopped on every exit; a string says why one is
+    missing."""
     wanted = {name.split()[0] for name in options.targets}
     with contextlib.ExitStack() as stack:
         started: dict[str, ServerProcess | str] = {}
@@ -219,7 +271,9 @@ class StreamTiming:
 
     @property
     def bunched(self) -> bool:
-        return any(gap < upstream / 2 for gap, upstream in zip(self.gaps, self.upstream_gaps, strict=True) if upstream > 0)
+        return any(
+            gap < upstream / 2 for gap, upstream in zip(self.gaps, self.upstream_gaps, strict=True) if upstream > 0
+        )
 
 
 class StreamTimer:
@@ -249,7 +303,9 @@ class StreamTimer:
         first_due = exchange.sent + self.first_byte + events[0] * self.interval
         gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
         upstream_gaps = [(later - earlier) * self.interval for earlier, later in itertools.pairwise(events)]
-        return StreamTiming(arrivals[0] - exchange.sent, arrivals[0] - first_due, gaps, upstream_gaps, seen == self.visible[-1])
+        return StreamTiming(
+            arrivals[0] - exchange.sent, arrivals[0] - first_due, gaps, upstream_gaps, seen == self.visible[-1]
+        )
 
 
 def _ms(values: Sequence[float], qs: Sequence[int] = (50, 99)) -> dict[str, float]:
@@ -259,7 +315,7 @@ def _ms(values: Sequence[float], qs: Sequence[int] = (50, 99)) -> dict[str, floa
 
 def _added(row: dict[str, Any], reference: dict[str, Any] | None, key: str) -> dict[str, float]:
     if reference is None:
-        return {q: math.nan for q in row[key]}
+        return dict.fromkeys(row[key], math.nan)
     return {q: row[key][q] - reference[key][q] for q in row[key]}
 
 
@@ -274,10 +330,14 @@ async def measure_overhead(run: Run, targets: list[Target]) -> list[dict[str, An
     for target in targets:
         await run.settle()
         result = await closed_loop(target.port, target.request(False), 1, options.request_seconds, options.warmup)
-        rows.append({
-            "target": target.name, "requests": result.completed, "errors": result.errors,
-            "latency_ms": _ms([exchange.ttlb for exchange in result.exchanges]),
-        })
+        rows.append(
+            {
+                "target": target.name,
+                "requests": result.completed,
+                "errors": result.errors,
+                "latency_ms": _ms([exchange.ttlb for exchange in result.exchanges]),
+            }
+        )
     reference = next((row for row in rows if row["target"] == "direct"), None)
     for row in rows:
         row["added_ms"] = _added(row, reference, "latency_ms")
@@ -295,24 +355,44 @@ async def measure_streams(run: Run, targets: list[Target], script: Script) -> li
                 timer = StreamTimer(script, target.answer, interval_ms / 1000)
                 await run.settle()
                 result = await closed_loop(
-                    target.port, target.request(True, interval_ms), clients, options.stream_seconds, options.warmup,
-                    run.meters(target), digest=timer,
+                    target.port,
+                    target.request(True, interval_ms),
+                    clients,
+                    options.stream_seconds,
+                    options.warmup,
+                    run.meters(target),
+                    digest=timer,
                 )
                 timings: list[StreamTiming] = result.digests
                 right = [timing for timing in timings if timing.right]
-                differences = [gap - upstream for timing in right for gap, upstream in zip(timing.gaps, timing.upstream_gaps, strict=True)]
-                ratios = [gap / upstream for timing in right for gap, upstream in zip(timing.gaps, timing.upstream_gaps, strict=True) if upstream > 0]
-                group.append({
-                    "target": target.name, "interval_ms": interval_ms, "clients": clients,
-                    "streams": len(timings), "errors": result.errors, "wrong": len(timings) - len(right),
-                    "ttft_ms": _ms([timing.ttft for timing in right]),
-                    "first_late_ms": _ms([timing.first_late for timing in right]),
-                    "itl_ms": _ms(differences),
-                    "gap_ms": _ms([gap for timing in right for gap in timing.gaps]),
-                    "bunched_streams": sum(1 for timing in right if timing.bunched),
-                    "smallest_gap_ratio": min(ratios, default=math.nan),
-                    "cpu_percent": _percent(result.usage, result.seconds),
-                })
+                differences = [
+                    gap - upstream
+                    for timing in right
+                    for gap, upstream in zip(timing.gaps, timing.upstream_gaps, strict=True)
+                ]
+                ratios = [
+                    gap / upstream
+                    for timing in right
+                    for gap, upstream in zip(timing.gaps, timing.upstream_gaps, strict=True)
+                    if upstream > 0
+                ]
+                group.append(
+                    {
+                        "target": target.name,
+                        "interval_ms": interval_ms,
+                        "clients": clients,
+                        "streams": len(timings),
+                        "errors": result.errors,
+                        "wrong": len(timings) - len(right),
+                        "ttft_ms": _ms([timing.ttft for timing in right]),
+                        "first_late_ms": _ms([timing.first_late for timing in right]),
+                        "itl_ms": _ms(differences),
+                        "gap_ms": _ms([gap for timing in right for gap in timing.gaps]),
+                        "bunched_streams": sum(1 for timing in right if timing.bunched),
+                        "smallest_gap_ratio": min(ratios, default=math.nan),
+                        "cpu_percent": _percent(result.usage, result.seconds),
+                    }
+                )
             reference = next((row for row in group if row["target"] == "direct"), None)
             for row in group:
                 row["added_ttft_ms"] = _added(row, reference, "first_late_ms")
@@ -322,7 +402,8 @@ async def measure_streams(run: Run, targets: list[Target], script: Script) -> li
 
 
 async def measure_rate(run: Run, targets: list[Target]) -> list[dict[str, Any]]:
-    """3. Non-streaming requests with a slow first byte upstream, closed loop at rising concurrency, until p99 reaches twice that."""
+    """3. Non-streaming requests with a slow first byte upstream, closed loop at rising concurrency, until p99 reaches
+    twice that."""
     options = run.options
     limit_ms = 2 * options.first_byte_ms
     rows = []
@@ -331,18 +412,31 @@ async def measure_rate(run: Run, targets: list[Target]) -> list[dict[str, Any]]:
         for clients in options.rate_concurrency:
             await run.settle()
             result = await closed_loop(
-                target.port, target.request(False, 0, options.first_byte_ms), clients, options.rate_seconds, options.warmup, run.meters(target)
+                target.port,
+                target.request(False, 0, options.first_byte_ms),
+                clients,
+                options.rate_seconds,
+                options.warmup,
+                run.meters(target),
             )
             latency = _ms([exchange.ttlb for exchange in result.exchanges])
             passed = result.errors == 0 and result.completed > 0 and latency["p99"] < limit_ms
-            steps.append({
-                "clients": clients, "rate": result.rate, "errors": result.errors, "latency_ms": latency, "pass": passed,
-                "server_percent": _percent(result.usage, result.seconds)["server"],
-            })
+            steps.append(
+                {
+                    "clients": clients,
+                    "rate": result.rate,
+                    "errors": result.errors,
+                    "latency_ms": latency,
+                    "pass": passed,
+                    "server_percent": _percent(result.usage, result.seconds)["server"],
+                }
+            )
             if not passed:
                 break
         passing = [step for step in steps if step["pass"]]
-        rows.append({"target": target.name, "limit_ms": limit_ms, "best": passing[-1] if passing else None, "steps": steps})
+        rows.append(
+            {"target": target.name, "limit_ms": limit_ms, "best": passing[-1] if passing else None, "steps": steps}
+        )
     return rows
 
 
@@ -354,16 +448,25 @@ async def _capacity_step(run: Run, target: Target, streams: int, timer: StreamTi
     options = run.options
     await run.settle()
     result = await closed_loop(
-        target.port, target.request(True, options.capacity_interval_ms), streams, options.capacity_seconds, options.warmup,
-        run.meters(target), digest=timer,
+        target.port,
+        target.request(True, options.capacity_interval_ms),
+        streams,
+        options.capacity_seconds,
+        options.warmup,
+        run.meters(target),
+        digest=timer,
     )
     timings: list[StreamTiming] = result.digests
     worst = [_stream_p99_ms(timing) for timing in timings]
     wrong = sum(1 for timing in timings if not timing.right)
     worst_p99 = max(worst, default=math.nan)
     return {
-        "streams": streams, "completed": result.completed, "errors": result.errors, "wrong": wrong,
-        "worst_stream_p99_ms": worst_p99, "median_stream_p99_ms": percentile(sorted(worst), 50),
+        "streams": streams,
+        "completed": result.completed,
+        "errors": result.errors,
+        "wrong": wrong,
+        "worst_stream_p99_ms": worst_p99,
+        "median_stream_p99_ms": percentile(sorted(worst), 50),
         "pass": result.errors == 0 and wrong == 0 and bool(timings) and worst_p99 <= options.capacity_limit_ms,
         "server_percent": _percent(result.usage, result.seconds)["server"],
         "others_percent": _percent(result.usage, result.seconds)["others"],
@@ -403,20 +506,33 @@ async def measure_cpu(run: Run, targets: list[Target]) -> list[dict[str, Any]]:
     for target in targets:
         await run.settle()
         result = await closed_loop(
-            target.port, target.request(True, options.cpu_interval_ms), options.cpu_clients, options.cpu_seconds, options.warmup,
+            target.port,
+            target.request(True, options.cpu_interval_ms),
+            options.cpu_clients,
+            options.cpu_seconds,
+            options.warmup,
             run.meters(target),
         )
         per_stream = result.usage["server"] / result.completed * 1e6 if result.completed else math.nan
         await run.settle()
         before = target.server.rss_bytes()
         request = target.request(True, options.hold_interval_ms)
-        held = await hold_open(target.port, request, options.open_streams, target.server.rss_bytes, options.hold_timeout)
-        rows.append({
-            "target": target.name, "streams_per_second": result.rate, "errors": result.errors,
-            "cpu_us_per_stream": per_stream, "cpu_us_per_chunk": per_stream / chunks,
-            "cpu_percent": _percent(result.usage, result.seconds),
-            "rss_before_mib": before / MIB, "rss_open_mib": held.sample / MIB, "opened": held.opened,
-        })
+        held = await hold_open(
+            target.port, request, options.open_streams, target.server.rss_bytes, options.hold_timeout
+        )
+        rows.append(
+            {
+                "target": target.name,
+                "streams_per_second": result.rate,
+                "errors": result.errors,
+                "cpu_us_per_stream": per_stream,
+                "cpu_us_per_chunk": per_stream / chunks,
+                "cpu_percent": _percent(result.usage, result.seconds),
+                "rss_before_mib": before / MIB,
+                "rss_open_mib": held.sample / MIB,
+                "opened": held.opened,
+            }
+        )
     return rows
 
 
@@ -424,7 +540,10 @@ async def bench(options: argparse.Namespace) -> dict[str, Any]:
     raise_fd_limit(max(65536, 4 * max(options.open_streams, options.capacity_max)))
     script = Script(model_name("agent"), options.fragments)
     results: dict[str, Any] = {
-        "bench": "field", "machine": machine(), "peers": peer_versions(), "options": dict(vars(options)),
+        "bench": "field",
+        "machine": machine(),
+        "peers": peer_versions(),
+        "options": dict(vars(options)),
     }
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bench-field-") as tmp, servers(options, Path(tmp)) as running:
@@ -473,54 +592,79 @@ def render(results: dict[str, Any]) -> str:
         *(f"note: {note}" for note in results["notes"]),
     ]
     if "overhead" in results:
-        lines += ["", "1. non-streaming, concurrency 1: ms, + is over direct", f"{'target':<15}{'p50 / p99':>16}{'added p50 / p99':>20}{'requests':>10}"]
+        lines += [
+            "",
+            "1. non-streaming, concurrency 1: ms, + is over direct",
+            f"{'target':<15}{'p50 / p99':>16}{'added p50 / p99':>20}{'requests':>10}",
+        ]
         for row in results["overhead"]:
-            lines.append(f"{row['target']:<15}{_pair(row['latency_ms']):>16}{_pair(row['added_ms'], True):>20}{row['requests']:>10}")
+            lines.append(
+                f"{row['target']:<15}{_pair(row['latency_ms']):>16}{_pair(row['added_ms'], True):>20}"
+                f"{row['requests']:>10}"
+            )
     if "streams" in results:
         lines += [
             "",
-            "2. paced streams: ms; TTFT = to the first content delta; ITL = client gap less upstream gap; + is over direct",
             (
-                f"{'target':<15}{'every':>6}{'clients':>8}{'TTFT p50 / p99':>17}{'+TTFT p50 / p99':>18}{'ITL p50 / p99':>16}"
-                f"{'+ITL p50 / p99':>17}{'gap p50 / p99':>17}{'bunched':>9}{'min gap':>8}{'streams':>8}{'server %':>9}{'others %':>9}"
+                "2. paced streams: ms; TTFT = to the first content delta; ITL = client gap less upstream gap;"
+                " + is over direct"
+            ),
+            (
+                f"{'target':<15}{'every':>6}{'clients':>8}{'TTFT p50 / p99':>17}{'+TTFT p50 / p99':>18}"
+                f"{'ITL p50 / p99':>16}{'+ITL p50 / p99':>17}{'gap p50 / p99':>17}{'bunched':>9}{'min gap':>8}"
+                f"{'streams':>8}{'server %':>9}{'others %':>9}"
             ),
         ]
         for row in results["streams"]:
             lines.append(
                 f"{row['target']:<15}{row['interval_ms']:>6g}{row['clients']:>8}{_pair(row['ttft_ms']):>17}"
-                f"{_pair(row['added_ttft_ms'], True):>18}{_pair(row['itl_ms'], True):>16}{_pair(row['added_itl_ms'], True):>17}"
+                f"{_pair(row['added_ttft_ms'], True):>18}{_pair(row['itl_ms'], True):>16}"
+                f"{_pair(row['added_itl_ms'], True):>17}"
                 f"{_pair(row['gap_ms']):>17}{row['bunched_streams']:>9}{row['smallest_gap_ratio']:>8.2f}{row['streams']:>8}"
                 f"{row['cpu_percent']['server']:>9.0f}{row['cpu_percent']['others']:>9.0f}"
-                + (f"  errors {row['errors']}" if row["errors"] else "") + (f"  WRONG {row['wrong']}" if row["wrong"] else "")
+                + (f"  errors {row['errors']}" if row["errors"] else "")
+                + (f"  WRONG {row['wrong']}" if row["wrong"] else "")
             )
     if "rate" in results:
         lines += [
             "",
             (
-                f"3. requests/s with a {options['first_byte_ms']:g} ms upstream first byte, at the highest concurrency with p99 < "
-                f"{2 * options['first_byte_ms']:g} ms"
+                f"3. requests/s with a {options['first_byte_ms']:g} ms upstream first byte,"
+                f" at the highest concurrency with p99 < {2 * options['first_byte_ms']:g} ms"
             ),
             f"{'target':<15}{'clients':>8}{'requests/s':>11}{'p50 / p99 ms':>16}{'server %':>9}   next step (failed)",
         ]
         for row in results["rate"]:
             best, last = row["best"], row["steps"][-1]
             head = f"{row['target']:<15}"
-            head += f"{best['clients']:>8}{best['rate']:>11,.0f}{_pair(best['latency_ms']):>16}{best['server_percent']:>9.0f}" if best else f"{'none':>8}{'':>36}"
-            tail = "" if last["pass"] else f"   {last['clients']} clients: {last['rate']:,.0f}/s, p99 {last['latency_ms']['p99']:.1f} ms, errors {last['errors']}"
+            head += (
+                f"{best['clients']:>8}{best['rate']:>11,.0f}{_pair(best['latency_ms']):>16}{best['server_percent']:>9.0f}"
+                if best
+                else f"{'none':>8}{'':>36}"
+            )
+            tail = (
+                ""
+                if last["pass"]
+                else f"   {last['clients']} clients: {last['rate']:,.0f}/s, p99 {last['latency_ms']['p99']:.1f} ms,"
+                f" errors {last['errors']}"
+            )
             lines.append(head + tail)
     if "capacity" in results:
         lines += [
             "",
             (
-                f"4. concurrent streams (one event every {options['capacity_interval_ms']:g} ms) held {options['capacity_seconds']:g} s"
+                f"4. concurrent streams (one event every {options['capacity_interval_ms']:g} ms)"
+                f" held {options['capacity_seconds']:g} s"
                 f" with every stream's gap p99 <= {options['capacity_limit_ms']:g} ms"
             ),
             f"{'target':<15}{'held':>6}{'failed at':>10}   steps: streams -> worst stream p99 ms (server %)",
         ]
         for row in results["capacity"]:
             steps = ", ".join(
-                f"{step['streams']}{'' if step['pass'] else '!'} -> {step['worst_stream_p99_ms']:.0f} ({step['server_percent']:.0f}%)"
-                + (f" errors {step['errors']}" if step["errors"] else "") + (f" wrong {step['wrong']}" if step["wrong"] else "")
+                f"{step['streams']}{'' if step['pass'] else '!'}"
+                f" -> {step['worst_stream_p99_ms']:.0f} ({step['server_percent']:.0f}%)"
+                + (f" errors {step['errors']}" if step["errors"] else "")
+                + (f" wrong {step['wrong']}" if step["wrong"] else "")
                 for step in sorted(row["steps"], key=lambda step: step["streams"])
             )
             lines.append(f"{row['target']:<15}{row['held']:>6}{row['first_failed'] or '-':>10}   {steps}")
@@ -528,16 +672,21 @@ def render(results: dict[str, Any]) -> str:
         lines += [
             "",
             (
-                f"5. server CPU at {options['cpu_clients']} paced streams (one event every {options['cpu_interval_ms']:g} ms);"
+                f"5. server CPU at {options['cpu_clients']} paced streams"
+                f" (one event every {options['cpu_interval_ms']:g} ms);"
                 f" RSS with {options['open_streams']} streams open (direct: the upstream's own)"
             ),
-            f"{'target':<15}{'streams/s':>10}{'µs/stream':>10}{'µs/chunk':>9}{'server %':>9}{'others %':>9}{'RSS MiB':>8}{'open':>7}{'opened':>7}",
+            (
+                f"{'target':<15}{'streams/s':>10}{'µs/stream':>10}{'µs/chunk':>9}{'server %':>9}{'others %':>9}"
+                f"{'RSS MiB':>8}{'open':>7}{'opened':>7}"
+            ),
         ]
         for row in results["cpu"]:
             lines.append(
                 f"{row['target']:<15}{row['streams_per_second']:>10.1f}{row['cpu_us_per_stream']:>10.0f}{row['cpu_us_per_chunk']:>9.1f}"
                 f"{row['cpu_percent']['server']:>9.0f}{row['cpu_percent']['others']:>9.0f}{row['rss_before_mib']:>8.1f}"
-                f"{row['rss_open_mib']:>7.1f}{row['opened']:>7}" + (f"  errors {row['errors']}" if row["errors"] else "")
+                f"{row['rss_open_mib']:>7.1f}{row['opened']:>7}"
+                + (f"  errors {row['errors']}" if row["errors"] else "")
             )
     return "\n".join(lines)
 

@@ -103,7 +103,10 @@ async def run(url: str, iterations: int) -> None:
     finally:
         await redis.aclose()
         await bare.aclose()
-    print(f"{iterations} calls of each operation, one at a time, in {BLOCKS} blocks; Python {sys.version.split()[0]}, uvloop")
+    print(
+        f"{iterations} calls of each operation, one at a time, in {BLOCKS} blocks;"
+        f" Python {sys.version.split()[0]}, uvloop"
+    )
     print()
     print("| operation | backend | p50 µs | p99 µs | mean µs |")
     print("|---|---|---|---|---|")

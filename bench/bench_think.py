@@ -107,8 +107,8 @@ def main() -> None:
     )
     for label, row in rows:
         print(
-            f"{label:>7} {row['think_feeds']:>11.0f} {row['think_us_per_feed']:>14.3f} {row['block_us_per_feed']:>14.3f}"
-            f" {row['worst_us_per_feed']:>14.3f}"
+            f"{label:>7} {row['think_feeds']:>11.0f} {row['think_us_per_feed']:>14.3f}"
+            f" {row['block_us_per_feed']:>14.3f} {row['worst_us_per_feed']:>14.3f}"
             f" {row['plain_us_per_feed']:>14.3f} {row['floor_us_per_feed']:>14.3f}"
             f" {row['think_us_per_feed'] / row['plain_us_per_feed']:>11.2f}x"
         )
@@ -116,7 +116,9 @@ def main() -> None:
     for name in ("think", "block", "worst", "plain", "floor"):
         ratio = large[f"{name}_us_per_feed"] / small[f"{name}_us_per_feed"]
         print(f"flatness: {name} cost per feed at {large_label} / at {small_label} = {ratio:.2f}x")
-    print(json.dumps({"bench": "think", "feed_chars": FRAGMENT, "rows": [{"size": label, **row} for label, row in rows]}))
+    print(
+        json.dumps({"bench": "think", "feed_chars": FRAGMENT, "rows": [{"size": label, **row} for label, row in rows]})
+    )
 
 
 if __name__ == "__main__":

@@ -155,11 +155,17 @@ class ServerProcess:
         self.port = port
         self.expected_workers = workers
         self.supervised = workers > 1 if supervised is None else supervised
-        """Whether the requests are served by child processes (uvicorn's workers, granian's) rather than the process itself."""
+        """Whether the requests are served by child processes (uvicorn's workers, granian's) rather than the process
+        itself."""
         self.log_path = log_dir / f"{name.replace(' ', '-')}.log"
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                list(argv), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd, start_new_session=True,
+                list(argv),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=cwd,
+                start_new_session=True,
                 env={**os.environ, **(env or {})},
             )
 
@@ -229,8 +235,14 @@ def start_upstream(log_dir: Path, fragments: int, padded: bool = False) -> Serve
 def start_bare(log_dir: Path, upstream_port: int, transport: str = "gateway") -> ServerProcess:
     port = free_port()
     argv = [
-        sys.executable, str(BENCH / "bare.py"), "--port", str(port),
-        "--upstream", f"http://{HOST}:{upstream_port}/v1", "--transport", transport,
+        sys.executable,
+        str(BENCH / "bare.py"),
+        "--port",
+        str(port),
+        "--upstream",
+        f"http://{HOST}:{upstream_port}/v1",
+        "--transport",
+        transport,
     ]
     return ServerProcess("bare" if transport == "gateway" else f"bare-{transport}", argv, port, log_dir)
 
@@ -269,8 +281,18 @@ def start_gateway(
     config = write_gateway_config(log_dir, upstream_port)
     port = free_port()
     argv = [
-        sys.executable, "-m", "gateway", "serve", "--config", str(config),
-        "--port", str(port), "--workers", str(workers), "--log-level", log_level,
+        sys.executable,
+        "-m",
+        "gateway",
+        "serve",
+        "--config",
+        str(config),
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--log-level",
+        log_level,
     ]
     name = "gateway" if workers == 1 else f"gateway-w{workers}"
     if source is None:
@@ -301,9 +323,29 @@ def start_granian(log_dir: Path, upstream_port: int, workers: int = 1, log_level
         env["PROMETHEUS_MULTIPROC_DIR"] = str(Path(tempfile.mkdtemp(prefix="granian-metrics-", dir=log_dir)))
     port = free_port()
     argv = [
-        str(granian), "--interface", "asgi", "--factory", "--host", HOST, "--port", str(port), "--workers", str(workers),
-        "--loop", "uvloop", "--http", "1", "--no-ws", "--log-level", log_level, "--log-config", str(logging),
-        "--no-access-log", "--backlog", "4096", "gateway.server.app:app_from_env",
+        str(granian),
+        "--interface",
+        "asgi",
+        "--factory",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--loop",
+        "uvloop",
+        "--http",
+        "1",
+        "--no-ws",
+        "--log-level",
+        log_level,
+        "--log-config",
+        str(logging),
+        "--no-access-log",
+        "--backlog",
+        "4096",
+        "gateway.server.app:app_from_env",
     ]
     name = "granian" if workers == 1 else f"granian-w{workers}"
     return ServerProcess(name, argv, port, log_dir, workers=workers, supervised=True, env=env)
@@ -339,8 +381,17 @@ def start_litellm(log_dir: Path, upstream_port: int, models: Sequence[str]) -> S
     config.write_text("\n".join(lines) + "\n")
     port = free_port()
     argv = [
-        str(python), "-c", "from litellm.proxy.proxy_cli import run_server; run_server()",
-        "--config", str(config), "--host", HOST, "--port", str(port), "--num_workers", "1",
+        str(python),
+        "-c",
+        "from litellm.proxy.proxy_cli import run_server; run_server()",
+        "--config",
+        str(config),
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--num_workers",
+        "1",
     ]
     return ServerProcess("litellm", argv, port, log_dir)
 
@@ -351,7 +402,14 @@ def start_portkey(log_dir: Path) -> ServerProcess | str:
     if not (PORTKEY_NODE.exists() and PORTKEY_SERVER.exists()):
         return "not installed, peer skipped (bash bench/peers.sh portkey)"
     port = free_port()
-    argv = [str(PORTKEY_NODE), "--import", PORTKEY_PRELOAD.as_uri(), str(PORTKEY_SERVER), f"--port={port}", "--headless"]
+    argv = [
+        str(PORTKEY_NODE),
+        "--import",
+        PORTKEY_PRELOAD.as_uri(),
+        str(PORTKEY_SERVER),
+        f"--port={port}",
+        "--headless",
+    ]
     env = {"NODE_ENV": "production", "PORTKEY_BENCH_HOST": HOST}
     return ServerProcess("portkey", argv, port, log_dir, env=env, cwd=PORTKEY_DIR)
 
@@ -362,11 +420,16 @@ def peer_versions() -> dict[str, str | None]:
     for name, package in (("portkey", PORTKEY_SERVER.parents[1] / "package.json"),):
         versions[name] = json.loads(package.read_text())["version"] if package.exists() else None
     if PORTKEY_NODE.exists():
-        versions["node"] = subprocess.run([str(PORTKEY_NODE), "--version"], check=False, capture_output=True, text=True).stdout.strip()
+        versions["node"] = subprocess.run(
+            [str(PORTKEY_NODE), "--version"], check=False, capture_output=True, text=True
+        ).stdout.strip()
     python = litellm_python()
     if python is not None:
         probe = "from importlib.metadata import version; print(version('litellm'))"
-        versions["litellm"] = subprocess.run([str(python), "-c", probe], check=False, capture_output=True, text=True).stdout.strip() or None
+        versions["litellm"] = (
+            subprocess.run([str(python), "-c", probe], check=False, capture_output=True, text=True).stdout.strip()
+            or None
+        )
     with contextlib.suppress(metadata.PackageNotFoundError):
         versions["granian"] = metadata.version("granian")
     return versions

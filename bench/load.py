@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -54,7 +55,10 @@ def _post(port: int, path: bytes, body: dict[str, Any], stream: bool, headers: M
     content = orjson.dumps(body)
     accept = b"text/event-stream" if stream else b"application/json"
     extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items()).encode()
-    head = b"POST %s HTTP/1.1\r\nhost: %s:%d\r\ncontent-type: application/json\r\naccept: %s\r\n%scontent-length: %d\r\n\r\n"
+    head = (
+        b"POST %s HTTP/1.1\r\nhost: %s:%d\r\ncontent-type: application/json\r\naccept: %s\r\n"
+        b"%scontent-length: %d\r\n\r\n"
+    )
     return head % (path, HOST.encode(), port, accept, extra, len(content)) + content
 
 
@@ -101,6 +105,8 @@ class Connection(asyncio.Protocol):
         self.status = 0
         self.sent = 0.0
         self.first = 0.0
+        self.body_started = asyncio.Event()
+        """Set when the current answer's body starts (``receiving``), for waiting on it."""
         self.responses = False
         """Whether the answer is a Responses stream, complete once ``response.completed`` was seen."""
         self.completed_seen = False
@@ -134,6 +140,7 @@ class Connection(asyncio.Protocol):
         self.parts = []
         self.reads = []
         self.first = 0.0
+        self.body_started.clear()
         self.responses = data.startswith(_RESPONSES)
         self.completed_seen = False
         self.marker_tail = b""
@@ -169,6 +176,7 @@ class Connection(asyncio.Protocol):
             return
         if not self.first:
             self.first = now
+            self.body_started.set()
         if self.keep_body:
             self.parts.append(data)
         if self.keep_reads:
@@ -197,11 +205,15 @@ class Connection(asyncio.Protocol):
             body = b"".join(self.parts)
             body = _dechunk(body) if self.chunked else body
         reads = self.reads if self.keep_reads else None
-        self.waiter.set_result(Exchange(self.sent, self.first or now, now, self.status, complete, body, reads, self.chunked))
+        self.waiter.set_result(
+            Exchange(self.sent, self.first or now, now, self.status, complete, body, reads, self.chunked)
+        )
 
 
 async def connect(port: int, keep_body: bool = False, keep_reads: bool = False) -> Connection:
-    _, connection = await asyncio.get_running_loop().create_connection(lambda: Connection(keep_body, keep_reads), HOST, port)
+    _, connection = await asyncio.get_running_loop().create_connection(
+        lambda: Connection(keep_body, keep_reads), HOST, port
+    )
     return connection
 
 
@@ -432,17 +444,28 @@ class HoldResult:
     sample: Any
 
 
-async def hold_open(port: int, request: bytes, count: int, sample: Callable[[], Any], timeout: float = 60.0) -> HoldResult:
+async def hold_open(
+    port: int, request: bytes, count: int, sample: Callable[[], Any], open_within: float = 60.0
+) -> HoldResult:
     """Open ``count`` streams at once, call ``sample`` while all of them are open, then hang up on them.
 
-    The upstream must be paced slowly enough that the first stream is still
+    ``sample`` runs once every stream's body has started (or its request ended), or after ``open_within``
+    seconds with those that have. The upstream must be paced slowly enough that the first stream is still
     open when the last one starts.
     """
     connections = await connect_many(port, count)
     tasks = [asyncio.create_task(connection.request(request)) for connection in connections]
-    deadline = time.perf_counter() + timeout
-    while time.perf_counter() < deadline and not all(c.receiving or t.done() for c, t in zip(connections, tasks, strict=True)):
-        await asyncio.sleep(0.05)
+
+    async def started_or_ended(connection: Connection, task: asyncio.Task[Exchange]) -> None:
+        started = asyncio.create_task(connection.body_started.wait())
+        try:
+            await asyncio.wait([started, task], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            started.cancel()
+
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(open_within):
+            await asyncio.gather(*(started_or_ended(c, t) for c, t in zip(connections, tasks, strict=True)))
     opened = sum(1 for c, t in zip(connections, tasks, strict=True) if c.receiving and not t.done())
     value = sample()
     for connection in connections:

@@ -51,7 +51,9 @@ def parse_options() -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--interval-ms", type=float, default=10.0)
     parser.add_argument("--fragments", type=int, default=50)
-    parser.add_argument("--padded", action="store_true", help="OpenAI-style obfuscation padding in every upstream chunk")
+    parser.add_argument(
+        "--padded", action="store_true", help="OpenAI-style obfuscation padding in every upstream chunk"
+    )
     parser.add_argument("--sample-rate", type=int, default=200, help="py-spy samples per second (default 200)")
     parser.add_argument("--gateway-log-level", default="info")
     parser.add_argument("--top", type=int, default=25)
@@ -113,12 +115,27 @@ def main() -> None:
         servers = [upstream]
         try:
             upstream.wait_ready()
-            server = start_bare(log_dir, upstream.port) if options.server == "bare" else start_gateway(log_dir, upstream.port, 1, options.gateway_log_level)
+            server = (
+                start_bare(log_dir, upstream.port)
+                if options.server == "bare"
+                else start_gateway(log_dir, upstream.port, 1, options.gateway_log_level)
+            )
             servers.append(server)
             server.wait_ready()
             record = [
-                py_spy, "record", "--pid", str(server.pid), "--duration", str(int(options.seconds)), "--rate", str(options.sample_rate),
-                "--format", "raw", "--nolineno", "--output", str(output),
+                py_spy,
+                "record",
+                "--pid",
+                str(server.pid),
+                "--duration",
+                str(int(options.seconds)),
+                "--rate",
+                str(options.sample_rate),
+                "--format",
+                "raw",
+                "--nolineno",
+                "--output",
+                str(output),
             ]
             spy = subprocess.Popen(record, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             summary = uvloop.run(load(server, options))
@@ -128,7 +145,10 @@ def main() -> None:
         finally:
             for process in reversed(servers):
                 process.stop()
-        print(f"{options.server} ({options.route if options.server == 'gateway' else 'pass-through'}), {options.load} load: {summary}")
+        print(
+            f"{options.server} ({options.route if options.server == 'gateway' else 'pass-through'}),"
+            f" {options.load} load: {summary}"
+        )
         print(hot_spots(output, options.top))
 
 

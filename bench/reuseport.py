@@ -50,7 +50,17 @@ def supervise(options: argparse.Namespace) -> int:
     """Start the workers, pass SIGTERM and SIGINT on to them, and wait for them all."""
     os.environ["GATEWAY_CONFIG"] = os.path.abspath(options.config)
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="reuseport-metrics-"))
-    argv = [sys.executable, __file__, "--worker", "--host", options.host, "--port", str(options.port), "--log-level", options.log_level]
+    argv = [
+        sys.executable,
+        __file__,
+        "--worker",
+        "--host",
+        options.host,
+        "--port",
+        str(options.port),
+        "--log-level",
+        options.log_level,
+    ]
     workers = [subprocess.Popen(argv) for _ in range(options.workers)]
 
     def forward(signum: int, frame: FrameType | None) -> None:

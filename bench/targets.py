@@ -154,7 +154,9 @@ def answer_problem(target: Target, stream: bool, body: bytes, script: Script) ->
     return None
 
 
-async def check_answers(targets: list[Target], script: Script, intervals_ms: list[float], first_byte_ms: float = 0) -> None:
+async def check_answers(
+    targets: list[Target], script: Script, intervals_ms: list[float], first_byte_ms: float = 0
+) -> None:
     """Every target answers a burst stream, a paced stream per interval, a plain request (also after
     ``first_byte_ms``, if given) correctly, or the run stops."""
     kinds = [(True, 0.0, 0.0), *((True, interval, 0.0) for interval in intervals_ms), (False, 0.0, 0.0)]
@@ -167,11 +169,15 @@ async def check_answers(targets: list[Target], script: Script, intervals_ms: lis
                 if connection.closed:
                     connection = await connect(target.port, keep_body=True)
                 exchange = await connection.request(target.request(stream, interval, first_byte))
-                problem = f"status {exchange.status}: {(exchange.body or b'')[:300]!r}" if exchange.status != 200 else None
+                problem = (
+                    f"status {exchange.status}: {(exchange.body or b'')[:300]!r}" if exchange.status != 200 else None
+                )
                 problem = problem or answer_problem(target, stream, exchange.body or b"", script)
                 if problem:
                     kind = "stream" if stream else "request"
-                    raise SystemExit(f"{target.name}: wrong answer to a {kind} ({target.model(interval, first_byte)}): {problem}")
+                    raise SystemExit(
+                        f"{target.name}: wrong answer to a {kind} ({target.model(interval, first_byte)}): {problem}"
+                    )
         finally:
             connection.close()
 

@@ -85,9 +85,32 @@ class Script:
         self.fragment_ends = [round((i + 1) * size) for i in range(fragments)]
         """Where each fragment ends in ``arguments``: fragment ``i`` is event ``i + 1`` of the stream."""
         pieces = [self.arguments[round(i * size) : end] for i, end in enumerate(self.fragment_ends)]
-        head = {"id": "chatcmpl-bench0123456789abcdef", "object": "chat.completion.chunk", "created": CREATED, "model": model, "system_fingerprint": "fp_bench"}
-        call = {"index": 0, "id": "call_bench0123456789abcdef", "type": "function", "function": {"name": "send_message", "arguments": ""}}
-        chunks = [{**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": None, "tool_calls": [call]}, "logprobs": None, "finish_reason": None}]}]
+        head = {
+            "id": "chatcmpl-bench0123456789abcdef",
+            "object": "chat.completion.chunk",
+            "created": CREATED,
+            "model": model,
+            "system_fingerprint": "fp_bench",
+        }
+        call = {
+            "index": 0,
+            "id": "call_bench0123456789abcdef",
+            "type": "function",
+            "function": {"name": "send_message", "arguments": ""},
+        }
+        chunks = [
+            {
+                **head,
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"role": "assistant", "content": None, "tool_calls": [call]},
+                        "logprobs": None,
+                        "finish_reason": None,
+                    }
+                ],
+            }
+        ]
         for piece in pieces:
             delta = {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
             chunks.append({**head, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}]})
@@ -98,13 +121,19 @@ class Script:
         with_usage = [{**chunk, "usage": None} for chunk in chunks] + [{**head, "choices": [], "usage": usage}]
         self.streams = {False: _encoded(chunks), True: _encoded(with_usage, last_together=2)}
         """The events of a stream, and their bytes all at once, by whether it asked for its usage."""
-        message = {"role": "assistant", "content": None, "tool_calls": [{**call, "function": {"name": "send_message", "arguments": self.arguments}}]}
-        self.completion = orjson.dumps({
-            **head,
-            "object": "chat.completion",
-            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": "tool_calls"}],
-            "usage": usage,
-        })
+        message = {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [{**call, "function": {"name": "send_message", "arguments": self.arguments}}],
+        }
+        self.completion = orjson.dumps(
+            {
+                **head,
+                "object": "chat.completion",
+                "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": "tool_calls"}],
+                "usage": usage,
+            }
+        )
 
 
 def _encoded(chunks: list[dict[str, Any]], last_together: int = 1) -> tuple[list[bytes], bytes]:
@@ -175,7 +204,11 @@ class _Connection(asyncio.Protocol):
                 model, stream = str(payload["model"]), payload.get("stream") is True
                 usage = stream and (payload.get("stream_options") or {}).get("include_usage") is True
             except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
-                self._json(b"400 Bad Request", counter, b'{"error":{"message":"expected a chat request","type":"invalid_request_error"}}')
+                self._json(
+                    b"400 Bad Request",
+                    counter,
+                    b'{"error":{"message":"expected a chat request","type":"invalid_request_error"}}',
+                )
                 return
             script = self.upstream.script(model)
             if script.first_byte:

@@ -59,7 +59,9 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--clients", type=int, default=16, help="keep-alive connections (default 16)")
     parser.add_argument("--seconds", type=float, help="seconds per window (full 8, smoke 1)")
-    parser.add_argument("--stagger-ms", type=float, default=20.0, help="ms between connections in the staggered window (default 20)")
+    parser.add_argument(
+        "--stagger-ms", type=float, default=20.0, help="ms between connections in the staggered window (default 20)"
+    )
     parser.add_argument("--stream", action="store_true", help="burst streams instead of non-streaming requests")
     parser.add_argument("--log-level", default="info", help="the gateway's log level (default info)")
     options = parser.parse_args(argv)
@@ -134,10 +136,14 @@ async def _window(server: ServerProcess, request: bytes, options: argparse.Names
     per_worker = []
     for position, pid in enumerate(workers):
         ports = [port for port, owner in owners.items() if owner == pid]
-        per_worker.append({
-            "pid": pid, "connections": len(ports), "requests": sum(counts[port] for port in ports),
-            "cpu_percent": 100 * (cpu_after[position] - cpu_before[position]) / elapsed,
-        })
+        per_worker.append(
+            {
+                "pid": pid,
+                "connections": len(ports),
+                "requests": sum(counts[port] for port in ports),
+                "cpu_percent": 100 * (cpu_after[position] - cpu_before[position]) / elapsed,
+            }
+        )
     total = sum(counts.values())
     unowned = total - sum(row["requests"] for row in per_worker)
     return {"workers": per_worker, "requests": total, "unowned": unowned, "errors": errors, "rate": total / elapsed}
@@ -148,10 +154,22 @@ def start_reuseport(log_dir: Path, upstream_port: int, workers: int, log_level: 
     port = free_port()
     metrics = tempfile.mkdtemp(prefix="metrics-", dir=log_dir)
     argv = [
-        sys.executable, str(BENCH / "reuseport.py"), "--host", HOST, "--port", str(port), "--workers", str(workers),
-        "--config", str(config), "--log-level", log_level,
+        sys.executable,
+        str(BENCH / "reuseport.py"),
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--config",
+        str(config),
+        "--log-level",
+        log_level,
     ]
-    return ServerProcess("reuseport", argv, port, log_dir, workers=workers, supervised=True, env={"PROMETHEUS_MULTIPROC_DIR": metrics})
+    return ServerProcess(
+        "reuseport", argv, port, log_dir, workers=workers, supervised=True, env={"PROMETHEUS_MULTIPROC_DIR": metrics}
+    )
 
 
 @contextlib.contextmanager
@@ -165,14 +183,22 @@ def started(server: ServerProcess) -> Iterator[ServerProcess]:
 
 async def bench(options: argparse.Namespace) -> dict[str, Any]:
     raise_fd_limit()
-    results: dict[str, Any] = {"bench": "workers", "machine": machine(), "options": dict(vars(options)), "servers": [], "notes": []}
+    results: dict[str, Any] = {
+        "bench": "workers",
+        "machine": machine(),
+        "options": dict(vars(options)),
+        "servers": [],
+        "notes": [],
+    }
     with tempfile.TemporaryDirectory(prefix="bench-workers-") as tmp:
         log_dir = Path(tmp)
         upstream = start_upstream(log_dir, 50)
         with started(upstream):
             for name in options.servers:
                 if name == "uvicorn":
-                    server: ServerProcess | str = start_gateway(log_dir, upstream.port, options.workers, options.log_level)
+                    server: ServerProcess | str = start_gateway(
+                        log_dir, upstream.port, options.workers, options.log_level
+                    )
                 elif name == "reuseport":
                     server = start_reuseport(log_dir, upstream.port, options.workers, options.log_level)
                 else:
@@ -194,8 +220,8 @@ def render(results: dict[str, Any]) -> str:
     options = results["options"]
     kind = "burst streams" if options["stream"] else "non-streaming requests"
     lines = [
-        f"{options['clients']} keep-alive clients, {kind}, {options['workers']} workers, {options['seconds']:g} s per window"
-        + (" (SMOKE run)" if options["smoke"] else ""),
+        f"{options['clients']} keep-alive clients, {kind}, {options['workers']} workers,"
+        f" {options['seconds']:g} s per window" + (" (SMOKE run)" if options["smoke"] else ""),
         *(f"note: {note}" for note in results["notes"]),
         f"{'server':<11}{'window':<11}{'requests/s':>11}   per worker: connections / requests (CPU %)",
     ]
@@ -203,7 +229,8 @@ def render(results: dict[str, Any]) -> str:
         for window in ("at once", "staggered"):
             measured = row[window]
             split = ", ".join(
-                f"{worker['connections']} / {worker['requests']} ({worker['cpu_percent']:.0f}%)" for worker in measured["workers"]
+                f"{worker['connections']} / {worker['requests']} ({worker['cpu_percent']:.0f}%)"
+                for worker in measured["workers"]
             )
             extra = f"  unattributed {measured['unowned']}" if measured["unowned"] else ""
             extra += f"  errors {measured['errors']}" if measured["errors"] else ""

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import settings
 
-from tests.redis_server import URL_VARIABLE, RedisServer
+from tests.helpers.redis_server import URL_VARIABLE, RedisServer
 
 # No per-example deadline: the machine is shared, and a timing bound is not a behaviour. Under CI (CI=true) the
 # examples are derived from each test's name and no database carries failures from run to run, so a submission

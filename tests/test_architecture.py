@@ -7,7 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "gateway"
+from tests.helpers.paths import ROOT
+
+PACKAGE = ROOT / "gateway"
 DIALECTS = ("chat", "responses", "anthropic")
 
 # What a pure module must never pull in: event loops, HTTP, servers, files of config, the shell.
@@ -22,7 +24,9 @@ def imported_by(*modules: str) -> list[str]:
 
 
 def test_the_core_and_the_dialects_import_no_io_and_no_shell() -> None:
-    loaded = imported_by("gateway.core", "gateway.dialects.chat", "gateway.dialects.responses", "gateway.dialects.anthropic")
+    loaded = imported_by(
+        "gateway.core", "gateway.dialects.chat", "gateway.dialects.responses", "gateway.dialects.anthropic"
+    )
     assert [m for m in loaded if m.split(".")[0] in FORBIDDEN] == []
     assert [m for m in loaded if m.startswith(SHELL)] == []
 

@@ -31,11 +31,17 @@ from gateway.core.translator import StreamTranslator
 from gateway.dialects.chat import ChatStreamEncoder, fold_completion
 from gateway.dialects.chat import parse_request as parse_chat_request
 from gateway.server.app import create_app
-from tests.servers import RecordingTransport, completion_of
-from tests.streams import agent_stream
+from tests.helpers.servers import RecordingTransport, completion_of
+from tests.helpers.streams import agent_stream
 
 json_values = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=10)),
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(-(2**63), 2**63 - 1),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.text(max_size=10),
+    ),
     lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
     max_leaves=20,
 )
@@ -63,37 +69,92 @@ def nested(depth: int) -> Raw:
 # What a hostile client writes: non-finite and overflowing numbers, lone surrogates, integers beyond
 # 64 bits (which make the gateway decode exactly), and nesting around the limits of both decoders.
 hostile = st.one_of(
-    st.sampled_from([Raw("NaN"), Raw("Infinity"), Raw("-Infinity"), Raw("1e400"), Raw("-1E+999"), Raw('"\\ud800"'),
-                     Raw('"\\udc00"'), Raw('"x\\ud83d"'), Raw('"\\ud83d\\ude00"'), Raw("1.5e308"), Raw("-0.0")]),
+    st.sampled_from(
+        [
+            Raw("NaN"),
+            Raw("Infinity"),
+            Raw("-Infinity"),
+            Raw("1e400"),
+            Raw("-1E+999"),
+            Raw('"\\ud800"'),
+            Raw('"\\udc00"'),
+            Raw('"x\\ud83d"'),
+            Raw('"\\ud83d\\ude00"'),
+            Raw("1.5e308"),
+            Raw("-0.0"),
+        ]
+    ),
     st.integers(10**18, 10**40).map(lambda n: Raw(str(n))),
     st.integers(-(10**40), -(10**18)).map(lambda n: Raw(str(n))),
     st.sampled_from([10, 253, 254, 255, 400, 1023, 1100]).map(nested),
 )
 leaves = st.one_of(json_values, hostile)
-fields = st.sampled_from(["model", "messages", "stream", "tools", "tool_choice", "functions", "role", "content", "text", "tool_calls", "function", "type", "parameters", "properties", "required", "name"])
-values = st.recursive(leaves, lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(fields, inner, max_size=4)), max_leaves=12)
-parts = st.fixed_dictionaries({"type": st.sampled_from(["text", "image_url"]) | values, "text": st.text(max_size=5) | values})
+fields = st.sampled_from(
+    [
+        "model",
+        "messages",
+        "stream",
+        "tools",
+        "tool_choice",
+        "functions",
+        "role",
+        "content",
+        "text",
+        "tool_calls",
+        "function",
+        "type",
+        "parameters",
+        "properties",
+        "required",
+        "name",
+    ]
+)
+values = st.recursive(
+    leaves,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(fields, inner, max_size=4)),
+    max_leaves=12,
+)
+parts = st.fixed_dictionaries(
+    {"type": st.sampled_from(["text", "image_url"]) | values, "text": st.text(max_size=5) | values}
+)
 messages = st.fixed_dictionaries(
     {"role": st.sampled_from(["user", "assistant", "system", "tool"]) | values},
-    optional={"content": st.text(max_size=5) | st.none() | st.lists(parts, max_size=3) | values, "tool_calls": values, "name": values},
+    optional={
+        "content": st.text(max_size=5) | st.none() | st.lists(parts, max_size=3) | values,
+        "tool_calls": values,
+        "name": values,
+    },
 )
 tools = st.fixed_dictionaries(
     {"type": st.just("function") | values},
-    optional={"function": st.fixed_dictionaries({"name": st.text(max_size=5) | values}, optional={"parameters": values})},
+    optional={
+        "function": st.fixed_dictionaries({"name": st.text(max_size=5) | values}, optional={"parameters": values})
+    },
 )
 chat_bodies = st.fixed_dictionaries(
-    {"model": st.sampled_from(["agent", "agent-content", "plain"]) | values, "messages": st.lists(messages, max_size=4) | values},
-    optional={"tools": st.lists(tools, max_size=3) | values, "tool_choice": st.sampled_from(["auto", "none", "required"]) | values,
-              "stream": st.booleans() | values, "x_vendor": values, "functions": values},
+    {
+        "model": st.sampled_from(["agent", "agent-content", "plain"]) | values,
+        "messages": st.lists(messages, max_size=4) | values,
+    },
+    optional={
+        "tools": st.lists(tools, max_size=3) | values,
+        "tool_choice": st.sampled_from(["auto", "none", "required"]) | values,
+        "stream": st.booleans() | values,
+        "x_vendor": values,
+        "functions": values,
+    },
 )
-embedding_bodies = st.fixed_dictionaries({"model": st.sampled_from(["agent", "plain"]) | values, "input": values}, optional={"x_vendor": values})
+embedding_bodies = st.fixed_dictionaries(
+    {"model": st.sampled_from(["agent", "plain"]) | values, "input": values}, optional={"x_vendor": values}
+)
 
 CONFIG = """
 providers: {up: {base_url: "http://upstream.test/v1"}}
 models:
   - {name: plain, provider: up, model: upstream-plain, max_retries: 0}
   - {name: agent, provider: up, model: upstream-agent, rewrite: {}, max_retries: 0}
-  - {name: agent-content, provider: up, model: upstream-agent, rewrite: {inner_thoughts: content, system_prompt: ""}, max_retries: 0}
+  - {name: agent-content, provider: up, model: upstream-agent, rewrite: {inner_thoughts: content, system_prompt: ""},
+     max_retries: 0}
 """
 COMPLETION = orjson.dumps(completion_of(agent_stream(['{"inner_thoughts": "t", "message": "Hello"}'])))
 
@@ -191,10 +252,27 @@ def test_sse_decoder_on_arbitrary_bytes(reads: list[bytes]) -> None:
 
 
 # Streams shaped like chat completion chunks, with any value in any field, as a broken upstream might send.
-chunk_fields = st.sampled_from([
-    "choices", "index", "delta", "message", "tool_calls", "function_call", "function", "name", "arguments", "id",
-    "type", "content", "reasoning_content", "reasoning", "role", "finish_reason", "usage",
-])
+chunk_fields = st.sampled_from(
+    [
+        "choices",
+        "index",
+        "delta",
+        "message",
+        "tool_calls",
+        "function_call",
+        "function",
+        "name",
+        "arguments",
+        "id",
+        "type",
+        "content",
+        "reasoning_content",
+        "reasoning",
+        "role",
+        "finish_reason",
+        "usage",
+    ]
+)
 chunk_shaped = st.recursive(
     json_values,
     lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(chunk_fields, inner, max_size=5)),
@@ -248,11 +326,19 @@ LONG = b"1234567890123456789012"
         ("/v1/chat/completions", b'{"model": "agent", "messages": [], "x": %s}' % DEEP, "nested too deeply"),
         ("/v1/chat/completions", b'{"model": "plain", "messages": [], "x": %s}' % DEEP, "nested too deeply"),
         ("/v1/embeddings", b'{"model": "plain", "input": %s}' % DEEP, "nested too deeply"),
-        ("/v1/chat/completions", b'{"model": "plain", "messages": [], "x": [%s, %s]}' % (nested(253).encode(), LONG), "nested too deeply"),
+        (
+            "/v1/chat/completions",
+            b'{"model": "plain", "messages": [], "x": [%s, %s]}' % (nested(253).encode(), LONG),
+            "nested too deeply",
+        ),
         ("/v1/chat/completions", b'{"model": "plain", "messages": [], "s": "\\ud800", "n": %s}' % LONG, "surrogate"),
         ("/v1/embeddings", b'{"model": "plain", "input": "\\udc00", "n": %s}' % LONG, "surrogate"),
         ("/v1/chat/completions", b'{"model": "plain", "messages": [], "t": NaN, "n": %s}' % LONG, "not valid JSON"),
-        ("/v1/chat/completions", b'{"model": "plain", "messages": [], "t": Infinity, "n": %s}' % LONG, "not valid JSON"),
+        (
+            "/v1/chat/completions",
+            b'{"model": "plain", "messages": [], "t": Infinity, "n": %s}' % LONG,
+            "not valid JSON",
+        ),
         ("/v1/embeddings", b'{"model": "plain", "input": 1e400, "n": %s}' % LONG, "infinity"),
         (
             "/v1/chat/completions",
@@ -261,7 +347,8 @@ LONG = b"1234567890123456789012"
         ),
         (
             "/v1/chat/completions",
-            b'{"model": "agent", "messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": [{"type": "text", "text": null}]}]}',
+            b'{"model": "agent", "messages": [{"role": "user", "content": "a"},'
+            b' {"role": "assistant", "content": [{"type": "text", "text": null}]}]}',
             "'messages.1.content.0.text': expected a string",
         ),
     ],
@@ -287,7 +374,9 @@ def test_a_tool_whose_name_is_not_a_string_is_forwarded_for_the_upstream_to_judg
     response, [sent] = through_the_gateway("/v1/chat/completions", body)
     assert response.status_code == 200
     [forwarded, message_tool] = orjson.loads(sent.content)["tools"]
-    assert forwarded["function"]["name"] == name and "inner_thoughts" in forwarded["function"]["parameters"]["properties"]
+    assert (
+        forwarded["function"]["name"] == name and "inner_thoughts" in forwarded["function"]["parameters"]["properties"]
+    )
     assert message_tool["function"]["name"] == "send_message"
 
 
@@ -300,17 +389,28 @@ RESPONSES_SEEDS: list[dict[str, Any]] = [
         "instructions": "Be brief.",
         "input": [
             {"type": "message", "role": "developer", "content": "Rules."},
-            {"type": "message", "role": "user", "content": [
-                {"type": "input_text", "text": "Look:"},
-                {"type": "input_image", "image_url": "data:image/png;base64,AAAA", "detail": "low"},
-            ]},
+            {
+                "type": "message",
+                "role": "user",
+                "content": [
+                    {"type": "input_text", "text": "Look:"},
+                    {"type": "input_image", "image_url": "data:image/png;base64,AAAA", "detail": "low"},
+                ],
+            },
             {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "thought"}]},
             {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "Checking."}]},
             {"type": "function_call", "call_id": "c1", "name": "get", "arguments": "{}"},
             {"type": "function_call_output", "call_id": "c1", "output": [{"type": "input_text", "text": "ok"}]},
         ],
-        "tools": [{"type": "function", "name": "get", "description": "d", "strict": True,
-                   "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}],
+        "tools": [
+            {
+                "type": "function",
+                "name": "get",
+                "description": "d",
+                "strict": True,
+                "parameters": {"type": "object", "properties": {"q": {"type": "string"}}},
+            }
+        ],
         "tool_choice": {"type": "function", "name": "get"},
         "parallel_tool_calls": False,
         "text": {"format": {"type": "json_schema", "name": "out", "schema": {"type": "object"}, "strict": True}},
@@ -330,20 +430,34 @@ MESSAGES_SEEDS: list[dict[str, Any]] = [
         "max_tokens": 64,
         "system": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
         "messages": [
-            {"role": "user", "content": [
-                {"type": "text", "text": "Look:"},
-                {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}},
-                {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}},
-            ]},
-            {"role": "assistant", "content": [
-                {"type": "thinking", "thinking": "hm", "signature": "s"},
-                {"type": "text", "text": "Checking."},
-                {"type": "tool_use", "id": "t1", "name": "get", "input": {"q": "x"}},
-            ]},
-            {"role": "user", "content": [
-                {"type": "tool_result", "tool_use_id": "t1", "content": [{"type": "text", "text": "ok"}], "is_error": False},
-                {"type": "text", "text": "And?"},
-            ]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "Look:"},
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}},
+                    {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}},
+                ],
+            },
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "thinking", "thinking": "hm", "signature": "s"},
+                    {"type": "text", "text": "Checking."},
+                    {"type": "tool_use", "id": "t1", "name": "get", "input": {"q": "x"}},
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "t1",
+                        "content": [{"type": "text", "text": "ok"}],
+                        "is_error": False,
+                    },
+                    {"type": "text", "text": "And?"},
+                ],
+            },
         ],
         "tools": [{"name": "get", "description": "d", "input_schema": {"type": "object", "properties": {}}}],
         "tool_choice": {"type": "tool", "name": "get", "disable_parallel_tool_use": True},
@@ -356,7 +470,9 @@ MESSAGES_SEEDS: list[dict[str, Any]] = [
     {"model": "plain", "max_tokens": 64, "stream": True, "messages": [{"role": "user", "content": "Hi"}]},
 ]
 garbage = st.recursive(
-    leaves, lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(fields, inner, max_size=3)), max_leaves=8
+    leaves,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(fields, inner, max_size=3)),
+    max_leaves=8,
 )
 
 

@@ -19,7 +19,9 @@ def config(**sections: object) -> Config:
     return Config.model_validate(
         {
             "providers": {"p": {"base_url": "http://up"}},
-            "models": [{"name": name, "provider": "p"} for name in ("assistant", "assistant-thinking", "gpt-4o", "gpt-*")],
+            "models": [
+                {"name": name, "provider": "p"} for name in ("assistant", "assistant-thinking", "gpt-4o", "gpt-*")
+            ],
             **sections,
         }
     )
@@ -49,14 +51,14 @@ def test_every_configured_key_resolves_to_its_entry() -> None:
     assert REGISTRY.resolve("plain-one") == ClientKey("api_keys[0]")
     assert REGISTRY.resolve("plain-two") == ClientKey("api_keys[1]")
     support = REGISTRY.resolve("sk-support")
-    assert support == ClientKey(
-        "support-bot", ("assistant*",), Limits(600, 200000, 20, Budget(5000000, Period.MONTH))
-    )
+    assert support == ClientKey("support-bot", ("assistant*",), Limits(600, 200000, 20, Budget(5000000, Period.MONTH)))
     batch = REGISTRY.resolve("sk-batch")  # known to the config only by its hash
     assert batch == ClientKey("batch", ("gpt-4o",), Limits())
 
 
-@pytest.mark.parametrize("presented", ["", "plain-on", "plain-one ", "SK-SUPPORT", hashlib.sha256(b"sk-batch").hexdigest()])
+@pytest.mark.parametrize(
+    "presented", ["", "plain-on", "plain-one ", "SK-SUPPORT", hashlib.sha256(b"sk-batch").hexdigest()]
+)
 def test_anything_else_resolves_to_nothing(presented: str) -> None:
     assert REGISTRY.resolve(presented) is None
 
@@ -109,7 +111,9 @@ def models_status(app_config: Config, authorization: str | None) -> int:
     return asyncio.run(main())
 
 
-KEYS_ONLY = config(keys=[{"name": "app", "key": "sk-app-key"}, {"name": "hashed", "key_sha256": hashlib.sha256(b"sk-h").hexdigest()}])
+KEYS_ONLY = config(
+    keys=[{"name": "app", "key": "sk-app-key"}, {"name": "hashed", "key_sha256": hashlib.sha256(b"sk-h").hexdigest()}]
+)
 
 
 @pytest.mark.parametrize("authorization", ["Bearer sk-app-key", "Bearer sk-h", "bearer  sk-app-key "])
@@ -117,7 +121,9 @@ def test_a_configured_key_is_let_in(authorization: str) -> None:
     assert models_status(KEYS_ONLY, authorization) == 200
 
 
-@pytest.mark.parametrize("authorization", [None, "Bearer sk-app", "Bearer " + hashlib.sha256(b"sk-h").hexdigest(), "sk-app-key"])
+@pytest.mark.parametrize(
+    "authorization", [None, "Bearer sk-app", "Bearer " + hashlib.sha256(b"sk-h").hexdigest(), "sk-app-key"]
+)
 def test_with_only_keys_configured_auth_is_on(authorization: str | None) -> None:
     assert models_status(KEYS_ONLY, authorization) == 401
 
@@ -125,12 +131,15 @@ def test_with_only_keys_configured_auth_is_on(authorization: str | None) -> None
 def test_start_up_warns_of_limits_kept_per_worker() -> None:
     limited = config(keys=[{"name": "app", "key": "sk-app-key", "rpm": 5}])
     assert startup_warnings(limited, 2) == [
-        "server.state is memory: each of the 2 workers keeps its own limits (set server.state to a redis:// URL to share them)",
+        "server.state is memory: each of the 2 workers keeps its own limits"
+        " (set server.state to a redis:// URL to share them)",
     ]
     assert startup_warnings(limited, 1) == []
     unlimited = config(keys=[{"name": "app", "key": "sk-app-key", "models": ["gpt-4o"]}])
     assert startup_warnings(unlimited, 4) == []
     shared = config(keys=[{"name": "app", "key": "sk-app-key", "rpm": 5}], server={"state": "redis://cache:6379/0"})
     assert startup_warnings(shared, 4) == []
-    assert startup_warnings(config(), 1) == ["no server.api_keys configured: any client that can reach this port may use it"]
+    assert startup_warnings(config(), 1) == [
+        "no server.api_keys configured: any client that can reach this port may use it"
+    ]
     assert startup_warnings(config(server={"api_keys": ["k"]}), 4) == []
