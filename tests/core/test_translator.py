@@ -43,7 +43,9 @@ def run(
 
     ``raw_chunks=False`` has the translator make every event, as for a front door that reads them all.
     """
-    return translate(reads, options or RewriteOptions(**limits), ChatStreamEncoder(shortcuts=Shortcuts.CHECK), raw_chunks=raw_chunks)
+    return translate(
+        reads, options or RewriteOptions(**limits), ChatStreamEncoder(shortcuts=Shortcuts.CHECK), raw_chunks=raw_chunks
+    )
 
 
 def payloads(body: bytes) -> list[Any]:

@@ -15,7 +15,7 @@ from gateway.core.passthrough import ChatPassThrough, ModelName, ShortcutMismatc
 from gateway.core.passthrough.fragments import FragmentTemplate, Frame
 from gateway.core.translator import StreamTranslator
 from gateway.dialects.chat import ChatStreamEncoder
-from tests.streams import agent_stream, recorded_body, recorded_files, split_evenly
+from tests.helpers.streams import agent_stream, recorded_body, recorded_files, split_evenly
 
 RECORDED = recorded_files()
 AGENT = agent_stream(split_evenly(json.dumps({"inner_thoughts": "quiet", "message": "Hello there, friend"}), 3))
