@@ -45,6 +45,28 @@ class _Awaiting(Enum):
     READ = "read"  # response bytes
 
 
+class _State(Enum):
+    """Where a connection is in its life; only an ``IDLE`` one goes back to the pool."""
+
+    NEW = "handed out, not yet connected"
+    IDLE = "connected, no request on it"
+    ACTIVE = "carrying a request"
+    CLOSED = "closed"
+
+
+class _Response(Enum):
+    """How far the response to the connection's current request has come."""
+
+    AWAITED = "no head yet"
+    BODY = "head read, body arriving"
+    COMPLETE = "whole"
+
+
+# The members as globals: looking one up on the Enum class costs several times more, per read.
+_NEW, _IDLE, _ACTIVE, _CLOSED = _State.NEW, _State.IDLE, _State.ACTIVE, _State.CLOSED
+_AWAITED, _BODY, _COMPLETE = _Response.AWAITED, _Response.BODY, _Response.COMPLETE
+
+
 class _Connection(asyncio.Protocol):
     """One upstream connection, carrying one request at a time.
 
@@ -57,9 +79,8 @@ class _Connection(asyncio.Protocol):
         self.origin = origin
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
-        self.closed = False
+        self._state = _NEW
         self.idle_since = 0.0
-        self._in_use = False
         self._write_paused = False
         self._reset()
 
@@ -67,10 +88,9 @@ class _Connection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self._headers: list[tuple[bytes, bytes]] = []
         self._status = 0
-        self._head = False
+        self._response = _AWAITED
         self._until_close = False
         self._keep_alive = False
-        self._complete = False
         self.received = False
         self._body: list[bytes] = []
         self._buffered = 0
@@ -85,17 +105,24 @@ class _Connection(asyncio.Protocol):
 
     @property
     def connected(self) -> bool:
-        return self._transport is not None
+        return self._state is not _NEW
+
+    @property
+    def closed(self) -> bool:
+        return self._state is _CLOSED
 
     # The event loop's side.
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's transports don't subclass asyncio's
+        if self._state is _NEW:
+            self._state = _IDLE
 
     def data_received(self, data: bytes) -> None:
-        if not self._in_use or self._complete:  # bytes nobody asked for: the connection can't be trusted any more
+        if self._state is not _ACTIVE or self._response is _COMPLETE:
+            # Bytes nobody asked for: the connection can't be trusted any more.
             self._keep_alive = False
-            if not self._in_use:
+            if self._state is not _ACTIVE:
                 self.close()
             return
         self.received = True
@@ -103,7 +130,7 @@ class _Connection(asyncio.Protocol):
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            if self._complete:  # the response was whole; what followed it only spoils the connection
+            if self._response is _COMPLETE:  # the response was whole; what followed it only spoils the connection
                 self._keep_alive = False
                 self._wake()
                 return
@@ -119,15 +146,15 @@ class _Connection(asyncio.Protocol):
         return False  # close our side too; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._head and self._until_close and not self._complete and self._error is None:
-            self._complete = True  # a body without length or chunks ends where the connection does
-        elif not self._complete:
+        if self._response is _BODY and self._until_close and self._error is None:
+            self._response = _COMPLETE  # a body without length or chunks ends where the connection does
+        elif self._response is not _COMPLETE:
             self._fail(
                 httpx.RemoteProtocolError("The upstream closed the connection before the response was complete.")
             )
         self._wake()
-        if not self.closed:
-            self.closed = True
+        if self._state is not _CLOSED:
+            self._state = _CLOSED
             self._pool.discard(self)
 
     def pause_writing(self) -> None:
@@ -143,7 +170,7 @@ class _Connection(asyncio.Protocol):
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        if self._complete:  # a second response in the same read as the first: see data_received
+        if self._response is _COMPLETE:  # a second response in the same read as the first: see data_received
             self._keep_alive = False
             return
         status = self._parser.get_status_code()
@@ -151,7 +178,7 @@ class _Connection(asyncio.Protocol):
             self._headers = []  # an interim response; the real one follows
             return
         self._status = status
-        self._head = True
+        self._response = _BODY
         self._keep_alive = self._parser.should_keep_alive()
         names = {name.lower() for name, _ in self._headers}
         self._until_close = (
@@ -159,38 +186,38 @@ class _Connection(asyncio.Protocol):
         )
 
     def on_body(self, body: bytes) -> None:
-        if self._complete:
+        if self._response is _COMPLETE:
             return
         self._body.append(body)
         self._buffered += len(body)
 
     def on_message_complete(self) -> None:
-        if self._head:
-            self._complete = True
+        if self._response is _BODY:
+            self._response = _COMPLETE
 
     # The request's side.
 
     def send(self, data: bytes) -> None:
-        if self.closed or self._transport is None:
+        if self._state is not _IDLE or self._transport is None:
             raise httpx.RemoteProtocolError("The upstream connection is closed.")
-        self._in_use = True
+        self._state = _ACTIVE
         self._transport.write(data)
 
     async def sent(self, timeout: float | None) -> None:
         """Wait until the transport has taken the request, or the response has begun (then the rest of the
         request no longer matters, and the connection is not reused unless it all went out)."""
-        while self._write_paused and not self._head:
+        while self._write_paused and self._response is _AWAITED:
             await self._wait(_Awaiting.WRITE, timeout)
 
     async def response_head(self, timeout: float | None) -> tuple[int, list[tuple[bytes, bytes]]]:
-        while not self._head:
+        while self._response is _AWAITED:
             await self._wait(_Awaiting.READ, timeout)
         return self._status, self._headers
 
     async def read(self, timeout: float | None) -> bytes:
         """Every body byte that arrived since the last read; ``b""`` once the body is complete."""
         while not self._body:
-            if self._complete:
+            if self._response is _COMPLETE:
                 return b""
             await self._wait(_Awaiting.READ, timeout)
         data = self._body[0] if len(self._body) == 1 else b"".join(self._body)
@@ -205,23 +232,23 @@ class _Connection(asyncio.Protocol):
     def reusable(self) -> bool:
         """The response is whole, the server keeps the connection open, and the request went out entirely."""
         return (
-            self._complete
+            self._response is _COMPLETE
             and self._keep_alive
-            and not self.closed
+            and self._state is _ACTIVE
             and self._transport is not None
             and self._transport.get_write_buffer_size() == 0
         )
 
     def recycle(self) -> None:
         """Ready for the next request, once the pool takes it back."""
-        self._in_use = False
+        self._state = _IDLE
         self._reset()
 
     def close(self) -> None:
         """Close it (if it is not yet), and give its place in the pool to whoever waits for one."""
-        if self.closed:
+        if self._state is _CLOSED:
             return
-        self.closed = True
+        self._state = _CLOSED
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -232,7 +259,7 @@ class _Connection(asyncio.Protocol):
     async def _wait(self, awaiting: _Awaiting, timeout: float | None) -> None:
         if self._error is not None:
             raise self._error
-        if self.closed and not self._complete:
+        if self._state is _CLOSED and self._response is not _COMPLETE:
             raise httpx.RemoteProtocolError("The upstream connection is closed.")
         self._waiter = self._loop.create_future()
         self._awaiting = awaiting
