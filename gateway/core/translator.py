@@ -127,15 +127,16 @@ class StreamTranslator:
 
     def _chunk(self, payload: bytes, out: list[Event]) -> None:
         chunks = self._chunks
-        try:
-            recognised = chunks.recognised(payload)
-        except ArgumentsTooLong as exc:
-            self._fail(out, ErrorKind.RESPONSE_TOO_LARGE, f"The answer was cut: {exc}.")
-            return
-        if recognised is not None:
-            out += recognised
-            self.chunks += 1
-            return
+        if chunks.recognising:
+            try:
+                recognised = chunks.recognised(payload)
+            except ArgumentsTooLong as exc:
+                self._fail(out, ErrorKind.RESPONSE_TOO_LARGE, f"The answer was cut: {exc}.")
+                return
+            if recognised is not None:
+                out += recognised
+                self.chunks += 1
+                return
         try:
             chunk = orjson.loads(payload)
             if not isinstance(chunk, dict):

@@ -12,7 +12,7 @@ dialect imports another.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Generic, Protocol, TypeVar
 
@@ -55,7 +55,7 @@ class StreamEncoder(Protocol):
 
     raw_chunks: bool
 
-    def encode(self, events: Iterable[Event]) -> bytes: ...
+    def encode(self, events: list[Event]) -> bytes: ...
 
 
 Parsed = TypeVar("Parsed", bound=ClientRequest)

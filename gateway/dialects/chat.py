@@ -199,9 +199,8 @@ class ChatStreamEncoder:
         self._bytes = ChunkBytes(model, shortcuts)
         self._check = ChunkBytes(model, Shortcuts.OFF) if shortcuts is Shortcuts.CHECK else None
 
-    def encode(self, events: Iterable[Event]) -> bytes:
+    def encode(self, events: list[Event]) -> bytes:
         """The client's bytes for these events (a chunk's events always come in one call)."""
-        events = events if type(events) is list else list(events)
         sent = self._bytes.quick(events, drop_usage=self._drop_usage)
         if sent is None:
             sent = b"".join(self._encode(events, self._bytes))

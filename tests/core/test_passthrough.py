@@ -77,14 +77,14 @@ def test_the_check_catches_a_model_name_left_in_the_bytes(monkeypatch: pytest.Mo
 
 
 def test_the_check_catches_a_relay_that_misses_a_finish(monkeypatch: pytest.MonkeyPatch) -> None:
-    relayed = ChatPassThrough._relayed
+    relayed = ChatPassThrough._relay_events
 
     def forgetful(self: ChatPassThrough, chunk: dict[str, Any], payload: bytes) -> list[Event]:
         events = relayed(self, chunk, payload)
         self._finished = dict.fromkeys(self._finished, False)
         return events
 
-    monkeypatch.setattr(ChatPassThrough, "_relayed", forgetful)
+    monkeypatch.setattr(ChatPassThrough, "_relay_events", forgetful)
     with pytest.raises(ShortcutMismatch, match="finished"):
         client_bytes(body_of(AGENT), RewriteOptions.plain(), Shortcuts.CHECK)
 

@@ -175,6 +175,11 @@ class Fragments:
         return arguments, chunk, template.frame(nonce)
 
     @property
+    def learned(self) -> bool:
+        """Whether a template is learned, so that ``match`` may recognise a chunk."""
+        return self._template is not None
+
+    @property
     def learning(self) -> bool:
         """Whether a template may still be learned."""
         return self._learns > 0

@@ -17,7 +17,7 @@ client could see.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from enum import Enum
 from typing import Any
 
@@ -48,10 +48,13 @@ class ChatPassThrough:
 
     ``recognised`` takes a chunk's bytes before they are decoded: the chunk's
     events when it is an argument fragment a learned template covers, else
-    None, and the caller decodes it and calls ``feed``.
+    None, and the caller decodes it and calls ``feed``; ``recognising`` says
+    whether a template is learned, so that a caller may skip asking. ``feed``
+    is the rewriter's own once there is nothing to learn or check, to keep the
+    usual chunk's path one call deep.
     """
 
-    __slots__ = ("_rewriter", "_fragments", "_relay", "_finished", "_general")
+    __slots__ = ("recognising", "feed", "_rewriter", "_fragments", "_relay", "_finished", "_general")
 
     def __init__(self, rewriter: StreamRewriter, *, raw_chunks: bool, shortcuts: Shortcuts = Shortcuts.ON) -> None:
         options = rewriter.options
@@ -61,6 +64,12 @@ class ChatPassThrough:
         self._relay = taken and raw_chunks and options.passthrough
         self._finished: dict[Hashable, bool] = {}  # each choice's finish, as the relay keeps it
         self._general = StreamRewriter(options) if shortcuts is Shortcuts.CHECK else None
+        self.recognising = False
+        self.feed: Callable[[Chunk, bytes], list[Event]] = self._feed
+        if self._relay:
+            self.feed = self._relayed
+        elif self._fragments is None and self._general is None:
+            self.feed = rewriter.feed
 
     @property
     def finished(self) -> bool:
@@ -79,21 +88,17 @@ class ChatPassThrough:
             _check_fragment(payload, events, self._general.feed(orjson.loads(payload), payload))
         return events
 
-    def feed(self, chunk: Chunk, payload: bytes) -> list[Event]:
-        """The events of a decoded chunk, whose bytes are ``payload``."""
-        if self._relay:
-            events = self._relayed(chunk, payload)
-            if self._general is not None:
-                _check_relayed(chunk, events, self._general.feed(chunk, payload))
-                if self.finished != self._general.finished:
-                    raise ShortcutMismatch("the relay and the rewrite disagree on whether the stream is finished")
-            return events
+    def _feed(self, chunk: Chunk, payload: bytes) -> list[Event]:
+        """The events of a decoded chunk, whose bytes are ``payload``; a template learned from it."""
         events = self._rewriter.feed(chunk, payload)
         if self._general is not None:
             self._general.feed(chunk, payload)  # the same call: it only keeps the second rewriter in step
         fragments = self._fragments
         if fragments is not None and fragments.learning and StreamRewriter.continues(chunk):
             fragments.learn(payload, chunk)
+            self.recognising = fragments.learned
+            if not fragments.learning and self._general is None:
+                self.feed = self._rewriter.feed
         return events
 
     def finish(self) -> list[Event]:
@@ -112,6 +117,14 @@ class ChatPassThrough:
     def _relayed(self, chunk: Chunk, payload: bytes) -> list[Event]:
         """The chunk as it came, but for a choice without a delta, which gets an empty one (Azure sends
         content-filter results so; stock clients read ``choice.delta``); and its usage."""
+        events = self._relay_events(chunk, payload)
+        if self._general is not None:
+            _check_relayed(chunk, events, self._general.feed(chunk, payload))
+            if self.finished != self._general.finished:
+                raise ShortcutMismatch("the relay and the rewrite disagree on whether the stream is finished")
+        return events
+
+    def _relay_events(self, chunk: Chunk, payload: bytes) -> list[Event]:
         choices = chunk.get("choices")
         events: list[Event] = [ChunkStart(chunk, payload)]
         if isinstance(choices, list):
