@@ -216,7 +216,7 @@ class StreamRewriter:
             raise InvalidChunk("a chunk's choices are missing or not an array")
         if not isinstance(choices, list) or not choices:
             events: list[Event] = [ChunkStart(chunk, raw)]
-            if (counted := usage_of(usage)) is not None:
+            if usage is not None and (counted := usage_of(usage)) is not None:
                 events.append(Usage(counted))
             return events
         self._template = chunk
@@ -226,7 +226,7 @@ class StreamRewriter:
             if not isinstance(choice, dict):
                 raise InvalidChunk("a choice is not an object")
             changed = self._choice(choice, position, events) or changed
-        if (counted := usage_of(usage)) is not None:
+        if usage is not None and (counted := usage_of(usage)) is not None:
             events.append(Usage(counted))
         if not changed:
             events[0] = ChunkStart(chunk, raw)

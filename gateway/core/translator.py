@@ -158,7 +158,8 @@ class StreamTranslator:
         except ArgumentsTooLong as exc:
             self._fail(out, ErrorKind.RESPONSE_TOO_LARGE, f"The answer was cut: {exc}.")
             return
-        if (usage := usage_of(chunk.get("usage"))) is not None:
+        # Most chunks carry none: asked first, the usual chunk costs no call.
+        if (reported := chunk.get("usage")) is not None and (usage := usage_of(reported)) is not None:
             self.usage = usage
         self.chunks += 1
         self.phase = _STREAMING

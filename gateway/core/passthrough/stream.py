@@ -139,7 +139,7 @@ class ChatPassThrough:
                 deltas = [c if isinstance(c.get("delta"), dict) else {**c, "delta": {}} for c in choices]
                 patched = {**chunk, "choices": deltas}
                 events[0] = ChunkStart(patched, orjson.dumps(patched))
-        if (counted := usage_of(chunk.get("usage"))) is not None:
+        if (usage := chunk.get("usage")) is not None and (counted := usage_of(usage)) is not None:
             events.append(Usage(counted))
         return events
 
