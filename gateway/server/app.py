@@ -66,7 +66,7 @@ class _Asked(Generic[Parsed]):
     """A front door's target: its parsed request, or, for a provider that serves the door's API, what to forward."""
 
     route: ModelRoute
-    model: str
+    model: str | None
     parsed: Parsed | None = None
     native: Outbound | None = None
 
@@ -78,7 +78,7 @@ def front_door(door: FrontDoor[Parsed]) -> Handler:
     async def target_of(service: Service, body: bytes) -> _Asked[Parsed]:
         if door.native is not None and (route := _native_route(service, body)) is not None:
             outbound = await service.forwarder.prepare_native(route, body)
-            return _Asked(route, outbound.model or "", native=outbound)
+            return _Asked(route, outbound.model, native=outbound)
         parsed = await off_loop(len(body), dialect.parse_request, body)
         return _Asked(service.router.route(parsed.model), parsed.model, parsed=parsed)
 
@@ -170,17 +170,36 @@ async def list_models(request: Request) -> Response:
     return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
 
 
+@dataclass(frozen=True, slots=True)
+class _Forwarding:
+    """A forwarded request's target: its checked path, and where its body sends it."""
+
+    path: str
+    outbound: Outbound
+
+    @property
+    def route(self) -> ModelRoute | None:
+        return self.outbound.route
+
+    @property
+    def model(self) -> str | None:
+        return self.outbound.model
+
+
 async def forward(request: Request) -> Response:
     """Any other ``/v1/`` endpoint a provider forwards, sent to the provider of the route its body names."""
-    path = forwarding.checked_path(request.scope.get("raw_path") or request.scope["path"].encode())
 
-    async def target_of(service: Service, body: bytes) -> Outbound:
-        return await service.forwarder.prepare(path, request.headers.get("content-type", ""), body)
+    async def target_of(service: Service, body: bytes) -> _Forwarding:
+        # Checked once the client is: a caller without a valid key learns nothing about paths.
+        path = forwarding.checked_path(request.scope.get("raw_path") or request.scope["path"].encode())
+        outbound = await service.forwarder.prepare(path, request.headers.get("content-type", ""), body)
+        return _Forwarding(path, outbound)
 
     asked = await admit(request, target_of)
+    target = asked.target
     query = request.scope["query_string"].decode("latin-1")
     headers = request.headers.items()
-    sending = asked.service.forwarder.send(asked.target, request.method, path, query, headers, asked.record)
+    sending = asked.service.forwarder.send(target.outbound, request.method, target.path, query, headers, asked.record)
     return _forwarded(await admitted(sending, asked.ticket), asked.ticket)
 
 

@@ -464,6 +464,17 @@ def test_attack_paths_sent_as_is_reach_nothing(attack: tuple[ScriptedUpstream, i
     assert upstream.requests == []
 
 
+@pytest.mark.parametrize("target", [b"/v1/../admin", b"/v1/files/%2e%2e/keys", b"/v1/embeddings"])
+def test_a_caller_without_a_key_is_refused_before_its_path_is_judged(
+    attack: tuple[ScriptedUpstream, int], target: bytes
+) -> None:
+    upstream, port = attack
+    upstream.requests.clear()
+    status, _, answer = raw_request(port, "GET", target, {"authorization": "Bearer not-a-key"})
+    assert status == 401 and openai_error(answer)["code"] != "invalid_path"
+    assert upstream.requests == []
+
+
 @pytest.mark.parametrize("target", [b"/v1/admin", b"/v1/models/gpt-4o", b"/v1/chat/completions/stored-1"])
 def test_paths_outside_the_openai_surface_are_404(attack: tuple[ScriptedUpstream, int], target: bytes) -> None:
     upstream, port = attack
