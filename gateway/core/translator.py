@@ -17,12 +17,12 @@ from typing import Any
 import orjson
 
 from gateway.core.errors import ErrorKind, GatewayError
-from gateway.core.events import Comment, Done, Error, Event
+from gateway.core.events import Comment, Done, Error, Event, Usage
 from gateway.core.options import RewriteOptions
 from gateway.core.passthrough import ChatPassThrough, Shortcuts
 from gateway.core.rewriter import ArgumentsTooLong, InvalidChunk, RewriteStats, StreamRewriter
 from gateway.core.sse import SSEComment, SSEDecoder, SSEError, SSEEvent
-from gateway.core.usage import TokenUsage, usage_of
+from gateway.core.usage import TokenUsage
 
 __all__ = ["StreamPhase", "StreamTranslator"]
 
@@ -158,9 +158,10 @@ class StreamTranslator:
         except ArgumentsTooLong as exc:
             self._fail(out, ErrorKind.RESPONSE_TOO_LARGE, f"The answer was cut: {exc}.")
             return
-        # Most chunks carry none: asked first, the usual chunk costs no call.
-        if (reported := chunk.get("usage")) is not None and (usage := usage_of(reported)) is not None:
-            self.usage = usage
+        if chunk.get("usage") is not None:  # most chunks carry none; the feed read it into a Usage event
+            for event in events:
+                if type(event) is Usage:
+                    self.usage = event.usage
         self.chunks += 1
         self.phase = _STREAMING
         out += events
