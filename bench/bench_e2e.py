@@ -1,7 +1,8 @@
-"""End-to-end benchmark: the gateway against a direct connection to the upstream and a bare pass-through.
+"""End-to-end benchmark: the gateway against a direct connection to the upstream and the raw and bare pass-throughs.
 
 Run by hand: ``python bench/bench_e2e.py [--quick]``. One run starts a scripted
-upstream (``upstream.py``), the bare pass-through (``bare.py``) and the gateway
+upstream (``upstream.py``), the raw pass-through (``raw.py``: the floor of the gateway's
+server and transport), the bare one (``bare.py``: Starlette and ``AsyncClient`` on top) and the gateway
 (``gateway serve``, with one worker and, separately, two), checks every
 target's answers, then measures the same workload against each:
 
@@ -42,6 +43,7 @@ from common import (
     start_bare,
     start_gateway,
     start_litellm,
+    start_raw,
     start_upstream,
 )
 from load import closed_loop, hold_open, open_loop
@@ -107,6 +109,7 @@ def servers(options: argparse.Namespace, log_dir: Path) -> Iterator[dict[str, Se
 
         upstream = start_upstream(log_dir, options.fragments, options.padded)
         start("upstream", upstream)
+        start("raw", start_raw(log_dir, upstream.port))
         start("bare", start_bare(log_dir, upstream.port))
         start("bare httpcore", start_bare(log_dir, upstream.port, "httpcore"))
         start("gateway", start_gateway(log_dir, upstream.port, 1, options.gateway_log_level))
@@ -251,6 +254,7 @@ async def bench(options: argparse.Namespace) -> dict[str, Any]:
         run = Run(options, upstream, processes)
         candidates = [
             ("direct", "upstream", "agent", "relayed", "chat"),
+            ("raw", "raw", "agent", "relayed", "chat"),
             ("bare", "bare", "agent", "relayed", "chat"),
             ("bare httpcore", "bare httpcore", "agent", "relayed", "chat"),
             ("gateway", "gateway", "agent", "rewritten", "chat"),
@@ -270,7 +274,7 @@ async def bench(options: argparse.Namespace) -> dict[str, Any]:
         results["notes"] = [f"{name}: {why}" for name, why in running.items() if isinstance(why, str)]
         await check_answers(targets, script, [options.interval_ms])
         by_name = {target.name: target for target in targets}
-        memory_targets = [by_name[name] for name in ("bare", "gateway", "gateway w2") if name in by_name]
+        memory_targets = [by_name[name] for name in ("raw", "bare", "gateway", "gateway w2") if name in by_name]
         idle = {target.name: target.server.rss_bytes() for target in memory_targets}
         single = [target for target in targets if target.name != "gateway w2"]
 
@@ -320,8 +324,15 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
         check(f"added TTFB p99 at {options['rate']:g} streams/s", latency["added_ttfb_ms"]["p99"], 3.0, False, "ms")
     concurrency = options["concurrency"]
     low = 16 if 16 in concurrency else concurrency[0]
-    ratio = _rate(results, "gateway", "stream", low) / _rate(results, "bare", "stream", low)
-    check(f"streams at {low} clients, gateway / bare", ratio, 0.8, True, "x")
+    for target, limit in (("gateway plain", 0.6), ("gateway", 0.5)):
+        ratio = _rate(results, target, "stream", low) / _rate(results, "raw", "stream", low)
+        check(f"streams at {low} clients, {target} / raw", ratio, limit, True, "x")
+    raw_latency = _row(results["latency"], "raw")
+    for target in ("gateway plain", "gateway"):
+        row = _row(results["latency"], target)
+        if row and raw_latency:
+            over_raw = row["ttfb_ms"]["p50"] - raw_latency["ttfb_ms"]["p50"]
+            check(f"TTFB p50 over raw's, {target}", over_raw, 0.3, False, "ms")
     paced = _row(results["paced"], "gateway")
     if paced:
         check("gateway CPU per streamed chunk, paced", paced["server_cpu_us_per_chunk"], 20.0, False, "µs")
@@ -378,7 +389,7 @@ def render(results: dict[str, Any]) -> str:
         *(f"note: {note}" for note in results["notes"]),
         "",
         f"1. closed loop, burst upstream, best of {options['rounds']} x {options['duration']:g} s:"
-        " answers/s and % of bare",
+        " answers/s and % of raw",
     ]
     concurrency = options["concurrency"]
     columns = [(kind, clients) for kind in ("stream", "request") for clients in concurrency]
@@ -388,8 +399,8 @@ def render(results: dict[str, Any]) -> str:
     for target in targets:
         cells = []
         for kind, clients in columns:
-            rate, bare = _rate(results, target, kind, clients), _rate(results, "bare", kind, clients)
-            cells.append(f"{rate:>10,.0f} {100 * rate / bare:>4.0f}%")
+            rate, raw = _rate(results, target, kind, clients), _rate(results, "raw", kind, clients)
+            cells.append(f"{rate:>10,.0f} {100 * rate / raw:>4.0f}%")
         first = _throughput_row(results, target, "stream", concurrency[0])
         assert first is not None
         errors = sum(row["errors"] for row in results["throughput"] if row["target"] == target)
@@ -429,13 +440,13 @@ def render(results: dict[str, Any]) -> str:
         f"3. open loop, paced upstream (one event every {options['interval_ms']:g} ms),"
         f" {options['paced_rate']:g} streams/s for {options['latency_seconds']:g} s: ms",
     )
-    bare_paced = _row(results["paced"], "bare")
+    raw_paced = _row(results["paced"], "raw")
     lines += [
-        f"{'server CPU':<15}{'µs/stream burst':>16}{'paced':>8}{'µs/chunk paced':>16}{'over bare':>11}"
+        f"{'server CPU':<15}{'µs/stream burst':>16}{'paced':>8}{'µs/chunk paced':>16}{'over raw':>11}"
         "   (direct: the upstream's own)"
     ]
     for burst, paced in zip(results["latency"], results["paced"], strict=True):
-        over = paced["server_cpu_us_per_chunk"] - bare_paced["server_cpu_us_per_chunk"] if bare_paced else math.nan
+        over = paced["server_cpu_us_per_chunk"] - raw_paced["server_cpu_us_per_chunk"] if raw_paced else math.nan
         lines.append(
             f"{paced['target']:<15}{burst['server_cpu_us_per_stream']:>16.0f}{paced['server_cpu_us_per_stream']:>8.0f}"
             f"{paced['server_cpu_us_per_chunk']:>16.1f}{over:>+11.1f}"

@@ -233,18 +233,21 @@ def start_upstream(log_dir: Path, fragments: int, padded: bool = False) -> Serve
 
 
 def start_bare(log_dir: Path, upstream_port: int, transport: str = "gateway") -> ServerProcess:
+    """``bare.py``: Starlette and ``httpx.AsyncClient`` on ``transport``, no gateway logic."""
+    name = "bare" if transport == "gateway" else f"bare-{transport}"
+    return _start_pass_through(log_dir, upstream_port, name, "bare.py", "--transport", transport)
+
+
+def start_raw(log_dir: Path, upstream_port: int) -> ServerProcess:
+    """``raw.py``: a plain ASGI callable on the gateway's ``Http1Transport``, the floor of its server and transport."""
+    return _start_pass_through(log_dir, upstream_port, "raw", "raw.py")
+
+
+def _start_pass_through(log_dir: Path, upstream_port: int, name: str, script: str, *args: str) -> ServerProcess:
     port = free_port()
-    argv = [
-        sys.executable,
-        str(BENCH / "bare.py"),
-        "--port",
-        str(port),
-        "--upstream",
-        f"http://{HOST}:{upstream_port}/v1",
-        "--transport",
-        transport,
-    ]
-    return ServerProcess("bare" if transport == "gateway" else f"bare-{transport}", argv, port, log_dir)
+    upstream = f"http://{HOST}:{upstream_port}/v1"
+    argv = [sys.executable, str(BENCH / script), "--port", str(port), "--upstream", upstream, *args]
+    return ServerProcess(name, argv, port, log_dir)
 
 
 def start_redis(log_dir: Path) -> ServerProcess:

@@ -168,7 +168,7 @@ def through_the_gateway(path: str, body: bytes) -> tuple[httpx.Response, list[ht
     RECORDER.requests = []
 
     async def main() -> httpx.Response:
-        gateway = APP.app.state.service
+        gateway = APP.service
         await gateway.start()
         try:
             transport = httpx.ASGITransport(app=APP, raise_app_exceptions=False)

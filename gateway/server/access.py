@@ -1,8 +1,10 @@
-"""Request ids, the access log and request metrics, as plain ASGI middleware.
+"""Request ids, the access log and request metrics: each request's record, opened, stamped and reported once.
 
-Plain ASGI (not ``BaseHTTPMiddleware``) so streamed bodies pass through
-unbuffered and client disconnects still reach the handlers. Handlers fill in
-the request's ``RequestRecord``; this middleware reports it once, at the end.
+``open_record`` gives a request its id (an incoming ``x-request-id`` when it
+is safe to echo) and the ``RequestRecord`` handlers fill in; ``stamped``
+adds the gateway's own headers to its answer; ``report`` turns the finished
+record into metrics and one log line. The hot path (``hotpath``) calls all
+three around every request, so no middleware layer wraps the server's ``send``.
 """
 
 from __future__ import annotations
@@ -12,19 +14,19 @@ import re
 import time
 import uuid
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from gateway.server.logs import capped
 from gateway.server.metrics import Metrics, RequestRecord
 
-__all__ = ["AccessLog", "record_of"]
+__all__ = ["PROBES", "open_record", "record_of", "report", "stamped"]
 
 logger = logging.getLogger("gateway.access")
 
 # An incoming id is honoured only when it is short and printable, so it is safe in logs and headers.
 _VALID_REQUEST_ID = re.compile(r"[!-~]{1,128}")
 # Probes are logged at debug level and left out of the request metrics.
-_PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
+PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 def record_of(scope: Scope) -> RequestRecord:
@@ -32,80 +34,50 @@ def record_of(scope: Scope) -> RequestRecord:
     return record
 
 
-class AccessLog:
-    """Assigns each request an id (returned as ``x-request-id``), then reports it: metrics and one log line."""
+def open_record(scope: Scope) -> RequestRecord:
+    """A new request's record, kept in its scope's state for the handlers (``record_of``)."""
+    start = time.perf_counter()
+    incoming = _header(scope, b"x-request-id")
+    request_id = incoming if incoming and _VALID_REQUEST_ID.fullmatch(incoming) else "req_" + uuid.uuid4().hex
+    record = RequestRecord(request_id, start)
+    scope.setdefault("state", {})["record"] = record
+    return record
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
-        self.metrics = metrics
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        incoming = _header(scope, b"x-request-id")
-        request_id = incoming if incoming and _VALID_REQUEST_ID.fullmatch(incoming) else "req_" + uuid.uuid4().hex
-        record = RequestRecord(request_id, start)
-        scope.setdefault("state", {})["record"] = record
-        status = 0
-        first_byte: float | None = None
-        complete = False
+def stamped(record: RequestRecord, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """An answer's headers with the gateway's own: its request id, and for a whole answer the gateway's time."""
+    headers.append((b"x-request-id", record.request_id.encode()))
+    if not record.stream and record.route is not None:
+        overhead = (time.perf_counter() - record.started - record.upstream_seconds) * 1000
+        headers.append((b"x-gateway-overhead-ms", f"{max(0.0, overhead):.2f}".encode()))
+    return headers
 
-        async def send_observed(message: Message) -> None:
-            nonlocal status, first_byte, complete
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                headers = [*message.get("headers", ()), (b"x-request-id", request_id.encode())]
-                if not record.stream and record.route is not None:
-                    overhead = (time.perf_counter() - start - record.upstream_seconds) * 1000
-                    headers.append((b"x-gateway-overhead-ms", f"{max(0.0, overhead):.2f}".encode()))
-                message["headers"] = headers
-            elif message["type"] == "http.response.body":
-                if first_byte is None:
-                    first_byte = time.perf_counter() - start
-                complete = not message.get("more_body", False)
-            await send(message)
 
-        probe = scope["path"] in _PROBES
-        if not probe:
-            self.metrics.in_flight.inc()
-        try:
-            await self.app(scope, receive, send_observed)
-        except Exception:
-            # Starlette re-raises what its error handler has answered (a 500 that says connection: close); the
-            # server would then cut the connection, and the client's next request on it with it. Only an answer
-            # cut short must go that way.
-            if not complete:
-                raise
-        finally:
-            duration = time.perf_counter() - start
-            if not probe:
-                self.metrics.in_flight.dec()
-                self.metrics.observe(record, status, duration, first_byte)
-            if record.route is not None and logger.isEnabledFor(logging.DEBUG):
-                stats = record.rewrite
-                logger.debug(
-                    "rewrite",
-                    extra={
-                        "fields": {
-                            "request_id": request_id,
-                            "message_calls": stats.message_calls,
-                            "client_calls": stats.client_calls,
-                            "reasoning_chars": stats.reasoning_chars,
-                            "reasoning": "exposed" if record.reasoning_exposed else "hidden",
-                            "invalid_arguments": stats.invalid_arguments,
-                        }
-                    },
-                )
-            logger.log(
-                logging.DEBUG if probe else logging.INFO,
-                "%s %s %d",
-                scope["method"],
-                capped(scope["path"]),
-                status,
-                extra={"fields": _log_fields(record, scope, status, duration, first_byte)},
-            )
+def report(metrics: Metrics, record: RequestRecord, scope: Scope) -> None:
+    """The finished request: its metrics (not for probes) and its access-log line."""
+    duration = time.perf_counter() - record.started
+    probe = scope["path"] in PROBES
+    if not probe:
+        metrics.observe(record, record.status, duration, record.first_byte)
+    if record.route is not None and logger.isEnabledFor(logging.DEBUG):
+        stats = record.rewrite
+        logger.debug(
+            "rewrite",
+            extra={
+                "fields": {
+                    "request_id": record.request_id,
+                    "message_calls": stats.message_calls,
+                    "client_calls": stats.client_calls,
+                    "reasoning_chars": stats.reasoning_chars,
+                    "reasoning": "exposed" if record.reasoning_exposed else "hidden",
+                    "invalid_arguments": stats.invalid_arguments,
+                }
+            },
+        )
+    level = logging.DEBUG if probe else logging.INFO
+    if logger.isEnabledFor(level):
+        fields = _log_fields(record, scope, record.status, duration, record.first_byte)
+        logger.log(level, "%s %s %d", scope["method"], capped(scope["path"]), record.status, extra={"fields": fields})
 
 
 def _log_fields(

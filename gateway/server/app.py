@@ -22,11 +22,11 @@ import httpx
 import orjson
 from prometheus_client import multiprocess as prometheus_multiprocess
 from starlette.applications import Starlette
-from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from gateway.config import Config, ModelRoute, default_config, load_config
 from gateway.core import forwarding, json_body
@@ -35,30 +35,25 @@ from gateway.core.errors import ErrorKind, GatewayError
 from gateway.core.options import RewriteOptions
 from gateway.core.usage import estimate_prompt
 from gateway.dialects import COUNT_TOKENS, FRONT_DOORS, CountTokens, Dialect, FrontDoor, Parsed, dialect_of
-from gateway.server.access import AccessLog, record_of
+from gateway.server.exchange import Endpoint, Handler, Incoming, Reply, error_reply, internal_error, json_reply
 from gateway.server.forwarder import Forwarded, Outbound
+from gateway.server.hotpath import HotPath
 from gateway.server.limits import Ticket
 from gateway.server.metrics import multiprocess_mode
 from gateway.server.offload import off_loop
-from gateway.server.pipeline import (
-    Handler,
-    admit,
-    admitted,
-    client_of,
-    error_response,
-    in_dialect,
-    only_post,
-    service_of,
-)
+from gateway.server.pipeline import admit, admitted, client_of, only_post
 from gateway.server.protocol import CLIENT_LIMITS, ClientLimits
 from gateway.server.service import Service
-from gateway.server.streaming import EventStreamResponse, until_disconnected
+from gateway.server.streaming import until_disconnected
 
 __all__ = ["app_from_env", "create_app"]
 
 logger = logging.getLogger("gateway")
-_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
-_EVERY_METHOD = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+_SSE_HEADERS = {
+    "content-type": "text/event-stream; charset=utf-8",
+    "cache-control": "no-cache",
+    "x-accel-buffering": "no",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +67,7 @@ class _Asked(Generic[Parsed]):
 
 
 def front_door(door: FrontDoor[Parsed]) -> Handler:
-    """The handler of one front door; every error it meets is answered in the door's dialect."""
+    """The handler of one front door."""
     dialect = door.dialect
 
     async def target_of(service: Service, body: bytes) -> _Asked[Parsed]:
@@ -82,36 +77,30 @@ def front_door(door: FrontDoor[Parsed]) -> Handler:
         parsed = await off_loop(len(body), dialect.parse_request, body)
         return _Asked(service.router.route(parsed.model), parsed.model, parsed=parsed)
 
-    async def answer(request: Request) -> Response:
-        asked = await admit(request, target_of, x_api_key=door.x_api_key)
+    async def answer(incoming: Incoming) -> Reply:
+        asked = await admit(incoming, target_of, x_api_key=door.x_api_key)
         service, record, ticket = asked.service, asked.record, asked.ticket
         target = asked.target
         if target.native is not None:
             assert door.native is not None
-            sending = service.forwarder.send(target.native, "POST", door.native, "", request.headers.items(), record)
+            sending = service.forwarder.send(target.native, "POST", door.native, "", incoming.header_items(), record)
             return _forwarded(await admitted(sending, ticket), ticket, {"x-gateway-route": target.route.name})
         assert target.parsed is not None
         answering = service.completions.answer(dialect, target.parsed, asked.size, target.route, record, ticket)
-        gone, answer = await admitted(until_disconnected(request.receive, answering), ticket)
+        gone, answer = await admitted(until_disconnected(incoming.receive, answering), ticket)
         if gone or answer is None:
             await ticket.settle()
             record.disconnected = True
-            return Response(status_code=499)  # nobody is listening; the status is for the access log
+            return Reply(499, {})  # nobody is listening; the status is for the access log
         served_by = record.route or target.route.name  # a fallback renames the route
         headers = {**answer.headers, **ticket.headers, "x-gateway-route": served_by}
         if answer.relay is not None:
-            relay = answer.relay
-            # The background close also covers a response cancelled before its body was ever read.
-            return EventStreamResponse(
-                relay.body(),
-                headers={**headers, **_SSE_HEADERS},
-                media_type="text/event-stream",
-                background=BackgroundTask(relay.close),
-            )
+            # Its close also covers a reply cancelled before its body was ever read.
+            return Reply(200, {**headers, **_SSE_HEADERS}, stream=answer.relay.body(), done=answer.relay.close)
         await ticket.settle()  # a whole answer was charged as it was read: this only makes sure
-        return Response(answer.body, headers=headers, media_type="application/json")
+        return json_reply(answer.body, headers)
 
-    return in_dialect(only_post(answer), dialect)
+    return only_post(answer)
 
 
 def _native_route(service: Service, body: bytes) -> ModelRoute | None:
@@ -139,8 +128,8 @@ def count_tokens(door: CountTokens[Parsed]) -> Handler:
         parsed = await off_loop(len(body), door.parse_request, body)
         return _Asked(service.router.route(parsed.model), parsed.model, parsed=parsed)
 
-    async def count(request: Request) -> Response:
-        asked = await admit(request, target_of, x_api_key=True)
+    async def count(incoming: Incoming) -> Reply:
+        asked = await admit(incoming, target_of, x_api_key=True)
         target, ticket = asked.target, asked.ticket
         options = asked.service.config.options(target.route)
         assert target.parsed is not None  # this door forwards nothing
@@ -148,9 +137,9 @@ def count_tokens(door: CountTokens[Parsed]) -> Handler:
             counted = await off_loop(asked.size, _estimate, door.dialect, target.parsed, options)
         finally:
             await ticket.settle()
-        return Response(orjson.dumps({"input_tokens": counted}), headers=ticket.headers, media_type="application/json")
+        return json_reply(orjson.dumps({"input_tokens": counted}), ticket.headers)
 
-    return in_dialect(only_post(count), door.dialect)
+    return only_post(count)
 
 
 def _estimate(dialect: Dialect[Parsed], parsed: Parsed, options: RewriteOptions) -> int:
@@ -161,13 +150,13 @@ def _estimate(dialect: Dialect[Parsed], parsed: Parsed, options: RewriteOptions)
     return estimate_prompt(payload)
 
 
-async def list_models(request: Request) -> Response:
-    service = service_of(request)
-    client = client_of(service, request, record_of(request.scope))
+async def list_models(incoming: Incoming) -> Reply:
+    service = incoming.service
+    client = client_of(incoming)
     # A glob route serves many names but is not one: only concrete route names are listed, those the key may use.
     routes = [route for route in service.limits.visible(client, service.config.models) if not route.is_glob]
     data = [{"id": r.name, "object": "model", "created": 0, "owned_by": ", ".join(r.providers)} for r in routes]
-    return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
+    return json_reply(orjson.dumps({"object": "list", "data": data}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,32 +175,34 @@ class _Forwarding:
         return self.outbound.model
 
 
-async def forward(request: Request) -> Response:
+async def forward(incoming: Incoming) -> Reply:
     """Any other ``/v1/`` endpoint a provider forwards, sent to the provider of the route its body names."""
+    scope = incoming.scope
 
     async def target_of(service: Service, body: bytes) -> _Forwarding:
         # Checked once the client is: a caller without a valid key learns nothing about paths.
-        path = forwarding.checked_path(request.scope.get("raw_path") or request.scope["path"].encode())
-        outbound = await service.forwarder.prepare(path, request.headers.get("content-type", ""), body)
+        path = forwarding.checked_path(scope.get("raw_path") or scope["path"].encode())
+        outbound = await service.forwarder.prepare(path, incoming.headers.get("content-type", ""), body)
         return _Forwarding(path, outbound)
 
-    asked = await admit(request, target_of)
+    asked = await admit(incoming, target_of)
     target = asked.target
-    query = request.scope["query_string"].decode("latin-1")
-    headers = request.headers.items()
-    sending = asked.service.forwarder.send(target.outbound, request.method, target.path, query, headers, asked.record)
+    headers = incoming.header_items()
+    sending = asked.service.forwarder.send(
+        target.outbound, incoming.method, target.path, incoming.query, headers, asked.record
+    )
     return _forwarded(await admitted(sending, asked.ticket), asked.ticket)
 
 
-def _forwarded(forwarded: Forwarded, ticket: Ticket, extra: Mapping[str, str] | None = None) -> Response:
+def _forwarded(forwarded: Forwarded, ticket: Ticket, extra: Mapping[str, str] | None = None) -> Reply:
     """The upstream's answer as it came, with the key's rate-limit headers; its end settles the ticket."""
     headers = {**forwarded.headers, **ticket.headers, **(extra or {})}
     body = forwarded.client_body(ticket.forwarded(forwarded.status, forwarded.headers, forwarded.body, forwarded.sent))
-    return StreamingResponse(body, forwarded.status, headers, background=BackgroundTask(ticket.settle))
+    return Reply(forwarded.status, headers, stream=body, done=ticket.settle)
 
 
 async def metrics(request: Request) -> Response:
-    body, content_type = service_of(request).metrics.render()
+    body, content_type = request.app.state.service.metrics.render()
     return Response(body, headers={"content-type": content_type})
 
 
@@ -225,7 +216,7 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    if service_of(request).ready:
+    if request.app.state.service.ready:
         return Response(b'{"status":"ready"}', media_type="application/json")
     return Response(b'{"status":"not ready"}', 503, media_type="application/json")
 
@@ -236,20 +227,15 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     kind = ErrorKind.METHOD_NOT_ALLOWED if exc.status_code == 405 else ErrorKind.NOT_FOUND
     message = f"{exc.detail}: {request.method} {request.url.path}"
     error = GatewayError(kind, message, status=exc.status_code, headers=exc.headers)
-    return error_response(dialect_of(request.url.path), error)
-
-
-async def _client_gone(request: Request, exc: Exception) -> Response:
-    """The client left (or was cut off as too slow) while its body was being read: nobody to answer."""
-    record_of(request.scope).disconnected = True
-    return Response(status_code=499)  # the status is for the access log
+    reply = error_reply(dialect_of(request.url.path), error)
+    return Response(reply.body, reply.status, dict(reply.headers))
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
-    logger.exception("unhandled error", extra={"fields": {"request_id": record_of(request.scope).request_id}})
-    message = "The gateway failed to handle the request."
-    error = GatewayError(ErrorKind.INTERNAL, message, headers={"connection": "close"})
-    return error_response(dialect_of(request.url.path), error)
+    """A failure outside every endpoint (those answer their own): a 500 in the path's shape, closing the connection."""
+    logger.exception("unhandled error")
+    reply = error_reply(dialect_of(request.url.path), internal_error())
+    return Response(reply.body, reply.status, dict(reply.headers))
 
 
 def _drain_on_signals(service: Service) -> Callable[[], None]:
@@ -294,8 +280,14 @@ def _drain_on_signals(service: Service) -> Callable[[], None]:
     return restore
 
 
-def create_app(config: Config, transports: Mapping[str, httpx.AsyncBaseTransport] | None = None) -> AccessLog:
-    """The ASGI app; ``transports`` replace the network for named providers (the demo, tests)."""
+def create_app(
+    config: Config, transports: Mapping[str, httpx.AsyncBaseTransport] | None = None, *, hot_path: bool = True
+) -> HotPath:
+    """The ASGI app; ``transports`` replace the network for named providers (the demo, tests).
+
+    ``hot_path=False`` sends the front doors through Starlette too, the way every other request goes: for the
+    tests that compare the two ways.
+    """
     service = Service(config, transports)
     server = config.server
     limits = ClientLimits(server.header_timeout, server.body_timeout, server.max_connections)
@@ -312,26 +304,27 @@ def create_app(config: Config, transports: Mapping[str, httpx.AsyncBaseTransport
             if multiprocess_mode():
                 prometheus_multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
+    doors: dict[str, ASGIApp] = {door.path: Endpoint(service, front_door(door), door.dialect) for door in FRONT_DOORS}
+    doors[COUNT_TOKENS.path] = Endpoint(service, count_tokens(COUNT_TOKENS), COUNT_TOKENS.dialect)
     app = Starlette(
         routes=[
             Route("/", root, methods=["GET"]),
-            *(Route(door.path, front_door(door), methods=_EVERY_METHOD) for door in FRONT_DOORS),
-            Route(COUNT_TOKENS.path, count_tokens(COUNT_TOKENS), methods=_EVERY_METHOD),
-            Route("/v1/models", in_dialect(list_models), methods=["GET"]),
-            Route("/v1/{path:path}", in_dialect(forward), methods=_EVERY_METHOD),
+            *(Route(path, endpoint) for path, endpoint in doors.items()),
+            Route("/v1/models", Endpoint(service, list_models), methods=["GET"]),
+            Route("/v1/{path:path}", Endpoint(service, forward), methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
             Route("/metrics", metrics, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
         ],
-        exception_handlers={HTTPException: _http_error, ClientDisconnect: _client_gone, Exception: _unexpected_error},
+        exception_handlers={HTTPException: _http_error, Exception: _unexpected_error},
         lifespan=lifespan,
     )
     app.router.redirect_slashes = False  # a redirect built from the client's Host header helps no API client
     app.state.service = service
-    return AccessLog(app, service.metrics)
+    return HotPath(service, app, doors if hot_path else {})
 
 
-def app_from_env() -> AccessLog:
+def app_from_env() -> HotPath:
     """The factory uvicorn's workers call: the config named by ``GATEWAY_CONFIG``, else the default."""
     path = os.environ.get("GATEWAY_CONFIG")
     return create_app(load_config(path) if path else default_config())

@@ -64,6 +64,11 @@ class RequestRecord:
     error_kind: str | None = None
     disconnected: bool = False
     rewrite: RewriteStats = field(default_factory=RewriteStats)
+    # The answer as it went out: its status, when its first body byte left (seconds after the start), and
+    # whether its last one did.
+    status: int = 0
+    first_byte: float | None = None
+    complete: bool = False
 
     def usage(self, usage: TokenUsage | None) -> None:
         """Take the token counts of the answer's usage, when it reported one."""

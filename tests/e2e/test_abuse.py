@@ -380,7 +380,7 @@ def test_after_an_internal_error_the_connection_closes_cleanly(monkeypatch: pyte
     def broken(model: str) -> Any:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(app.app.state.service.router, "route", broken)
+    monkeypatch.setattr(app.service.router, "route", broken)
     body = b'{"model": "m", "messages": []}'
     request = b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
     request += b"content-length: %d\r\n\r\n%s" % (len(body), body)

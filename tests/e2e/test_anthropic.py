@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import anthropic
 import httpx
@@ -33,7 +33,6 @@ from anthropic.types.beta import BetaMessageParam
 from langchain_anthropic import ChatAnthropic
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, ToolMessage
 from langchain_core.tools import tool
-from starlette.applications import Starlette
 
 from gateway.config import parse_config
 from gateway.core.usage import estimate_prompt
@@ -813,7 +812,7 @@ def test_shutdown_refuses_new_messages_and_cuts_a_long_stream_with_one_error_eve
         provider = f"providers: {{up: {{base_url: '{upstream_url}/v1'}}}}\n"
         text = provider + "models: [{name: agent, provider: up, rewrite: {}}]"
         app = create_app(parse_config(text, "t.yaml", env={}))
-        service: Service = cast(Starlette, app.app).state.service
+        service: Service = app.service
 
         async def scenario() -> tuple[httpx.Response, httpx.Response]:
             await service.start()

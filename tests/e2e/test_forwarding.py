@@ -25,8 +25,8 @@ from gateway import __version__
 from gateway.config import ConfigError, ProviderConfig, parse_config
 from gateway.core import forwarding
 from gateway.core.errors import GatewayError
-from gateway.server.access import AccessLog
 from gateway.server.app import create_app
+from gateway.server.hotpath import HotPath
 from gateway.upstream.provider import Provider
 from tests.helpers.servers import RecordingTransport, Reply, ScriptedUpstream, json_reply, serve
 
@@ -191,7 +191,7 @@ def test_an_accepted_path_stays_below_the_base_url_for_any_server(raw: bytes) ->
 # Through the gateway: what reaches the upstream, for any path a client can send.
 
 
-def recorded_app(forward: str = "['/**']") -> tuple[AccessLog, RecordingTransport]:
+def recorded_app(forward: str = "['/**']") -> tuple[HotPath, RecordingTransport]:
     config = f"""
 providers:
   up: {{base_url: "http://upstream.test/prefix/v1", api_key: {PROVIDER_KEY}, forward: {forward}}}
@@ -204,12 +204,12 @@ models:
 
 
 def call(
-    app: AccessLog, method: str, raw_path: bytes, body: bytes = b"", headers: dict[str, str] | None = None
+    app: HotPath, method: str, raw_path: bytes, body: bytes = b"", headers: dict[str, str] | None = None
 ) -> tuple[int, bytes]:
     """One request straight into the ASGI app, with the raw path exactly as given (no client normalises it)."""
 
     async def main() -> tuple[int, bytes]:
-        gateway = app.app.state.service
+        gateway = app.service
         await gateway.start()
         scope: dict[str, Any] = {
             "type": "http",

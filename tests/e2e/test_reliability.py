@@ -70,7 +70,7 @@ def servers(upstream_transport: str) -> Iterator[tuple[ScriptedUpstream, Scripte
         text = CONFIG.format(a=a_url, b=b_url, transport=upstream_transport)
         app = create_app(parse_config(text, "faults.yaml", env={}))
         with serve(app) as url:
-            yield a, b, url, app.app.state.service
+            yield a, b, url, app.service
 
 
 @pytest.fixture

@@ -228,7 +228,7 @@ def running() -> Iterator[Gateway]:
         app = create_app(parse_config(text, "responses.yaml", env={}))
         tap = Tap(app)
         with serve(tap) as url:
-            yield Gateway(url, upstream, native, tap, cast(Any, app.app).state.service)
+            yield Gateway(url, upstream, native, tap, app.service)
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ def test_draining_refuses_new_requests_and_turns_readiness_off() -> None:
     app = create_app(config)
 
     async def scenario() -> tuple[int, int, int, dict[str, str]]:
-        gateway = app.app.state.service
+        gateway = app.service
         await gateway.start()
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
             before = (await client.get("/readyz")).status_code

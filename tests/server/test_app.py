@@ -22,8 +22,8 @@ import respx
 
 from gateway import __version__
 from gateway.config import ModelRoute, parse_config
-from gateway.server.access import AccessLog
 from gateway.server.app import create_app
+from gateway.server.hotpath import HotPath
 from tests.helpers.servers import completion_of, sse
 from tests.helpers.streams import agent_stream, choice, chunk
 
@@ -70,7 +70,7 @@ models:
 # Shared helpers.
 
 
-def make_app(api_keys: tuple[str, ...] = ()) -> AccessLog:
+def make_app(api_keys: tuple[str, ...] = ()) -> HotPath:
     text = CONFIG.format(
         api_keys=list(api_keys), limit=LIMIT, upstream=UPSTREAM, provider_key=PROVIDER_KEY, one_attempt=ONE_ATTEMPT
     )
@@ -78,16 +78,16 @@ def make_app(api_keys: tuple[str, ...] = ()) -> AccessLog:
     return create_app(parse_config(text, "unit.yaml", env={}), {"up": httpx.AsyncHTTPTransport()})
 
 
-def asgi_client(app: AccessLog) -> httpx.AsyncClient:
+def asgi_client(app: HotPath) -> httpx.AsyncClient:
     # Unhandled exceptions become the app's 500 answer instead of being raised here.
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app, raise_app_exceptions=False), base_url="http://gw")
 
 
-def run(app: AccessLog, scenario: Callable[[httpx.AsyncClient], Awaitable[T]]) -> T:
+def run(app: HotPath, scenario: Callable[[httpx.AsyncClient], Awaitable[T]]) -> T:
     """Run a scenario against a started gateway (ASGITransport does not run the lifespan)."""
 
     async def main() -> T:
-        gateway = app.app.state.service
+        gateway = app.service
         await gateway.start()
         try:
             async with asgi_client(app) as client:
@@ -98,11 +98,11 @@ def run(app: AccessLog, scenario: Callable[[httpx.AsyncClient], Awaitable[T]]) -
     return asyncio.run(main())
 
 
-def send(method: str, path: str, *, app: AccessLog | None = None, **options: Any) -> httpx.Response:
+def send(method: str, path: str, *, app: HotPath | None = None, **options: Any) -> httpx.Response:
     return run(app or make_app(), lambda client: client.request(method, path, **options))
 
 
-def post_chat(body: dict[str, Any], *, app: AccessLog | None = None, **options: Any) -> httpx.Response:
+def post_chat(body: dict[str, Any], *, app: HotPath | None = None, **options: Any) -> httpx.Response:
     return send("POST", "/v1/chat/completions", app=app, json=body, **options)
 
 
@@ -676,7 +676,7 @@ def test_body_of_exactly_the_limit_is_accepted(upstream: respx.MockRouter, path:
 
 def test_readyz_is_ready_only_between_start_and_stop() -> None:
     app = make_app()
-    gateway = app.app.state.service
+    gateway = app.service
 
     async def statuses() -> list[int]:
         async with asgi_client(app) as client:
@@ -738,7 +738,7 @@ def test_an_unexpected_failure_is_a_500_in_the_door_s_own_shape(
     async def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(app.app.state.service.completions, "answer", broken)
+    monkeypatch.setattr(app.service.completions, "answer", broken)
     body = {"model": "agent", "messages": [{"role": "user", "content": "Hi"}], "input": "Hi", "max_tokens": 5}
     response = send("POST", path, app=app, json=body)
     assert response.status_code == 500 and response.headers["connection"] == "close"

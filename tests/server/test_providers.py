@@ -32,7 +32,7 @@ models: [{{name: plain, provider: up}}]
     app = create_app(parse_config(config, "t.yaml", env={}), {"up": recorder})
 
     async def main() -> int:
-        service = app.app.state.service
+        service = app.service
         await service.start()
         try:
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:

@@ -1,4 +1,4 @@
-"""EventStreamResponse: a streamed answer stops, and its body is closed, however the request ends."""
+"""Writing a reply: a streamed answer stops, and its body is closed, however the request ends."""
 
 from __future__ import annotations
 
@@ -7,11 +7,17 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from starlette.background import BackgroundTask
 
-from gateway.server.streaming import EventStreamResponse, until_disconnected
+from gateway.server.exchange import Reply, write
+from gateway.server.metrics import RequestRecord
+from gateway.server.streaming import until_disconnected
 
-SCOPE: dict[str, Any] = {"type": "http", "asgi": {"spec_version": "2.3"}}
+SSE = {"content-type": "text/event-stream"}
+
+
+def written(reply: Reply, receive: Any, send: Any) -> Any:
+    """Write ``reply`` as an endpoint does, for a fresh request."""
+    return write(reply, RequestRecord("req_test", 0.0), receive, send)
 
 
 class Body:
@@ -43,7 +49,7 @@ def test_the_whole_body_is_sent_then_the_end() -> None:
         await asyncio.Event().wait()
         return {}
 
-    asyncio.run(EventStreamResponse(body(), media_type="text/event-stream")(SCOPE, receive, send))
+    asyncio.run(written(Reply(200, SSE, stream=body()), receive, send))
     assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 200
     assert [m["body"] for m in sent[1:]] == [b"data: 1\n\n", b"data: [DONE]\n\n", b""]
     assert [m["more_body"] for m in sent[1:]] == [True, True, False]
@@ -53,11 +59,11 @@ def test_the_whole_body_is_sent_then_the_end() -> None:
 def test_a_client_disconnect_closes_the_body(blocked_in: str) -> None:
     """Waiting on the upstream or on a slow client's socket, the body is closed when the client leaves."""
     body = Body()
-    background_ran = False
+    done = False
 
-    async def background() -> None:
-        nonlocal background_ran
-        background_ran = True
+    async def finish() -> None:
+        nonlocal done
+        done = True
 
     async def send(message: dict[str, Any]) -> None:
         if blocked_in == "a send" and message.get("body"):
@@ -68,10 +74,8 @@ def test_a_client_disconnect_closes_the_body(blocked_in: str) -> None:
         return {"type": "http.disconnect"}
 
     async def main() -> None:
-        response = EventStreamResponse(body.events(), media_type="text/event-stream")
-        response.background = BackgroundTask(background)
-        await asyncio.wait_for(response(SCOPE, receive, send), 2)
-        assert body.closed and background_ran
+        await asyncio.wait_for(written(Reply(200, SSE, stream=body.events(), done=finish), receive, send), 2)
+        assert body.closed and done
 
     asyncio.run(main())
 
@@ -89,7 +93,7 @@ def test_a_server_cancellation_propagates_and_still_closes_the_body(blocked_in: 
         return {}
 
     async def main() -> None:
-        task = asyncio.ensure_future(EventStreamResponse(body.events())(SCOPE, receive, send))
+        task = asyncio.ensure_future(written(Reply(200, SSE, stream=body.events()), receive, send))
         await asyncio.sleep(0.05)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
