@@ -64,3 +64,52 @@ def test_events_completed_before_the_fault_travel_with_the_error() -> None:
     with pytest.raises(SSEError) as raised:
         decoder.feed(b"data: one\n\n: note\ndata: two\n\ndata: " + b"x" * 200)
     assert raised.value.events == [b"one", SSEComment(b"note"), b"two"]
+
+
+lines = st.lists(
+    st.one_of(
+        st.just(""),
+        payloads.map(lambda p: f"data: {p}"),
+        payloads.map(lambda p: f"data:{p}"),
+        payloads.map(lambda p: f":{p}"),
+        payloads.map(lambda p: f"event: {p}"),
+        st.just("id: 7"),
+    ),
+    max_size=16,
+)
+
+
+def reference(text: str) -> list[SSEEvent]:
+    """The SSE rules, line by line, for a whole body whose lines end in ``\\n``."""
+    out: list[SSEEvent] = []
+    data: list[bytes] = []
+    for line in text.encode().split(b"\n"):
+        if not line:
+            if data:
+                out.append(b"\n".join(data))
+                data = []
+        elif line.startswith(b":"):
+            out.append(SSEComment(line[1:].lstrip(b" ")))
+        elif line.startswith(b"data:"):
+            value = line[5:]
+            data.append(value[1:] if value.startswith(b" ") else value)
+    if data:
+        out.append(b"\n".join(data))
+    return out
+
+
+@given(lines, st.data())
+def test_events_of_every_shape_decode_as_the_rules_say_however_cut(lines: list[str], data: st.DataObject) -> None:
+    """Whole single-line events are cut out at once, the rest line by line: the result is the rules' either way."""
+    text = "".join(line + "\n" for line in lines)
+    body = text.encode()
+    cuts = sorted(data.draw(st.sets(st.integers(0, len(body)), max_size=12)))
+    pieces = [body[a:b] for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True)]
+    assert decode(pieces) == reference(text)
+
+
+def test_a_whole_event_over_the_limit_is_refused_with_the_events_before_it() -> None:
+    decoder = SSEDecoder(max_event_bytes=10)
+    with pytest.raises(SSEError) as raised:
+        decoder.feed(b"data: short\n\ndata: " + b"x" * 11 + b"\n\n")
+    assert raised.value.events == [b"short"]
