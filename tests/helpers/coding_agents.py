@@ -1,12 +1,13 @@
 """The real coding agents in the tests: Claude Code and Codex CLI run non-interactively against a gateway.
 
 Each run gets a fresh ``HOME`` (and ``CODEX_HOME``) in a temporary directory, a work directory holding
-``hello.txt``, the switches that turn the agent's telemetry, update checks and plugin sync off, and an
-HTTP(S) proxy on loopback that refuses everything and records what tried it (``RefusingProxy``), so nothing
-leaves the machine. ``CodingModel`` is the scripted model behind the gateway's routes: it says hello, or
-calls the agent's shell tool to read ``hello.txt`` and then answers with what the tool returned, as an
-agent-style model (through ``send_message``, with inner thoughts) or as a reasoning model (``<think>``
-blocks in its content); its private words are marked, so a test can tell that none reached the agent.
+``hello.txt``, the settings of the README's "Coding agents" section as written there (which also turn the
+agents' telemetry, update checks and plugin sync off), and an HTTP(S) proxy on loopback that refuses
+everything and records what tried it (``RefusingProxy``), so nothing leaves the machine.
+``CodingModel`` is the scripted model behind the gateway's routes: it says hello, or calls the agent's
+shell tool to read ``hello.txt`` and then answers with what the tool returned, as an agent-style model
+(through ``send_message``, with inner thoughts) or as a reasoning model (``<think>`` blocks in its
+content); its private words are marked, so a test can tell that none reached the agent.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -27,6 +29,7 @@ from typing import Any
 import pytest
 
 from tests.helpers.paths import ROOT
+from tests.helpers.readme import code_blocks, section
 from tests.helpers.servers import Received, Reply, stream_reply
 from tests.helpers.streams import agent_stream, call, choice, chunk, split_evenly
 
@@ -150,57 +153,44 @@ def _run(command: list[str], env: dict[str, str], home: Path, proxy: RefusingPro
     return Run(done.returncode, done.stdout, done.stderr, list(proxy.attempts))
 
 
-# The environment of the README's "Coding agents" section for Claude Code, and the switches that keep it local.
-CLAUDE_SWITCHES = {
-    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-    "DISABLE_TELEMETRY": "1",
-    "DISABLE_ERROR_REPORTING": "1",
-    "DISABLE_AUTOUPDATER": "1",
-}
+# The README's settings, as written: Claude Code's environment, Codex's config.toml.
+_README = section("Coding agents")
+_CLAUDE_SETTINGS, *_ = code_blocks(_README)
+_CODEX_PROVIDER, _CODEX_LOCAL = code_blocks(_README, "toml")
+README_URL = "http://127.0.0.1:8080"
+README_KEY = "your-gateway-key"
+
+
+def claude_environment(gateway: str) -> dict[str, str]:
+    """The variables the README exports for Claude Code, for the gateway at ``gateway`` and the tests' key."""
+    env: dict[str, str] = {}
+    for line in _CLAUDE_SETTINGS.splitlines():
+        if line.startswith("export "):
+            for word in shlex.split(line)[1:]:
+                name, value = word.split("=", 1)
+                env[name] = value
+    return {name: value.replace(README_URL, gateway).replace(README_KEY, GATEWAY_KEY) for name, value in env.items()}
+
+
+def codex_config(gateway: str, model: str) -> str:
+    """The README's config.toml for Codex, both blocks, for the gateway at ``gateway`` and this model."""
+    provider = _CODEX_PROVIDER.replace(README_URL, gateway).replace('model = "assistant"', f'model = "{model}"')
+    return provider + "\n" + _CODEX_LOCAL
 
 
 def run_claude(gateway: str, *args: str) -> Run:
     """``claude -p ...`` against the gateway at ``gateway`` (its root URL, without ``/v1``)."""
     with agent_home() as home, RefusingProxy() as proxy:
-        env = {"ANTHROPIC_BASE_URL": gateway, "ANTHROPIC_API_KEY": GATEWAY_KEY, **CLAUDE_SWITCHES}
-        return _run([str(binary("claude")), *args, "--allowedTools", "Bash Read"], env, home, proxy)
-
-
-# The provider block of the README's "Coding agents" section for Codex, and the settings that keep it local.
-CODEX_CONFIG = """\
-model = "{model}"
-model_provider = "gateway"
-check_for_update_on_startup = false
-
-[model_providers.gateway]
-name = "agent-gateway"
-base_url = "{gateway}/v1"
-wire_api = "responses"
-env_key = "GATEWAY_API_KEY"
-request_max_retries = 0
-stream_max_retries = 0
-
-[analytics]
-enabled = false
-
-[feedback]
-enabled = false
-
-[otel]
-exporter = "none"
-trace_exporter = "none"
-metrics_exporter = "none"
-
-[features]
-plugins = false
-"""
+        return _run(
+            [str(binary("claude")), *args, "--allowedTools", "Bash Read"], claude_environment(gateway), home, proxy
+        )
 
 
 def run_codex(gateway: str, model: str, *args: str) -> Run:
     """``codex exec ...`` against the gateway; its sandbox is off, so the shell tool runs wherever the tests do."""
     with agent_home() as home, RefusingProxy() as proxy:
         (home / ".codex").mkdir()
-        (home / ".codex" / "config.toml").write_text(CODEX_CONFIG.format(model=model, gateway=gateway))
+        (home / ".codex" / "config.toml").write_text(codex_config(gateway, model))
         env = {"CODEX_HOME": str(home / ".codex"), "GATEWAY_API_KEY": GATEWAY_KEY}
         command = [str(binary("codex")), "exec", "--strict-config", "--skip-git-repo-check"]
         command += ["--dangerously-bypass-approvals-and-sandbox", *args]
