@@ -354,6 +354,9 @@ class ModelRoute(_Strict):
     max_retries: int = Field(default=2, ge=0)
     # Other routes tried in order once this one's attempts are exhausted by retryable failures.
     fallbacks: tuple[NonEmptyStr, ...] = ()
+    # Hosted tools (Responses' web_search, file_search, mcp, ...) in a translated request: left out of it and
+    # named in the x-gateway-dropped-tools header ("drop"), or the request refused with a 400 ("refuse").
+    hosted_tools: Literal["drop", "refuse"] = "drop"
 
     @field_validator("provider")
     @classmethod

@@ -44,6 +44,12 @@ class ClientRequest(Protocol):
     @property
     def stream(self) -> bool: ...
 
+    @property
+    def dropped_tools(self) -> tuple[str, ...]:
+        """The client's hosted tools (by type) that chat completions cannot carry, left out of the upstream request;
+        the route says whether that is allowed (``hosted_tools``)."""
+        ...
+
 
 class StreamEncoder(Protocol):
     """A front door's encoder: neutral events in, the client's bytes out.

@@ -75,6 +75,10 @@ class ChatRequest:
     def stream(self) -> bool:
         return self.payload.get("stream") is True
 
+    @property
+    def dropped_tools(self) -> tuple[str, ...]:
+        return ()  # the payload goes upstream as it came
+
 
 def parse_request(body: bytes) -> ChatRequest:
     """A chat request body, validated as far as the gateway relies on it; 400 otherwise. Every other field is the

@@ -15,6 +15,7 @@ front door drops that usage chunk for a client that did not ask for it).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 
@@ -39,6 +40,8 @@ from gateway.upstream.provider import FAILURES, Provider, UpstreamResponse, clie
 
 __all__ = ["Answer", "Completions"]
 
+logger = logging.getLogger("gateway.requests")
+
 
 @dataclass(frozen=True, slots=True)
 class Answer:
@@ -57,6 +60,7 @@ class Completions:
         self._policy = policy
         self._metrics = metrics
         self.streams: set[Relay] = set()
+        self._dropping_routes: set[str] = set()  # the routes that have logged leaving hosted tools out
 
     async def answer(
         self,
@@ -94,6 +98,7 @@ class Completions:
         ticket: Ticket,
     ) -> Answer:
         record.upstream_model = route.upstream_model(request.model)
+        dropped_tools = self._hosted_tools(request.dropped_tools, route)
         content, options, prompt_estimate = await off_loop(
             size, self._upstream_request, dialect, request, route, provider, ticket.charges_tokens
         )
@@ -121,6 +126,8 @@ class Completions:
             raise await answer.error()
         ticket.answering(lambda: prompt_estimate)
         headers = client_headers(answer.headers)
+        if dropped_tools:
+            headers["x-gateway-dropped-tools"] = dropped_tools
         created = int(time.time())
         if not request.stream:
             events = await self._complete(answer, provider, options, deadline, record, ticket)
@@ -140,6 +147,29 @@ class Completions:
         self.streams.add(relay)
         self._metrics.streams.inc()
         return Answer(headers, relay=relay)
+
+    def _hosted_tools(self, dropped: tuple[str, ...], route: ModelRoute) -> str:
+        """The hosted tools left out of a request, as the header names them; a 400 on a route that refuses them."""
+        if not dropped:
+            return ""
+        names = ", ".join(dropped)
+        if route.hosted_tools == "refuse":
+            raise GatewayError(
+                ErrorKind.INVALID_REQUEST,
+                f"The hosted tools {names} are not supported on the route {route.name!r}: only the provider's own "
+                "servers run them, and this route translates to chat completions (hosted_tools: refuse).",
+                param="tools",
+                code="unsupported_value",
+            )
+        if route.name not in self._dropping_routes:
+            self._dropping_routes.add(route.name)
+            logger.warning(
+                "route %r leaves hosted tools out of translated requests (first seen: %s); they are named in "
+                "x-gateway-dropped-tools, and hosted_tools: refuse refuses such requests",
+                route.name,
+                names,
+            )
+        return names
 
     def _upstream_request(
         self, dialect: Dialect[Parsed], request: Parsed, route: ModelRoute, provider: Provider, estimate: bool

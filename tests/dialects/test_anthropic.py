@@ -65,7 +65,7 @@ from tests.helpers.anthropic import (
     structure,
     validated,
 )
-from tests.helpers.paths import FIXTURES
+from tests.helpers.paths import AGENT_REQUESTS, FIXTURES
 from tests.helpers.streams import (
     agent_stream,
     call,
@@ -81,9 +81,16 @@ from tests.helpers.streams import (
 DIALECT: Dialect = anthropic_dialect  # mypy checks the module against the front doors' contract
 HIDDEN = "αβγδεζηθλμ"  # reasoning is drawn from these letters, visible text never is
 INNER = "PRIVATE plan"
+# What a whole message's usage (message_start's, a non-streaming body's) has besides the counts, as Anthropic's.
+WHOLE: dict[str, Any] = {
+    "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 0},
+    "service_tier": "standard",
+    "inference_geo": "not_available",
+}
 
 ANTHROPIC_RECORDINGS = sorted((FIXTURES / "anthropic").glob("*.sse"))
 CHAT_RECORDINGS = recorded_files() + recorded_files("reasoning")
+CLAUDE_CODE_REQUESTS = sorted(AGENT_REQUESTS.glob("claude-code-*.json"))
 
 
 def chat_of(reasoning: Reasoning = Reasoning.HIDE, reasoning_effort: bool = False, **fields: Any) -> dict[str, Any]:
@@ -463,6 +470,95 @@ def test_thinking_maps_to_reasoning_effort_only_where_the_provider_takes_it(
     assert "reasoning_effort" not in chat_of(thinking=thinking)
 
 
+def test_a_system_message_among_the_turns_is_a_system_message_where_it_stands() -> None:
+    """Claude Code's mid-conversation system messages (beta ``mid-conversation-system``): a string or text blocks."""
+    messages = [
+        {"role": "user", "content": "Hi"},
+        {"role": "system", "content": "Available agent types: general."},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "get_weather", "input": {}}]},
+        {"role": "system", "content": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "sunny"}]},
+    ]
+    chat = chat_of(system="Top.", messages=messages, tools=TOOLS)
+    assert [(m["role"], m.get("content")) for m in chat["messages"]] == [
+        ("system", "Top."),
+        ("user", "Hi"),
+        ("system", "Available agent types: general."),
+        ("assistant", None),
+        ("system", "Be brief."),
+        ("tool", "sunny"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("output_config", "thinking", "effort"),
+    [
+        ({"effort": "low"}, None, "low"),
+        ({"effort": "medium"}, {"type": "adaptive"}, "medium"),
+        ({"effort": "high"}, {"type": "enabled", "budget_tokens": 1024}, "high"),
+        ({"effort": "max"}, None, "high"),
+        ({}, {"type": "enabled", "budget_tokens": 1024}, "low"),
+    ],
+)
+def test_output_config_effort_is_the_reasoning_effort_where_the_provider_takes_it(
+    output_config: dict[str, Any], thinking: dict[str, Any] | None, effort: str
+) -> None:
+    fields: dict[str, Any] = {"output_config": output_config} | ({"thinking": thinking} if thinking else {})
+    assert chat_of(reasoning_effort=True, **fields)["reasoning_effort"] == effort
+    assert "reasoning_effort" not in chat_of(**fields)
+
+
+def test_an_output_format_is_a_json_schema_response_format_and_other_members_are_dropped() -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    config = {"format": {"type": "json_schema", "schema": schema}, "task_budget": {"total": 10}}
+    request = request_of(output_config=config)
+    assert to_chat(request, reasoning=Reasoning.HIDE, reasoning_effort=False)["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "output", "schema": schema, "strict": True},
+    }
+    assert request.dropped == {"output_config.task_budget"}
+
+
+@pytest.mark.parametrize("path", CLAUDE_CODE_REQUESTS, ids=[p.stem for p in CLAUDE_CODE_REQUESTS])
+def test_claude_codes_recorded_requests_translate_and_name_what_they_drop(
+    path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Claude Code 2.1.197's own requests (``tests/fixtures/agents``): every turn in order, a system message
+    among them where it stands, its tools, its effort; ``context_management`` and ``cache_control`` dropped
+    and named in the debug line."""
+    body = orjson.loads(path.read_bytes())["body"]
+    with caplog.at_level(logging.DEBUG, logger="gateway.requests"):
+        chat = to_chat(parse_request(orjson.dumps(body)), reasoning=Reasoning.HIDE, reasoning_effort=True)
+    turns = [m for m in chat["messages"] if m["role"] != "tool"]
+    assert turns[0]["role"] == "system" and turns[0]["content"].startswith("x-anthropic-billing-header")
+    assert [m["role"] for m in turns[1:]] == [
+        m["role"]
+        for m in body["messages"]
+        if m["role"] != "user"
+        or isinstance(m["content"], str)
+        or any(block["type"] != "tool_result" for block in m["content"])
+    ]
+    for message, sent in zip(
+        [m for m in body["messages"] if m["role"] == "system"],
+        [m for m in turns[1:] if m["role"] == "system"],
+        strict=True,
+    ):
+        assert sent["content"] == message["content"]
+    results = [
+        b
+        for m in body["messages"]
+        if isinstance(m["content"], list)
+        for b in m["content"]
+        if b["type"] == "tool_result"
+    ]
+    assert [m["content"] for m in chat["messages"] if m["role"] == "tool"] == [b["content"] for b in results]
+    assert [t["function"]["name"] for t in chat["tools"]] == [t["name"] for t in body["tools"]]
+    effort = (body.get("output_config") or {}).get("effort") or "high"  # sonnet-4-5: a 31999-token budget
+    assert chat["reasoning_effort"] == effort and chat["max_completion_tokens"] == body["max_tokens"]
+    [line] = [r.getMessage() for r in caplog.records if r.name == "gateway.requests"]
+    assert "context_management" in line and "cache_control" in line
+
+
 def test_unknown_fields_of_a_block_are_dropped_but_known_ones_kept() -> None:
     messages = [
         {
@@ -517,9 +613,24 @@ BAD_REQUESTS: dict[str, tuple[bytes, str | None, str]] = {
     "model empty": (body_of(model=""), "model", "at least 1 character"),
     "no messages": (body_of(messages=[]), "messages", "at least 1 item"),
     "a role chat has but Anthropic not": (
-        body_of(messages=[{"role": "system", "content": "x"}]),
+        body_of(messages=[{"role": "tool", "content": "x"}]),
         "messages.0.role",
-        "'user' or 'assistant'",
+        "'user', 'assistant' or 'system'",
+    ),
+    "a system message with an image": (
+        body_of(messages=[{"role": "user", "content": "x"}, {"role": "system", "content": [{"type": "image"}]}]),
+        "messages.1.content.0.type",
+        "'image' block",
+    ),
+    "an effort Anthropic does not have": (
+        body_of(output_config={"effort": "extreme"}),
+        "output_config.effort",
+        "'low', 'medium', 'high' or 'max'",
+    ),
+    "an output format other than a JSON schema": (
+        body_of(output_config={"format": {"type": "xml"}}),
+        "output_config.format.type",
+        "'json_schema'",
     ),
     "content a number": (body_of(messages=[{"role": "user", "content": 3}]), "messages.0.content", "string or a list"),
     "content missing": (body_of(messages=[{"role": "user"}]), "messages.0.content", "Field required"),
@@ -821,7 +932,13 @@ def test_an_agent_answer_streams_as_one_text_block() -> None:
     assert stream.start["model"] == "claude-test" and stream.start["id"].startswith("msg_")
     assert (
         stream.start["usage"]
-        == {"input_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 0}
+        == {
+            "input_tokens": 0,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "output_tokens": 0,
+            **WHOLE,
+        }
         and stream.start["content"] == []
     )
     assert stream.delta == {
@@ -1071,6 +1188,29 @@ def test_usage_reports_cached_and_reasoning_tokens_as_anthropic_does() -> None:
     }
     final = sdk_read(client)[1]
     assert (final.usage.input_tokens, final.usage.cache_read_input_tokens, final.usage.output_tokens) == (40, 60, 40)
+
+
+def test_usage_has_every_field_anthropic_sends_at_the_start_and_the_end_of_a_stream() -> None:
+    """Clients (Claude Code, the SDKs) read ``message_start.message.usage`` and ``message_delta.usage``; both carry
+    every field the recorded Anthropic streams carry there, the cache writes as 5-minute ones."""
+    details = {"cached_tokens": 60, "cache_write_tokens": 30}  # as providers that write prompt caches report them
+    usage = {"prompt_tokens": 100, "completion_tokens": 4, "prompt_tokens_details": details}
+    client, _ = run([sse([*agent_stream(['{"message": "Hi"}']), chunk(usage=usage)])])
+    ours = keys_by_kind(parse_sse(client))
+    for path in ANTHROPIC_RECORDINGS:
+        recorded = keys_by_kind(parse_sse(path.read_bytes()))
+        for kind in ("message_start.message.usage", "message_delta.usage", "message_delta.delta"):
+            assert recorded[kind] <= ours[kind], (path.name, kind, recorded[kind] - ours[kind])
+    stream = read(client)
+    assert stream.delta is not None and stream.delta["usage"] == {
+        "input_tokens": 10,
+        "cache_creation_input_tokens": 30,
+        "cache_read_input_tokens": 60,
+        "output_tokens": 4,
+    }
+    assert stream.delta["delta"] == {"stop_reason": "end_turn", "stop_sequence": None}
+    final = sdk_read(client)[1]
+    assert (final.usage.cache_creation_input_tokens, final.usage.cache_read_input_tokens) == (30, 60)
 
 
 def test_a_second_choice_is_ignored() -> None:
@@ -1362,6 +1502,7 @@ def test_the_non_streaming_message_is_the_one_the_sdk_accumulates_from_the_strea
         "cache_creation_input_tokens": 0,
         "cache_read_input_tokens": 0,
         "output_tokens": 4,
+        **WHOLE,
     }
 
 
@@ -1493,6 +1634,7 @@ def test_a_non_streaming_agent_answer() -> None:
             "cache_creation_input_tokens": 0,
             "cache_read_input_tokens": 0,
             "output_tokens": 3,
+            **WHOLE,
         },
     }
     assert body["id"].startswith("msg_") and len(body["id"]) > 20
@@ -1531,6 +1673,7 @@ def test_a_non_streaming_answer_with_exposed_reasoning_and_a_client_call() -> No
         "cache_creation_input_tokens": 0,
         "cache_read_input_tokens": 0,
         "output_tokens": 0,
+        **WHOLE,
     }
     Message.model_validate(body)
 

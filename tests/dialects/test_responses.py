@@ -28,6 +28,7 @@ from gateway.dialects.responses import (
     response_object,
     to_chat,
 )
+from tests.helpers.paths import AGENT_REQUESTS
 from tests.helpers.responses import (
     HIDDEN,
     RESPONSES,
@@ -502,26 +503,235 @@ def test_background_is_refused_and_store_is_accepted() -> None:
     assert request_of(store=True, background=False, previous_response_id=None).model == "assistant"
 
 
-BUILT_IN: list[dict[str, Any]] = [
-    {"type": "web_search"},
+HOSTED: list[dict[str, Any]] = [
+    {"type": "web_search", "external_web_access": False},
     {"type": "web_search_preview"},
     {"type": "file_search", "vector_store_ids": ["vs_1"]},
     {"type": "code_interpreter", "container": {"type": "auto"}},
     {"type": "computer_use_preview", "display_width": 1, "display_height": 1, "environment": "linux"},
     {"type": "mcp", "server_label": "x", "server_url": "https://x"},
     {"type": "image_generation"},
-    {"type": "local_shell"},
-    {"type": "custom", "name": "grammar_tool"},
+    {"type": "tool_search", "execution": "client", "parameters": {"type": "object"}},
 ]
 
 
-@pytest.mark.parametrize("tool", BUILT_IN, ids=[t["type"] for t in BUILT_IN])
-def test_a_built_in_tool_gets_a_400_that_names_it(tool: dict[str, Any]) -> None:
+@pytest.mark.parametrize("tool", HOSTED, ids=[t["type"] for t in HOSTED])
+def test_a_hosted_tool_is_left_out_and_named(tool: dict[str, Any]) -> None:
+    request = request_of(tools=[TOOL, tool, dict(tool)])
+    assert request.dropped_tools == (tool["type"],)
+    chat = to_chat(request, reasoning=Reasoning.HIDE, reasoning_effort=False)
+    assert [t["function"]["name"] for t in chat["tools"]] == ["weather"]
+
+
+@pytest.mark.parametrize(
+    ("tool", "where"),
+    [
+        ({"type": "apply_patch"}, "tools[1].type"),
+        ({"type": "namespace", "name": "ns", "tools": [{"type": "web_search"}]}, "tools[1].tools[0].type"),
+    ],
+)
+def test_a_tool_neither_mapped_nor_hosted_gets_a_400_that_names_it(tool: dict[str, Any], where: str) -> None:
     with pytest.raises(GatewayError) as caught:
         request_of(tools=[TOOL, tool])
     error = caught.value
-    assert (error.status, error.param, error.code) == (400, "tools[1].type", "unsupported_value")
-    assert repr(tool["type"]) in error.message
+    assert (error.status, error.param, error.code) == (400, where, "unsupported_value")
+    assert "namespace and local_shell" in error.message
+
+
+# Tools that are not plain functions: mapped to functions, their calls given back in the client's shape.
+
+NAMESPACE = {
+    "type": "namespace",
+    "name": "crm",
+    "description": "The customer records.",
+    "tools": [
+        {"type": "function", "name": "find", "description": "Find one.", "parameters": {"type": "object"}},
+        {"type": "custom", "name": "query", "description": "Ask in SQL."},
+    ],
+}
+PATCH = {
+    "type": "custom",
+    "name": "apply_patch",
+    "description": "Edit files.",
+    "format": {"type": "grammar", "syntax": "lark", "definition": "start: /.+/"},
+}
+
+
+def test_a_namespace_is_flattened_into_its_functions() -> None:
+    request = request_of(tools=[TOOL, NAMESPACE], tool_choice={"type": "function", "name": "find", "namespace": "crm"})
+    chat = to_chat(request, reasoning=Reasoning.HIDE, reasoning_effort=False)
+    functions = {t["function"]["name"]: t["function"] for t in chat["tools"]}
+    assert list(functions) == ["weather", "crm__find", "crm__query"]
+    assert functions["crm__find"] == {
+        "name": "crm__find",
+        "description": "Find one.\n\n(crm: The customer records.)",
+        "parameters": {"type": "object"},
+    }
+    assert functions["crm__query"]["parameters"]["required"] == ["input"]
+    assert chat["tool_choice"] == {"type": "function", "function": {"name": "crm__find"}}
+    assert request.echo["tools"][1] == NAMESPACE
+
+
+def test_a_custom_tool_is_a_function_of_its_raw_input_with_its_grammar_in_the_description() -> None:
+    chat = chat_of(tools=[PATCH], tool_choice={"type": "custom", "name": "apply_patch"})
+    [tool] = chat["tools"]
+    assert tool["function"]["parameters"] == {
+        "type": "object",
+        "properties": {"input": {"type": "string", "description": "The tool's input, as its description says."}},
+        "required": ["input"],
+        "additionalProperties": False,
+    }
+    description = tool["function"]["description"]
+    assert description.startswith("Edit files.") and "lark grammar" in description and "start: /.+/" in description
+    assert chat["tool_choice"] == {"type": "function", "function": {"name": "apply_patch"}}
+
+
+def test_calls_of_every_kind_in_the_history_go_back_as_tool_calls_and_their_outputs_as_tool_messages() -> None:
+    chat = chat_of(
+        tools=[NAMESPACE, PATCH, {"type": "local_shell"}],
+        input=[
+            {"role": "user", "content": "Go."},
+            {"type": "function_call", "call_id": "c1", "name": "find", "namespace": "crm", "arguments": "{}"},
+            {"type": "custom_tool_call", "call_id": "c2", "name": "apply_patch", "input": "*** Begin Patch"},
+            {
+                "type": "local_shell_call",
+                "id": "lsh_1",
+                "call_id": "c3",
+                "status": "completed",
+                "action": {"type": "exec", "command": ["ls", "-l"], "working_directory": "/w", "env": {}},
+            },
+            {"type": "function_call_output", "call_id": "c1", "output": "found"},
+            {"type": "custom_tool_call_output", "call_id": "c2", "output": [{"type": "input_text", "text": "Done."}]},
+            {"type": "local_shell_call_output", "id": "c3", "output": "a.txt"},
+        ],
+    )
+    assert chat["messages"][1]["tool_calls"] == [
+        {"id": "c1", "type": "function", "function": {"name": "crm__find", "arguments": "{}"}},
+        {
+            "id": "c2",
+            "type": "function",
+            "function": {"name": "apply_patch", "arguments": '{"input":"*** Begin Patch"}'},
+        },
+        {
+            "id": "c3",
+            "type": "function",
+            "function": {"name": "local_shell", "arguments": '{"command":["ls","-l"],"workdir":"/w"}'},
+        },
+    ]
+    assert [(m["tool_call_id"], m["content"]) for m in chat["messages"][2:]] == [
+        ("c1", "found"),
+        ("c2", "Done."),
+        ("c3", "a.txt"),
+    ]
+
+
+def test_additional_tools_items_add_their_tools() -> None:
+    """Codex's code mode sends its tools as an ``additional_tools`` input item, with no top-level ``tools``."""
+    item = {"type": "additional_tools", "role": "developer", "tools": [NAMESPACE]}
+    chat = chat_of(input=[item, {"role": "user", "content": "Hi"}])
+    assert [t["function"]["name"] for t in chat["tools"]] == ["crm__find", "crm__query"]
+    assert [m["role"] for m in chat["messages"]] == ["user"]
+
+
+def calling(name: str, arguments: dict[str, Any], pieces: int = 4) -> list[dict[str, Any]]:
+    """A plain upstream's stream that calls ``name`` with these arguments, in pieces."""
+    text = json.dumps(arguments)
+    chunks = [chunk(choice(role="assistant", content=None, tool_calls=[call(0, "", id="call_1", name=name)]))]
+    chunks += [chunk(choice(tool_calls=[call(0, p)])) for p in split_evenly(text, pieces)]
+    return [*chunks, chunk(choice(finish="tool_calls")), chunk(usage=USAGE)]
+
+
+CLIENT_SHAPES = {
+    "a namespaced function": (
+        "crm__find",
+        {"id": 7},
+        {"type": "function_call", "name": "find", "namespace": "crm", "arguments": '{"id": 7}'},
+    ),
+    "a custom tool": (
+        "apply_patch",
+        {"input": "*** Begin Patch\n"},
+        {"type": "custom_tool_call", "name": "apply_patch", "input": "*** Begin Patch\n"},
+    ),
+    "a namespaced custom tool": (
+        "crm__query",
+        {"input": "select 1"},
+        {"type": "custom_tool_call", "name": "query", "namespace": "crm", "input": "select 1"},
+    ),
+    "the local shell": (
+        "local_shell",
+        {"command": ["cat", "a.txt"], "workdir": "/w", "timeout_ms": 500},
+        {
+            "type": "local_shell_call",
+            "action": {
+                "type": "exec",
+                "command": ["cat", "a.txt"],
+                "timeout_ms": 500,
+                "working_directory": "/w",
+                "env": {},
+                "user": None,
+            },
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("stream", [True, False])
+@pytest.mark.parametrize("case", CLIENT_SHAPES)
+def test_calls_come_back_under_the_clients_names_and_in_its_shape(case: str, stream: bool) -> None:
+    name, arguments, expected = CLIENT_SHAPES[case]
+    request = request_of(stream=stream, tools=[NAMESPACE, PATCH, {"type": "local_shell"}])
+    chunks = calling(name, arguments)
+    if stream:
+        events, _, _ = run([sse(chunks)], request, RewriteOptions.plain())
+        final = check_protocol(events)
+        kinds = {e["type"] for e in events}
+        assert ("response.custom_tool_call_input.done" in kinds) == (expected["type"] == "custom_tool_call")
+        assert ("response.function_call_arguments.done" in kinds) == (expected["type"] == "function_call")
+    else:
+        final = response_object(request, replay_completion(completion_of(chunks), RewriteOptions.plain()), created=1)
+        Response.model_validate(final)
+    [item] = final["output"]
+    assert {k: v for k, v in item.items() if k not in ("id", "status", "call_id")} == expected
+    assert item["call_id"] == "call_1" and item["status"] == "completed"
+    prefix = {"function_call": "fc_", "custom_tool_call": "ctc_", "local_shell_call": "lsh_"}[expected["type"]]
+    assert item["id"].startswith(prefix)
+
+
+def test_a_custom_call_whose_model_wrote_the_input_itself_keeps_it_as_it_is() -> None:
+    request = request_of(stream=True, tools=[PATCH])
+    chunks = [
+        chunk(choice(role="assistant", content=None, tool_calls=[call(0, "*** Begin", id="c", name="apply_patch")]))
+    ]
+    events, _, _ = run([sse([*chunks, chunk(choice(finish="tool_calls"))])], request, RewriteOptions.plain())
+    assert check_protocol(events)["output"][0]["input"] == "*** Begin"
+
+
+CODEX_REQUESTS = sorted(AGENT_REQUESTS.glob("codex-*.json"))
+
+
+@pytest.mark.parametrize("path", CODEX_REQUESTS, ids=[p.stem for p in CODEX_REQUESTS])
+def test_codex_recorded_requests_translate_with_every_tool_mapped_or_named(path: Path) -> None:
+    """Codex 0.171's own requests (``tests/fixtures/agents``): every function and custom tool of its namespaces and
+    its top level reaches the upstream, the hosted ones are named, every call in its history is answered."""
+    body = orjson.loads(path.read_bytes())["body"]
+    request = parse_request(orjson.dumps(body))
+    chat = to_chat(request, reasoning=Reasoning.HIDE, reasoning_effort=False)
+    listed = list(body.get("tools", ()))
+    listed += [t for item in body["input"] if item.get("type") == "additional_tools" for t in item["tools"]]
+    expected: list[str] = []
+    for tool in listed:
+        if tool["type"] == "namespace":
+            expected += [f"{tool['name']}__{inner['name']}" for inner in tool["tools"]]
+        elif tool["type"] in ("function", "custom"):
+            expected.append(tool["name"])
+    assert [t["function"]["name"] for t in chat["tools"]] == expected
+    assert request.dropped_tools == tuple(
+        dict.fromkeys(t["type"] for t in listed if t["type"] in ("web_search", "tool_search"))
+    )
+    calls = [c["id"] for m in chat["messages"] for c in m.get("tool_calls", ())]
+    assert calls == [m["tool_call_id"] for m in chat["messages"] if m["role"] == "tool"]
+    assert calls == [i["call_id"] for i in body["input"] if i.get("type", "").endswith("_call")]
+    assert chat["messages"][0]["role"] == "system" and "Codex" in chat["messages"][0]["content"]
 
 
 def test_upstream_errors_keep_their_status_and_body() -> None:

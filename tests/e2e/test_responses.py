@@ -740,7 +740,7 @@ def test_a_body_over_the_limit_is_413(gateway: Gateway) -> None:
     [
         ({"previous_response_id": "resp_1"}, "previous_response_id", "unsupported_parameter"),
         ({"background": True}, "background", "unsupported_value"),
-        ({"tools": [{"type": "web_search"}]}, "tools[0].type", "unsupported_value"),
+        ({"tools": [{"type": "apply_patch"}]}, "tools[0].type", "unsupported_value"),
         (
             {"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]},
             "input[0].content[0].type",

@@ -8,3 +8,5 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 # Real provider streams, recorded in public repositories; PROVENANCE.md there says where each comes from.
 FIXTURES = ROOT / "tests" / "fixtures" / "recorded"
+# What the real coding agents (Claude Code, Codex CLI) sent, recorded; PROVENANCE.md there says how.
+AGENT_REQUESTS = ROOT / "tests" / "fixtures" / "agents"

@@ -110,8 +110,10 @@ def check_protocol(events: list[dict[str, Any]]) -> dict[str, Any]:
         elif kind in ("response.output_text.delta", "response.reasoning_summary_text.delta"):
             assert item["part"], "a text delta before its part"
             item["text"] += event["delta"]
-        elif kind == "response.function_call_arguments.delta":
+        elif kind in ("response.function_call_arguments.delta", "response.custom_tool_call_input.delta"):
             item["text"] += event["delta"]
+        elif kind == "response.custom_tool_call_input.done":
+            assert event["input"] == item["text"]
         elif kind in ("response.output_text.done", "response.reasoning_summary_text.done"):
             assert event["text"] == item["text"]
         elif kind in ("response.content_part.done", "response.reasoning_summary_part.done"):
@@ -142,8 +144,13 @@ def check_protocol(events: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def item_text(item: dict[str, Any]) -> str:
+    """What an item's deltas say: a function call's arguments, a custom call's input (a shell call has none)."""
     if item["type"] == "function_call":
         return str(item["arguments"])
+    if item["type"] == "custom_tool_call":
+        return str(item["input"])
+    if item["type"] == "local_shell_call":
+        return ""
     if item["type"] == "reasoning":
         return "".join(part["text"] for part in item["summary"])
     return "".join(part["text"] for part in item["content"])

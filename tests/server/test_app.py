@@ -755,3 +755,56 @@ def test_a_path_under_the_messages_door_that_does_not_exist_is_an_anthropic_404(
     response = send("POST", "/v1/messages/nope", json={"model": "agent"})
     assert response.status_code == 404
     assert response.json()["type"] == "error" and response.json()["error"]["type"] == "not_found_error"
+
+
+# Hosted tools on the Responses door: left out and named, or refused, as the route says.
+
+HOSTED_CONFIG = """
+providers:
+  up: {{base_url: {upstream}}}
+models:
+  - {{name: lenient, provider: up, max_retries: 0}}
+  - {{name: strict, provider: up, max_retries: 0, hosted_tools: refuse}}
+"""
+HOSTED_TOOLS = [
+    {"type": "function", "name": "f", "parameters": {"type": "object"}},
+    {"type": "web_search", "external_web_access": False},
+    {"type": "file_search", "vector_store_ids": ["vs"]},
+]
+
+
+def test_hosted_tools_are_left_out_and_named_in_a_header_with_one_warning_per_route(
+    upstream: respx.MockRouter, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(
+        parse_config(HOSTED_CONFIG.format(upstream=UPSTREAM), "unit.yaml", env={}), {"up": httpx.AsyncHTTPTransport()}
+    )
+    answer = completion_of([chunk(choice(role="assistant", content="Hi"), choice(finish="stop"))])
+    route = upstream.post("/chat/completions").mock(return_value=httpx.Response(200, json=answer))
+    body = {"model": "lenient", "input": "Hi", "tools": HOSTED_TOOLS}
+
+    async def twice(client: httpx.AsyncClient) -> list[httpx.Response]:
+        return [await client.post("/v1/responses", json=body) for _ in range(2)]
+
+    with caplog.at_level("WARNING", logger="gateway.requests"):
+        answers = run(app, twice)
+    for response in answers:
+        assert response.status_code == 200 and response.headers["x-gateway-dropped-tools"] == "web_search, file_search"
+    sent = orjson.loads(route.calls[-1].request.content)
+    assert [t["function"]["name"] for t in sent["tools"]] == ["f"]
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "gateway.requests"]
+    assert "'lenient'" in warning and "web_search, file_search" in warning
+    plain = send("POST", "/v1/responses", app=app, json={**body, "tools": HOSTED_TOOLS[:1]})
+    assert plain.status_code == 200 and "x-gateway-dropped-tools" not in plain.headers
+
+
+def test_a_route_that_refuses_hosted_tools_answers_400_naming_them(upstream: respx.MockRouter) -> None:
+    app = create_app(
+        parse_config(HOSTED_CONFIG.format(upstream=UPSTREAM), "unit.yaml", env={}), {"up": httpx.AsyncHTTPTransport()}
+    )
+    route = upstream.post("/chat/completions")
+    response = send("POST", "/v1/responses", app=app, json={"model": "strict", "input": "Hi", "tools": HOSTED_TOOLS})
+    assert response.status_code == 400 and not route.called
+    error = response.json()["error"]
+    assert (error["param"], error["code"]) == ("tools", "unsupported_value")
+    assert "web_search, file_search" in error["message"] and "hosted_tools: refuse" in error["message"]

@@ -104,18 +104,26 @@ def stop_reason_of(
     return (_STOP_REASONS.get(reason, "end_turn") if isinstance(reason, str) else "end_turn"), None
 
 
-def _usage(usage: TokenUsage | None) -> dict[str, Any]:
+def _usage(usage: TokenUsage | None, *, whole: bool = True) -> dict[str, Any]:
     """The usage as Anthropic's, every field it sends: its ``input_tokens`` exclude the prompt tokens read from a
-    cache and written to one, which it reports apart."""
-    if usage is None:
-        return {"input_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 0}
+    cache and written to one, which it reports apart. A whole message's usage (``message_start``'s, a
+    non-streaming body's) also breaks the cache writes down and names the tier, as Anthropic's does;
+    ``message_delta``'s has the counts only (``whole=False``)."""
     counted: dict[str, Any] = {
-        "input_tokens": max(usage.prompt - usage.cached - usage.cache_write, 0),
-        "cache_creation_input_tokens": usage.cache_write,
-        "cache_read_input_tokens": usage.cached,
-        "output_tokens": usage.completion,
+        "input_tokens": max(usage.prompt - usage.cached - usage.cache_write, 0) if usage else 0,
+        "cache_creation_input_tokens": usage.cache_write if usage else 0,
+        "cache_read_input_tokens": usage.cached if usage else 0,
+        "output_tokens": usage.completion if usage else 0,
     }
-    if usage.reasoning:
+    if whole:
+        # A chat upstream says nothing of cache lifetimes: its cache writes count as the default, 5 minutes.
+        counted["cache_creation"] = {
+            "ephemeral_5m_input_tokens": counted["cache_creation_input_tokens"],
+            "ephemeral_1h_input_tokens": 0,
+        }
+        counted["service_tier"] = "standard"
+        counted["inference_geo"] = "not_available"
+    if usage is not None and usage.reasoning:
         counted["output_tokens_details"] = {"thinking_tokens": usage.reasoning}
     return counted
 
@@ -164,7 +172,7 @@ class _Message:
                 self._stop(out)
                 stop_reason, stop_sequence = stop_reason_of(event.finish, event.choice, self._stop_sequences)
                 delta = {"stop_reason": stop_reason, "stop_sequence": stop_sequence}
-                out.append({"type": "message_delta", "delta": delta, "usage": _usage(event.usage)})
+                out.append({"type": "message_delta", "delta": delta, "usage": _usage(event.usage, whole=False)})
                 out.append({"type": "message_stop"})
             elif type(event) is AnswerFailed:
                 return event.error

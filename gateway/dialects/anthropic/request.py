@@ -2,16 +2,20 @@
 
 The system prompt leads; a user turn's ``tool_result`` blocks become tool
 results, its text and images the message; an assistant turn's ``tool_use``
-blocks become its tool calls and its ``thinking`` blocks its reasoning. What
-has no chat counterpart either fails with a 400 that names it (server tools,
-documents) or is dropped and named (``top_k``, ``cache_control``, ...).
+blocks become its tool calls and its ``thinking`` blocks its reasoning; a
+``system`` message among the turns (Claude Code's mid-conversation system
+messages) is a system message where it stands. ``output_config`` says the
+effort (``reasoning_effort``) and the output format (``response_format``).
+What has no chat counterpart either fails with a 400 that names it (server
+tools, documents) or is dropped and named (``top_k``, ``cache_control``,
+``context_management``, ...).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Final
+from typing import Any, Final
 
 from gateway.core import json_body
 from gateway.core.errors import ErrorKind, GatewayError
@@ -50,9 +54,12 @@ _KNOWN: Final = frozenset(
         "tools",
         "tool_choice",
         "thinking",
+        "output_config",
         "mcp_servers",
     )
 )
+# Anthropic's ``output_config.effort`` as chat's ``reasoning_effort`` (which has no level above ``high``).
+_EFFORTS: Final = {"low": "low", "medium": "medium", "high": "high", "max": "high"}
 _USER_BLOCKS: Final = ("text", "image", "tool_result")
 _ASSISTANT_BLOCKS: Final = ("text", "tool_use", "thinking", "redacted_thinking")
 # The fields each block type has; any other is dropped and named.
@@ -139,6 +146,10 @@ class MessagesRequest:
     def dropped(self) -> frozenset[str]:
         return self.request.dropped
 
+    @property
+    def dropped_tools(self) -> tuple[str, ...]:
+        return ()  # server tools are refused, never left out
+
 
 def parse_request(body: bytes) -> MessagesRequest:
     """A Messages request body, validated as far as the translation relies on it; 400 otherwise."""
@@ -183,12 +194,15 @@ def _request(root: Field, *, max_tokens_required: bool) -> MessagesRequest:
         message.object(required=True)
         dropped.update(key for key in message.members() if key not in ("role", "content"))
         role = message.get("role")
-        if role.string(required=True) not in ("user", "assistant"):
-            raise _invalid(f"{role.where}: Input should be 'user' or 'assistant'", role.where)
+        if role.string(required=True) not in ("user", "assistant", "system"):
+            raise _invalid(f"{role.where}: Input should be 'user', 'assistant' or 'system'", role.where)
         content = message.get("content")
         if not content.present and not (isinstance(message.value, dict) and "content" in message.value):
             raise WORDING.missing(content.where)
-        if role.value == "user":
+        if role.value == "system":
+            # A system message where it stands; the tool calls it may sit after stay answerable.
+            turns.append(Message(Role.SYSTEM, (Text(_system(content, dropped) or ""),)))
+        elif role.value == "user":
             turns.append(Message(Role.USER, _user_blocks(content, called, dropped)))
             called = set()
         else:
@@ -198,6 +212,7 @@ def _request(root: Field, *, max_tokens_required: bool) -> MessagesRequest:
     tools = tuple(_tool(tool, dropped) for tool in root.get("tools").entries())
     tool_choice, parallel = _tool_choice(root.get("tool_choice"), tools, dropped)
     effort = _reasoning_effort(root.get("thinking"), dropped)
+    output_effort, response_format = _output_config(root.get("output_config"), dropped)
     request = Request(
         model=model,
         stream=stream,
@@ -210,7 +225,8 @@ def _request(root: Field, *, max_tokens_required: bool) -> MessagesRequest:
         top_p=top_p,
         stop=stop_sequences or None,
         user=user,
-        reasoning_effort=effort,
+        reasoning_effort=output_effort or effort,
+        response_format=response_format,
         dropped=frozenset(dropped),
     )
     return MessagesRequest(request, stop_sequences)
@@ -415,3 +431,24 @@ def _reasoning_effort(thinking: Field, dropped: set[str]) -> str | None:
     if budget < _EFFORT_LOW_BELOW:
         return "low"
     return "medium" if budget < _EFFORT_MEDIUM_BELOW else "high"
+
+
+def _output_config(config: Field, dropped: set[str]) -> tuple[str | None, dict[str, Any] | None]:
+    """``output_config``: its ``effort`` as a ``reasoning_effort`` (``max`` is ``high``), its ``format`` (a JSON
+    schema) as a chat ``response_format``; other members are dropped and named."""
+    if config.object() is None:
+        return None, None
+    dropped.update(f"output_config.{key}" for key in config.members() if key not in ("effort", "format"))
+    effort_field = config.get("effort")
+    effort = effort_field.string()
+    if effort is not None and effort not in _EFFORTS:
+        raise _invalid(f"{effort_field.where}: Input should be 'low', 'medium', 'high' or 'max'", effort_field.where)
+    output_format = config.get("format")
+    if output_format.object() is None:
+        return _EFFORTS.get(effort or ""), None
+    kind = output_format.get("type")
+    if kind.string(required=True) != "json_schema":
+        raise _invalid(f"{kind.where}: Input should be 'json_schema'", kind.where)
+    schema = output_format.get("schema").object(required=True)
+    json_schema = {"name": "output", "schema": schema, "strict": True}
+    return _EFFORTS.get(effort or ""), {"type": "json_schema", "json_schema": json_schema}

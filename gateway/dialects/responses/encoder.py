@@ -6,6 +6,13 @@ tool call whose arguments are not yet a whole JSON value when the next item
 starts (an upstream that interleaves parallel calls): it stays open until
 the core ends it, and the events of both items interleave, told apart by
 ``output_index`` as the SDKs expect.
+
+A call comes back in the shape of the client's tool it calls: a
+``function_call`` (with its ``namespace`` for a namespaced function), a
+``custom_tool_call`` whose ``input`` is the function's one argument, or a
+``local_shell_call`` whose ``action`` is the command line. The input of the
+last two is whole only once their arguments are, so they stream no deltas
+before that.
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ import secrets
 from collections.abc import Iterable
 from enum import Enum
 from typing import Any, Final
+
+import orjson
 
 from gateway.core import json_body
 from gateway.core.answer import (
@@ -31,13 +40,14 @@ from gateway.core.errors import GatewayError
 from gateway.core.events import Comment, Done, Error, Event
 from gateway.core.sse import encode_comment, encode_event
 from gateway.core.usage import TokenUsage
-from gateway.dialects.responses.request import ResponsesRequest
+from gateway.dialects.responses.request import ClientTool, ResponsesRequest, ToolKind
 
 __all__ = ["ResponsesStreamEncoder", "build", "encoder", "response_object"]
 
 # finish_reason values that end a response as incomplete, with the reason Responses gives.
 _INCOMPLETE: Final = {"length": "max_output_tokens", "content_filter": "content_filter"}
 _ID_PREFIX: Final = {ItemKind.TEXT: "msg_", ItemKind.REASONING: "rs_", ItemKind.TOOL_CALL: "fc_"}
+_CALL_ID_PREFIX: Final = {ToolKind.FUNCTION: "fc_", ToolKind.CUSTOM: "ctc_", ToolKind.LOCAL_SHELL: "lsh_"}
 
 
 class _Phase(Enum):
@@ -150,7 +160,10 @@ class _Response:
     def _id(self, item: Item) -> str:
         found = self._ids.get(item)
         if found is None:
-            found = self._ids[item] = _ID_PREFIX[item.kind] + secrets.token_hex(24)
+            prefix = _ID_PREFIX[item.kind]
+            if item.kind is ItemKind.TOOL_CALL:
+                prefix = _CALL_ID_PREFIX[self._request.client_tool(item.name).kind]
+            found = self._ids[item] = prefix + secrets.token_hex(24)
         return found
 
     def _body(self, item: Item, *, added: bool = False) -> dict[str, Any]:
@@ -162,14 +175,17 @@ class _Response:
             return {"id": self._id(item), "type": "message", "status": status, "content": content, "role": "assistant"}
         if item.kind is ItemKind.REASONING:
             return {"id": self._id(item), "type": "reasoning", "summary": [] if added else [_summary_part(text)]}
-        return {
-            "id": self._id(item),
-            "type": "function_call",
-            "status": status,
-            "arguments": text,
-            "call_id": item.call_id,
-            "name": item.name,
-        }
+        tool = self._request.client_tool(item.name)
+        call: dict[str, Any] = {"id": self._id(item), "status": status, "call_id": item.call_id}
+        if tool.kind is ToolKind.LOCAL_SHELL:
+            return {**call, "type": "local_shell_call", "action": _shell_action(text)}
+        if tool.kind is ToolKind.CUSTOM:
+            call.update(type="custom_tool_call", name=tool.name, input=_custom_input(text) if not added else "")
+        else:
+            call.update(type="function_call", arguments=text, name=tool.name)
+        if tool.namespace is not None:
+            call["namespace"] = tool.namespace
+        return call
 
     def _started(self, item: Item, out: list[dict[str, Any]]) -> None:
         where = {"item_id": self._id(item), "output_index": item.index}
@@ -189,7 +205,7 @@ class _Response:
             out.append(self._event("response.output_text.delta", **where, content_index=0, delta=text, logprobs=[]))
         elif item.kind is ItemKind.REASONING:
             out.append(self._event("response.reasoning_summary_text.delta", **where, summary_index=0, delta=text))
-        else:
+        elif self._request.client_tool(item.name).kind is ToolKind.FUNCTION:
             out.append(self._event("response.function_call_arguments.delta", **where, delta=text))
 
     def _done(self, item: Item, out: list[dict[str, Any]]) -> None:
@@ -206,8 +222,55 @@ class _Response:
             part = _summary_part(text)
             out.append(self._event("response.reasoning_summary_part.done", **where, summary_index=0, part=part))
         else:
-            out.append(self._event("response.function_call_arguments.done", **where, name=item.name, arguments=text))
+            self._call_done(item, self._request.client_tool(item.name), where, out)
         out.append(self._event("response.output_item.done", output_index=item.index, item=self._body(item)))
+
+    def _call_done(self, item: Item, tool: ClientTool, where: dict[str, Any], out: list[dict[str, Any]]) -> None:
+        if tool.kind is ToolKind.FUNCTION:
+            out.append(
+                self._event("response.function_call_arguments.done", **where, name=tool.name, arguments=item.text)
+            )
+        elif tool.kind is ToolKind.CUSTOM:
+            text = _custom_input(item.text)
+            if text:
+                out.append(self._event("response.custom_tool_call_input.delta", **where, delta=text))
+            out.append(self._event("response.custom_tool_call_input.done", **where, input=text))
+
+
+def _arguments(text: str) -> dict[str, Any] | None:
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _custom_input(arguments: str) -> str:
+    """A freeform tool's input: the function's ``input`` argument; arguments that are not such an object (a model
+    that wrote the input itself) are the input as they are."""
+    value = _arguments(arguments)
+    text = value.get("input") if value is not None else None
+    return text if isinstance(text, str) else arguments
+
+
+def _shell_action(arguments: str) -> dict[str, Any]:
+    """The ``action`` of a ``local_shell_call``: the ``local_shell`` function's arguments (a command given as one
+    string is run by the shell)."""
+    value = _arguments(arguments) or {}
+    command = value.get("command")
+    if isinstance(command, str):
+        command = ["bash", "-lc", command]
+    elif not (isinstance(command, list) and all(isinstance(part, str) for part in command)):
+        command = []
+    workdir, timeout = value.get("workdir"), value.get("timeout_ms")
+    return {
+        "type": "exec",
+        "command": command,
+        "timeout_ms": timeout if isinstance(timeout, int) else None,
+        "working_directory": workdir if isinstance(workdir, str) else None,
+        "env": {},
+        "user": None,
+    }
 
 
 def _usage(usage: TokenUsage | None) -> dict[str, Any] | None:

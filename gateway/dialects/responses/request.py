@@ -5,13 +5,23 @@ assistant message item and the function calls after it are one assistant
 turn; reasoning items go with the assistant turn that follows them; a
 function call's output is a tool result answering an earlier call. The gateway
 keeps no state, so what needs a stored response, conversation or prompt is
-refused, and so are the built-in tools only OpenAI's servers can run.
+refused.
+
+Tools become chat function tools: a ``namespace`` is flattened into its
+functions (``<namespace>__<name>``), a ``custom`` (freeform) tool is a function
+of one string argument, ``input``, and ``local_shell`` a function of the command
+line; ``tool_names`` says what each upstream name stands for, so that the
+answer gives the calls back in the client's own shape (``ClientTool``). The
+hosted tools only the provider's own servers can run (``web_search``,
+``file_search``, ``mcp``, ...) are left out and named in ``dropped_tools``; the
+route says whether such a request is refused instead.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Final
 
 from gateway.core import json_body
@@ -32,7 +42,7 @@ from gateway.core.request import (
 )
 from gateway.dialects.openai_errors import WORDING
 
-__all__ = ["ResponsesRequest", "parse_request"]
+__all__ = ["ClientTool", "ResponsesRequest", "ToolKind", "parse_request"]
 
 # Fields that need state the gateway does not keep: refused whenever they are set.
 _STATEFUL: Final = {
@@ -66,6 +76,59 @@ _TRANSLATED: Final = frozenset(
 _TOOL_CHOICES: Final = ("auto", "none", "required")
 _TEXT_PARTS: Final = ("input_text", "output_text")
 _ROLES: Final = {"user": Role.USER, "assistant": Role.ASSISTANT, "system": Role.SYSTEM, "developer": Role.SYSTEM}
+# Tools that only the provider's own servers run: chat completions cannot carry them, so they are left out.
+_HOSTED: Final = frozenset(
+    (
+        "web_search",
+        "web_search_preview",
+        "web_search_2025_08_26",
+        "web_search_preview_2025_03_11",
+        "file_search",
+        "code_interpreter",
+        "image_generation",
+        "computer_use_preview",
+        "computer",
+        "mcp",
+        # Searches tools deferred until asked for; its results come back as tools the gateway cannot add later.
+        "tool_search",
+    )
+)
+_LOCAL_SHELL: Final = "local_shell"
+_LOCAL_SHELL_PARAMETERS: Final = {
+    "type": "object",
+    "properties": {
+        "command": {"type": "array", "items": {"type": "string"}, "description": "The command and its arguments."},
+        "workdir": {"type": "string", "description": "The directory to run it in."},
+        "timeout_ms": {"type": "integer", "description": "How long it may run, in milliseconds."},
+    },
+    "required": ["command"],
+}
+_LOCAL_SHELL_DESCRIPTION: Final = "Runs a command on the user's machine and returns its output."
+
+
+class ToolKind(Enum):
+    """What a chat function tool stands for in the client's request."""
+
+    FUNCTION = "function"
+    CUSTOM = "custom"  # a freeform tool: its call's ``input`` is the function's one argument
+    LOCAL_SHELL = "local_shell"
+
+
+@dataclass(frozen=True, slots=True)
+class ClientTool:
+    """The client's tool behind one upstream function name: its kind, its own name and its namespace."""
+
+    kind: ToolKind
+    name: str
+    namespace: str | None = None
+
+
+def flat_name(namespace: str | None, name: str) -> str:
+    """The upstream function name of a namespaced tool: ``<namespace>__<name>`` (a namespace ending in ``_``
+    is joined as it is)."""
+    if namespace is None:
+        return name
+    return namespace + name if namespace.endswith("_") else f"{namespace}__{name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +137,14 @@ class ResponsesRequest:
 
     request: Request
     echo: Mapping[str, Any]
+    # Upstream function names that are not plain function tools of the client (namespaced, custom, local shell).
+    tool_names: Mapping[str, ClientTool] = field(default_factory=dict)
+    # The hosted tools left out of the upstream request, by type.
+    dropped_tools: tuple[str, ...] = ()
+
+    def client_tool(self, name: str) -> ClientTool:
+        """What an upstream call's function name stands for (a plain function tool when nothing else)."""
+        return self.tool_names.get(name) or ClientTool(ToolKind.FUNCTION, name)
 
     @property
     def model(self) -> str:
@@ -122,7 +193,9 @@ def parse_request(body: bytes) -> ResponsesRequest:
     if instructions:
         history.messages.append(Message(Role.SYSTEM, (Text(instructions),)))
     history.read(root.get("input"))
-    tools, echo_tools = _tools(root.get("tools"))
+    tools = _Tools()
+    for listed in (root.get("tools"), *history.tools):
+        tools.read(listed)
     tool_choice, echo_choice = _tool_choice(root.get("tool_choice"))
     parallel = root.get("parallel_tool_calls").boolean()
     max_output_tokens = root.get("max_output_tokens").integer()
@@ -149,7 +222,7 @@ def parse_request(body: bytes) -> ResponsesRequest:
         "temperature": temperature,
         "text": {"format": text.get("format").value or {"type": "text"}},
         "tool_choice": echo_choice,
-        "tools": echo_tools,
+        "tools": tools.echo,
         "top_p": top_p,
         "reasoning": {"effort": effort, "summary": None},
         "user": user,
@@ -160,7 +233,7 @@ def parse_request(body: bytes) -> ResponsesRequest:
         model=model,
         stream=stream,
         messages=tuple(history.messages),
-        tools=tools,
+        tools=tuple(tools.tools),
         tool_choice=tool_choice,
         parallel_tool_calls=parallel,
         max_tokens=max_output_tokens,
@@ -173,7 +246,7 @@ def parse_request(body: bytes) -> ResponsesRequest:
         response_format=response_format,
         dropped=frozenset(dropped),
     )
-    return ResponsesRequest(request, echo)
+    return ResponsesRequest(request, echo, tools.names, tuple(tools.dropped))
 
 
 class _History:
@@ -191,6 +264,8 @@ class _History:
         self._turn_has_calls = False
         self._reasoning: list[Part] = []  # reasoning items waiting for the assistant turn they led to
         self._calls: set[str] = set()
+        # ``additional_tools`` items: tools a developer item makes available from there on (Codex's code mode).
+        self.tools: list[Field] = []
 
     def read(self, items: Field) -> None:
         if isinstance(items.value, str):
@@ -212,16 +287,24 @@ class _History:
         if kind == "message":
             self._message(item)
         elif kind == "function_call":
-            call_id = item.get("call_id").string(required=True)
-            name = item.get("name").string(required=True)
             arguments = item.get("arguments").string(required=True)
-            assert call_id is not None and name is not None and arguments is not None
-            self._assistant(ToolCall(call_id, name, arguments), call=True)
-            self._calls.add(call_id)
-        elif kind == "function_call_output":
-            self._output(item)
+            assert arguments is not None
+            self._call(item, _named(item), arguments)
+        elif kind == "custom_tool_call":
+            text = item.get("input").string(required=True)
+            assert text is not None
+            self._call(item, _named(item), json_body.dumps({"input": text}).decode())
+        elif kind == "local_shell_call":
+            self._call(item, _LOCAL_SHELL, _local_shell_arguments(item.get("action")))
+        elif kind in ("function_call_output", "custom_tool_call_output"):
+            self._output(item, item.get("call_id"))
+        elif kind == "local_shell_call_output":
+            self._output(item, item.get("call_id") if item.has("call_id") else item.get("id"))
         elif kind == "reasoning":
             self._reasoning_item(item)
+        elif kind == "additional_tools":
+            item.get("tools").array(required=True)
+            self.tools.append(item.get("tools"))
         elif kind == "item_reference" or (kind is None and item.has("id")):
             raise _invalid(
                 item,
@@ -237,6 +320,12 @@ class _History:
                 "which carry messages, function calls, their outputs and reasoning.",
                 "unsupported_value",
             )
+
+    def _call(self, item: Field, name: str, arguments: str) -> None:
+        call_id = item.get("call_id").string(required=True)
+        assert call_id is not None
+        self._assistant(ToolCall(call_id, name, arguments), call=True)
+        self._calls.add(call_id)
 
     def _append(self, message: Message) -> None:
         self._close_turn()
@@ -280,13 +369,13 @@ class _History:
             # Chat providers without a developer role are many; system is what the model sees either way.
             self._append(Message(role, parts))
 
-    def _output(self, item: Field) -> None:
-        call_id = item.get("call_id").string(required=True)
+    def _output(self, item: Field, answers: Field) -> None:
+        call_id = answers.string(required=True)
         assert call_id is not None
         if call_id not in self._calls:
             raise _invalid(
-                item.get("call_id"),
-                f"No function_call item before {item.where} has the call_id {call_id!r} that this output answers.",
+                answers,
+                f"No call item before {item.where} has the call_id {call_id!r} that this output answers.",
             )
         output = item.get("output")
         if not output.present:
@@ -378,32 +467,125 @@ def _tool_output(output: Field) -> str:
     return "".join(texts)
 
 
-def _tools(tools: Field) -> tuple[tuple[Tool, ...], list[dict[str, Any]]]:
-    """The function tools, and the tools as the ``response`` object repeats them."""
-    out: list[Tool] = []
-    echo: list[dict[str, Any]] = []
-    for tool in tools.entries():
-        kind = tool.kind()
-        if kind is None:
-            raise tool.wording.missing(tool.get("type").where)
-        if kind != "function":
+class _Tools:
+    """The client's tools as chat function tools, what each upstream name stands for, and what was left out."""
+
+    def __init__(self) -> None:
+        self.tools: list[Tool] = []
+        self.echo: list[dict[str, Any]] = []  # the tools as the ``response`` object repeats them
+        self.names: dict[str, ClientTool] = {}
+        self.dropped: list[str] = []
+
+    def read(self, tools: Field) -> None:
+        for tool in tools.entries():
+            kind = tool.kind(required=True)
+            if kind in _HOSTED:
+                if kind not in self.dropped:
+                    self.dropped.append(kind)
+                continue
+            if kind == "namespace":
+                namespace = tool.get("name").string(required=True, non_empty=True)
+                about = tool.get("description").string()
+                for inner in tool.get("tools").entries():
+                    self._tool(inner, namespace, about)
+                self.echo.append(dict(tool.value))
+            elif kind == _LOCAL_SHELL:
+                client = ClientTool(ToolKind.LOCAL_SHELL, _LOCAL_SHELL)
+                self._add(client, tool, _LOCAL_SHELL_DESCRIPTION, _LOCAL_SHELL_PARAMETERS, None)
+            else:
+                self._tool(tool, None, None)
+
+    def _tool(self, tool: Field, namespace: str | None, about: str | None) -> None:
+        kind = tool.kind(required=True)
+        if kind not in ("function", "custom"):
+            where = "inside a namespace" if namespace is not None else f"({tool.where})"
             raise _invalid(
                 tool.get("type"),
-                f"The tool {kind!r} ({tool.where}) is not supported: the gateway translates to chat completions, "
-                "which have function tools only. Built-in tools work on a route whose provider serves the "
+                f"The tool {kind!r} {where} is not supported: the gateway translates to chat completions, which "
+                "have function tools only; it maps function, custom, namespace and local_shell tools to them "
+                "and leaves out hosted tools. Built-in tools work on a route whose provider serves the "
                 "Responses API natively.",
                 "unsupported_value",
             )
         name = tool.get("name").string(required=True, non_empty=True)
         assert name is not None
         description = tool.get("description").string()
-        parameters = tool.get("parameters").object()
-        strict = tool.get("strict").boolean()
-        out.append(Tool(name, description, parameters, strict))
-        echo.append(
-            {"type": "function", "name": name, "description": description, "parameters": parameters, "strict": strict}
-        )
-    return tuple(out), echo
+        if about:
+            description = f"{description}\n\n({namespace}: {about})" if description else f"({namespace}: {about})"
+        if kind == "custom":
+            client = ClientTool(ToolKind.CUSTOM, name, namespace)
+            self._add(client, tool, _custom_description(description, tool.get("format")), _CUSTOM_PARAMETERS, None)
+        else:
+            client = ClientTool(ToolKind.FUNCTION, name, namespace)
+            self._add(client, tool, description, tool.get("parameters").object(), tool.get("strict").boolean())
+
+    def _add(
+        self,
+        client: ClientTool,
+        tool: Field,
+        description: str | None,
+        parameters: Mapping[str, Any] | None,
+        strict: bool | None,
+    ) -> None:
+        upstream = flat_name(client.namespace, client.name)
+        if upstream in self.names or any(known.name == upstream for known in self.tools):
+            raise _invalid(tool, f"Two tools are named {upstream!r} (after flattening namespaces): {tool.where}.")
+        if client.kind is not ToolKind.FUNCTION or client.namespace is not None:
+            self.names[upstream] = client
+        self.tools.append(Tool(upstream, description, parameters, strict))
+        if client.kind is ToolKind.FUNCTION and client.namespace is None:
+            echo = {"type": "function", "name": upstream, "description": description, "parameters": parameters}
+            self.echo.append({**echo, "strict": strict})
+        elif client.namespace is None:
+            self.echo.append(dict(tool.value))
+
+
+_CUSTOM_PARAMETERS: Final = {
+    "type": "object",
+    "properties": {"input": {"type": "string", "description": "The tool's input, as its description says."}},
+    "required": ["input"],
+    "additionalProperties": False,
+}
+
+
+def _custom_description(description: str | None, input_format: Field) -> str:
+    """A freeform tool's description, with the format its input must have (a grammar, when it gives one)."""
+    parts = [description] if description else []
+    if input_format.present and input_format.kind() == "grammar":
+        syntax = input_format.get("syntax").string() or "lark"
+        definition = input_format.get("definition").string() or ""
+        parts.append(f"The `input` argument is raw text (not JSON) in this {syntax} grammar:\n{definition}")
+    else:
+        parts.append("The `input` argument is raw text, not JSON.")
+    return "\n\n".join(parts)
+
+
+def _named(item: Field) -> str:
+    """The upstream name of a call item's tool: its name, under its namespace when it has one."""
+    name = item.get("name").string(required=True)
+    assert name is not None
+    return flat_name(item.get("namespace").string(), name)
+
+
+def _local_shell_arguments(action: Field) -> str:
+    """A ``local_shell_call``'s action as the arguments of the ``local_shell`` function."""
+    action.object(required=True)
+    command = _strings_of(action.get("command"))
+    arguments: dict[str, Any] = {"command": command}
+    if (workdir := action.get("working_directory").string()) is not None:
+        arguments["workdir"] = workdir
+    if (timeout := action.get("timeout_ms").integer()) is not None:
+        arguments["timeout_ms"] = timeout
+    return json_body.dumps(arguments).decode()
+
+
+def _strings_of(field: Field) -> list[str]:
+    values = []
+    for entry in field.array(required=True) or ():
+        value = entry.string(required=True)
+        assert value is not None
+        values.append(value)
+    return values
 
 
 def _tool_choice(choice: Field) -> tuple[ToolChoice | None, str | dict[str, Any]]:
@@ -420,7 +602,7 @@ def _tool_choice(choice: Field) -> tuple[ToolChoice | None, str | dict[str, Any]
     if not isinstance(choice.value, dict):
         raise _wrong_type(choice, "a string or an object")
     kind = choice.kind()
-    if kind != "function":
+    if kind not in ("function", "custom"):
         raise _invalid(
             choice.get("type"),
             f"tool_choice of type {kind!r} is not supported: the gateway translates to chat completions, "
@@ -428,7 +610,8 @@ def _tool_choice(choice: Field) -> tuple[ToolChoice | None, str | dict[str, Any]
             "unsupported_value",
         )
     name = choice.get("name").string(required=True)
-    return ToolChoice("function", name), {"type": "function", "name": name}
+    assert name is not None
+    return ToolChoice("function", flat_name(choice.get("namespace").string(), name)), dict(choice.value)
 
 
 def _stop(stop: Field) -> str | tuple[str, ...] | None:
