@@ -1,7 +1,7 @@
 """The gateway against the field: the figures gateways publish, for each target on the same scripted upstream.
 
 Run by hand: ``python bench/bench_field.py [--smoke]`` (``bash bench/peers.sh`` first, for the
-peers). One run starts the scripted upstream (``upstream.py``), the bare pass-through, the gateway on
+peers). One run starts the scripted upstream (``upstream.py``), the raw and bare pass-throughs, the gateway on
 uvicorn (``gateway serve``) and on granian, Portkey's gateway and LiteLLM's proxy (each peer skipped
 with a note when it is not installed), checks every target's answers, then measures, per target:
 
@@ -48,6 +48,7 @@ from common import (
     start_granian,
     start_litellm,
     start_portkey,
+    start_raw,
     start_upstream,
 )
 from load import Exchange, closed_loop, hold_open, timed_payloads
@@ -83,7 +84,7 @@ SMOKE = {
     "hold_timeout": 15.0,
 }
 """Defaults of the options left unset: the full run's, or, with ``--smoke``, seconds and small counts."""
-TARGETS = ("direct", "bare", "gateway", "gateway plain", "granian", "granian plain", "portkey", "litellm")
+TARGETS = ("direct", "raw", "bare", "gateway", "gateway plain", "granian", "granian plain", "portkey", "litellm")
 """Every target, in the order of the report; ``direct`` is the reference every "added" figure is over."""
 FIGURES = (1, 2, 3, 4, 5)
 
@@ -186,6 +187,7 @@ def servers(options: argparse.Namespace, log_dir: Path) -> Iterator[dict[str, Se
         stack.callback(upstream.stop)
         started["direct"] = upstream
         starters: dict[str, Callable[[], ServerProcess | str]] = {
+            "raw": lambda: start_raw(log_dir, upstream.port),
             "bare": lambda: start_bare(log_dir, upstream.port),
             "gateway": lambda: start_gateway(log_dir, upstream.port, 1, options.gateway_log_level),
             "granian": lambda: start_granian(log_dir, upstream.port, 1, options.gateway_log_level),
@@ -204,7 +206,7 @@ def servers(options: argparse.Namespace, log_dir: Path) -> Iterator[dict[str, Se
                 try:
                     server.wait_ready(health.get(name, "/healthz"), timeout=120.0)
                 except RuntimeError as exc:
-                    if name in ("direct", "bare", "gateway"):
+                    if name in ("direct", "raw", "bare", "gateway"):
                         raise
                     started[name] = f"failed to start, skipped: {str(exc).splitlines()[0]}"
         yield started
@@ -220,6 +222,7 @@ def make_targets(options: argparse.Namespace, running: dict[str, ServerProcess |
     }
     kinds = {
         "direct": ("agent", "relayed", {}),
+        "raw": ("agent", "relayed", {}),
         "bare": ("agent", "relayed", {}),
         "gateway": ("agent", "rewritten", {}),
         "gateway plain": ("plain", "relayed", {}),
