@@ -100,6 +100,12 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
         "--targets", default=",".join(TARGETS), help=f"comma-separated, from {', '.join(TARGETS)} (default all)"
     )
     parser.add_argument("--figures", default="1,2,3,4,5", help="which figures to measure (default 1,2,3,4,5)")
+    parser.add_argument(
+        "--compare-with",
+        type=Path,
+        metavar="CHECKOUT",
+        help="also run the gateway of another checkout (an earlier commit, say) as 'before' and 'before plain'",
+    )
     parser.add_argument("--fragments", type=int, default=50, help="argument fragments per answer (default 50)")
     parser.add_argument("--warmup", type=float, help="seconds before each window (full 1)")
     parser.add_argument("--request-seconds", type=float, help="1: seconds of sequential requests per target (full 5)")
@@ -151,7 +157,9 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
         if getattr(options, name) is None:
             setattr(options, name, value)
     options.targets = [name.strip() for name in options.targets.split(",") if name.strip()]
-    unknown = set(options.targets) - set(TARGETS)
+    if options.compare_with is not None:
+        options.targets += [name for name in ("before", "before plain") if name not in options.targets]
+    unknown = set(options.targets) - set(TARGETS) - {"before", "before plain"}
     if unknown:
         parser.error(f"unknown targets: {', '.join(sorted(unknown))}")
     if "direct" not in options.targets:
@@ -190,6 +198,9 @@ def servers(options: argparse.Namespace, log_dir: Path) -> Iterator[dict[str, Se
             "raw": lambda: start_raw(log_dir, upstream.port),
             "bare": lambda: start_bare(log_dir, upstream.port),
             "gateway": lambda: start_gateway(log_dir, upstream.port, 1, options.gateway_log_level),
+            "before": lambda: start_gateway(
+                log_dir, upstream.port, 1, options.gateway_log_level, options.compare_with.resolve()
+            ),
             "granian": lambda: start_granian(log_dir, upstream.port, 1, options.gateway_log_level),
             "portkey": lambda: start_portkey(log_dir),
             "litellm": lambda: start_litellm(log_dir, upstream.port, models(options)),
@@ -226,6 +237,8 @@ def make_targets(options: argparse.Namespace, running: dict[str, ServerProcess |
         "bare": ("agent", "relayed", {}),
         "gateway": ("agent", "rewritten", {}),
         "gateway plain": ("plain", "relayed", {}),
+        "before": ("agent", "rewritten", {}),
+        "before plain": ("plain", "relayed", {}),
         "granian": ("agent", "rewritten", {}),
         "granian plain": ("plain", "relayed", {}),
         "portkey": ("agent", "relayed", portkey),
