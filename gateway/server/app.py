@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -16,7 +17,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, Generic
+from typing import Any, Generic, cast
 
 import httpx
 import orjson
@@ -34,7 +35,17 @@ from gateway.core.agent import prepare
 from gateway.core.errors import ErrorKind, GatewayError
 from gateway.core.options import RewriteOptions
 from gateway.core.usage import estimate_prompt
-from gateway.dialects import COUNT_TOKENS, FRONT_DOORS, CountTokens, Dialect, FrontDoor, Parsed, dialect_of
+from gateway.dialects import (
+    COUNT_TOKENS,
+    FRONT_DOORS,
+    STORED,
+    CountTokens,
+    Dialect,
+    FrontDoor,
+    Lookup,
+    Parsed,
+    dialect_of,
+)
 from gateway.server.access import AccessLog, record_of
 from gateway.server.forwarder import Forwarded, Outbound
 from gateway.server.limits import Ticket
@@ -51,7 +62,9 @@ from gateway.server.pipeline import (
     service_of,
 )
 from gateway.server.protocol import CLIENT_LIMITS, ClientLimits
+from gateway.server.retrieval import retrieval_handlers
 from gateway.server.service import Service
+from gateway.server.stored import owner_of
 from gateway.server.streaming import EventStreamResponse, until_disconnected
 
 __all__ = ["app_from_env", "create_app"]
@@ -63,12 +76,14 @@ _EVERY_METHOD = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 @dataclass(frozen=True, slots=True)
 class _Asked(Generic[Parsed]):
-    """A front door's target: its parsed request, or, for a provider that serves the door's API, what to forward."""
+    """A front door's target: its parsed request, or, for a provider that serves the door's API, what to forward,
+    or (a door whose answers are stored) what its request refers to, for the store to resolve once admitted."""
 
     route: ModelRoute
     model: str | None
     parsed: Parsed | None = None
     native: Outbound | None = None
+    lookup: Lookup | None = None
 
 
 def front_door(door: FrontDoor[Parsed]) -> Handler:
@@ -79,6 +94,9 @@ def front_door(door: FrontDoor[Parsed]) -> Handler:
         if door.native is not None and (route := _native_route(service, body)) is not None:
             outbound = await service.forwarder.prepare_native(route, body)
             return _Asked(route, outbound.model, native=outbound)
+        if door.stored:
+            found = await off_loop(len(body), STORED.lookup, body)
+            return _Asked(service.router.route(found.model), found.model, lookup=found)
         parsed = await off_loop(len(body), dialect.parse_request, body)
         return _Asked(service.router.route(parsed.model), parsed.model, parsed=parsed)
 
@@ -90,8 +108,18 @@ def front_door(door: FrontDoor[Parsed]) -> Handler:
             assert door.native is not None
             sending = service.forwarder.send(target.native, "POST", door.native, "", request.headers.items(), record)
             return _forwarded(await admitted(sending, ticket), ticket, {"x-gateway-route": target.route.name})
-        assert target.parsed is not None
-        answering = service.completions.answer(dialect, target.parsed, asked.size, target.route, record, ticket)
+        parsed, stored = target.parsed, service.stored
+        continued = stream_end = None
+        owner = owner_of(ticket.client)
+        if target.lookup is not None:
+            # The stored conversation and items it refers to, fetched now that the key is admitted.
+            continued = await admitted(stored.continued(owner, target.lookup, asked.size), ticket)
+            parsed = cast(Parsed, continued.request)  # the stored door is the Responses door
+            stream_end = functools.partial(stored.keep_stream, owner, continued)
+        assert parsed is not None
+        answering = service.completions.answer(
+            dialect, parsed, asked.size, target.route, record, ticket, stream_end=stream_end
+        )
         gone, answer = await admitted(until_disconnected(request.receive, answering), ticket)
         if gone or answer is None:
             await ticket.settle()
@@ -109,9 +137,24 @@ def front_door(door: FrontDoor[Parsed]) -> Handler:
                 background=BackgroundTask(relay.close),
             )
         await ticket.settle()  # a whole answer was charged as it was read: this only makes sure
+        if continued is not None:
+            await stored.keep_body(owner, continued, answer.body)
         return Response(answer.body, headers=headers, media_type="application/json")
 
     return in_dialect(only_post(answer), dialect)
+
+
+def _retrieval_routes() -> list[Route]:
+    """Where stored answers are read back (``GET``, ``DELETE`` ``{door}/{id}``, ``GET {door}/{id}/input_items``);
+    another method there is forwarded, as before (a provider's own ``POST /v1/responses/{id}/cancel``)."""
+    routes = []
+    for door in FRONT_DOORS:
+        if door.stored:
+            response, input_items = retrieval_handlers(forward)
+            path = door.path + "/{response_id}"
+            routes.append(Route(path, in_dialect(response, door.dialect), methods=["GET", "DELETE"]))
+            routes.append(Route(path + "/input_items", in_dialect(input_items, door.dialect), methods=["GET"]))
+    return routes
 
 
 def _native_route(service: Service, body: bytes) -> ModelRoute | None:
@@ -317,6 +360,7 @@ def create_app(config: Config, transports: Mapping[str, httpx.AsyncBaseTransport
             Route("/", root, methods=["GET"]),
             *(Route(door.path, front_door(door), methods=_EVERY_METHOD) for door in FRONT_DOORS),
             Route(COUNT_TOKENS.path, count_tokens(COUNT_TOKENS), methods=_EVERY_METHOD),
+            *_retrieval_routes(),
             Route("/v1/models", in_dialect(list_models), methods=["GET"]),
             Route("/v1/{path:path}", in_dialect(forward), methods=_EVERY_METHOD),
             Route("/metrics", metrics, methods=["GET"]),

@@ -4,13 +4,15 @@ Input items become messages as the chat answers they came from were: an
 assistant message item and the function calls after it are one assistant
 turn; reasoning items go with the assistant turn that follows them; a
 function call's output is a tool result answering an earlier call. The gateway
-keeps no state, so what needs a stored response, conversation or prompt is
-refused, and so are the built-in tools only OpenAI's servers can run.
+resolves ``previous_response_id`` and ``item_reference`` items before
+translation (``stored``): a request reaches this parser with the stored
+conversation first (``conversation``). Stored conversations and prompts are refused,
+and so are the built-in tools only OpenAI's servers can run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -32,7 +34,7 @@ from gateway.core.request import (
 )
 from gateway.dialects.openai_errors import WORDING
 
-__all__ = ["ResponsesRequest", "parse_request"]
+__all__ = ["ResponsesRequest", "parse_payload", "parse_request"]
 
 # Fields that need state the gateway does not keep: refused whenever they are set.
 _STATEFUL: Final = {
@@ -74,6 +76,8 @@ class ResponsesRequest:
 
     request: Request
     echo: Mapping[str, Any]
+    # Seals the text of a reasoning item as its ``encrypted_content``, when the client asked for it (``include``).
+    seal: Callable[[str], str] | None = None
 
     @property
     def model(self) -> str:
@@ -94,12 +98,17 @@ def _wrong_type(field: Field, expected: str) -> GatewayError:
 
 def parse_request(body: bytes) -> ResponsesRequest:
     """A Responses request body, validated and read; a 400 whose ``param`` names the field otherwise."""
-    payload = json_body.loads(body)
+    return parse_payload(json_body.loads(body))
+
+
+def parse_payload(payload: Any, conversation: Sequence[Any] | None = None) -> ResponsesRequest:
+    """A decoded Responses request, validated and read. ``conversation`` is the stored conversation its
+    ``previous_response_id`` named, as input items (None: the request may not name one)."""
     if not isinstance(payload, dict):
         raise GatewayError(ErrorKind.INVALID_REQUEST, "The request body must be a JSON object.")
     root = Field(payload, WORDING)
     for key, needs in _STATEFUL.items():
-        if root.has(key):
+        if root.has(key) and not (key == "previous_response_id" and conversation is not None):
             raise _invalid(
                 root.get(key),
                 f"'{key}' is not supported: it refers to {needs}, and the gateway keeps no state. "
@@ -121,6 +130,8 @@ def parse_request(body: bytes) -> ResponsesRequest:
     history = _History()
     if instructions:
         history.messages.append(Message(Role.SYSTEM, (Text(instructions),)))
+    if conversation:
+        history.extend(Field(list(conversation), WORDING, ("previous_response_id",)))
     history.read(root.get("input"))
     tools, echo_tools = _tools(root.get("tools"))
     tool_choice, echo_choice = _tool_choice(root.get("tool_choice"))
@@ -192,6 +203,11 @@ class _History:
         self._reasoning: list[Part] = []  # reasoning items waiting for the assistant turn they led to
         self._calls: set[str] = set()
 
+    def extend(self, items: Field) -> None:
+        """Items that come before the input (a stored conversation), read as if they began it."""
+        for item in items.entries():
+            self._item(item)
+
     def read(self, items: Field) -> None:
         if isinstance(items.value, str):
             self._append(Message(Role.USER, (Text(items.value),)))
@@ -225,7 +241,7 @@ class _History:
         elif kind == "item_reference" or (kind is None and item.has("id")):
             raise _invalid(
                 item,
-                f"{item.where} refers to a stored item, and the gateway keeps no state: send the item itself.",
+                f"{item.where} refers to a stored item, which only a request to the gateway can resolve.",
                 "unsupported_parameter",
             )
         elif kind is None:
