@@ -241,7 +241,7 @@ class _History:
         elif kind == "item_reference" or (kind is None and item.has("id")):
             raise _invalid(
                 item,
-                f"{item.where} refers to a stored item, which only a request to the gateway can resolve.",
+                f"{item.where} refers to a stored item, and the gateway keeps no state: send the item itself.",
                 "unsupported_parameter",
             )
         elif kind is None:
