@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import orjson
@@ -20,17 +20,35 @@ from gateway.config import Config
 from gateway.core.errors import ErrorKind, GatewayError
 from gateway.dialects import STORED, Continued, Lookup, Record, StreamEncoder
 from gateway.keys import ClientKey
-from gateway.sealing import Sealer
+from gateway.sealing import SECRET_VARIABLE, Sealer, secrets_of
 from gateway.server.offload import off_loop
 from gateway.state import StateStore, StateUnavailable
 from gateway.state.stored import Entry, Fetched, Retention
 
-__all__ = ["ANONYMOUS", "StoredResponses", "fetch", "forget", "owner_of"]
+__all__ = ["ANONYMOUS", "StoredResponses", "fetch", "forget", "owner_of", "startup_warnings"]
 
 log = logging.getLogger("gateway.responses")
 
 # The owner of what is stored when the config names no keys: every client, as every client may call.
 ANONYMOUS: Final = "anonymous"
+
+
+def startup_warnings(config: Config, workers: int, env: Mapping[str, str]) -> list[str]:
+    """What an operator must hear at start-up about where stored responses and sealed reasoning hold."""
+    warnings = []
+    shared = config.server.state != "memory"
+    if workers > 1 and not shared:
+        warnings.append(
+            f"server.state is memory: each of the {workers} workers keeps its own stored responses, so"
+            " previous_response_id and item references work only on the worker that stored them"
+            " (set server.state to a redis:// URL to share them)"
+        )
+    if (workers > 1 or shared) and not secrets_of(config.server, env):
+        warnings.append(
+            f"no server.secret and no {SECRET_VARIABLE}: each process seals reasoning (encrypted_content) with a"
+            " key of its own, which no other process, and no restart, opens"
+        )
+    return warnings
 
 
 def owner_of(client: ClientKey | None) -> str:
