@@ -17,6 +17,7 @@ from gateway import __version__
 from gateway.config import Config, ConfigError, default_config, describe, load_config
 from gateway.keys import startup_warnings
 from gateway.server.listen import ListenError, bind, local_url, probe, serve, url
+from gateway.server.stored import startup_warnings as stored_warnings
 
 __all__ = ["main"]
 
@@ -207,7 +208,7 @@ def announce(config: Config, path: str | None, base_url: str, workers: int) -> N
     plural = "s" if workers != 1 else ""
     message = f"agent-gateway {__version__} serving on {base_url} ({workers} worker{plural}); stop with Ctrl+C"
     logger.info(message, extra={"fields": {"url": base_url, "workers": workers, "serving": source, "routes": routes}})
-    for warning in startup_warnings(config, workers):
+    for warning in [*startup_warnings(config, workers), *stored_warnings(config, workers, os.environ)]:
         logger.warning(warning)
 
 

@@ -8,6 +8,7 @@ matched, nor where in the list the right one is.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -27,6 +28,14 @@ class ClientKey:
     name: str
     models: tuple[str, ...] = ("*",)
     limits: Limits = field(default_factory=Limits)
+    # The key's SHA-256: what its stored state is filed under, whatever its name or place in the config.
+    digest: bytes = field(default=b"", repr=False, compare=False)
+
+    @property
+    def owner(self) -> str:
+        """Who the key's stored responses belong to: not its name (``api_keys[0]`` moves when the list is
+        reordered) but a digest of the key itself, so no other key, now or after a config change, reads them."""
+        return hashlib.sha256(b"agent-gateway stored state\0" + self.digest).hexdigest()[:32]
 
     def may_use(self, route_name: str) -> bool:
         """Whether a route is among this key's globs (matched against the route's name, as configured)."""
@@ -34,7 +43,7 @@ class ClientKey:
 
     @classmethod
     def of(cls, key: KeyConfig) -> ClientKey:
-        return cls(key.name, key.models, Limits(key.rpm, key.tpm, key.max_concurrency, key.budget))
+        return cls(key.name, key.models, Limits(key.rpm, key.tpm, key.max_concurrency, key.budget), key.digest)
 
 
 class KeyRegistry:
@@ -45,7 +54,10 @@ class KeyRegistry:
 
     @classmethod
     def from_config(cls, config: Config) -> KeyRegistry:
-        unnamed = ((key_digest(key), ClientKey(f"api_keys[{i}]")) for i, key in enumerate(config.server.api_keys))
+        unnamed = (
+            (digest, ClientKey(f"api_keys[{i}]", digest=digest))
+            for i, digest in enumerate(map(key_digest, config.server.api_keys))
+        )
         named = ((key.digest, ClientKey.of(key)) for key in config.keys)
         return cls([*unnamed, *named])
 

@@ -12,6 +12,7 @@ import pytest
 from gateway.config import Config
 from gateway.keys import ClientKey, KeyRegistry, startup_warnings
 from gateway.server.app import create_app
+from gateway.server.stored import startup_warnings as stored_warnings
 from gateway.state import Budget, Limits, Period
 
 
@@ -143,3 +144,14 @@ def test_start_up_warns_of_limits_kept_per_worker() -> None:
         "no server.api_keys configured: any client that can reach this port may use it"
     ]
     assert startup_warnings(config(server={"api_keys": ["k"]}), 4) == []
+
+
+def test_start_up_warns_of_stored_responses_and_sealing_kept_per_process() -> None:
+    assert stored_warnings(config(), 1, {}) == []
+    per_worker, unsealed = stored_warnings(config(), 4, {})
+    assert per_worker.startswith("server.state is memory: each of the 4 workers keeps its own stored responses")
+    assert unsealed.startswith("no server.secret and no GATEWAY_SECRET")
+    shared = config(server={"state": "redis://cache:6379/0"})
+    assert [w[:20] for w in stored_warnings(shared, 1, {})] == ["no server.secret and"]
+    assert stored_warnings(shared, 4, {"GATEWAY_SECRET": "a-secret-of-the-deployment"}) == []
+    assert stored_warnings(config(server={"state": "redis://cache:6379/0", "secret": "s" * 32}), 4, {}) == []

@@ -19,6 +19,7 @@ def describe(config: Config) -> str:
     lines = [
         f"server: {server.host}:{server.port}, auth {auth}, max body {server.max_body_bytes} bytes",
         f"state: {state}, on failure {server.state_failure}, timeout {server.state_timeout * 1000:g} ms",
+        _stored_summary(config),
     ]
     if config.keys:
         lines.append("keys:")
@@ -52,6 +53,19 @@ def describe(config: Config) -> str:
         extras = f", fallbacks {', '.join(route.fallbacks)}" if route.fallbacks else ""
         lines.append(f"  {route.name} -> {', '.join(route.providers)} / {upstream}: {behaviour}{extras}")
     return "\n".join(lines)
+
+
+def _stored_summary(config: Config) -> str:
+    responses, server = config.responses, config.server
+    if server.secret is not None:
+        secret = f"server.secret {mask(server.secret.get_secret_value())}"
+    else:
+        secret = "the environment's secret if set, else a key of each process's own"
+    older = f" (+{len(server.previous_secrets)} older)" if server.previous_secrets else ""
+    return (
+        f"stored responses: {responses.store_ttl:g}s, at most {responses.max_stored_bytes} bytes each and"
+        f" {responses.max_bytes_per_key} per key; sealed with {secret}{older}"
+    )
 
 
 def _key_summary(key: KeyConfig) -> str:

@@ -39,6 +39,7 @@ __all__ = [
     "KeyConfig",
     "ModelRoute",
     "ProviderConfig",
+    "ResponsesConfig",
     "RewriteConfig",
     "ServerConfig",
     "TimeoutOverrides",
@@ -105,6 +106,24 @@ class ServerConfig(_Strict):
     # A key's concurrency slot is a lease, renewed while its request runs: one left by a worker that died
     # comes back this many seconds after its last renewal.
     slot_lease: float = Field(default=30, ge=1)
+    # What seals the reasoning handed to stateless Responses clients (encrypted_content), shared by every
+    # replica; GATEWAY_SECRET in the environment when unset. `previous_secrets` still open, never seal.
+    secret: SecretStr | None = None
+    previous_secrets: tuple[SecretStr, ...] = ()
+
+    @field_validator("secret", mode="before")
+    @classmethod
+    def _empty_secret_is_none(cls, value: Any) -> Any:
+        # `${GATEWAY_SECRET:-}` unset means "no secret here", not an empty one.
+        return None if value == "" else value
+
+    @field_validator("secret", "previous_secrets")
+    @classmethod
+    def _long_secret(cls, value: Any) -> Any:
+        for secret in value if isinstance(value, tuple) else (value,):
+            if secret is not None and len(secret.get_secret_value()) < MIN_SECRET_CHARS:
+                raise ValueError(f"expected at least {MIN_SECRET_CHARS} characters (such as `openssl rand -hex 32`)")
+        return value
 
     @field_validator("state")
     @classmethod
@@ -134,6 +153,44 @@ class ServerConfig(_Strict):
 
 
 _KEY_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+_DURATION: Final = re.compile(r"(?:(\d+(?:\.\d+)?)([smhdw]))+")
+_DURATION_PART: Final = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_UNIT_SECONDS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+# The least a sealing secret may hold: a short one could be guessed offline from any sealed blob.
+MIN_SECRET_CHARS: Final = 16
+
+
+def seconds_of(value: Any) -> Any:
+    """A duration as seconds: a number already is; ``30d``, ``12h``, ``1h30m``, ``45s`` are read."""
+    if isinstance(value, str) and _DURATION.fullmatch(value.strip()):
+        return sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION_PART.findall(value.strip()))
+    return value
+
+
+class ResponsesConfig(_Strict):
+    """Stored responses of the Responses door: how long they are kept and how much one may take."""
+
+    # Seconds, or a duration such as 30d, 12h, 90m; also the lifetime of sealed reasoning (encrypted_content).
+    store_ttl: float = Field(default=30 * 86400, ge=1)
+    # A response whose stored record (input and output items) is larger is answered but not stored.
+    max_stored_bytes: int = Field(default=1024 * 1024, gt=0)
+    # What one client key may hold in all; storing more forgets that key's responses closest to expiry first.
+    max_bytes_per_key: int = Field(default=64 * 1024 * 1024, gt=0)
+
+    @field_validator("store_ttl", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        if isinstance(value, str) and seconds_of(value) is value:
+            raise ValueError("expected seconds, or a duration such as 30d, 12h, 90m or 45s")
+        return seconds_of(value)
+
+    @model_validator(mode="after")
+    def _one_fits(self) -> ResponsesConfig:
+        if self.max_stored_bytes > self.max_bytes_per_key:
+            raise ValueError("max_stored_bytes must not exceed max_bytes_per_key")
+        return self
 
 
 class KeyConfig(_Strict):
@@ -386,6 +443,7 @@ class Config(_Strict):
     providers: dict[NonEmptyStr, ProviderConfig] = Field(min_length=1)
     models: tuple[ModelRoute, ...] = Field(min_length=1)
     keys: tuple[KeyConfig, ...] = ()
+    responses: ResponsesConfig = ResponsesConfig()
     # Each route's rewrite options, built once from the route and the server's limits.
     _options: dict[str, RewriteOptions] = PrivateAttr(default_factory=dict)
 

@@ -6,8 +6,8 @@ a chat-completions request for the route, encodes the neutral events of the
 answer as a stream or as one body, and shapes errors the way its clients
 expect. Every dialect is pure and synchronous; the server shell does the I/O
 around it, and knows the dialects only through this registry (``FRONT_DOORS``,
-``COUNT_TOKENS``, ``dialect_of``): no server module imports a dialect, no
-dialect imports another.
+``COUNT_TOKENS``, ``STORED``, ``dialect_of``): no server module imports a
+dialect, no dialect imports another.
 """
 
 from __future__ import annotations
@@ -20,16 +20,22 @@ from gateway.core.errors import GatewayError
 from gateway.core.events import Event
 from gateway.core.options import Reasoning
 from gateway.dialects import anthropic, chat, responses
+from gateway.dialects.responses import stored as _stored
+from gateway.dialects.responses.stored import Continued, Lookup, Record
 
 __all__ = [
     "COUNT_TOKENS",
     "FRONT_DOORS",
+    "STORED",
     "ClientRequest",
+    "Continued",
     "CountTokens",
     "Dialect",
     "ErrorShape",
     "FrontDoor",
+    "Lookup",
     "Parsed",
+    "Record",
     "StreamEncoder",
     "dialect_of",
 ]
@@ -100,12 +106,14 @@ class FrontDoor(Generic[Parsed]):
     ``x_api_key``: its clients may send the key as ``x-api-key`` (Anthropic's SDKs do).
     ``native``: the upstream path of the same API, for plain routes whose providers serve it
     themselves (``providers.*.responses: native``): there the request is forwarded unchanged.
+    ``stored``: its answers are stored and may be continued (``STORED``), and ``{path}/{id}`` retrieves them.
     """
 
     path: str
     dialect: Dialect[Parsed]
     x_api_key: bool = False
     native: str | None = None
+    stored: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,10 +128,12 @@ class CountTokens(Generic[Parsed]):
 # Each door types its own requests; the shell iterates over doors of every request type.
 FRONT_DOORS: Final[tuple[FrontDoor[Any], ...]] = (
     FrontDoor("/v1/chat/completions", chat),
-    FrontDoor("/v1/responses", responses, native="/responses"),
+    FrontDoor("/v1/responses", responses, native="/responses", stored=True),
     FrontDoor("/v1/messages", anthropic, x_api_key=True),
 )
 COUNT_TOKENS: Final = CountTokens("/v1/messages/count_tokens", anthropic, anthropic.parse_count_tokens_request)
+# The pure half of the stored door's state: reading what a request refers to, resolving it, the stored records.
+STORED: Final = _stored
 
 
 def dialect_of(path: str) -> ErrorShape:

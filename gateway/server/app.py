@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -16,7 +17,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, Generic
+from typing import Any, Generic, cast
 
 import httpx
 import orjson
@@ -34,7 +35,17 @@ from gateway.core.agent import prepare
 from gateway.core.errors import ErrorKind, GatewayError
 from gateway.core.options import RewriteOptions
 from gateway.core.usage import estimate_prompt
-from gateway.dialects import COUNT_TOKENS, FRONT_DOORS, CountTokens, Dialect, FrontDoor, Parsed, dialect_of
+from gateway.dialects import (
+    COUNT_TOKENS,
+    FRONT_DOORS,
+    STORED,
+    CountTokens,
+    Dialect,
+    FrontDoor,
+    Lookup,
+    Parsed,
+    dialect_of,
+)
 from gateway.server.exchange import Endpoint, Handler, Incoming, Reply, error_reply, internal_error, json_reply
 from gateway.server.forwarder import Forwarded, Outbound
 from gateway.server.hotpath import HotPath
@@ -43,7 +54,9 @@ from gateway.server.metrics import multiprocess_mode
 from gateway.server.offload import off_loop
 from gateway.server.pipeline import admit, admitted, client_of, only_post
 from gateway.server.protocol import CLIENT_LIMITS, ClientLimits
+from gateway.server.retrieval import retrieval_handlers
 from gateway.server.service import Service
+from gateway.server.stored import owner_of
 from gateway.server.streaming import until_disconnected
 
 __all__ = ["app_from_env", "create_app"]
@@ -58,12 +71,14 @@ _SSE_HEADERS = {
 
 @dataclass(frozen=True, slots=True)
 class _Asked(Generic[Parsed]):
-    """A front door's target: its parsed request, or, for a provider that serves the door's API, what to forward."""
+    """A front door's target: its parsed request, or, for a provider that serves the door's API, what to forward,
+    or (a door whose answers are stored) what its request refers to, for the store to resolve once admitted."""
 
     route: ModelRoute
     model: str | None
     parsed: Parsed | None = None
     native: Outbound | None = None
+    lookup: Lookup | None = None
 
 
 def front_door(door: FrontDoor[Parsed]) -> Handler:
@@ -74,6 +89,9 @@ def front_door(door: FrontDoor[Parsed]) -> Handler:
         if door.native is not None and (route := _native_route(service, body)) is not None:
             outbound = await service.forwarder.prepare_native(route, body)
             return _Asked(route, outbound.model, native=outbound)
+        if door.stored:
+            found = await off_loop(len(body), STORED.lookup, body)
+            return _Asked(service.router.route(found.model), found.model, lookup=found)
         parsed = await off_loop(len(body), dialect.parse_request, body)
         return _Asked(service.router.route(parsed.model), parsed.model, parsed=parsed)
 
@@ -85,8 +103,18 @@ def front_door(door: FrontDoor[Parsed]) -> Handler:
             assert door.native is not None
             sending = service.forwarder.send(target.native, "POST", door.native, "", incoming.header_items(), record)
             return _forwarded(await admitted(sending, ticket), ticket, {"x-gateway-route": target.route.name})
-        assert target.parsed is not None
-        answering = service.completions.answer(dialect, target.parsed, asked.size, target.route, record, ticket)
+        parsed, stored = target.parsed, service.stored
+        continued = stream_end = None
+        owner = owner_of(ticket.client)
+        if target.lookup is not None:
+            # The stored conversation and items it refers to, fetched now that the key is admitted.
+            continued = await admitted(stored.continued(owner, target.lookup, asked.size), ticket)
+            parsed = cast(Parsed, continued.request)  # the stored door is the Responses door
+            stream_end = functools.partial(stored.keep_stream, owner, continued)
+        assert parsed is not None
+        answering = service.completions.answer(
+            dialect, parsed, asked.size, target.route, record, ticket, stream_end=stream_end
+        )
         gone, answer = await admitted(until_disconnected(incoming.receive, answering), ticket)
         if gone or answer is None:
             await ticket.settle()
@@ -98,9 +126,24 @@ def front_door(door: FrontDoor[Parsed]) -> Handler:
             # Its close also covers a reply cancelled before its body was ever read.
             return Reply(200, {**headers, **_SSE_HEADERS}, stream=answer.relay.body(), done=answer.relay.close)
         await ticket.settle()  # a whole answer was charged as it was read: this only makes sure
+        if continued is not None:
+            await stored.keep_body(owner, continued, answer.body)
         return json_reply(answer.body, headers)
 
     return only_post(answer)
+
+
+def _retrieval_routes(service: Service) -> list[Route]:
+    """Where stored answers are read back (``GET``, ``DELETE`` ``{door}/{id}``, ``GET {door}/{id}/input_items``);
+    another method there is forwarded, as before (a provider's own ``POST /v1/responses/{id}/cancel``)."""
+    routes = []
+    for door in FRONT_DOORS:
+        if door.stored:
+            response, input_items = retrieval_handlers(forward)
+            path = door.path + "/{response_id}"
+            routes.append(Route(path, Endpoint(service, response, door.dialect), methods=["GET", "DELETE"]))
+            routes.append(Route(path + "/input_items", Endpoint(service, input_items, door.dialect), methods=["GET"]))
+    return routes
 
 
 def _native_route(service: Service, body: bytes) -> ModelRoute | None:
@@ -310,6 +353,7 @@ def create_app(
         routes=[
             Route("/", root, methods=["GET"]),
             *(Route(path, endpoint) for path, endpoint in doors.items()),
+            *_retrieval_routes(service),
             Route("/v1/models", Endpoint(service, list_models), methods=["GET"]),
             Route("/v1/{path:path}", Endpoint(service, forward), methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
             Route("/metrics", metrics, methods=["GET"]),

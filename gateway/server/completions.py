@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import orjson
@@ -30,7 +31,7 @@ from gateway.core.options import Reasoning, RewriteOptions
 from gateway.core.rewriter import InvalidChunk, replay_completion
 from gateway.core.translator import StreamTranslator
 from gateway.core.usage import estimate_prompt, estimate_size, usage_of
-from gateway.dialects import Dialect, Parsed
+from gateway.dialects import Dialect, Parsed, StreamEncoder
 from gateway.server.limits import Ticket
 from gateway.server.metrics import Metrics, RequestRecord
 from gateway.server.offload import off_loop
@@ -38,7 +39,10 @@ from gateway.server.relay import Relay
 from gateway.server.retries import RetryPolicy
 from gateway.upstream.provider import FAILURES, Provider, UpstreamResponse, client_headers, failure
 
-__all__ = ["Answer", "Completions"]
+__all__ = ["Answer", "Completions", "StreamEnd"]
+
+# Told of a streamed answer's end (its encoder, having encoded the last event), before the last bytes go out.
+StreamEnd = Callable[[StreamEncoder], Awaitable[None]]
 
 logger = logging.getLogger("gateway.requests")
 
@@ -70,16 +74,18 @@ class Completions:
         route: ModelRoute,
         record: RequestRecord,
         ticket: Ticket,
+        stream_end: StreamEnd | None = None,
     ) -> Answer:
         """The answer through ``route``, then its fallbacks; ``record.route`` says which one served. ``size`` is
         the request body's, which decides whether building an upstream request takes a worker thread.
 
-        A whole answer settles ``ticket`` before it is returned, a stream as it ends; a failure leaves it to the caller.
+        A whole answer settles ``ticket`` before it is returned, a stream as it ends (and then tells ``stream_end``);
+        a failure leaves it to the caller.
         """
         record.stream = request.stream
 
         async def attempt(current: ModelRoute, provider: Provider) -> Answer:
-            return await self._attempt(dialect, request, size, current, provider, record, ticket)
+            return await self._attempt(dialect, request, size, current, provider, record, ticket, stream_end)
 
         return await self._policy.run(route, attempt, record)
 
@@ -96,6 +102,7 @@ class Completions:
         provider: Provider,
         record: RequestRecord,
         ticket: Ticket,
+        stream_end: StreamEnd | None,
     ) -> Answer:
         record.upstream_model = route.upstream_model(request.model)
         dropped_tools = self._hosted_tools(request.dropped_tools, route)
@@ -133,6 +140,12 @@ class Completions:
             events = await self._complete(answer, provider, options, deadline, record, ticket)
             return Answer(headers, body=dialect.build(request, events, created=created))
         encoder = dialect.encoder(request, created=created)
+
+        async def ended(relay: Relay) -> None:
+            await ticket.settle(relay.usage, completion_estimate=relay.chunks)
+            if stream_end is not None:
+                await stream_end(encoder)
+
         relay = Relay(
             answer,
             StreamTranslator(options, provider.name, record.rewrite, raw_chunks=encoder.raw_chunks),
@@ -141,7 +154,7 @@ class Completions:
             deadline=deadline,
             record=record,
             on_close=self._stream_closed,
-            on_end=lambda ended: ticket.settle(ended.usage, completion_estimate=ended.chunks),
+            on_end=ended,
         )
         await relay.start()
         self.streams.add(relay)

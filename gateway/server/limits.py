@@ -63,6 +63,11 @@ class Ticket:
         return self._stage
 
     @property
+    def client(self) -> ClientKey | None:
+        """The key the request was admitted for (None when the config names no keys)."""
+        return self._key
+
+    @property
     def charges_tokens(self) -> bool:
         """Whether this key's tokens are counted against a limit (``tpm`` or a budget)."""
         limits = self._key.limits if self._key is not None else None

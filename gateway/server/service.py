@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Mapping
 
 import httpx
 
 from gateway.config import Config
 from gateway.core.errors import ErrorKind, GatewayError
+from gateway.sealing import Sealer, process_secret, secrets_of
 from gateway.server.auth import Auth
 from gateway.server.completions import Completions
 from gateway.server.forwarder import Forwarder
@@ -17,6 +19,7 @@ from gateway.server.limits import Limiter
 from gateway.server.metrics import Metrics
 from gateway.server.retries import RetryPolicy
 from gateway.server.routing import Router
+from gateway.server.stored import StoredResponses
 from gateway.state import create_store
 from gateway.upstream.demo import DEMO_DELAY, DemoTransport
 from gateway.upstream.provider import Provider
@@ -47,6 +50,9 @@ class Service:
             password=server.state_password.get_secret_value() if server.state_password else None,
         )
         self.limits = Limiter(config, self.store, self.metrics)
+        # Without a secret, sealed reasoning opens only in this process (gateway serve warns when that matters).
+        sealer = Sealer(secrets_of(server, os.environ) or [process_secret()], config.responses.store_ttl)
+        self.stored = StoredResponses(config, self.store, sealer)
         transports = {**_demo_transports(config), **(transports or {})}
         self.providers = {
             name: Provider(name, provider, transports.get(name)) for name, provider in config.providers.items()

@@ -26,6 +26,8 @@ from typing import Annotated, ClassVar, Final
 
 from annotated_types import Gt
 
+from gateway.state.stored import ResponseStore
+
 __all__ = [
     "BUCKETS",
     "CONCURRENCY_RETRY_AFTER",
@@ -297,8 +299,9 @@ def new_lease(key: str) -> Lease:
     return Lease(key, f"{_PROCESS}-{next(_LEASES)}")
 
 
-class StateStore(ABC):
-    """Limits, concurrency leases and deployment health, kept in this process or shared by every worker.
+class StateStore(ResponseStore, ABC):
+    """Limits, concurrency leases, deployment health and stored responses, kept in this process or shared by
+    every worker.
 
     A limit check (``admit``) follows ``state_failure`` when the state cannot be reached: admit anyway, or
     raise StateUnavailable. Everything else never raises: bookkeeping once a request is under way
@@ -337,7 +340,7 @@ class StateStore(ABC):
     async def cooling_down(self, deployments: Sequence[str]) -> dict[str, float]:
         """Those of ``deployments`` cooling down now, with the seconds they have left."""
 
-    async def start(self) -> None:  # noqa: B027 - most stores have nothing to do; not every store must say so
+    async def start(self) -> None:  # most stores have nothing to do; not every store must say so
         """Get ready before the first request (the Redis store opens its connections)."""
 
     async def aclose(self) -> None:

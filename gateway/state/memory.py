@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -25,6 +26,7 @@ from gateway.state.base import (
     period_bounds,
     summarize,
 )
+from gateway.state.stored import Entry, Fetched, Retention
 
 __all__ = ["MemoryStore"]
 
@@ -38,6 +40,37 @@ class _KeyState:
     leases: dict[str, float] = field(default_factory=dict)  # lease id -> expiry
 
 
+@dataclass(slots=True)
+class _Record:
+    expires: float
+    data: bytes
+    items: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class _Shelf:
+    """One owner's stored responses, in the order they expire (the TTL is the same for all, and a touched
+    record moves to the end), and which of them holds each item."""
+
+    records: OrderedDict[str, _Record] = field(default_factory=OrderedDict)
+    items: dict[str, str] = field(default_factory=dict)  # item id -> response id
+    size: int = 0
+
+    def prune(self, now: float) -> None:
+        while self.records and next(iter(self.records.values())).expires <= now:
+            self.drop(next(iter(self.records)))
+
+    def drop(self, response_id: str) -> bool:
+        record = self.records.pop(response_id, None)
+        if record is None:
+            return False
+        self.size -= len(record.data)
+        for item in record.items:
+            if self.items.get(item) == response_id:
+                del self.items[item]
+        return True
+
+
 class MemoryStore(StateStore):
     """Limits and deployment health for this process alone."""
 
@@ -46,6 +79,7 @@ class MemoryStore(StateStore):
         self._keys: dict[str, _KeyState] = {}
         self._failures: dict[str, tuple[int, float]] = {}  # deployment -> (failures in a row, forgotten at)
         self._cooldowns: dict[str, float] = {}  # deployment -> cooling down until
+        self._shelves: dict[str, _Shelf] = {}  # owner -> stored responses
 
     async def admit(self, key: str, limits: Limits) -> Admission:
         if not limits.any:
@@ -132,6 +166,41 @@ class MemoryStore(StateStore):
         now = self.clock()
         left = {name: self._cooldowns.get(name, now) - now for name in deployments}
         return {name: seconds for name, seconds in left.items() if seconds > 0}
+
+    async def fetch_responses(self, owner: str, ids: Sequence[str], items: Sequence[str] = ()) -> Fetched:
+        shelf = self._shelves.get(owner)
+        if shelf is None:
+            return Fetched([None] * len(ids), [None] * len(items))
+        shelf.prune(self.clock())
+        records = [record.data if (record := shelf.records.get(i)) is not None else None for i in ids]
+        return Fetched(records, [shelf.items.get(item) for item in items])
+
+    async def store_response(self, owner: str, entry: Entry, retention: Retention) -> bool:
+        if len(entry.data) > retention.per_key:
+            return False
+        now = self.clock()
+        shelf = self._shelves.setdefault(owner, _Shelf())
+        shelf.prune(now)
+        expires = now + retention.ttl
+        for earlier in entry.touch:
+            if (record := shelf.records.get(earlier)) is not None:
+                record.expires = expires
+                shelf.records.move_to_end(earlier)
+        shelf.drop(entry.id)
+        while shelf.records and shelf.size + len(entry.data) > retention.per_key:
+            shelf.drop(next(iter(shelf.records)))
+        shelf.records[entry.id] = _Record(expires, entry.data, entry.items)
+        shelf.size += len(entry.data)
+        for item in entry.items:
+            shelf.items[item] = entry.id
+        return True
+
+    async def delete_response(self, owner: str, response_id: str) -> bool:
+        shelf = self._shelves.get(owner)
+        if shelf is None:
+            return False
+        shelf.prune(self.clock())
+        return shelf.drop(response_id)
 
 
 def _prune(buckets: dict[int, int], current: int) -> None:

@@ -58,6 +58,7 @@ from gateway.state.base import (
     period_bounds,
 )
 from gateway.state.memory import MemoryStore
+from gateway.state.stored import Entry, Fetched, Retention
 
 __all__ = ["BOOKKEEPING_TIMEOUT", "DEFAULT_POOL_SIZE", "DEFAULT_QUEUE_TIMEOUT", "FailurePolicy", "RedisStore"]
 
@@ -150,6 +151,80 @@ redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 0
 """
 
+# Stored responses of one owner. KEYS: the expiry index (a sorted set of response ids by expiry, ms), the meta
+# hash (response id -> "size item item...", and '*' -> the owner's total bytes), the record.
+# ARGV: now (ms), TTL (ms), the owner's byte cap, the id, the record, the records' and the items' key prefixes,
+# the number of item ids, the item ids, then the ids of the earlier responses to keep as long.
+# Forgets what expired, keeps the earlier responses, makes room by forgetting what expires first, stores.
+_STORED_COMMON: Final = """
+local records, items = ARGV[2], ARGV[3]
+local total = tonumber(redis.call('HGET', KEYS[2], '*') or '0')
+local function words(meta)
+  local out = {}
+  for word in string.gmatch(meta, '%S+') do out[#out + 1] = word end
+  return out
+end
+local function drop(old)
+  local meta = redis.call('HGET', KEYS[2], old)
+  if not meta then return 0 end
+  local parts = words(meta)
+  total = total - tonumber(parts[1])
+  for i = 2, #parts do
+    if redis.call('GET', items .. parts[i]) == old then redis.call('DEL', items .. parts[i]) end
+  end
+  redis.call('HDEL', KEYS[2], old)
+  redis.call('ZREM', KEYS[1], old)
+  return redis.call('DEL', records .. old)
+end
+local now = tonumber(ARGV[1])
+for _, old in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)) do drop(old) end
+"""
+_KEEP: Final = (
+    _STORED_COMMON
+    + """
+local ttl, cap, id, data, count = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], ARGV[7], tonumber(ARGV[8])
+local expires = now + ttl
+for i = 9 + count, #ARGV do
+  local earlier = ARGV[i]
+  local meta = redis.call('HGET', KEYS[2], earlier)
+  if meta and redis.call('PEXPIRE', records .. earlier, ttl) == 1 then
+    redis.call('ZADD', KEYS[1], expires, earlier)
+    local parts = words(meta)
+    for j = 2, #parts do
+      if redis.call('GET', items .. parts[j]) == earlier then redis.call('PEXPIRE', items .. parts[j], ttl) end
+    end
+  end
+end
+drop(id)
+local size = string.len(data)
+while total + size > cap do
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0)
+  if #oldest == 0 then break end
+  drop(oldest[1])
+end
+redis.call('SET', records .. id, data, 'PX', ttl)
+local meta = tostring(size)
+for i = 9, 8 + count do
+  redis.call('SET', items .. ARGV[i], id, 'PX', ttl)
+  meta = meta .. ' ' .. ARGV[i]
+end
+redis.call('HSET', KEYS[2], id, meta, '*', total + size)
+redis.call('ZADD', KEYS[1], expires, id)
+redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('PEXPIRE', KEYS[2], ttl)
+return 1
+"""
+)
+# KEYS: as for _KEEP. ARGV: now (ms), the records' and the items' key prefixes, the id.
+_FORGET: Final = (
+    _STORED_COMMON
+    + """
+local dropped = drop(ARGV[4])
+redis.call('HSET', KEYS[2], '*', total)
+return dropped
+"""
+)
+
 _WINDOW_TTL_MS: Final = (BUCKETS + 1) * 1000
 # A budget counter outlives its period a little, for a request that started in it and is charged after.
 _BUDGET_SLACK: Final = 3600.0
@@ -176,6 +251,7 @@ class _Call(Enum):
     CHECK = "check"  # a limit check: state_timeout, then state_failure decides
     ADVICE = "advice"  # read on a request's path (deployment health): state_timeout, then the fallback
     BOOKKEEPING = "bookkeeping"  # after admission: up to BOOKKEEPING_TIMEOUT, then the fallback
+    STORED = "stored"  # stored responses, which may be large: as bookkeeping, then StateUnavailable or not stored
 
 
 class _Unanswered(Exception):
@@ -199,6 +275,8 @@ class _Script:
 _ADMIT_SCRIPT: Final = _Script(_ADMIT)
 _FINISH_SCRIPT: Final = _Script(_FINISH)
 _FAILED_SCRIPT: Final = _Script(_FAILED)
+_KEEP_SCRIPT: Final = _Script(_KEEP)
+_FORGET_SCRIPT: Final = _Script(_FORGET)
 
 
 class RedisStore(StateStore):
@@ -225,6 +303,7 @@ class RedisStore(StateStore):
             _Call.CHECK: timeout,
             _Call.ADVICE: timeout,
             _Call.BOOKKEEPING: max(timeout, BOOKKEEPING_TIMEOUT),
+            _Call.STORED: max(timeout, BOOKKEEPING_TIMEOUT),
         }
         self._queue_timeout = queue_timeout
         self._on_failure = on_failure
@@ -268,7 +347,7 @@ class RedisStore(StateStore):
         connections = [c for c in opened if not isinstance(c, BaseException)]
         try:
             if connections:
-                for script in (_ADMIT_SCRIPT, _FINISH_SCRIPT, _FAILED_SCRIPT):
+                for script in (_ADMIT_SCRIPT, _FINISH_SCRIPT, _FAILED_SCRIPT, _KEEP_SCRIPT, _FORGET_SCRIPT):
                     await connections[0].send_command("SCRIPT", "LOAD", script.text)
                     await connections[0].read_response()
         except (RedisError, OSError) as exc:
@@ -388,20 +467,70 @@ class RedisStore(StateStore):
         left = {name: float(value) - now for name, value in zip(deployments, values, strict=False) if value is not None}
         return {name: seconds for name, seconds in left.items() if seconds > 0}
 
+    async def fetch_responses(self, owner: str, ids: Sequence[str], items: Sequence[str] = ()) -> Fetched:
+        commands: list[tuple[Any, ...]] = []
+        if ids:
+            commands.append(("MGET", *(self._stored(owner, "r:") + i for i in ids)))
+        if items:
+            commands.append(("MGET", *(self._stored(owner, "i:") + item for item in items)))
+        if not commands:
+            return Fetched([], [])
+        try:
+            replies = await self._round_trip("fetch", _Call.STORED, commands)
+        except _Unanswered as exc:
+            raise StateUnavailable(f"The gateway's shared state {exc.problem}.") from None
+        records = replies.pop(0) if ids else []
+        holders = [h.decode() if h is not None else None for h in replies.pop(0)] if items else []
+        return Fetched(records, holders)
+
+    async def store_response(self, owner: str, entry: Entry, retention: Retention) -> bool:
+        if len(entry.data) > retention.per_key:
+            return False
+        keys = [self._stored(owner, "index"), self._stored(owner, "meta")]
+        args: list[int | str | bytes] = [
+            math.floor(self.clock() * 1000),
+            self._stored(owner, "r:"),
+            self._stored(owner, "i:"),
+            math.ceil(retention.ttl * 1000),
+            retention.per_key,
+            entry.id,
+            entry.data,
+            len(entry.items),
+            *entry.items,
+            *entry.touch,
+        ]
+        return await self._try("keep", _Call.STORED, _KEEP_SCRIPT, keys, args) is not None
+
+    async def delete_response(self, owner: str, response_id: str) -> bool:
+        keys = [self._stored(owner, "index"), self._stored(owner, "meta")]
+        now = math.floor(self.clock() * 1000)
+        args: list[int | str | bytes] = [now, self._stored(owner, "r:"), self._stored(owner, "i:"), response_id]
+        try:
+            return bool(await self._run("forget", _Call.STORED, _FORGET_SCRIPT, keys, args))
+        except _Unanswered as exc:
+            raise StateUnavailable(f"The gateway's shared state {exc.problem}.") from None
+
+    def _stored(self, owner: str, what: str) -> str:
+        return f"{self._prefix}responses:{{{owner}}}:{what}"
+
     def _key(self, key: str, what: str) -> str:
         return f"{self._prefix}key:{{{key}}}:{what}"
 
     def _deployment(self, name: str, what: str) -> str:
         return f"{self._prefix}deployment:{{{name}}}:{what}"
 
-    async def _try(self, what: str, kind: _Call, script: _Script, keys: list[str], args: list[int | str]) -> Any:
+    async def _try(
+        self, what: str, kind: _Call, script: _Script, keys: list[str], args: list[int | str] | list[int | str | bytes]
+    ) -> Any:
         """A script run for bookkeeping: its reply, or None when Redis did not answer (already counted and logged)."""
         try:
             return await self._run(what, kind, script, keys, args)
         except _Unanswered:
             return None
 
-    async def _run(self, what: str, kind: _Call, script: _Script, keys: list[str], args: list[int | str]) -> Any:
+    async def _run(
+        self, what: str, kind: _Call, script: _Script, keys: list[str], args: list[int | str] | list[int | str | bytes]
+    ) -> Any:
         """One script call; a Redis that lost its script cache (restarted) gets the script itself."""
         try:
             [reply] = await self._round_trip(what, kind, [("EVALSHA", script.sha, len(keys), *keys, *args)])

@@ -848,3 +848,53 @@ def test_a_redis_password_can_be_given_apart_from_the_url() -> None:
     )
     assert config.server.state_password is not None and config.server.state_password.get_secret_value() == "p@ss/w:rd?#"
     assert "p@ss" not in describe(config) and "p@ss" not in repr(config.server)
+
+
+# Stored responses: the responses section and the sealing secret.
+
+
+@pytest.mark.parametrize(
+    ("written", "seconds"), [("30d", 2592000), ("12h", 43200), ("1h30m", 5400), ("1s", 1), (45, 45)]
+)
+def test_store_ttl_is_seconds_or_a_duration(written: object, seconds: float) -> None:
+    text = f"{MINIMAL}responses: {{store_ttl: {written}}}\n"
+    assert parse_config(text, "c.yaml", {}).responses.store_ttl == seconds
+
+
+def test_the_responses_defaults_are_documented_ones() -> None:
+    responses = parse_config(MINIMAL, "c.yaml", {}).responses
+    assert (responses.store_ttl, responses.max_stored_bytes, responses.max_bytes_per_key) == (
+        30 * 86400,
+        1024 * 1024,
+        64 * 1024 * 1024,
+    )
+
+
+@pytest.mark.parametrize(
+    ("section", "path"),
+    [
+        ("responses: {store_ttl: soon}", "responses.store_ttl"),
+        ("responses: {store_ttl: 0.5}", "responses.store_ttl"),
+        ("responses: {max_stored_bytes: 0}", "responses.max_stored_bytes"),
+        ("responses: {max_stored_bytes: 200, max_bytes_per_key: 100}", "responses"),
+        ("responses: {store: forever}", "responses.store"),
+        ("server: {secret: short}", "server.secret"),
+        ("server: {previous_secrets: [short]}", "server.previous_secrets"),
+    ],
+)
+def test_a_bad_responses_setting_names_its_path(section: str, path: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(f"{MINIMAL}{section}\n", "c.yaml", {})
+    assert f" {path}:" in str(caught.value) or f" {path}[0]:" in str(caught.value), str(caught.value)
+
+
+def test_the_sealing_secret_stays_out_of_reprs_and_describe() -> None:
+    config = parse_config(
+        f"{MINIMAL}server: {{secret: '${{S}}', previous_secrets: ['${{OLD}}']}}\n",
+        "c.yaml",
+        {"S": "sealing-secret-SECRET-99", "OLD": "older-secret-SECRET-98"},
+    )
+    text = describe(config)
+    assert "sealing-secret-SECRET-99" not in text + repr(config) and "older-secret" not in text + repr(config)
+    assert "sealed with server.secret" in text and "(+1 older)" in text
+    assert parse_config(f"{MINIMAL}server: {{secret: '${{S:-}}'}}\n", "c.yaml", {}).server.secret is None

@@ -46,7 +46,7 @@ README_URL = "http://127.0.0.1:8080/v1"
 USING = section("Using it")
 OPENAI_EXAMPLE, LANGCHAIN_EXAMPLE = code_blocks(USING, "python")
 [CURL_EXAMPLE] = code_blocks(USING)
-RESPONSES_EXAMPLE, AGENTS_EXAMPLE = code_blocks(section("Responses API"), "python")
+RESPONSES_EXAMPLE, AGENTS_EXAMPLE, STORED_EXAMPLE = code_blocks(section("Responses API"), "python")
 [THINKER_EXAMPLE] = code_blocks(section("Quick start"), "python")
 
 
@@ -234,6 +234,21 @@ def test_agents_sdk_example(mode: Mode) -> None:
         assert [tool["function"]["name"] for tool in asked.json["tools"]] == ["get_weather", "send_message"]
         assert answered.json["messages"][-1] == {"role": "tool", "tool_call_id": "call_w", "content": "sunny"}
     assert "(demo) Thinking" not in printed and THOUGHTS not in printed
+    assert_served_by_assistant(mode, since, 2, "/v1/responses")
+
+
+def test_stored_responses_example(mode: Mode) -> None:
+    """The stored responses example: a second turn by previous_response_id, its input items, a delete."""
+    since = before(mode, "/v1/responses")
+    printed = run_example(STORED_EXAMPLE, mode.running.url)
+    assert printed.endswith("['user', 'assistant', 'user']\n")
+    if mode.upstream is None:
+        assert "You said: What is my name?" in printed
+    else:
+        assert printed.startswith(REPLY + "\n")
+        _, continued = mode.upstream.requests[since.upstream :]
+        said = [m["content"] for m in continued.json["messages"] if m["role"] == "user"]
+        assert said == ["My name is Ada.", "What is my name?"]
     assert_served_by_assistant(mode, since, 2, "/v1/responses")
 
 

@@ -738,7 +738,7 @@ def test_a_body_over_the_limit_is_413(gateway: Gateway) -> None:
 @pytest.mark.parametrize(
     ("request_fields", "param", "code"),
     [
-        ({"previous_response_id": "resp_1"}, "previous_response_id", "unsupported_parameter"),
+        ({"conversation": "conv_1"}, "conversation", "unsupported_parameter"),
         ({"background": True}, "background", "unsupported_value"),
         ({"tools": [{"type": "apply_patch"}]}, "tools[0].type", "unsupported_value"),
         (

@@ -79,6 +79,7 @@ class _Response:
         self._created = created
         self._ids: dict[Item, str] = {}
         self._status: dict[Item, str] = {}
+        self._sealed: dict[Item, str] = {}
         self._sequence = 0
         # The response object of the last event, once the answer has ended.
         self.final: dict[str, Any] | None = None
@@ -174,7 +175,13 @@ class _Response:
             content = [] if added else [_text_part(text)]
             return {"id": self._id(item), "type": "message", "status": status, "content": content, "role": "assistant"}
         if item.kind is ItemKind.REASONING:
-            return {"id": self._id(item), "type": "reasoning", "summary": [] if added else [_summary_part(text)]}
+            reasoning = {"id": self._id(item), "type": "reasoning", "summary": [] if added else [_summary_part(text)]}
+            if self._request.seal is not None and not added:
+                # What a stateless client sends back for the gateway to open (asked for with ``include``).
+                if item not in self._sealed:  # once, as it is done: the item and the response carry the same
+                    self._sealed[item] = self._request.seal(text)
+                reasoning["encrypted_content"] = self._sealed[item]
+            return reasoning
         tool = self._request.client_tool(item.name)
         call: dict[str, Any] = {"id": self._id(item), "status": status, "call_id": item.call_id}
         if tool.kind is ToolKind.LOCAL_SHELL:
@@ -305,6 +312,11 @@ class ResponsesStreamEncoder:
 
     def __init__(self, request: ResponsesRequest, *, created: int) -> None:
         self._response = _Response(request, created)
+
+    @property
+    def final(self) -> dict[str, Any] | None:
+        """The ``response`` object the stream ended with (completed, incomplete or failed), once it has."""
+        return self._response.final
 
     def encode(self, events: Iterable[Event]) -> bytes:
         response = self._response

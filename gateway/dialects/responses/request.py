@@ -4,8 +4,9 @@ Input items become messages as the chat answers they came from were: an
 assistant message item and the function calls after it are one assistant
 turn; reasoning items go with the assistant turn that follows them; a
 function call's output is a tool result answering an earlier call. The gateway
-keeps no state, so what needs a stored response, conversation or prompt is
-refused.
+resolves ``previous_response_id`` and ``item_reference`` items before
+translation (``stored``): a request reaches this parser with the stored
+conversation first (``conversation``). Stored conversations and prompts are refused.
 
 Tools become chat function tools: a ``namespace`` is flattened into its
 functions (``<namespace>__<name>``), a ``custom`` (freeform) tool is a function
@@ -19,7 +20,7 @@ route says whether such a request is refused instead.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Final
@@ -42,7 +43,7 @@ from gateway.core.request import (
 )
 from gateway.dialects.openai_errors import WORDING
 
-__all__ = ["ClientTool", "ResponsesRequest", "ToolKind", "parse_request"]
+__all__ = ["ClientTool", "ResponsesRequest", "ToolKind", "parse_payload", "parse_request"]
 
 # Fields that need state the gateway does not keep: refused whenever they are set.
 _STATEFUL: Final = {
@@ -141,6 +142,8 @@ class ResponsesRequest:
     tool_names: Mapping[str, ClientTool] = field(default_factory=dict)
     # The hosted tools left out of the upstream request, by type.
     dropped_tools: tuple[str, ...] = ()
+    # Seals the text of a reasoning item as its ``encrypted_content``, when the client asked for it (``include``).
+    seal: Callable[[str], str] | None = None
 
     def client_tool(self, name: str) -> ClientTool:
         """What an upstream call's function name stands for (a plain function tool when nothing else)."""
@@ -165,12 +168,17 @@ def _wrong_type(field: Field, expected: str) -> GatewayError:
 
 def parse_request(body: bytes) -> ResponsesRequest:
     """A Responses request body, validated and read; a 400 whose ``param`` names the field otherwise."""
-    payload = json_body.loads(body)
+    return parse_payload(json_body.loads(body))
+
+
+def parse_payload(payload: Any, conversation: Sequence[Any] | None = None) -> ResponsesRequest:
+    """A decoded Responses request, validated and read. ``conversation`` is the stored conversation its
+    ``previous_response_id`` named, as input items (None: the request may not name one)."""
     if not isinstance(payload, dict):
         raise GatewayError(ErrorKind.INVALID_REQUEST, "The request body must be a JSON object.")
     root = Field(payload, WORDING)
     for key, needs in _STATEFUL.items():
-        if root.has(key):
+        if root.has(key) and not (key == "previous_response_id" and conversation is not None):
             raise _invalid(
                 root.get(key),
                 f"'{key}' is not supported: it refers to {needs}, and the gateway keeps no state. "
@@ -192,6 +200,8 @@ def parse_request(body: bytes) -> ResponsesRequest:
     history = _History()
     if instructions:
         history.messages.append(Message(Role.SYSTEM, (Text(instructions),)))
+    if conversation:
+        history.extend(Field(list(conversation), WORDING, ("previous_response_id",)))
     history.read(root.get("input"))
     tools = _Tools()
     for listed in (root.get("tools"), *history.tools):
@@ -266,6 +276,11 @@ class _History:
         self._calls: set[str] = set()
         # ``additional_tools`` items: tools a developer item makes available from there on (Codex's code mode).
         self.tools: list[Field] = []
+
+    def extend(self, items: Field) -> None:
+        """Items that come before the input (a stored conversation), read as if they began it."""
+        for item in items.entries():
+            self._item(item)
 
     def read(self, items: Field) -> None:
         if isinstance(items.value, str):
