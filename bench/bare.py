@@ -18,7 +18,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import httpx
-import uvicorn
+from common import serve_pass_through
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -84,16 +84,7 @@ def main() -> None:
         help="the gateway's Http1Transport (default) or httpx's default transport",
     )
     options = parser.parse_args()
-    uvicorn.run(
-        create_app(options.upstream, options.transport),
-        host=options.host,
-        port=options.port,
-        loop="uvloop",
-        http="httptools",
-        log_level="warning",
-        access_log=False,
-        server_header=False,
-    )
+    serve_pass_through(create_app(options.upstream, options.transport), options.host, options.port)
 
 
 if __name__ == "__main__":

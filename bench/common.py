@@ -26,6 +26,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import uvicorn
+
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 PEERS = BENCH / ".peers"
@@ -236,6 +238,22 @@ def start_bare(log_dir: Path, upstream_port: int, transport: str = "gateway") ->
     """``bare.py``: Starlette and ``httpx.AsyncClient`` on ``transport``, no gateway logic."""
     name = "bare" if transport == "gateway" else f"bare-{transport}"
     return _start_pass_through(log_dir, upstream_port, name, "bare.py", "--transport", transport)
+
+
+def serve_pass_through(app: Any, host: str, port: int, **options: Any) -> None:
+    """A pass-through (``raw.py``, ``bare.py``) under uvicorn as the gateway is served: uvloop and httptools,
+    no access log, no server header."""
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        **options,
+    )
 
 
 def start_raw(log_dir: Path, upstream_port: int) -> ServerProcess:

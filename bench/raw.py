@@ -17,7 +17,7 @@ import argparse
 from typing import Any
 
 import httpx
-import uvicorn
+from common import serve_pass_through
 
 from gateway.upstream.transport import Http1Transport
 
@@ -93,17 +93,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=9300)
     parser.add_argument("--upstream", default="http://127.0.0.1:9100/v1", help="the upstream's base URL")
     options = parser.parse_args()
-    uvicorn.run(
-        RawPassThrough(options.upstream),
-        host=options.host,
-        port=options.port,
-        loop="uvloop",
-        http="httptools",
-        log_level="warning",
-        access_log=False,
-        server_header=False,
-        lifespan="on",
-    )
+    serve_pass_through(RawPassThrough(options.upstream), options.host, options.port, lifespan="on")
 
 
 if __name__ == "__main__":
