@@ -23,6 +23,7 @@ import pytest
 
 from gateway.config import parse_config
 from gateway.server.app import create_app
+from tests.helpers.readme import code_blocks, section
 from tests.helpers.servers import Received, Reply, ScriptedUpstream, json_reply, serve
 from tests.helpers.streams import split_evenly
 
@@ -488,3 +489,11 @@ def test_a_failed_response_mid_stream_is_an_error(gateway: Gateway, door: str) -
     with pytest.raises((openai.APIError, anthropic.APIError, Failed)) as raised:
         DOORS[door](gateway, "plain-responses", "Hello", True)
     assert "The model broke" in str(raised.value)
+
+
+def test_the_readme_config_of_upstream_wires_is_valid_and_says_what_it_shows() -> None:
+    [block] = code_blocks(section("Upstream wires"), "yaml")
+    config = parse_config(block, "README.md", env={"ANTHROPIC_API_KEY": "sk-ant", "OPENAI_API_KEY": "sk-oai"})
+    claude, codex = config.providers["claude"], config.providers["codex"]
+    assert (claude.api, claude.max_tokens, codex.api) == ("anthropic", 4096, "responses")
+    assert config.route("claude-agent") is not None and config.route("codex") is not None
