@@ -22,8 +22,10 @@ from gateway.core.rewriter import InvalidChunk
 from gateway.core.wires.common import (
     ChunkMaker,
     WireFailure,
+    as_list,
     chat_usage,
     count,
+    function_tools,
     invalid,
     max_tokens_of,
     openai_error,
@@ -71,7 +73,7 @@ def anthropic_request(
         raise invalid("The legacy functions API cannot reach an Anthropic provider: send tools instead.", "functions")
     system: list[str] = []
     turns: list[dict[str, Any]] = []
-    for position, message in enumerate(payload.get("messages") or ()):
+    for position, message in enumerate(as_list(payload.get("messages"))):
         if not isinstance(message, dict):
             raise invalid("A message is not an object.", f"messages[{position}]")
         role = message.get("role")
@@ -102,15 +104,14 @@ def anthropic_request(
             request[key] = payload[key]
     if stops := stops_of(payload):
         request["stop_sequences"] = stops
-    thinking = _BUDGETS.get(payload.get("reasoning_effort"))  # type: ignore[arg-type]
+    effort = payload.get("reasoning_effort")
+    thinking = _BUDGETS.get(effort) if isinstance(effort, str) else None
     if thinking is not None:
         request["thinking"] = {"type": "enabled", "budget_tokens": thinking}
         request["max_tokens"] = max(limit, thinking + 1024)
         request.pop("temperature", None)  # thinking takes no temperature but the default
         request.pop("top_k", None)
-    tools = [
-        _tool(tool) for tool in payload.get("tools") or () if isinstance(tool, dict) and tool.get("type") == "function"
-    ]
+    tools = [_tool(function) for function in function_tools(payload)]
     if tools:
         request["tools"] = tools
         choice = _tool_choice(payload.get("tool_choice"), thinking is not None)
@@ -170,7 +171,7 @@ def _assistant_blocks(message: Mapping[str, Any]) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
     if text := text_of(message.get("content")):
         blocks.append({"type": "text", "text": text})
-    for call in message.get("tool_calls") or ():
+    for call in as_list(message.get("tool_calls")):
         function = call.get("function") if isinstance(call, dict) else None
         if not isinstance(function, dict):
             continue
@@ -188,9 +189,7 @@ def _assistant_blocks(message: Mapping[str, Any]) -> list[dict[str, Any]]:
     return blocks
 
 
-def _tool(tool: Mapping[str, Any]) -> dict[str, Any]:
-    function = tool.get("function")
-    function = function if isinstance(function, dict) else {}
+def _tool(function: Mapping[str, Any]) -> dict[str, Any]:
     parameters = function.get("parameters")
     out: dict[str, Any] = {
         "name": function.get("name"),
@@ -261,11 +260,13 @@ class AnthropicReader:
             if not isinstance(delta, dict):
                 raise InvalidChunk("a content_block_delta has no delta")
             index = event.get("index")
+            if type(index) is not int:
+                raise InvalidChunk("a content_block_delta without an index")
             delta_type = delta.get("type")
             if delta_type == "text_delta":
                 return [maker.chunk({"content": _string(delta, "text")})]
             if delta_type == "input_json_delta":
-                call = self._calls.get(index)  # type: ignore[arg-type]
+                call = self._calls.get(index)
                 if call is None:
                     return []  # a server tool's input: the provider runs it, nothing for the client
                 fragment = {"index": call, "function": {"arguments": _string(delta, "partial_json")}}
@@ -367,12 +368,13 @@ def anthropic_completion(message: Mapping[str, Any], provider: str, created: int
     if calls:
         answer["tool_calls"] = calls
     reason = message.get("stop_reason")
+    finish = _FINISH.get(reason, "stop") if isinstance(reason, str) else "stop"
     completion: dict[str, Any] = {
         "id": str(message.get("id") or ""),
         "object": "chat.completion",
         "created": created,
         "model": str(message.get("model") or ""),
-        "choices": [{"index": 0, "message": answer, "finish_reason": _FINISH.get(reason, "stop")}],  # type: ignore[arg-type]
+        "choices": [{"index": 0, "message": answer, "finish_reason": finish}],
     }
     if isinstance(message.get("usage"), dict):
         completion["usage"] = _usage(message["usage"])

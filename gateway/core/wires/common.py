@@ -14,7 +14,19 @@ from typing import Any, Final
 
 from gateway.core.errors import ErrorKind, GatewayError
 
-__all__ = ["ChunkMaker", "WireFailure", "chat_usage", "max_tokens_of", "openai_error", "text_of"]
+__all__ = [
+    "ChunkMaker",
+    "WireFailure",
+    "as_list",
+    "chat_usage",
+    "count",
+    "function_tools",
+    "invalid",
+    "max_tokens_of",
+    "openai_error",
+    "stops_of",
+    "text_of",
+]
 
 # The chat-completions fields every wire reads or decides itself; any other field a client sent is not sent on.
 _STOP_FIELDS: Final = ("stop",)
@@ -95,6 +107,21 @@ def chat_usage(
 
 def count(value: object) -> int:
     return value if type(value) is int and value >= 0 else 0
+
+
+def as_list(value: Any) -> list[Any]:
+    """A field that should be a list, as one: anything else is read as empty (the upstream judges what is sent)."""
+    return value if isinstance(value, list) else []
+
+
+def function_tools(payload: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """A chat request's function tools' ``function`` objects, the only tools either wire is sent."""
+    tools: list[Mapping[str, Any]] = []
+    for tool in as_list(payload.get("tools")):
+        function = tool.get("function") if isinstance(tool, dict) and tool.get("type") == "function" else None
+        if isinstance(function, dict):
+            tools.append(function)
+    return tools
 
 
 def text_of(content: Any) -> str:

@@ -20,8 +20,10 @@ from gateway.core.rewriter import InvalidChunk
 from gateway.core.wires.common import (
     ChunkMaker,
     WireFailure,
+    as_list,
     chat_usage,
     count,
+    function_tools,
     invalid,
     max_tokens_of,
     openai_error,
@@ -48,7 +50,7 @@ def responses_request(
         raise invalid("The legacy functions API cannot reach a Responses provider: send tools instead.", "functions")
     instructions: list[str] = []
     items: list[dict[str, Any]] = []
-    for position, message in enumerate(payload.get("messages") or ()):
+    for position, message in enumerate(as_list(payload.get("messages"))):
         if not isinstance(message, dict):
             raise invalid("A message is not an object.", f"messages[{position}]")
         role = message.get("role")
@@ -61,7 +63,7 @@ def responses_request(
         elif role == "assistant":
             if text := text_of(message.get("content")):
                 items.append({"type": "message", "role": "assistant", "content": text})
-            for call in message.get("tool_calls") or ():
+            for call in as_list(message.get("tool_calls")):
                 function = call.get("function") if isinstance(call, dict) else None
                 if isinstance(function, dict):
                     items.append(
@@ -93,18 +95,17 @@ def responses_request(
     if isinstance(user, str) and user:
         request["safety_identifier"] = user
     effort = payload.get("reasoning_effort")
-    if effort in _EFFORTS or summaries:
+    effort = effort if isinstance(effort, str) and effort in _EFFORTS else None
+    if effort is not None or summaries:
         reasoning: dict[str, Any] = {}
-        if effort in _EFFORTS:
+        if effort is not None:
             reasoning["effort"] = effort
         if summaries:
             reasoning["summary"] = "auto"
         request["reasoning"] = reasoning
     if (text_format := _text_format(payload.get("response_format"))) is not None:
         request["text"] = {"format": text_format}
-    tools = [
-        _tool(tool) for tool in payload.get("tools") or () if isinstance(tool, dict) and tool.get("type") == "function"
-    ]
+    tools = [_tool(function) for function in function_tools(payload)]
     if tools:
         request["tools"] = tools
         if (choice := _tool_choice(payload.get("tool_choice"))) is not None:
@@ -132,9 +133,7 @@ def _user_content(content: Any) -> str | list[dict[str, Any]]:
     return parts
 
 
-def _tool(tool: Mapping[str, Any]) -> dict[str, Any]:
-    function = tool.get("function")
-    function = function if isinstance(function, dict) else {}
+def _tool(function: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {"type": "function", "name": function.get("name")}
     for key in ("description", "parameters", "strict"):
         if function.get(key) is not None:
@@ -202,9 +201,9 @@ class ResponsesReader:
         self.provider = provider
         self.ended = False
         self._maker = ChunkMaker(created)
-        self._calls: dict[Any, int] = {}  # a function_call item's tool-call index, by its output index
-        self._sent: dict[Any, int] = {}  # how much of each call's arguments went out, by its output index
-        self._summaries: set[tuple[Any, Any]] = set()  # the summary parts seen, to set each next one off
+        self._calls: dict[int, int] = {}  # a function_call item's tool-call index, by its output index
+        self._sent: dict[int, int] = {}  # how much of each call's arguments went out, by its output index
+        self._summaries: set[tuple[int, int]] = set()  # the summary parts seen, to set each next one off
 
     def read(self, event: Mapping[str, Any]) -> list[dict[str, Any]]:
         kind = event.get("type")
@@ -212,7 +211,7 @@ class ResponsesReader:
         if kind == "response.output_text.delta" or kind == "response.refusal.delta":
             return [maker.chunk({"content": _delta(event)})]
         if kind == "response.function_call_arguments.delta":
-            output = event.get("output_index")
+            output = _index(event, "output_index")
             call = self._calls.get(output)
             if call is None:
                 raise InvalidChunk("argument deltas of no function call")
@@ -220,7 +219,7 @@ class ResponsesReader:
             self._sent[output] += len(text)
             return [maker.chunk({"tool_calls": [{"index": call, "function": {"arguments": text}}]})]
         if kind == "response.reasoning_summary_text.delta":
-            part = (event.get("output_index"), event.get("summary_index"))
+            part = (_index(event, "output_index"), _index(event, "summary_index"))
             text = _delta(event)
             if part not in self._summaries:
                 text = ("\n\n" if self._summaries else "") + text
@@ -241,7 +240,7 @@ class ResponsesReader:
             if kind == "response.incomplete":
                 details = response.get("incomplete_details")
                 reason = details.get("reason") if isinstance(details, dict) else None
-                finish = _INCOMPLETE.get(reason, "length")  # type: ignore[arg-type]
+                finish = _INCOMPLETE.get(reason, "length") if isinstance(reason, str) else "length"
             else:
                 finish = "tool_calls" if self._calls else "stop"
             chunks = [maker.chunk({}, finish)]
@@ -270,7 +269,7 @@ class ResponsesReader:
             raise InvalidChunk("an output item event has no item")
         if item.get("type") != "function_call":
             return []
-        output = event.get("output_index")
+        output = _index(event, "output_index")
         call = self._calls[output] = len(self._calls)
         arguments = item.get("arguments")
         arguments = arguments if isinstance(arguments, str) else ""
@@ -289,7 +288,7 @@ class ResponsesReader:
         item = event.get("item")
         if not isinstance(item, dict) or item.get("type") != "function_call":
             return []
-        output = event.get("output_index")
+        output = _index(event, "output_index")
         if output not in self._calls:
             chunks = self._item_added(event)
             return chunks
@@ -300,6 +299,13 @@ class ResponsesReader:
         self._sent[output] = len(arguments)
         fragment = {"index": self._calls[output], "function": {"arguments": arguments[sent:]}}
         return [self._maker.chunk({"tool_calls": [fragment]})]
+
+
+def _index(event: Mapping[str, Any], key: str) -> int:
+    value = event.get(key, 0)
+    if type(value) is not int:
+        raise InvalidChunk(f"a {event.get('type')} event's {key} is not an integer")
+    return value
 
 
 def _delta(event: Mapping[str, Any]) -> str:
@@ -326,12 +332,12 @@ def responses_completion(response: Mapping[str, Any], provider: str, created: in
             continue
         kind = item.get("type")
         if kind == "message":
-            for part in item.get("content") or ():
+            for part in as_list(item.get("content")):
                 if isinstance(part, dict) and part.get("type") in ("output_text", "refusal"):
                     texts.append(str(part.get("text") or part.get("refusal") or ""))
         elif kind == "reasoning":
             for key in ("summary", "content"):
-                reasoning += [str(part.get("text") or "") for part in item.get(key) or () if isinstance(part, dict)]
+                reasoning += [str(part.get("text") or "") for part in as_list(item.get(key)) if isinstance(part, dict)]
         elif kind == "function_call":
             function = {"name": str(item.get("name") or ""), "arguments": str(item.get("arguments") or "")}
             calls.append(
@@ -345,7 +351,7 @@ def responses_completion(response: Mapping[str, Any], provider: str, created: in
     if response.get("status") == "incomplete":
         details = response.get("incomplete_details")
         reason = details.get("reason") if isinstance(details, dict) else None
-        finish = _INCOMPLETE.get(reason, "length")  # type: ignore[arg-type]
+        finish = _INCOMPLETE.get(reason, "length") if isinstance(reason, str) else "length"
     else:
         finish = "tool_calls" if calls else "stop"
     completion: dict[str, Any] = {
