@@ -73,3 +73,11 @@ def test_the_shell_knows_the_dialects_only_through_their_registry() -> None:
         named = sorted(n for n in imports_of(path) if n.startswith("gateway.dialects."))
         assert named == [] or all(dialect_named(n) is None and n.count(".") == 2 for n in named), (path, named)
         assert not any(n.startswith("gateway.dialects.") and n.count(".") > 2 for n in named)
+
+
+def test_the_upstream_wires_and_the_front_doors_do_not_know_each_other() -> None:
+    """A wire reads an upstream into the core's chunks, a door writes the core's events: neither needs the other."""
+    for path in (PACKAGE / "core" / "wires").rglob("*.py"):
+        assert not [n for n in imports_of(path) if n.startswith("gateway.dialects")], path
+    for path in (PACKAGE / "dialects").rglob("*.py"):
+        assert not [n for n in imports_of(path) if n.startswith("gateway.core.wires")], path

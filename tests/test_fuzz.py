@@ -28,6 +28,7 @@ from gateway.core.passthrough import Shortcuts
 from gateway.core.rewriter import InvalidChunk, replay_completion
 from gateway.core.sse import SSEDecoder, SSEError
 from gateway.core.translator import StreamTranslator
+from gateway.core.wires import WIRES
 from gateway.dialects.chat import ChatStreamEncoder, fold_completion
 from gateway.dialects.chat import parse_request as parse_chat_request
 from gateway.server.app import create_app
@@ -539,3 +540,95 @@ def test_a_responses_request_is_answered_or_refused_naming_the_field(data: st.Da
 def test_a_messages_request_is_answered_or_refused_naming_the_field(data: st.DataObject) -> None:
     body = mutated(data, MESSAGES_SEEDS)
     assert_no_5xx_and_the_field_is_named("/v1/messages", render(body).encode(), anthropic=True)
+
+
+# The upstream wires: events of the right types with any fields, and requests of any shape.
+
+ANTHROPIC_TYPES = [
+    "message_start",
+    "content_block_start",
+    "content_block_delta",
+    "content_block_stop",
+    "message_delta",
+    "message_stop",
+    "ping",
+    "error",
+]
+RESPONSES_TYPES = [
+    "response.created",
+    "response.output_item.added",
+    "response.output_item.done",
+    "response.output_text.delta",
+    "response.function_call_arguments.delta",
+    "response.reasoning_summary_text.delta",
+    "response.reasoning_text.delta",
+    "response.completed",
+    "response.incomplete",
+    "response.failed",
+    "error",
+]
+
+
+def wire_events(types: list[str]) -> st.SearchStrategy[dict[str, Any]]:
+    fields = st.dictionaries(
+        st.sampled_from(
+            ["index", "output_index", "delta", "content_block", "message", "item", "response", "error", "usage"]
+        ),
+        json_values,
+        max_size=4,
+    )
+    return st.builds(lambda kind, rest: {**rest, "type": kind}, st.sampled_from(types), fields)
+
+
+@settings(max_examples=300)
+@given(st.sampled_from(["anthropic", "responses"]), st.data(), rewrite_options)
+def test_a_wire_stream_of_any_fields_gives_valid_chunks_then_one_end(
+    wire: str, data: st.DataObject, options: RewriteOptions
+) -> None:
+    """Another API's events, whatever their fields hold, never raise through the stream path either."""
+    events = data.draw(st.lists(wire_events(ANTHROPIC_TYPES if wire == "anthropic" else RESPONSES_TYPES), max_size=8))
+    body = b"".join(b"data: " + orjson.dumps(item) + b"\n\n" for item in events)
+    translator = StreamTranslator(options, "up", wire=WIRES[wire].reader("up", 1))
+    produced = translator.feed(body) + translator.end()
+    assert isinstance(produced[-1], (Done, Error)) and sum(isinstance(e, (Done, Error)) for e in produced) == 1
+    for line in ChatStreamEncoder().encode(produced).split(b"\n\n")[:-1]:
+        if line != b"data: [DONE]":
+            orjson.loads(line[6:])
+
+
+@settings(max_examples=300)
+@given(
+    st.sampled_from(["anthropic", "responses"]),
+    st.dictionaries(st.text(max_size=8), json_values, max_size=6),
+    st.data(),
+)
+def test_a_wire_request_of_any_shape_is_built_or_refused_naming_the_field(
+    wire: str, payload: dict[str, Any], data: st.DataObject
+) -> None:
+    payload = {
+        **payload,
+        "messages": data.draw(
+            st.lists(
+                st.dictionaries(st.sampled_from(["role", "content", "tool_calls", "tool_call_id"]), json_values),
+                max_size=4,
+            )
+        ),
+        "tools": data.draw(json_values),
+        "reasoning_effort": data.draw(json_values),
+    }
+    try:
+        request = WIRES[wire].request(payload, stream=True, max_tokens=10, summaries=True)
+    except GatewayError as error:
+        assert error.status == 400 and error.param
+        return
+    orjson.dumps(request)
+
+
+@settings(max_examples=300)
+@given(st.sampled_from(["anthropic", "responses"]), st.dictionaries(st.text(max_size=8), json_values, max_size=6))
+def test_a_whole_wire_answer_of_any_shape_is_a_completion_or_a_clear_failure(wire: str, body: dict[str, Any]) -> None:
+    try:
+        completion = WIRES[wire].completion(body, "up", 1)
+    except (InvalidChunk, GatewayError):
+        return
+    replay_completion(completion, RewriteOptions())

@@ -30,7 +30,8 @@ def describe(config: Config) -> str:
         if provider.api == "demo":
             lines.append(f"  {name}: the built-in demo model (api: demo), in process, no network")
             continue
-        lines.append(f"  {name}: {_redact_url(provider.base_url)}, api key {key}")
+        wire = "" if provider.api == "chat" else f" (api: {provider.api})"
+        lines.append(f"  {name}: {_redact_url(provider.base_url)}{wire}, api key {key}")
         t = provider.timeout
         total = f"{t.total:g}s" if t.total else "none"
         lines.append(

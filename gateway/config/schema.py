@@ -275,10 +275,12 @@ class TimeoutOverrides(_Strict):
 
 
 class ProviderConfig(_Strict):
-    """One upstream: an OpenAI-compatible server (``api: chat``), or the built-in demo (``api: demo``)."""
+    """One upstream: a server speaking one of the APIs the gateway reads (``api``), or the built-in demo."""
 
-    # chat: OpenAI's chat completions at base_url. demo: the built-in, offline demo model (no base_url).
-    api: Literal["chat", "demo"] = "chat"
+    # The wire the provider speaks. chat: chat completions at {base_url}/chat/completions. responses: OpenAI's
+    # Responses API at {base_url}/responses (always store: false). anthropic: Anthropic's Messages API at
+    # {base_url}/messages (x-api-key, anthropic-version). demo: the built-in, offline demo model (no base_url).
+    api: Literal["chat", "responses", "anthropic", "demo"] = "chat"
     base_url: str = DEMO_BASE_URL
     api_key: SecretStr | None = None
     headers: dict[str, str] = {}
@@ -307,6 +309,8 @@ class ProviderConfig(_Strict):
     # Whether the provider takes reasoning_effort: then a translated request's effort (Responses'
     # reasoning.effort, a Messages thinking budget) is sent as one; otherwise it is dropped.
     reasoning_effort: bool = False
+    # api: anthropic: the max_tokens sent when a request sets no output limit (the Messages API requires one).
+    max_tokens: int = Field(default=4096, gt=0)
 
     @field_validator("forward")
     @classmethod

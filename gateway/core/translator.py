@@ -23,6 +23,7 @@ from gateway.core.passthrough import ChatPassThrough, Shortcuts
 from gateway.core.rewriter import ArgumentsTooLong, InvalidChunk, RewriteStats, StreamRewriter
 from gateway.core.sse import SSEComment, SSEDecoder, SSEError, SSEEvent
 from gateway.core.usage import TokenUsage
+from gateway.core.wires import WireFailure, WireReader
 
 __all__ = ["StreamPhase", "StreamTranslator"]
 
@@ -56,7 +57,9 @@ class StreamTranslator:
     send an unchanged chunk as its bytes and read nothing else of it: on a
     route without a rewrite, the chunks' own events are then not made.
     ``shortcuts`` says whether the chat pass-through's shortcuts are taken
-    (``gateway.core.passthrough``).
+    (``gateway.core.passthrough``). ``wire`` reads an upstream of another API
+    (``gateway.core.wires``) into the chunks the rewrite reads; the chat
+    shortcuts, which work on a chat upstream's bytes, are then not taken.
     """
 
     def __init__(
@@ -67,6 +70,7 @@ class StreamTranslator:
         *,
         raw_chunks: bool = False,
         shortcuts: Shortcuts = Shortcuts.ON,
+        wire: WireReader | None = None,
     ) -> None:
         self.phase: StreamPhase = _WAITING
         self.provider = provider
@@ -75,7 +79,11 @@ class StreamTranslator:
         # Data events translated so far: the shell's idle timer counts only these, not comments or partial bytes.
         self.chunks = 0
         self._decoder = SSEDecoder(options.max_event_bytes)
-        self._chunks = ChatPassThrough(StreamRewriter(options, stats), raw_chunks=raw_chunks, shortcuts=shortcuts)
+        self._wire = wire
+        self._rewriter = StreamRewriter(options, stats)
+        if wire is not None:
+            raw_chunks, shortcuts = False, Shortcuts.OFF
+        self._chunks = ChatPassThrough(self._rewriter, raw_chunks=raw_chunks, shortcuts=shortcuts)
 
     @property
     def ended(self) -> bool:
@@ -121,7 +129,10 @@ class StreamTranslator:
                 if event == _DONE:
                     self._settle(out)
                     return
-                self._chunk(event, out)
+                if self._wire is not None:
+                    self._wire_event(self._wire, event, out)
+                else:
+                    self._chunk(event, out)
             elif isinstance(event, SSEComment):
                 out.append(Comment(event.text))
 
@@ -158,6 +169,9 @@ class StreamTranslator:
         except ArgumentsTooLong as exc:
             self._fail(out, ErrorKind.RESPONSE_TOO_LARGE, f"The answer was cut: {exc}.")
             return
+        self._fed(chunk, events, out)
+
+    def _fed(self, chunk: dict[str, Any], events: list[Event], out: list[Event]) -> None:
         if chunk.get("usage") is not None:  # most chunks carry none; the feed read it into a Usage event
             for event in events:
                 if type(event) is Usage:
@@ -165,6 +179,31 @@ class StreamTranslator:
         self.chunks += 1
         self.phase = _STREAMING
         out += events
+
+    def _wire_event(self, wire: WireReader, payload: bytes, out: list[Event]) -> None:
+        """One event of another wire: the chunks it stands for through the rewrite, its failure, or its end."""
+        try:
+            event = orjson.loads(payload)
+            if not isinstance(event, dict):
+                raise InvalidChunk("an event is not a JSON object")
+            for chunk in wire.read(event):
+                self._fed(chunk, self._rewriter.feed(chunk), out)
+        except WireFailure as failure:
+            error = failure.error
+            # An attempt is retried only while nothing went out: a stream cut short is never made to look whole.
+            error.retryable = error.retryable and self.phase is _WAITING
+            self.phase = _FAILED
+            out.append(Error(error))
+            return
+        except (orjson.JSONDecodeError, InvalidChunk):
+            message = f"The upstream provider {self.provider!r} sent an invalid event stream."
+            self._fail(out, ErrorKind.INVALID_RESPONSE, message)
+            return
+        except ArgumentsTooLong as exc:
+            self._fail(out, ErrorKind.RESPONSE_TOO_LARGE, f"The answer was cut: {exc}.")
+            return
+        if wire.ended:
+            self._settle(out)
 
     def _settle(self, out: list[Event]) -> None:
         """``[DONE]`` or the end of the body: a whole answer ends in ``Done``, anything less in ``Error``."""

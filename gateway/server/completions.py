@@ -10,6 +10,11 @@ back is an ``Answer`` for the edge to send, never an HTTP response.
 Streams ask the upstream for their usage (``stream_options.include_usage``),
 and the request's ticket is charged from it as the answer ends (the chat
 front door drops that usage chunk for a client that did not ask for it).
+
+A provider of another API (``api: responses``, ``api: anthropic``) gets the
+prepared chat-completions request in its own wire (``gateway.core.wires``),
+and its answer is read back into chat-completion chunks before the rewrite,
+so every route, door and rewrite works the same behind it.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from gateway.core.options import Reasoning, RewriteOptions
 from gateway.core.rewriter import InvalidChunk, replay_completion
 from gateway.core.translator import StreamTranslator
 from gateway.core.usage import estimate_prompt, estimate_size, usage_of
+from gateway.core.wires import WIRES, Wire
 from gateway.dialects import Dialect, Parsed, StreamEncoder
 from gateway.server.limits import Ticket
 from gateway.server.metrics import Metrics, RequestRecord
@@ -110,6 +116,7 @@ class Completions:
             size, self._upstream_request, dialect, request, route, provider, ticket.charges_tokens
         )
         upstream = provider.config
+        wire = WIRES.get(upstream.api)
         record.reasoning_exposed = options.reasoning is Reasoning.EXPOSE and not options.passthrough
         timeouts = route.timeout.apply(upstream.timeout)
         loop = asyncio.get_running_loop()
@@ -118,7 +125,7 @@ class Completions:
         try:
             answer = await provider.call(
                 "POST",
-                "/chat/completions",
+                "/chat/completions" if wire is None else wire.path,
                 content=content,
                 headers={
                     "content-type": "application/json",
@@ -130,14 +137,15 @@ class Completions:
         finally:
             record.upstream_seconds += loop.time() - waiting
         if answer.status >= 400:
-            raise await answer.error()
+            error = await answer.error()
+            raise error if wire is None else wire.error(provider.name, error)
         ticket.answering(lambda: prompt_estimate)
         headers = client_headers(answer.headers)
         if dropped_tools:
             headers["x-gateway-dropped-tools"] = dropped_tools
         created = int(time.time())
         if not request.stream:
-            events = await self._complete(answer, provider, options, deadline, record, ticket)
+            events = await self._complete(answer, provider, wire, options, deadline, record, ticket, created)
             return Answer(headers, body=dialect.build(request, events, created=created))
         encoder = dialect.encoder(request, created=created)
 
@@ -148,7 +156,13 @@ class Completions:
 
         relay = Relay(
             answer,
-            StreamTranslator(options, provider.name, record.rewrite, raw_chunks=encoder.raw_chunks),
+            StreamTranslator(
+                options,
+                provider.name,
+                record.rewrite,
+                raw_chunks=encoder.raw_chunks,
+                wire=None if wire is None else wire.reader(provider.name, created),
+            ),
             encoder,
             idle=timeouts.idle,
             deadline=deadline,
@@ -187,20 +201,25 @@ class Completions:
     def _upstream_request(
         self, dialect: Dialect[Parsed], request: Parsed, route: ModelRoute, provider: Provider, estimate: bool
     ) -> tuple[bytes, RewriteOptions, int]:
-        """The chat-completions request a route's provider gets, the options its answer is rewritten with, and
-        (when ``estimate``) its prompt's estimated tokens."""
+        """The request a route's provider gets (chat completions, or that request in the provider's wire), the
+        options its answer is rewritten with, and (when ``estimate``) its prompt's estimated tokens."""
         options = self._config.options(route)
         upstream = provider.config
         payload = dialect.to_chat(request, reasoning=options.reasoning, reasoning_effort=upstream.reasoning_effort)
         payload["model"] = route.upstream_model(request.model)
         if upstream.token_limit == "max_tokens" and "max_completion_tokens" in payload:
             payload["max_tokens"] = payload.pop("max_completion_tokens")
-        if request.stream:
+        wire = WIRES.get(upstream.api)
+        if request.stream and wire is None:
             asked = payload.get("stream_options")
             payload["stream_options"] = {**(asked if isinstance(asked, dict) else {}), "include_usage": True}
         if not options.passthrough:
             payload, options = prepare(payload, options)
-        return json_body.dumps(payload), options, estimate_prompt(payload) if estimate else 0
+        prompt = estimate_prompt(payload) if estimate else 0
+        if wire is not None:
+            exposed = options.reasoning is Reasoning.EXPOSE
+            payload = wire.request(payload, stream=request.stream, max_tokens=upstream.max_tokens, summaries=exposed)
+        return json_body.dumps(payload), options, prompt
 
     def _stream_closed(self, relay: Relay) -> None:
         if relay in self.streams:
@@ -211,10 +230,12 @@ class Completions:
         self,
         upstream: UpstreamResponse,
         provider: Provider,
+        wire: Wire | None,
         options: RewriteOptions,
         deadline: float | None,
         record: RequestRecord,
         ticket: Ticket,
+        created: int,
     ) -> list[Event]:
         """A non-streaming answer, read whole, charged to the ticket, and replayed through the rewrite."""
         loop = asyncio.get_running_loop()
@@ -234,11 +255,19 @@ class Completions:
         if not isinstance(completion, dict):
             message = f"The upstream provider {provider.name!r} returned a body that is not a JSON object."
             raise GatewayError(ErrorKind.INVALID_RESPONSE, message, code="upstream_invalid_response")
+        raw: bytes | None = data
+        if wire is not None:
+            try:
+                completion = wire.completion(completion, provider.name, created)
+            except InvalidChunk:
+                message = f"The upstream provider {provider.name!r} returned a body that is not a {wire.name} answer."
+                raise GatewayError(ErrorKind.INVALID_RESPONSE, message, code="upstream_invalid_response") from None
+            raw = None  # its bytes are not a chat completion's: a chat client's answer is built from its events
         usage = usage_of(completion.get("usage"))
         record.usage(usage)
         await ticket.settle(usage, completion_estimate=estimate_size(len(data)))
         try:
-            return replay_completion(completion, options, record.rewrite, data)
+            return replay_completion(completion, options, record.rewrite, raw)
         except InvalidChunk:
             if isinstance(completion.get("error"), dict):
                 message = f"The upstream provider {provider.name!r} answered with an error."

@@ -24,9 +24,22 @@ from gateway.config import ProviderConfig, Timeouts
 from gateway.core.errors import ErrorKind, GatewayError
 from gateway.upstream.transport import Http1Transport
 
-__all__ = ["FAILURES", "RETRYABLE_STATUS", "Provider", "UpstreamResponse", "client_headers", "failure", "retry_after"]
+__all__ = [
+    "ANTHROPIC_VERSION",
+    "FAILURES",
+    "RETRYABLE_STATUS",
+    "Provider",
+    "UpstreamResponse",
+    "client_headers",
+    "failure",
+    "retry_after",
+]
 
-RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+# 529: Anthropic's overloaded_error.
+RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504, 529})
+
+# The Messages API version an ``api: anthropic`` provider is called with, unless its ``headers`` say another.
+ANTHROPIC_VERSION = "2023-06-01"
 
 FAILURES = (TimeoutError, httpx.TransportError)
 """What reaching a provider can raise: a deadline passed, or the connection failed (``failure`` says which)."""
@@ -144,7 +157,8 @@ class UpstreamResponse:
 
 
 class Provider:
-    """An OpenAI-compatible upstream deployment; its key is attached here and nowhere else.
+    """An upstream deployment; its key is attached here and nowhere else (as Anthropic's ``x-api-key`` header on an
+    ``api: anthropic`` provider, else as a bearer token).
 
     It also keeps what request routing needs of this process: requests in
     flight and an optional cap on them. Failures and cool-downs are shared by
@@ -157,9 +171,15 @@ class Provider:
         self._base_url = config.base_url.rstrip("/")
         self._below_base = httpx.URL(self._base_url).raw_path.rstrip(b"/") + b"/"
         self._headers = {"user-agent": f"agent-gateway/{__version__}"}
+        if config.api == "anthropic":
+            self._headers["anthropic-version"] = ANTHROPIC_VERSION
         self._headers.update((key.lower(), value) for key, value in config.headers.items())
         if config.api_key is not None:
-            self._headers["authorization"] = f"Bearer {config.api_key.get_secret_value()}"
+            secret = config.api_key.get_secret_value()
+            if config.api == "anthropic":
+                self._headers["x-api-key"] = secret
+            else:
+                self._headers["authorization"] = f"Bearer {secret}"
         self._transport = transport or network_transport(config)
         self.in_flight = 0
         self._slots = asyncio.Semaphore(config.max_concurrency) if config.max_concurrency else None

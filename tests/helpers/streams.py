@@ -14,6 +14,7 @@ from gateway.core.options import Reasoning, RewriteOptions, Thoughts
 from gateway.core.passthrough import Shortcuts
 from gateway.core.rewriter import RewriteStats, replay_completion
 from gateway.core.translator import StreamTranslator
+from gateway.core.wires import WIRES
 from gateway.dialects import StreamEncoder
 from gateway.dialects.chat import fold_completion
 from tests.helpers.paths import FIXTURES
@@ -108,15 +109,22 @@ def split_evenly(text: str, size: int) -> list[str]:
 
 
 def translate(
-    reads: list[bytes], options: RewriteOptions, encoder: StreamEncoder, *, raw_chunks: bool = True
+    reads: list[bytes],
+    options: RewriteOptions,
+    encoder: StreamEncoder,
+    *,
+    raw_chunks: bool = True,
+    wire: str | None = None,
 ) -> tuple[bytes, list[Event]]:
     """What a client of ``encoder``'s front door receives for these upstream reads, and the events behind it.
 
     The translator takes the encoder's ``raw_chunks`` as the gateway does; ``raw_chunks=False`` has it make
     every event whatever the encoder. Its shortcuts are checked against the general path, chunk by chunk.
+    ``wire`` names the upstream's API when it is not chat completions (``anthropic``, ``responses``).
     """
     raw_chunks = raw_chunks and encoder.raw_chunks
-    translator = StreamTranslator(options, "up", raw_chunks=raw_chunks, shortcuts=Shortcuts.CHECK)
+    reader = WIRES[wire].reader("up", 1) if wire is not None else None
+    translator = StreamTranslator(options, "up", raw_chunks=raw_chunks, shortcuts=Shortcuts.CHECK, wire=reader)
     events: list[Event] = []
     out = []
     for read in [*reads, None]:

@@ -1,0 +1,161 @@
+"""What every upstream wire shares: its failure, the chat-completion chunks its readers make, chat content read.
+
+A wire reader turns another API's events into ``chat.completion.chunk``
+objects, so that the one rewrite (``StreamRewriter``) and every front door's
+encoder read them as they read a chat upstream's; a request builder reads the
+chat-completions request the gateway prepared, so the agent transform is
+written once too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+from gateway.core.errors import ErrorKind, GatewayError
+
+__all__ = [
+    "ChunkMaker",
+    "WireFailure",
+    "as_list",
+    "chat_usage",
+    "count",
+    "function_tools",
+    "invalid",
+    "max_tokens_of",
+    "openai_error",
+    "stops_of",
+    "text_of",
+]
+
+# The chat-completions fields every wire reads or decides itself; any other field a client sent is not sent on.
+_STOP_FIELDS: Final = ("stop",)
+
+
+class WireFailure(Exception):
+    """The upstream said, in its own wire, that the answer failed: an error event, a failed response.
+
+    ``error`` is what the client is told; ``retryable`` whether another attempt may succeed (an
+    overload, a server error), which the translator honours only while nothing has been sent.
+    """
+
+    def __init__(self, error: GatewayError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+def openai_error(
+    provider: str, message: str, kind: str, *, code: str | None = None, status: int = 502, retryable: bool = False
+) -> GatewayError:
+    """An upstream failure with its words kept in OpenAI's error shape, which the OpenAI doors relay as they are."""
+    upstream = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    said = f"The upstream provider {provider!r} reported an error: {message}"
+    return GatewayError(ErrorKind.UPSTREAM_ERROR, said, status=status, retryable=retryable, upstream=upstream)
+
+
+class ChunkMaker:
+    """``chat.completion.chunk`` objects of one answer, with its id, model and creation time."""
+
+    __slots__ = ("id", "model", "created", "_role_sent")
+
+    def __init__(self, created: int) -> None:
+        self.id = ""
+        self.model = ""
+        self.created = created
+        self._role_sent = False
+
+    def chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        if not self._role_sent:
+            self._role_sent = True
+            delta = {"role": "assistant", **delta}
+        choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [choice],
+        }
+
+    def usage(self, usage: dict[str, Any]) -> dict[str, Any]:
+        """The chunk that carries an answer's usage, after its finish, as a chat upstream sends it."""
+        return {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [],
+            "usage": usage,
+        }
+
+
+def chat_usage(
+    prompt: int, completion: int, *, cached: int = 0, cache_write: int = 0, reasoning: int = 0
+) -> dict[str, Any]:
+    """Token counts in chat completions' shape (``prompt`` includes the cached and written tokens)."""
+    usage: dict[str, Any] = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": cached},
+        "completion_tokens_details": {"reasoning_tokens": reasoning},
+    }
+    if cache_write:
+        usage["prompt_tokens_details"]["cache_write_tokens"] = cache_write
+    return usage
+
+
+def count(value: object) -> int:
+    return value if type(value) is int and value >= 0 else 0
+
+
+def as_list(value: Any) -> list[Any]:
+    """A field that should be a list, as one: anything else is read as empty (the upstream judges what is sent)."""
+    return value if isinstance(value, list) else []
+
+
+def function_tools(payload: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """A chat request's function tools' ``function`` objects, the only tools either wire is sent."""
+    tools: list[Mapping[str, Any]] = []
+    for tool in as_list(payload.get("tools")):
+        function = tool.get("function") if isinstance(tool, dict) and tool.get("type") == "function" else None
+        if isinstance(function, dict):
+            tools.append(function)
+    return tools
+
+
+def text_of(content: Any) -> str:
+    """The text of a chat message's content: a string, or the text of its parts."""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return ""
+    texts = []
+    for part in content:
+        if isinstance(part, dict) and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif isinstance(part, str):
+            texts.append(part)
+    return "".join(texts)
+
+
+def max_tokens_of(payload: Mapping[str, Any]) -> int | None:
+    """The output-token limit a chat request sets, in either of its two fields."""
+    for key in ("max_completion_tokens", "max_tokens"):
+        value = payload.get(key)
+        if type(value) is int and value > 0:
+            return value
+    return None
+
+
+def stops_of(payload: Mapping[str, Any]) -> list[str]:
+    value = payload.get(_STOP_FIELDS[0])
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [stop for stop in value if isinstance(stop, str)]
+    return []
+
+
+def invalid(message: str, param: str) -> GatewayError:
+    return GatewayError(ErrorKind.INVALID_REQUEST, message, param=param, code="unsupported_value")
