@@ -17,6 +17,7 @@ from gateway.server.limits import Limiter
 from gateway.server.metrics import Metrics
 from gateway.server.retries import RetryPolicy
 from gateway.server.routing import Router
+from gateway.server.tracing import tracing_of
 from gateway.state import create_store
 from gateway.upstream.demo import DEMO_DELAY, DemoTransport
 from gateway.upstream.provider import Provider
@@ -47,9 +48,11 @@ class Service:
             password=server.state_password.get_secret_value() if server.state_password else None,
         )
         self.limits = Limiter(config, self.store, self.metrics)
+        self.tracing = tracing_of(server)  # None: no collector named, nothing traced
         transports = {**_demo_transports(config), **(transports or {})}
         self.providers = {
-            name: Provider(name, provider, transports.get(name)) for name, provider in config.providers.items()
+            name: Provider(name, provider, transports.get(name), self.tracing)
+            for name, provider in config.providers.items()
         }
         self.router = Router(config, self.providers, DeploymentHealth(self.store, config.providers))
         # Providers that serve the Responses API themselves (``responses: native``).
@@ -69,6 +72,8 @@ class Service:
         for provider in self.providers.values():
             await provider.aclose()
         await self.store.aclose()
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)
 
     def drain(self, delay: float = 0.0) -> None:
         """Stop taking requests; streams still running ``delay`` plus the grace period later are ended
