@@ -9,6 +9,7 @@ every other problem.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from fnmatch import fnmatchcase
 from typing import Annotated, Any, Final, Literal
@@ -414,6 +415,15 @@ class Config(_Strict):
     def options(self, route: ModelRoute) -> RewriteOptions:
         """How ``route`` rewrites (``RewriteOptions.plain()`` for a route without ``rewrite``)."""
         return self._options[route.name]
+
+    def exposing_reasoning(self) -> Config:
+        """This config with every rewriting route's reasoning shown: what the console's playground answers with."""
+        shown = self.model_copy()
+        shown._options = {
+            name: options if options.passthrough else dataclasses.replace(options, reasoning=Reasoning.EXPOSE)
+            for name, options in self._options.items()
+        }
+        return shown
 
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> Config:

@@ -37,6 +37,7 @@ class HotPath:
         self._direct = dict(direct)
         self._metrics = service.metrics
         self._tracing = service.tracing
+        self._recent = service.recent
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -76,6 +77,6 @@ class HotPath:
         finally:
             if counted:
                 in_flight.dec()
-            report(self._metrics, record, scope)
+            report(self._metrics, record, scope, self._recent)
             if traced is not None:
                 traced.finish(record, scope)

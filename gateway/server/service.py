@@ -15,6 +15,7 @@ from gateway.server.forwarder import Forwarder
 from gateway.server.health import DeploymentHealth
 from gateway.server.limits import Limiter
 from gateway.server.metrics import Metrics
+from gateway.server.recent import Recent
 from gateway.server.retries import RetryPolicy
 from gateway.server.routing import Router
 from gateway.server.tracing import tracing_of
@@ -59,6 +60,9 @@ class Service:
         self.native_responses = frozenset(name for name, p in config.providers.items() if p.responses == "native")
         policy = RetryPolicy(config.server, self.router, self.metrics)
         self.completions = Completions(config, policy, self.metrics)
+        # The console's: its playground's answers (every route's reasoning shown), and the latest requests.
+        self.playground = Completions(config.exposing_reasoning(), policy, self.metrics)
+        self.recent = Recent()
         self.forwarder = Forwarder(self.router, policy, config.server.max_event_bytes)
         self.ready = False
         self.draining = False
@@ -83,7 +87,8 @@ class Service:
         self.draining = True
         self.ready = False
         loop = asyncio.get_running_loop()
-        loop.call_later(delay + self.config.server.shutdown_grace, self.completions.abort_streams, _CUT)
+        for completions in (self.completions, self.playground):
+            loop.call_later(delay + self.config.server.shutdown_grace, completions.abort_streams, _CUT)
 
     def refuse_when_draining(self) -> None:
         """A 503 that sends the client elsewhere: retry later, and not on this connection."""
