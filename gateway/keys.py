@@ -62,6 +62,11 @@ class KeyRegistry:
         return cls([*unnamed, *named])
 
     @property
+    def clients(self) -> tuple[ClientKey, ...]:
+        """Every key's entry, in config order (names and limits only)."""
+        return tuple(entry for _, entry in self._entries)
+
+    @property
     def required(self) -> bool:
         """Whether clients must present a key at all: only when the config names at least one."""
         return bool(self._entries)

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from hypothesis import settings
 
 from tests.helpers.redis_server import URL_VARIABLE, RedisServer
+
+# What tests leave for a person to look at (the console's screenshots, a received trace); gitignored, kept after
+# the run and named in its summary.
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 # No per-example deadline: the machine is shared, and a timing bound is not a behaviour. Under CI (CI=true) the
 # examples are derived from each test's name and no database carries failures from run to run, so a submission
@@ -20,6 +25,18 @@ settings.load_profile("ci" if os.environ.get("CI") == "true" else "gateway")
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--soak", action="store_true", help="also run the long soak test (tests marked 'soak')")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if ARTIFACTS.is_dir() and any(ARTIFACTS.iterdir()):
+        terminalreporter.write_line(f"test artifacts (screenshots, traces): {ARTIFACTS}")
+
+
+@pytest.fixture
+def artifacts() -> Path:
+    """Where a test keeps what a person should be able to look at after the run."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -32,7 +32,7 @@ def _expand(node: Any, env: Mapping[str, str], loc: Loc, problems: list[Problem]
         return {key: _expand(value, env, (*loc, key), problems) for key, value in node.items()}
     if isinstance(node, list):
         items = [_expand(value, env, (*loc, index), problems) for index, value in enumerate(node)]
-        if loc == ("server", "api_keys"):
+        if loc in (("server", "api_keys"), ("server", "admin_keys")):
             # A key variable that is set but empty means "no such key", so `${KEY:-}` can switch auth off.
             items = [new for old, new in zip(node, items, strict=True) if not (new == "" and old != "")]
         return items

@@ -16,7 +16,9 @@ from gateway.config.checks import Loc, Problem
 __all__ = ["problems_of", "show"]
 
 # Fields whose values must not be echoed back in an error message.
-_SECRET_FIELDS: Final = frozenset(("api_key", "api_keys", "headers", "key", "key_sha256", "state", "state_password"))
+_SECRET_FIELDS: Final = frozenset(
+    ("admin_keys", "api_key", "api_keys", "headers", "key", "key_sha256", "state", "state_password")
+)
 _BOUNDS: Final = frozenset(("greater_than", "greater_than_equal", "less_than", "less_than_equal"))
 _EXPECTATIONS: Final = {
     "missing": "required, but missing",

@@ -9,6 +9,7 @@ every other problem.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from fnmatch import fnmatchcase
 from typing import Annotated, Any, Final, Literal
@@ -38,6 +39,7 @@ __all__ = [
     "Config",
     "KeyConfig",
     "ModelRoute",
+    "OtelConfig",
     "ProviderConfig",
     "ResponsesConfig",
     "RewriteConfig",
@@ -61,6 +63,16 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class OtelConfig(_Strict):
+    """Where traces go (``server.otel``); what it leaves out, the standard ``OTEL_*`` variables say."""
+
+    # The collector's OTLP/HTTP base URL, like OTEL_EXPORTER_OTLP_ENDPOINT: spans go to <endpoint>/v1/traces.
+    endpoint: NonEmptyStr | None = None
+    service_name: NonEmptyStr | None = None
+    # The share of new traces recorded; a continued trace follows its caller's choice.
+    sample_ratio: float | None = Field(default=None, ge=0, le=1)
+
+
 class ServerConfig(_Strict):
     """Where the gateway listens and who may call it."""
 
@@ -79,6 +91,10 @@ class ServerConfig(_Strict):
     log_format: Literal["json", "text"] = "json"
     # With --log-level debug, also log request messages. Off by default: content stays out of logs.
     log_content: bool = False
+    # OpenTelemetry traces: off unless this or the OTEL_* variables name a collector (gateway.server.tracing).
+    otel: OtelConfig | None = None
+    # The operators' keys: the console at / and its JSON endpoints (gateway.server.console); not client keys.
+    admin_keys: tuple[NonEmptyStr, ...] = Field(default=(), repr=False)
     # Bounded memory per stream: one upstream event, or one tool call's arguments, beyond these ends the stream.
     max_event_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     max_arguments_chars: int = Field(default=4 * 1024 * 1024, gt=0)
@@ -461,6 +477,15 @@ class Config(_Strict):
     def options(self, route: ModelRoute) -> RewriteOptions:
         """How ``route`` rewrites (``RewriteOptions.plain()`` for a route without ``rewrite``)."""
         return self._options[route.name]
+
+    def exposing_reasoning(self) -> Config:
+        """This config with every rewriting route's reasoning shown: what the console's playground answers with."""
+        shown = self.model_copy()
+        shown._options = {
+            name: options if options.passthrough else dataclasses.replace(options, reasoning=Reasoning.EXPOSE)
+            for name, options in self._options.items()
+        }
+        return shown
 
     @model_validator(mode="after")
     def _consistent(self, info: ValidationInfo) -> Config:

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Hashable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Final
+
+import orjson
 
 from gateway.core.arguments import ArgumentsParser, Captured
 from gateway.core.events import (
@@ -41,6 +43,7 @@ __all__ = [
     "RewriteStats",
     "StreamRewriter",
     "choice_index",
+    "finish_label",
     "replay_completion",
 ]
 
@@ -76,6 +79,11 @@ def choice_index(choice: Mapping[str, Any], position: int) -> Hashable:
     return index  # type: ignore[no-any-return]
 
 
+def finish_label(reason: Any) -> str:
+    """A finish reason as a short label: a string as it is, any other JSON value in its JSON text (capped)."""
+    return (reason if isinstance(reason, str) else orjson.dumps(reason).decode())[:64]
+
+
 def _upstream_reasoning(delta: Mapping[str, Any]) -> str:
     """The reasoning text a delta (or a non-streaming message) carries in the provider reasoning fields.
 
@@ -109,6 +117,8 @@ class RewriteStats:
     client_calls: int = 0
     reasoning_chars: int = 0
     invalid_arguments: int = 0
+    # Each choice's finish reason as the client is told it (for traces: gen_ai.response.finish_reasons).
+    finish_reasons: list[str] = field(default_factory=list)
 
 
 class _Segment(Enum):
@@ -342,6 +352,7 @@ class StreamRewriter:
                 mapped = ("function_call" if state.legacy else "tool_calls") if state.client_calls else "stop"
             changed = changed or mapped != finish
             events.append(Finish(index, mapped))
+            self.stats.finish_reasons.append(finish_label(mapped))
         if self._passthrough:
             return not isinstance(choice.get("delta"), dict)
         if changed:

@@ -18,6 +18,7 @@ from starlette.types import Scope
 
 from gateway.server.logs import capped
 from gateway.server.metrics import Metrics, RequestRecord
+from gateway.server.recent import Recent
 
 __all__ = ["PROBES", "open_record", "record_of", "report", "stamped"]
 
@@ -53,12 +54,14 @@ def stamped(record: RequestRecord, headers: list[tuple[bytes, bytes]]) -> list[t
     return headers
 
 
-def report(metrics: Metrics, record: RequestRecord, scope: Scope) -> None:
-    """The finished request: its metrics (not for probes) and its access-log line."""
+def report(metrics: Metrics, record: RequestRecord, scope: Scope, recent: Recent | None = None) -> None:
+    """The finished request: its metrics (not for probes), the console's recent requests, its access-log line."""
     duration = time.perf_counter() - record.started
     probe = scope["path"] in PROBES
     if not probe:
         metrics.observe(record, record.status, duration, record.first_byte)
+        if recent is not None:
+            recent.add(record, scope, duration)
     if record.route is not None and logger.isEnabledFor(logging.DEBUG):
         stats = record.rewrite
         logger.debug(

@@ -46,6 +46,7 @@ from gateway.dialects import (
     Parsed,
     dialect_of,
 )
+from gateway.server import console
 from gateway.server.exchange import Endpoint, Handler, Incoming, Reply, error_reply, internal_error, json_reply
 from gateway.server.forwarder import Forwarded, Outbound
 from gateway.server.hotpath import HotPath
@@ -250,7 +251,11 @@ async def metrics(request: Request) -> Response:
 
 
 async def root(request: Request) -> Response:
-    """``GET /`` and ``HEAD /``: what clients probe before they start (Claude Code sends ``HEAD /``)."""
+    """``GET /`` and ``HEAD /``: what clients probe before they start (Claude Code sends ``HEAD /``), and for a
+    browser the operators' console (``console``). 200 either way."""
+    if "text/html" in request.headers.get("accept", ""):
+        reply = console.page()
+        return Response(reply.body, reply.status, dict(reply.headers))
     return Response(b'{"service":"agent-gateway","api":"/v1"}', media_type="application/json")
 
 
@@ -359,6 +364,7 @@ def create_app(
             Route("/metrics", metrics, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            *console.console_routes(service),
         ],
         exception_handlers={HTTPException: _http_error, Exception: _unexpected_error},
         lifespan=lifespan,

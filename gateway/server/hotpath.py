@@ -1,7 +1,8 @@
 """The hot path: the gateway's outermost ASGI callable, and the front doors reached without Starlette.
 
 Every request starts here: it gets its record and request id, is counted in
-flight, and is reported once at its end (``access``). A request for one of
+flight, and is reported once at its end (``access``); traced, it is a server
+span from here to there (``tracing``). A request for one of
 the paths in ``direct`` (the front doors and ``count_tokens``) goes straight
 to its ``Endpoint``: no Starlette request, response, middleware or routing
 runs for it, and its answer is written to the server's ``send`` with no
@@ -35,6 +36,8 @@ class HotPath:
         self.app = app
         self._direct = dict(direct)
         self._metrics = service.metrics
+        self._tracing = service.tracing
+        self._recent = service.recent
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -43,6 +46,8 @@ class HotPath:
         record = open_record(scope)
         endpoint = self._direct.get(scope["path"])
         counted = scope["path"] not in PROBES
+        tracing = self._tracing
+        traced = tracing.start(scope) if tracing is not None and tracing.traces(scope) else None
         in_flight = self._metrics.in_flight
         if counted:
             in_flight.inc()
@@ -72,4 +77,6 @@ class HotPath:
         finally:
             if counted:
                 in_flight.dec()
-            report(self._metrics, record, scope)
+            report(self._metrics, record, scope, self._recent)
+            if traced is not None:
+                traced.finish(record, scope)

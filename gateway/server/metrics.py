@@ -47,6 +47,8 @@ class RequestRecord:
 
     request_id: str
     started: float
+    # The model the client named (a route's name, or a name a glob route serves); ``route`` is the route that served.
+    model: str | None = None
     route: str | None = None
     provider: str | None = None
     upstream_model: str | None = None

@@ -70,6 +70,7 @@ async def admit(
     service.refuse_when_draining()
     body = await incoming.body(service.config.server.max_body_bytes)
     target = await target_of(service, body)
+    record.model = target.model
     if target.route is not None:
         record.route = target.route.name
     service.limits.permit(client, target.route, target.model)

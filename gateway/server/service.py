@@ -17,9 +17,11 @@ from gateway.server.forwarder import Forwarder
 from gateway.server.health import DeploymentHealth
 from gateway.server.limits import Limiter
 from gateway.server.metrics import Metrics
+from gateway.server.recent import Recent
 from gateway.server.retries import RetryPolicy
 from gateway.server.routing import Router
 from gateway.server.stored import StoredResponses
+from gateway.server.tracing import tracing_of
 from gateway.state import create_store
 from gateway.upstream.demo import DEMO_DELAY, DemoTransport
 from gateway.upstream.provider import Provider
@@ -53,15 +55,20 @@ class Service:
         # Without a secret, sealed reasoning opens only in this process (gateway serve warns when that matters).
         sealer = Sealer(secrets_of(server, os.environ) or [process_secret()], config.responses.store_ttl)
         self.stored = StoredResponses(config, self.store, sealer)
+        self.tracing = tracing_of(server)  # None: no collector named, nothing traced
         transports = {**_demo_transports(config), **(transports or {})}
         self.providers = {
-            name: Provider(name, provider, transports.get(name)) for name, provider in config.providers.items()
+            name: Provider(name, provider, transports.get(name), self.tracing)
+            for name, provider in config.providers.items()
         }
         self.router = Router(config, self.providers, DeploymentHealth(self.store, config.providers))
         # Providers that serve the Responses API themselves (``responses: native``).
         self.native_responses = frozenset(name for name, p in config.providers.items() if p.responses == "native")
         policy = RetryPolicy(config.server, self.router, self.metrics)
         self.completions = Completions(config, policy, self.metrics)
+        # The console's: its playground's answers (every route's reasoning shown), and the latest requests.
+        self.playground = Completions(config.exposing_reasoning(), policy, self.metrics)
+        self.recent = Recent()
         self.forwarder = Forwarder(self.router, policy, config.server.max_event_bytes)
         self.ready = False
         self.draining = False
@@ -75,6 +82,8 @@ class Service:
         for provider in self.providers.values():
             await provider.aclose()
         await self.store.aclose()
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)
 
     def drain(self, delay: float = 0.0) -> None:
         """Stop taking requests; streams still running ``delay`` plus the grace period later are ended
@@ -84,7 +93,8 @@ class Service:
         self.draining = True
         self.ready = False
         loop = asyncio.get_running_loop()
-        loop.call_later(delay + self.config.server.shutdown_grace, self.completions.abort_streams, _CUT)
+        for completions in (self.completions, self.playground):
+            loop.call_later(delay + self.config.server.shutdown_grace, completions.abort_streams, _CUT)
 
     def refuse_when_draining(self) -> None:
         """A 503 that sends the client elsewhere: retry later, and not on this connection."""

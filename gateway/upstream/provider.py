@@ -22,6 +22,7 @@ import orjson
 from gateway import __version__
 from gateway.config import ProviderConfig, Timeouts
 from gateway.core.errors import ErrorKind, GatewayError
+from gateway.server.tracing import Attempt, Tracing
 from gateway.upstream.transport import Http1Transport
 
 __all__ = [
@@ -82,12 +83,13 @@ def client_headers(upstream: httpx.Headers) -> dict[str, str]:
 class UpstreamResponse:
     """An upstream answer with its body still to read; closing it gives the provider's slot back, once."""
 
-    __slots__ = ("_provider", "_response", "_closed")
+    __slots__ = ("_provider", "_response", "_closed", "_attempt")
 
-    def __init__(self, response: httpx.Response, provider: Provider) -> None:
+    def __init__(self, response: httpx.Response, provider: Provider, attempt: Attempt | None = None) -> None:
         self._response = response
         self._provider = provider
         self._closed = False
+        self._attempt = attempt  # its client span ends with it
 
     @property
     def status(self) -> int:
@@ -122,6 +124,8 @@ class UpstreamResponse:
             await self._response.aclose()
         finally:
             self._provider.release()
+            if self._attempt is not None:
+                self._attempt.end()
 
     async def error(self) -> GatewayError:
         """The error an upstream error status becomes: its status kept, and its body when it is an OpenAI error."""
@@ -165,7 +169,13 @@ class Provider:
     every worker (``gateway.server.health``).
     """
 
-    def __init__(self, name: str, config: ProviderConfig, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        config: ProviderConfig,
+        transport: httpx.AsyncBaseTransport | None = None,
+        tracing: Tracing | None = None,
+    ) -> None:
         self.name = name
         self.config = config
         self._base_url = config.base_url.rstrip("/")
@@ -181,6 +191,8 @@ class Provider:
             else:
                 self._headers["authorization"] = f"Bearer {secret}"
         self._transport = transport or network_transport(config)
+        self._tracing = tracing
+        self._traced_base = httpx.URL(self._base_url).copy_with(username=None, password=None, query=None)
         self.in_flight = 0
         self._slots = asyncio.Semaphore(config.max_concurrency) if config.max_concurrency else None
 
@@ -198,15 +210,23 @@ class Provider:
 
         ``path`` and ``query`` are appended to the base URL as they are, percent-encoding kept; a
         URL that would not stay below the base URL is refused. The provider's own headers win over
-        ``headers``.
+        ``headers``. Traced, the request is a client span and carries its ``traceparent``.
         """
         await self._acquire()
+        attempt = None
+        if self._tracing is not None:
+            attempt = self._tracing.attempt(self.name, method, self._traced_base, path)
+            headers = {**(headers or {}), "traceparent": attempt.traceparent}
         try:
             response = await self._send(method, path, content, headers, query, timeouts or self.config.timeout)
-        except BaseException:
+        except BaseException as error:
             self.release()
+            if attempt is not None:
+                attempt.failed(error)
             raise
-        return UpstreamResponse(response, self)
+        if attempt is not None:
+            attempt.answered(response.status_code)
+        return UpstreamResponse(response, self, attempt)
 
     async def _acquire(self) -> None:
         """Take a slot, waiting up to the queue timeout when the provider is at its cap."""

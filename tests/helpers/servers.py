@@ -257,9 +257,10 @@ def serve(app: Any, **options: Any) -> Iterator[str]:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """This environment without what would change how a gateway process configures itself."""
+    """This environment without what would change how a gateway process configures itself (OTEL_* too)."""
     ignored = ("OPENAI_API_KEY", "OPENAI_BASE_URL", "GATEWAY_CONFIG", "PROMETHEUS_MULTIPROC_DIR")
-    return {**{k: v for k, v in os.environ.items() if k not in ignored}, **extra}
+    kept = {k: v for k, v in os.environ.items() if k not in ignored and not k.startswith("OTEL_")}
+    return {**kept, **extra}
 
 
 @dataclass

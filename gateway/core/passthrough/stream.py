@@ -25,7 +25,7 @@ import orjson
 
 from gateway.core.events import ChoiceStart, ChunkStart, Event, ToolCallEnd, Usage
 from gateway.core.passthrough.fragments import Fragments
-from gateway.core.rewriter import Chunk, InvalidChunk, StreamRewriter, choice_index
+from gateway.core.rewriter import Chunk, InvalidChunk, StreamRewriter, choice_index, finish_label
 from gateway.core.usage import usage_of
 
 __all__ = ["ChatPassThrough", "ShortcutMismatch", "Shortcuts"]
@@ -133,7 +133,11 @@ class ChatPassThrough:
                 if not isinstance(choice, dict):
                     raise InvalidChunk("a choice is not an object")
                 index = choice_index(choice, position)
-                self._finished[index] = self._finished.get(index, False) or choice.get("finish_reason") is not None
+                if (reason := choice.get("finish_reason")) is not None:
+                    self._finished[index] = True
+                    self._rewriter.stats.finish_reasons.append(finish_label(reason))
+                else:
+                    self._finished.setdefault(index, False)
                 whole = whole and isinstance(choice.get("delta"), dict)
             if not whole:
                 deltas = [c if isinstance(c.get("delta"), dict) else {**c, "delta": {}} for c in choices]
