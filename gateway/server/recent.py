@@ -8,14 +8,16 @@ from typing import Any, Final
 
 from starlette.types import Scope
 
+from gateway.dialects import FRONT_DOORS
 from gateway.server.metrics import RequestRecord
 
 __all__ = ["CONSOLE_API", "DOOR_NAMES", "Recent"]
 
 # The console's JSON endpoints live below this path (``gateway.server.console``).
 CONSOLE_API: Final = "/console/api"
-# The front doors by the names the console shows them under (its playground's <select> too).
-DOOR_NAMES: Final = {"chat": "/v1/chat/completions", "responses": "/v1/responses", "messages": "/v1/messages"}
+# The front doors by the names the console shows them under (its playground's <select> too): chat, responses,
+# messages, the first part of each door's path below /v1/.
+DOOR_NAMES: Final = {door.path.removeprefix("/v1/").split("/")[0]: door.path for door in FRONT_DOORS}
 _BY_PATH: Final = {path: name for name, path in DOOR_NAMES.items()}
 _PLAYGROUND: Final = f"{CONSOLE_API}/playground"
 
