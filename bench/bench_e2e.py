@@ -29,6 +29,7 @@ import json
 import math
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from common import (
     percentile,
     raise_fd_limit,
     start_bare,
+    start_collector,
     start_gateway,
     start_litellm,
     start_raw,
@@ -84,6 +86,14 @@ def parse_options(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--no-workers2", action="store_true", help="skip the two-worker gateway")
     parser.add_argument(
+        "--targets", help="only these targets, comma-separated (say 'gateway,gateway traced'; default: every one)"
+    )
+    parser.add_argument(
+        "--traced",
+        action="store_true",
+        help="also run the gateway with OpenTelemetry traces on, sent to a collector, as the target 'gateway traced'",
+    )
+    parser.add_argument(
         "--compare-with",
         type=Path,
         metavar="CHECKOUT",
@@ -115,6 +125,11 @@ def servers(options: argparse.Namespace, log_dir: Path) -> Iterator[dict[str, Se
         start("gateway", start_gateway(log_dir, upstream.port, 1, options.gateway_log_level))
         if not options.no_workers2:
             start("gateway w2", start_gateway(log_dir, upstream.port, 2, options.gateway_log_level))
+        if options.traced:
+            collector = start_collector(log_dir)
+            start("collector", collector)
+            traced = start_gateway(log_dir, upstream.port, 1, options.gateway_log_level, traces_to=collector.port)
+            start("gateway traced", traced)
         if options.compare_with is not None:
             source = options.compare_with.resolve()
             start("gateway before", start_gateway(log_dir, upstream.port, 1, options.gateway_log_level, source))
@@ -259,6 +274,7 @@ async def bench(options: argparse.Namespace) -> dict[str, Any]:
             ("bare httpcore", "bare httpcore", "agent", "relayed", "chat"),
             ("gateway", "gateway", "agent", "rewritten", "chat"),
             ("gateway before", "gateway before", "agent", "rewritten", "chat"),
+            ("gateway traced", "gateway traced", "agent", "rewritten", "chat"),
             ("gateway resp", "gateway", "agent", "rewritten", "responses"),
             ("gateway messages", "gateway", "agent", "rewritten", "messages"),
             ("gateway plain", "gateway", "plain", "relayed", "chat"),
@@ -267,9 +283,10 @@ async def bench(options: argparse.Namespace) -> dict[str, Any]:
             ("litellm", "litellm", "agent", "any", "chat"),
         ]
         targets = []
+        chosen = None if options.targets is None else {name.strip() for name in options.targets.split(",")}
         for name, server, route, answer, front_door in candidates:
             process = running.get(server)
-            if isinstance(process, ServerProcess):
+            if isinstance(process, ServerProcess) and (chosen is None or name in chosen):
                 targets.append(Target(name, process, route, answer, front_door=front_door))
         results["notes"] = [f"{name}: {why}" for name, why in running.items() if isinstance(why, str)]
         await check_answers(targets, script, [options.interval_ms])
@@ -282,9 +299,19 @@ async def bench(options: argparse.Namespace) -> dict[str, Any]:
         results["latency"] = await measure_open_loop(run, single, options.rate, 0)
         results["paced"] = await measure_open_loop(run, single, options.paced_rate, options.interval_ms)
         results["memory"] = await measure_memory(run, memory_targets, idle)
+        collector = running.get("collector")
+        if isinstance(collector, ServerProcess):
+            results["traced_spans"] = received_spans(collector.port)
     results["seconds"] = time.monotonic() - started
     results["verdicts"] = verdicts(results)
     return results
+
+
+def received_spans(port: int) -> int:
+    """The spans the collector received: the traced gateway's traces did arrive (0 would mean they did not)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:
+        spans: int = json.load(answer)["spans"]
+    return spans
 
 
 def _rate(results: dict[str, Any], target: str, kind: str, concurrency: int) -> float:
@@ -336,6 +363,11 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
     paced = _row(results["paced"], "gateway")
     if paced:
         check("gateway CPU per streamed chunk, paced", paced["server_cpu_us_per_chunk"], 20.0, False, "µs")
+    traced = _row(results["paced"], "gateway traced")
+    if paced and traced:
+        extra = traced["server_cpu_us_per_stream"] / paced["server_cpu_us_per_stream"] - 1
+        check("CPU per stream with traces on, over off, paced", 100 * extra, 5.0, False, "%")
+        check("spans the collector received", results.get("traced_spans", 0), 1, True, "spans")
     memory = _row(results["memory"], "gateway")
     if memory:
         check(f"gateway RSS with {options['open_streams']} open streams", memory["open_mib"], 150.0, False, "MiB")

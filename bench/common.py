@@ -234,6 +234,12 @@ def start_upstream(log_dir: Path, fragments: int, padded: bool = False) -> Serve
     return ServerProcess("upstream", argv, port, log_dir)
 
 
+def start_collector(log_dir: Path) -> ServerProcess:
+    """``collector.py``: an OTLP/HTTP sink for a traced gateway's spans."""
+    port = free_port()
+    return ServerProcess("collector", [sys.executable, str(BENCH / "collector.py"), "--port", str(port)], port, log_dir)
+
+
 def start_bare(log_dir: Path, upstream_port: int, transport: str = "gateway") -> ServerProcess:
     """``bare.py``: Starlette and ``httpx.AsyncClient`` on ``transport``, no gateway logic."""
     name = "bare" if transport == "gateway" else f"bare-{transport}"
@@ -292,12 +298,19 @@ def wait_for_redis(port: int) -> None:
 
 
 def start_gateway(
-    log_dir: Path, upstream_port: int, workers: int = 1, log_level: str = "info", source: Path | None = None
+    log_dir: Path,
+    upstream_port: int,
+    workers: int = 1,
+    log_level: str = "info",
+    source: Path | None = None,
+    traces_to: int | None = None,
 ) -> ServerProcess:
     """``gateway serve`` exactly as deployed, on a config with the ``agent*`` and ``plain*`` routes.
 
     ``source``: another checkout of the gateway (an earlier commit, say) to run instead of this one,
-    with this interpreter, so that two versions are measured side by side in one run.
+    with this interpreter, so that two versions are measured side by side in one run. ``traces_to``: the
+    port of a collector (``start_collector``) the gateway sends its traces to, configured as an operator
+    would: by ``OTEL_EXPORTER_OTLP_ENDPOINT``.
     """
     config = write_gateway_config(log_dir, upstream_port)
     port = free_port()
@@ -316,6 +329,9 @@ def start_gateway(
         log_level,
     ]
     name = "gateway" if workers == 1 else f"gateway-w{workers}"
+    if traces_to is not None:
+        traced = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{HOST}:{traces_to}", "OTEL_SERVICE_NAME": "bench"}
+        return ServerProcess(f"{name}-traced", argv, port, log_dir, workers=workers, env=traced)
     if source is None:
         return ServerProcess(name, argv, port, log_dir, workers=workers)
     env = {"PYTHONPATH": str(source)}

@@ -26,7 +26,7 @@ from gateway.dialects import FRONT_DOORS, FrontDoor
 from gateway.keys import KeyRegistry
 from gateway.server.exchange import Endpoint, Incoming, Reply, json_reply
 from gateway.server.offload import off_loop
-from gateway.server.recent import CONSOLE_API, DOOR_NAMES
+from gateway.server.recent import CONSOLE_API, DOOR_NAMES, PLAYGROUND
 from gateway.server.service import Service
 from gateway.state import Admission
 
@@ -65,7 +65,7 @@ def console_routes(service: Service) -> list[Route]:
     return [
         Route("/console/console.js", Endpoint(service, script), methods=["GET"]),
         *(Route(f"{CONSOLE_API}/{name}", Endpoint(service, handler), methods=["GET"]) for name, handler in api.items()),
-        Route(f"{CONSOLE_API}/playground", Endpoint(service, console.playground), methods=["POST"]),
+        Route(PLAYGROUND, Endpoint(service, console.playground), methods=["POST"]),
     ]
 
 

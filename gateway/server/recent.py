@@ -8,16 +8,18 @@ from typing import Any, Final
 
 from starlette.types import Scope
 
+from gateway.dialects import FRONT_DOORS
 from gateway.server.metrics import RequestRecord
 
-__all__ = ["CONSOLE_API", "DOOR_NAMES", "Recent"]
+__all__ = ["CONSOLE_API", "DOOR_NAMES", "PLAYGROUND", "Recent"]
 
 # The console's JSON endpoints live below this path (``gateway.server.console``).
 CONSOLE_API: Final = "/console/api"
-# The front doors by the names the console shows them under (its playground's <select> too).
-DOOR_NAMES: Final = {"chat": "/v1/chat/completions", "responses": "/v1/responses", "messages": "/v1/messages"}
+# The front doors by the names the console shows them under (its playground's <select> too): chat, responses,
+# messages, the first part of each door's path below /v1/.
+DOOR_NAMES: Final = {door.path.removeprefix("/v1/").split("/")[0]: door.path for door in FRONT_DOORS}
 _BY_PATH: Final = {path: name for name, path in DOOR_NAMES.items()}
-_PLAYGROUND: Final = f"{CONSOLE_API}/playground"
+PLAYGROUND: Final = f"{CONSOLE_API}/playground"
 
 
 class Recent:
@@ -30,7 +32,7 @@ class Recent:
     def add(self, record: RequestRecord, scope: Scope, duration: float) -> None:
         """Keep the API's requests and the playground's; not probes, scrapes or the console's own reads."""
         path: str = scope["path"]
-        if not (path.startswith("/v1/") or path == _PLAYGROUND):
+        if not (path.startswith("/v1/") or path == PLAYGROUND):
             return
         self._count += 1
         self._rows.append((self._count, time.time(), scope["path"], duration, record))
@@ -44,7 +46,7 @@ class Recent:
                 "key": record.key,
                 "route": record.route,
                 "model": record.model,
-                "door": _BY_PATH.get(path, "playground" if path == _PLAYGROUND else path),
+                "door": _BY_PATH.get(path, "playground" if path == PLAYGROUND else path),
                 "status": record.status,
                 "stream": record.stream,
                 "duration_ms": round(duration * 1000, 1),

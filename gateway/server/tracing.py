@@ -40,13 +40,14 @@ from gateway.core.errors import GatewayError
 from gateway.dialects import FRONT_DOORS
 from gateway.server.logs import capped as _capped
 from gateway.server.metrics import RequestRecord
+from gateway.server.recent import PLAYGROUND
 
 __all__ = ["Attempt", "ServerSpan", "Tracing", "tracing_of"]
 
 _PROPAGATOR: Final = TraceContextTextMapPropagator()
 _DOORS: Final = frozenset(door.path for door in FRONT_DOORS)
-# The requests that get a server span: those to the API (the doors, count_tokens, forwarded ones); not probes,
-# metrics scrapes or the console.
+# The requests that get a server span: those to the API (the doors, count_tokens, forwarded ones) and the
+# console's playground, which reach providers; not probes, metrics scrapes or the console's page and data.
 _TRACED_PREFIX: Final = "/v1/"
 
 
@@ -103,7 +104,7 @@ class Tracing:
 
     def traces(self, scope: Scope) -> bool:
         path: str = scope["path"]
-        return path.startswith(_TRACED_PREFIX)
+        return path.startswith(_TRACED_PREFIX) or path == PLAYGROUND
 
     def start(self, scope: Scope) -> ServerSpan:
         """The request's server span, continuing the client's trace, current until ``ServerSpan.finish``."""

@@ -24,6 +24,7 @@ from tests.helpers.servers import ScriptedUpstream, clean_env, gateway_process, 
 from tests.helpers.streams import agent_stream, chunk, split_evenly, sse_payloads
 
 KEY = "gw-trace-key-123456"
+ADMIN = "gw-trace-admin-key-abcdef"
 PROVIDER_KEY = "sk-trace-provider-987654"
 SECRET_TEXT = "USER-SECRET-CONTENT"
 THOUGHTS = "MODEL-PRIVATE-THOUGHTS"
@@ -31,6 +32,7 @@ ANSWER = "Visible answer."
 CONFIG = """
 server:
   api_keys: ["{key}"]
+  admin_keys: ["{admin}"]
   retry_backoff: 0.01
   otel: {otel}
 providers:
@@ -41,7 +43,7 @@ models:
 
 
 def config_text(upstream: str, otel: str) -> str:
-    return CONFIG.format(key=KEY, upstream=upstream, provider_key=PROVIDER_KEY, otel=otel)
+    return CONFIG.format(key=KEY, admin=ADMIN, upstream=upstream, provider_key=PROVIDER_KEY, otel=otel)
 
 
 def agent_chunks() -> list[dict[str, Any]]:
@@ -176,6 +178,22 @@ def test_every_front_door_makes_a_server_span_without_a_client_trace(
     assert server.attributes["gen_ai.operation.name"] == "chat"
     assert server.attributes["gen_ai.usage.output_tokens"] == 7
     assert_nothing_secret([server, attempt])
+
+
+def test_the_consoles_playground_is_traced_and_its_data_is_not(traced: Traced) -> None:
+    sink, upstream, url = traced.sink, traced.upstream, traced.url
+    sent = len(upstream.requests)
+    headers = {"authorization": f"Bearer {ADMIN}"}
+    assert httpx.get(url + "/console/api/requests", headers=headers).status_code == 200
+    ask = {"route": "agent", "door": "chat", "prompt": SECRET_TEXT}
+    assert httpx.post(url + "/console/api/playground", json=ask, headers=headers).status_code == 200
+    _, trace_id, span_id, _ = upstream.requests[sent].headers["traceparent"].split("-")
+    server, attempt = trace_of(sink, trace_id, 2)
+    assert server.name == "POST /console/api/playground" and attempt.parent_span_id == server.span_id
+    assert attempt.span_id == span_id
+    assert server.attributes["gen_ai.request.model"] == "agent" and "gen_ai.operation.name" not in server.attributes
+    assert_nothing_secret([server, attempt])
+    assert not [span for span in sink.spans if span.attributes.get("url.path") == "/console/api/requests"]
 
 
 def test_a_failure_is_an_error_with_its_type(traced: Traced) -> None:
