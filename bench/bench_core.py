@@ -12,6 +12,10 @@ are timed in CPU time, in samples taken in turn and holding the same number of
 chunks at every size, so that other load on the machine falls on all of them
 alike and the sizes compare like for like.
 
+The wires case streams the same ``send_message`` call from an Anthropic Messages and an OpenAI
+Responses upstream (``gateway/core/wires/``) to each front door, against the chat upstream, per
+chunk in CPU time: the cost of reading another API's events into the rewrite.
+
 The baseline re-parses the accumulated buffer with ``partial-json-parser``
 after every fragment, as earlier proxies did (``pip install partial-json-parser``).
 """
@@ -35,6 +39,10 @@ from gateway.core.arguments import ArgumentsParser
 from gateway.core.options import Reasoning, RewriteOptions
 from gateway.core.sse import SSEDecoder
 from gateway.core.translator import StreamTranslator
+from gateway.core.wires import WIRES
+from gateway.dialects import StreamEncoder
+from gateway.dialects import anthropic as messages_door
+from gateway.dialects import responses as responses_door
 from gateway.dialects.chat import ChatStreamEncoder
 
 FRAGMENT = 4
@@ -160,6 +168,95 @@ def relay(reads: list[bytes], options: RewriteOptions) -> int:
     return sent + len(encoder.encode(translator.end()))
 
 
+def framed(events: list[dict[str, object]]) -> list[bytes]:
+    """Another API's events as it sends them: an ``event:`` line before each ``data:`` line, one per read."""
+    return [b"event: " + str(e["type"]).encode() + b"\ndata: " + orjson.dumps(e) + b"\n\n" for e in events]
+
+
+def anthropic_events(fragments: list[str]) -> list[bytes]:
+    """The send_message call as an Anthropic Messages stream: a tool_use block and its input_json_delta."""
+    start = {"id": "msg_bench", "type": "message", "role": "assistant", "model": "bench", "content": []}
+    block = {"type": "tool_use", "id": "toolu_1", "name": "send_message", "input": {}}
+    events: list[dict[str, object]] = [
+        {"type": "message_start", "message": {**start, "usage": {"input_tokens": 5, "output_tokens": 1}}},
+        {"type": "content_block_start", "index": 0, "content_block": block},
+    ]
+    events += [
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": f}}
+        for f in fragments
+    ]
+    events += [
+        {"type": "content_block_stop", "index": 0},
+        {"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}},
+        {"type": "message_stop"},
+    ]
+    return framed(events)
+
+
+def responses_events(fragments: list[str]) -> list[bytes]:
+    """The send_message call as a Responses stream: a function_call item and its argument deltas."""
+    item = {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "send_message", "arguments": ""}
+    response = {"id": "resp_bench", "model": "bench", "status": "in_progress", "output": []}
+    events: list[dict[str, object]] = [
+        {"type": "response.created", "sequence_number": 0, "response": response},
+        {"type": "response.output_item.added", "sequence_number": 1, "output_index": 0, "item": item},
+    ]
+    events += [
+        {
+            "type": "response.function_call_arguments.delta",
+            "sequence_number": i + 2,
+            "item_id": "fc_1",
+            "output_index": 0,
+            "delta": f,
+        }
+        for i, f in enumerate(fragments)
+    ]
+    usage = {"input_tokens": 5, "output_tokens": 9}
+    events.append({"type": "response.completed", "response": {**response, "status": "completed", "usage": usage}})
+    return framed(events)
+
+
+DOORS: dict[str, Callable[[], StreamEncoder]] = {
+    "chat": ChatStreamEncoder,
+    "responses": lambda: responses_door.encoder(
+        responses_door.parse_request(b'{"model":"m","input":"hi","stream":true}'), created=1
+    ),
+    "messages": lambda: messages_door.encoder(
+        messages_door.parse_request(
+            b'{"model":"m","max_tokens":9,"stream":true,"messages":[{"role":"user","content":"hi"}]}'
+        ),
+        created=1,
+    ),
+}
+
+
+def door_relay(reads: list[bytes], wire: str, door: str) -> int:
+    """``relay`` from a provider of ``wire`` to a client of ``door``."""
+    encoder = DOORS[door]()
+    reader = WIRES[wire].reader("bench", 1) if wire != "chat" else None
+    translator = StreamTranslator(RewriteOptions(), "bench", raw_chunks=encoder.raw_chunks, wire=reader)
+    sent = sum(len(encoder.encode(translator.feed(read))) for read in reads)
+    assert translator.phase.name == "ENDED"
+    return sent + len(encoder.encode(translator.end()))
+
+
+def wire_us_per_chunk(fragments: list[str], samples: int) -> dict[tuple[str, str], float]:
+    """Best CPU µs per chunk of every door over every wire, in samples taken in turn."""
+    streams = {"chat": wire_events(fragments), "anthropic": anthropic_events(fragments)}
+    streams["responses"] = responses_events(fragments)
+    best: dict[tuple[str, str], float] = {}
+    for _ in range(samples):
+        for door in DOORS:
+            for wire, reads in streams.items():
+                runs = max(1, SAMPLE_CHUNKS // len(reads))
+                start = time.process_time()
+                for _ in range(runs):
+                    door_relay(reads, wire, door)
+                seconds = (time.process_time() - start) / (runs * len(reads))
+                best[door, wire] = min(best.get((door, wire), float("inf")), seconds * 1e6)
+    return best
+
+
 def cpu_us_per_chunk(cases: dict[str, tuple[list[bytes], RewriteOptions]], samples: int) -> dict[str, float]:
     """Best CPU time per chunk of each case through ``relay``, over samples taken in turn, after a warm-up."""
     best = dict.fromkeys(cases, float("inf"))
@@ -266,7 +363,19 @@ def main() -> None:
     print(f"linearity: think cost per chunk at {large['size']} / at {small['size']} = {ratio:.2f}x (target: flat)")
     worst = max(think / content for _, _, think, _, content in think_rows)
     print(f"think tags: hidden reasoning costs at most {worst:.2f}x plain content per chunk (target <= 1.2x)")
-    print(json.dumps({"bench": "core", "fragment_chars": FRAGMENT, "rows": rows}))
+    print()
+    fragments = fragments_of(message_of(SIZES["16 KB"]))
+    wires = wire_us_per_chunk(fragments, options.repeats)
+    base = wires["chat", "chat"]
+    print(f"wires: CPU µs per chunk, a 16 KB send_message in {FRAGMENT}-character fragments, best of {options.repeats}")
+    print(f"{'door':>10} {'chat wire':>10} {'anthropic':>10} {'responses':>10} {'worst / chat-to-chat':>21}")
+    for door in DOORS:
+        row = [wires[door, wire] for wire in ("chat", "anthropic", "responses")]
+        print(f"{door:>10} {row[0]:>10.2f} {row[1]:>10.2f} {row[2]:>10.2f} {max(row[1:]) / base:>20.2f}x")
+    worst = max(wires["chat", wire] for wire in ("anthropic", "responses")) / base
+    print(f"wires: a chat client over another wire costs {worst:.2f}x the chat-to-chat path per chunk (target <= 1.2x)")
+    table = {f"{door}/{wire}": us for (door, wire), us in wires.items()}
+    print(json.dumps({"bench": "core", "fragment_chars": FRAGMENT, "rows": rows, "wires": table}))
 
 
 if __name__ == "__main__":

@@ -274,10 +274,11 @@ class StreamRewriter:
             and not function.get("name")
         )
 
-    def feed_fragment(self, chunk: Chunk, arguments: str, frame: tuple[bytes, bytes]) -> list[Event]:
-        """``feed`` of ``chunk`` (one that ``continues``) with ``arguments`` as its fragment.
+    def feed_fragment(self, chunk: Chunk, arguments: str, frame: tuple[bytes, bytes] | None = None) -> list[Event]:
+        """``feed`` of ``chunk`` (one that ``continues``, of a call already fed) with ``arguments`` as its fragment.
 
-        ``frame`` is the chunk's bytes around its delta: the one thing the rewrite changes in it.
+        ``frame`` is the chunk's bytes around its delta: the one thing the rewrite changes in it
+        (None for a chunk that never had bytes, one an upstream wire's reader made).
         """
         self._template = chunk
         choice = chunk["choices"][0]

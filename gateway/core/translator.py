@@ -23,7 +23,7 @@ from gateway.core.passthrough import ChatPassThrough, Shortcuts
 from gateway.core.rewriter import ArgumentsTooLong, InvalidChunk, RewriteStats, StreamRewriter
 from gateway.core.sse import SSEComment, SSEDecoder, SSEError, SSEEvent
 from gateway.core.usage import TokenUsage
-from gateway.core.wires import WireFailure, WireReader
+from gateway.core.wires import Fragment, WireFailure, WireReader
 
 __all__ = ["StreamPhase", "StreamTranslator"]
 
@@ -81,6 +81,8 @@ class StreamTranslator:
         self._decoder = SSEDecoder(options.max_event_bytes)
         self._wire = wire
         self._rewriter = StreamRewriter(options, stats)
+        # A wire's argument fragments go to the rewriter's feed_fragment, but with the shortcuts off.
+        self._fragments = shortcuts is not Shortcuts.OFF
         if wire is not None:
             raw_chunks, shortcuts = False, Shortcuts.OFF
         self._chunks = ChatPassThrough(self._rewriter, raw_chunks=raw_chunks, shortcuts=shortcuts)
@@ -186,8 +188,17 @@ class StreamTranslator:
             event = orjson.loads(payload)
             if not isinstance(event, dict):
                 raise InvalidChunk("an event is not a JSON object")
-            for chunk in wire.read(event):
-                self._fed(chunk, self._rewriter.feed(chunk), out)
+            rewriter = self._rewriter
+            for item in wire.read(event):
+                if isinstance(item, Fragment):
+                    if self._fragments:
+                        out += rewriter.feed_fragment(item.chunk, item.arguments, item.frame)
+                        self.chunks += 1
+                        continue
+                    chunk = item.chunk
+                else:
+                    chunk = item
+                self._fed(chunk, rewriter.feed(chunk), out)
         except WireFailure as failure:
             error = failure.error
             # An attempt is retried only while nothing went out: a stream cut short is never made to look whole.

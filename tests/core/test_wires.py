@@ -18,8 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.core.errors import ErrorKind, GatewayError
-from gateway.core.events import Error, Event, Finish, ReasoningDelta
+from gateway.core.events import ChunkStart, Error, Event, Finish, ReasoningDelta
 from gateway.core.options import RewriteOptions
+from gateway.core.passthrough import Shortcuts
 from gateway.core.rewriter import replay_completion
 from gateway.core.translator import StreamPhase, StreamTranslator
 from gateway.core.wires import WIRES
@@ -523,3 +524,26 @@ def test_the_legacy_functions_api_is_a_400_naming_the_field(wire: str) -> None:
     with pytest.raises(GatewayError) as raised:
         WIRES[wire].request({"messages": [], "functions": []}, stream=False, max_tokens=1, summaries=False)
     assert raised.value.param == "functions" and raised.value.status == 400
+
+
+@pytest.mark.parametrize("wire", sorted(STREAMS))
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_the_fragment_shortcut_gives_what_the_general_path_gives(wire: str, data: st.DataObject) -> None:
+    """Argument fragments go to ``feed_fragment``; with the shortcuts off every chunk is fed whole: same events."""
+    body = STREAMS[wire](data.draw(splits(ARGUMENTS)))
+    reads = data.draw(partitions(body))
+    options = data.draw(st.sampled_from([AGENT, options_of(reasoning="expose"), RewriteOptions.plain()]))
+    runs = []
+    for shortcuts in (Shortcuts.ON, Shortcuts.OFF):
+        translator = StreamTranslator(options, "up", shortcuts=shortcuts, wire=WIRES[wire].reader("up", 1))
+        runs.append([event for read in reads for event in translator.feed(read)] + translator.end())
+    fast, general = runs
+    assert [e for e in fast if not isinstance(e, ChunkStart)] == [e for e in general if not isinstance(e, ChunkStart)]
+    assert [e.fields for e in fast if isinstance(e, ChunkStart)] == [
+        e.fields for e in general if isinstance(e, ChunkStart)
+    ]
+    # A chat client's chunks are the fragments' frames around their new deltas: the encoder checks them against
+    # the general encoding (and raises where a client could tell), under the client's model name too.
+    for model in (None, "client-model"):
+        ChatStreamEncoder(model=model, shortcuts=Shortcuts.CHECK).encode(fast)

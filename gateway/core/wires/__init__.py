@@ -11,28 +11,29 @@ no front door a wire.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from gateway.core.errors import GatewayError
 from gateway.core.wires.anthropic import AnthropicReader, anthropic_completion, anthropic_error, anthropic_request
-from gateway.core.wires.common import WireFailure
+from gateway.core.wires.common import Fragment, WireFailure
 from gateway.core.wires.responses import ResponsesReader, responses_completion, responses_request
 
-__all__ = ["WIRES", "Wire", "WireFailure", "WireReader"]
+__all__ = ["WIRES", "Fragment", "Wire", "WireFailure", "WireReader"]
 
 
 class WireReader(Protocol):
     """One answer's stream: each decoded event in, the chat-completion chunks it stands for out.
 
-    ``read`` raises ``WireFailure`` for the upstream's own error event and ``InvalidChunk`` for an
-    event the wire cannot contain; ``ended`` says the wire's last event came.
+    A chunk that only continues a tool call's arguments comes as a ``Fragment``. ``read`` raises
+    ``WireFailure`` for the upstream's own error event and ``InvalidChunk`` for an event the wire
+    cannot contain; ``ended`` says the wire's last event came.
     """
 
     ended: bool
 
-    def read(self, event: Mapping[str, Any]) -> list[dict[str, Any]]: ...
+    def read(self, event: Mapping[str, Any]) -> Sequence[dict[str, Any] | Fragment]: ...
 
 
 class RequestBuilder(Protocol):

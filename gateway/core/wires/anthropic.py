@@ -12,7 +12,7 @@ or exposes it as for any chat upstream).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import orjson
@@ -21,6 +21,7 @@ from gateway.core.errors import GatewayError
 from gateway.core.rewriter import InvalidChunk
 from gateway.core.wires.common import (
     ChunkMaker,
+    Fragment,
     WireFailure,
     as_list,
     chat_usage,
@@ -252,7 +253,7 @@ class AnthropicReader:
         self._calls: dict[int, int] = {}  # a tool_use block's tool-call index, by the block's index
         self._usage: dict[str, Any] = {}
 
-    def read(self, event: Mapping[str, Any]) -> list[dict[str, Any]]:
+    def read(self, event: Mapping[str, Any]) -> Sequence[dict[str, Any] | Fragment]:
         kind = event.get("type")
         maker = self._maker
         if kind == "content_block_delta":
@@ -269,8 +270,7 @@ class AnthropicReader:
                 call = self._calls.get(index)
                 if call is None:
                     return []  # a server tool's input: the provider runs it, nothing for the client
-                fragment = {"index": call, "function": {"arguments": _string(delta, "partial_json")}}
-                return [maker.chunk({"tool_calls": [fragment]})]
+                return [maker.fragment(call, _string(delta, "partial_json"))]
             if delta_type == "thinking_delta":
                 return [maker.chunk({"reasoning_content": _string(delta, "thinking")})]
             return []  # signature_delta, citations_delta: nothing a chat answer carries

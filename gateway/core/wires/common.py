@@ -10,12 +10,15 @@ written once too.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
+
+import orjson
 
 from gateway.core.errors import ErrorKind, GatewayError
 
 __all__ = [
     "ChunkMaker",
+    "Fragment",
     "WireFailure",
     "as_list",
     "chat_usage",
@@ -53,16 +56,30 @@ def openai_error(
     return GatewayError(ErrorKind.UPSTREAM_ERROR, said, status=status, retryable=retryable, upstream=upstream)
 
 
+class Fragment(NamedTuple):
+    """A chunk that only carries the next piece of a started tool call's arguments.
+
+    The translator hands it to ``StreamRewriter.feed_fragment``, which gives what ``feed`` of
+    ``chunk`` would, without reading the chunk again: the most frequent chunk of an agent's stream.
+    """
+
+    chunk: dict[str, Any]
+    arguments: str
+    # The chunk's bytes around its delta, so that a chat client's chunk is them around the new delta.
+    frame: tuple[bytes, bytes]
+
+
 class ChunkMaker:
     """``chat.completion.chunk`` objects of one answer, with its id, model and creation time."""
 
-    __slots__ = ("id", "model", "created", "_role_sent")
+    __slots__ = ("id", "model", "created", "_role_sent", "_frame")
 
     def __init__(self, created: int) -> None:
         self.id = ""
         self.model = ""
         self.created = created
         self._role_sent = False
+        self._frame: tuple[str, str, tuple[bytes, bytes]] | None = None  # for this id and model
 
     def chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         if not self._role_sent:
@@ -76,6 +93,18 @@ class ChunkMaker:
             "model": self.model,
             "choices": [choice],
         }
+
+    def fragment(self, call: int, arguments: str) -> Fragment:
+        """The next piece of the arguments of the tool call numbered ``call``, whose header went out before."""
+        fragment = {"index": call, "function": {"arguments": arguments}}
+        chunk = self.chunk({"tool_calls": [fragment]})
+        cached = self._frame
+        if cached is None or cached[0] != self.id or cached[1] != self.model:
+            # The key is found unescaped only where it is a key: in a string every quote is escaped.
+            data = orjson.dumps({**chunk, "choices": [{"index": 0, "delta": 0, "finish_reason": None}]})
+            at = data.index(b'"delta":0,') + len(b'"delta":')
+            cached = self._frame = (self.id, self.model, (data[:at], data[at + 1 :]))
+        return Fragment(chunk, arguments, cached[2])
 
     def usage(self, usage: dict[str, Any]) -> dict[str, Any]:
         """The chunk that carries an answer's usage, after its finish, as a chat upstream sends it."""

@@ -12,13 +12,14 @@ are its fragments, reasoning summaries and reasoning text as
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from gateway.core.errors import GatewayError
 from gateway.core.rewriter import InvalidChunk
 from gateway.core.wires.common import (
     ChunkMaker,
+    Fragment,
     WireFailure,
     as_list,
     chat_usage,
@@ -205,7 +206,7 @@ class ResponsesReader:
         self._sent: dict[int, int] = {}  # how much of each call's arguments went out, by its output index
         self._summaries: set[tuple[int, int]] = set()  # the summary parts seen, to set each next one off
 
-    def read(self, event: Mapping[str, Any]) -> list[dict[str, Any]]:
+    def read(self, event: Mapping[str, Any]) -> Sequence[dict[str, Any] | Fragment]:
         kind = event.get("type")
         maker = self._maker
         if kind == "response.output_text.delta" or kind == "response.refusal.delta":
@@ -217,7 +218,7 @@ class ResponsesReader:
                 raise InvalidChunk("argument deltas of no function call")
             text = _delta(event)
             self._sent[output] += len(text)
-            return [maker.chunk({"tool_calls": [{"index": call, "function": {"arguments": text}}]})]
+            return [maker.fragment(call, text)]
         if kind == "response.reasoning_summary_text.delta":
             part = (_index(event, "output_index"), _index(event, "summary_index"))
             text = _delta(event)
