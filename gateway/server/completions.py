@@ -217,8 +217,9 @@ class Completions:
             payload, options = prepare(payload, options)
         prompt = estimate_prompt(payload) if estimate else 0
         if wire is not None:
-            exposed = options.reasoning is Reasoning.EXPOSE
-            payload = wire.request(payload, stream=request.stream, max_tokens=upstream.max_tokens, summaries=exposed)
+            # Reasoning summaries only from a provider that says it reasons: other models refuse the field.
+            summaries = options.reasoning is Reasoning.EXPOSE and upstream.reasoning_effort
+            payload = wire.request(payload, stream=request.stream, max_tokens=upstream.max_tokens, summaries=summaries)
         return json_body.dumps(payload), options, prompt
 
     def _stream_closed(self, relay: Relay) -> None:

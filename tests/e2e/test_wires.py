@@ -20,6 +20,10 @@ import anthropic
 import openai
 import orjson
 import pytest
+from langchain_anthropic import ChatAnthropic
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, ToolMessage
+from langchain_core.tools import tool as lc_tool
+from langchain_openai import ChatOpenAI
 
 from gateway.config import parse_config
 from gateway.server.app import create_app
@@ -47,11 +51,18 @@ providers:
     base_url: "UPSTREAM/v1"
     api_key: "PROVIDER_KEY"
     timeout: {connect: 1, read: 5, first_byte: 5, idle: 5}
+  reasoner:
+    api: responses
+    base_url: "UPSTREAM/v1"
+    api_key: "PROVIDER_KEY"
+    reasoning_effort: true
 models:
   - {name: agent-anthropic, provider: claude, model: claude-up, rewrite: {inject_tools: true}}
   - {name: agent-responses, provider: codex, model: codex-up, rewrite: {inject_tools: true}}
   - {name: plain-anthropic, provider: claude, model: claude-up, max_retries: 0}
   - {name: plain-responses, provider: codex, model: codex-up, max_retries: 0}
+  - {name: thinker-responses, provider: codex, model: codex-up, rewrite: {inject_tools: true, reasoning: expose}}
+  - {name: thinker-reasoning, provider: reasoner, model: codex-up, rewrite: {inject_tools: true, reasoning: expose}}
 """
 WIRES = ("anthropic", "responses")
 WEATHER = {
@@ -497,3 +508,50 @@ def test_the_readme_config_of_upstream_wires_is_valid_and_says_what_it_shows() -
     claude, codex = config.providers["claude"], config.providers["codex"]
     assert (claude.api, claude.max_tokens, codex.api) == ("anthropic", 4096, "responses")
     assert config.route("claude-agent") is not None and config.route("codex") is not None
+
+
+@lc_tool
+def get_weather(city: str) -> str:
+    """The weather in a city."""
+    return f"sunny in {city}"
+
+
+@pytest.mark.parametrize("wire", WIRES)
+def test_langchain_chat_anthropic_runs_a_tool_loop_on_every_wire(gateway: Gateway, wire: str) -> None:
+    """LangChain's ChatAnthropic: a tool call, its result sent back, then the agent's answer; streamed too."""
+    chat = ChatAnthropic(  # type: ignore[call-arg]
+        model=f"agent-{wire}",
+        anthropic_api_url=gateway.url,
+        anthropic_api_key=GATEWAY_KEY,
+        max_tokens=300,
+        max_retries=0,
+    )
+    asked = chat.bind_tools([get_weather]).invoke([HumanMessage("What is the weather?")])
+    assert isinstance(asked, AIMessage) and [c["name"] for c in asked.tool_calls] == ["get_weather"]
+    assert asked.tool_calls[0]["args"] == {"city": "Paris"}
+    result = ToolMessage(get_weather.invoke(asked.tool_calls[0]["args"]), tool_call_id=asked.tool_calls[0]["id"])
+    answer = chat.invoke([HumanMessage("What is the weather?"), asked, result, HumanMessage("Thanks, and hello")])
+    assert answer.content == MESSAGE or answer.content == [{"type": "text", "text": MESSAGE}]
+    assert "".join(map(text_of, chat.stream("Hello"))) == MESSAGE
+
+
+def text_of(chunk: AIMessageChunk) -> str:
+    """A LangChain chunk's text: a string, or its text blocks (ChatAnthropic streams blocks)."""
+    if isinstance(chunk.content, str):
+        return chunk.content
+    return "".join(b.get("text", "") for b in chunk.content if isinstance(b, dict) and b.get("type") == "text")
+
+
+@pytest.mark.parametrize("wire", WIRES)
+def test_langchain_chat_openai_on_every_wire(gateway: Gateway, wire: str) -> None:
+    chat = ChatOpenAI(model=f"agent-{wire}", base_url=gateway.url + "/v1", api_key=GATEWAY_KEY, max_retries=0)
+    assert chat.invoke("Hello").content == MESSAGE
+    assert "".join(str(chunk.content) for chunk in chat.stream("Hello")) == MESSAGE
+
+
+@pytest.mark.parametrize(("route", "summary"), [("thinker-responses", None), ("thinker-reasoning", "auto")])
+def test_reasoning_summaries_are_asked_only_of_a_provider_that_reasons(
+    gateway: Gateway, route: str, summary: str | None
+) -> None:
+    assert chat_door(gateway, route, "Hello", True).text == MESSAGE
+    assert (gateway.upstream.requests[-1].json.get("reasoning") or {}).get("summary") == summary
