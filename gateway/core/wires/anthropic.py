@@ -24,6 +24,7 @@ from gateway.core.wires.common import (
     Fragment,
     WireFailure,
     as_list,
+    chat_messages,
     chat_usage,
     count,
     function_tools,
@@ -70,14 +71,9 @@ def anthropic_request(
 
     Thinking, when asked for, streams whatever ``summaries`` says: the rewrite decides what is shown.
     """
-    if "functions" in payload:
-        raise invalid("The legacy functions API cannot reach an Anthropic provider: send tools instead.", "functions")
     system: list[str] = []
     turns: list[dict[str, Any]] = []
-    for position, message in enumerate(as_list(payload.get("messages"))):
-        if not isinstance(message, dict):
-            raise invalid("A message is not an object.", f"messages[{position}]")
-        role = message.get("role")
+    for position, role, message in chat_messages(payload, "an Anthropic"):
         if role in ("system", "developer"):
             if text := text_of(message.get("content")):
                 system.append(text)

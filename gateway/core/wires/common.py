@@ -9,7 +9,7 @@ written once too.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Final, NamedTuple
 
 import orjson
@@ -21,6 +21,7 @@ __all__ = [
     "Fragment",
     "WireFailure",
     "as_list",
+    "chat_messages",
     "chat_usage",
     "count",
     "function_tools",
@@ -151,6 +152,17 @@ def function_tools(payload: Mapping[str, Any]) -> list[Mapping[str, Any]]:
         if isinstance(function, dict):
             tools.append(function)
     return tools
+
+
+def chat_messages(payload: Mapping[str, Any], wire: str) -> Iterator[tuple[int, Any, Mapping[str, Any]]]:
+    """A chat request's messages as ``(position, role, message)``, for a ``wire`` provider (named in errors);
+    the legacy functions API, and a message that is not an object, are refused."""
+    if "functions" in payload:
+        raise invalid(f"The legacy functions API cannot reach {wire} provider: send tools instead.", "functions")
+    for position, message in enumerate(as_list(payload.get("messages"))):
+        if not isinstance(message, dict):
+            raise invalid("A message is not an object.", f"messages[{position}]")
+        yield position, message.get("role"), message
 
 
 def text_of(content: Any) -> str:

@@ -22,6 +22,7 @@ from gateway.core.wires.common import (
     Fragment,
     WireFailure,
     as_list,
+    chat_messages,
     chat_usage,
     count,
     function_tools,
@@ -47,14 +48,9 @@ def responses_request(
 
     ``max_tokens`` is unused: the API needs no output limit, and the provider's own default applies.
     """
-    if "functions" in payload:
-        raise invalid("The legacy functions API cannot reach a Responses provider: send tools instead.", "functions")
     instructions: list[str] = []
     items: list[dict[str, Any]] = []
-    for position, message in enumerate(as_list(payload.get("messages"))):
-        if not isinstance(message, dict):
-            raise invalid("A message is not an object.", f"messages[{position}]")
-        role = message.get("role")
+    for position, role, message in chat_messages(payload, "a Responses"):
         if role in ("system", "developer"):
             if text := text_of(message.get("content")):
                 instructions.append(text)
