@@ -1,10 +1,11 @@
 """Request ids, the access log and request metrics: each request's record, opened, stamped and reported once.
 
 ``open_record`` gives a request its id (an incoming ``x-request-id`` when it
-is safe to echo) and the ``RequestRecord`` handlers fill in; ``stamped``
-adds the gateway's own headers to its answer; ``report`` turns the finished
-record into metrics and one log line. The hot path (``hotpath``) calls all
-three around every request, so no middleware layer wraps the server's ``send``.
+is safe to echo) and the ``RequestRecord`` handlers fill in; ``send_noted``
+sends each message of its answer, noting it in the record and giving the
+answer the gateway's own headers; ``report`` turns the finished record into
+metrics and one log line. The hot path (``hotpath``) and the reply writer
+(``exchange``) call them, so no middleware layer wraps the server's ``send``.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ import re
 import time
 import uuid
 
-from starlette.types import Scope
+from starlette.types import Message, Scope, Send
 
 from gateway.server.logs import capped
 from gateway.server.metrics import Metrics, RequestRecord
 from gateway.server.recent import Recent
 
-__all__ = ["PROBES", "open_record", "record_of", "report", "stamped"]
+__all__ = ["PROBES", "open_record", "record_of", "report", "send_noted"]
 
 logger = logging.getLogger("gateway.access")
 
@@ -45,7 +46,23 @@ def open_record(scope: Scope) -> RequestRecord:
     return record
 
 
-def stamped(record: RequestRecord, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+async def send_noted(send: Send, record: RequestRecord, message: Message) -> None:
+    """``message`` sent, noted in the request's record: the answer's status as it starts (its headers given the
+    gateway's own, once: a reply the writer sent passes here again on its way through Starlette), when its first
+    body byte left, and, once sent, whether it was the last."""
+    kind = message["type"]
+    if kind == "http.response.start":
+        if not record.status:
+            record.status = message["status"]
+            message["headers"] = _stamped(record, [*message.get("headers", ())])
+    elif kind == "http.response.body" and record.first_byte is None:
+        record.first_byte = time.perf_counter() - record.started
+    await send(message)
+    if kind == "http.response.body":
+        record.complete = not message.get("more_body", False)
+
+
+def _stamped(record: RequestRecord, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """An answer's headers with the gateway's own: its request id, and for a whole answer the gateway's time."""
     headers.append((b"x-request-id", record.request_id.encode()))
     if not record.stream and record.route is not None:

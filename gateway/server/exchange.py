@@ -13,7 +13,6 @@ calls them directly and Starlette routes to the rest of them alike.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
@@ -21,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.core.errors import ErrorKind, GatewayError
 from gateway.dialects import ErrorShape, dialect_of
-from gateway.server.access import record_of, stamped
+from gateway.server.access import record_of, send_noted
 from gateway.server.metrics import RequestRecord
 from gateway.server.service import Service
 from gateway.server.streaming import until_disconnected
@@ -197,12 +196,8 @@ async def _stream(
 
 
 async def _start(send: Send, record: RequestRecord, status: int, headers: list[tuple[bytes, bytes]]) -> None:
-    record.status = status
-    await send({"type": "http.response.start", "status": status, "headers": stamped(record, headers)})
+    await send_noted(send, record, {"type": "http.response.start", "status": status, "headers": headers})
 
 
 async def _send_body(send: Send, record: RequestRecord, body: bytes, *, more: bool) -> None:
-    if record.first_byte is None:
-        record.first_byte = time.perf_counter() - record.started
-    await send({"type": "http.response.body", "body": body, "more_body": more})
-    record.complete = not more
+    await send_noted(send, record, {"type": "http.response.body", "body": body, "more_body": more})

@@ -7,8 +7,8 @@ the paths in ``direct`` (the front doors and ``count_tokens``) goes straight
 to its ``Endpoint``: no Starlette request, response, middleware or routing
 runs for it, and its answer is written to the server's ``send`` with no
 wrapper. Everything else (health, metrics, models, forwarding, unknown
-paths) is Starlette's, whose ``send`` is watched for the status and first
-byte the record needs.
+paths) is Starlette's, whose messages are noted in the record on their way
+out as the writer's are (``access.send_noted``).
 
 ``direct`` is a speed shortcut only: the same endpoints are Starlette routes
 as well, and with ``direct`` empty (``create_app(..., hot_path=False)``) every
@@ -17,12 +17,12 @@ request takes Starlette's way; the tests compare the two.
 
 from __future__ import annotations
 
-import time
+import functools
 from collections.abc import Mapping
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.server.access import PROBES, open_record, report, stamped
+from gateway.server.access import PROBES, open_record, report, send_noted
 from gateway.server.service import Service
 
 __all__ = ["HotPath"]
@@ -56,18 +56,7 @@ class HotPath:
                 await endpoint(scope, receive, send)
                 return
 
-            async def observed(message: Message) -> None:
-                # An endpoint Starlette routed to has noted and stamped its answer itself (``exchange.write``).
-                if message["type"] == "http.response.start" and not record.status:
-                    record.status = message["status"]
-                    message["headers"] = stamped(record, [*message.get("headers", ())])
-                elif message["type"] == "http.response.body":
-                    if record.first_byte is None:
-                        record.first_byte = time.perf_counter() - record.started
-                    record.complete = not message.get("more_body", False)
-                await send(message)
-
-            await self.app(scope, receive, observed)
+            await self.app(scope, receive, functools.partial(send_noted, send, record))
         except Exception:
             # Starlette re-raises what its error handler has answered (a 500 that says connection: close); the
             # server would then cut the connection, and the client's next request on it with it. Only an answer
