@@ -21,7 +21,7 @@ from gateway.server.app import create_app
 from gateway.server.tracing import tracing_of
 from tests.helpers.collector import Collector, Span, collector
 from tests.helpers.servers import ScriptedUpstream, clean_env, gateway_process, json_reply, serve, stream_reply
-from tests.helpers.streams import agent_stream, chunk, split_evenly, sse_payloads
+from tests.helpers.streams import agent_answer, sse_payloads
 
 KEY = "gw-trace-key-123456"
 ADMIN = "gw-trace-admin-key-abcdef"
@@ -47,9 +47,7 @@ def config_text(upstream: str, otel: str) -> str:
 
 
 def agent_chunks() -> list[dict[str, Any]]:
-    chunks = agent_stream(split_evenly(json.dumps({"inner_thoughts": THOUGHTS, "message": ANSWER}), 5))
-    chunks.append(chunk(usage={"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}))
-    return chunks
+    return agent_answer(THOUGHTS, ANSWER, usage={"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18})
 
 
 @dataclass

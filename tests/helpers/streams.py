@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +102,17 @@ def agent_stream(
     chunks = [chunk(choice(role="assistant", content=None, tool_calls=[call(0, "", id=call_id, name=name)]))]
     chunks += [chunk(choice(tool_calls=[call(0, piece)])) for piece in arguments]
     chunks.append(chunk(choice(finish=finish)))
+    return chunks
+
+
+def agent_answer(
+    thoughts: str, message: str, *, size: int = 5, usage: dict[str, int] | None = None
+) -> list[dict[str, Any]]:
+    """An agent's answer as it streams: ``send_message(inner_thoughts, message)`` in pieces of ``size``
+    characters, then a chunk with ``usage`` when given."""
+    chunks = agent_stream(split_evenly(json.dumps({"inner_thoughts": thoughts, "message": message}), size))
+    if usage is not None:
+        chunks.append(chunk(usage=usage))
     return chunks
 
 

@@ -14,7 +14,7 @@ import pytest
 from gateway.config import parse_config
 from gateway.server.app import create_app
 from tests.helpers.servers import ScriptedUpstream, json_reply, serve, stream_reply
-from tests.helpers.streams import agent_stream, chunk, split_evenly, sse_payloads
+from tests.helpers.streams import agent_answer, sse_payloads
 
 ADMIN = "gw-admin-key-abcdef123456"
 CLIENT = "gw-client-key-123456"
@@ -37,9 +37,7 @@ keys:
 
 
 def agent_chunks() -> list[dict[str, Any]]:
-    chunks = agent_stream(split_evenly(json.dumps({"inner_thoughts": THOUGHTS, "message": ANSWER}), 5))
-    chunks.append(chunk(usage={"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}))
-    return chunks
+    return agent_answer(THOUGHTS, ANSWER, usage={"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18})
 
 
 @dataclass
