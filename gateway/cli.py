@@ -213,7 +213,12 @@ def announce(config: Config, path: str | None, base_url: str, workers: int) -> N
 
 
 def log_config(level: str, log_format: str) -> dict[str, Any]:
-    """One handler and one format on stderr for the gateway's and uvicorn's loggers, in every worker process."""
+    """One handler and one format on stderr for every logger, in every worker process.
+
+    The gateway's and uvicorn's at ``level``; the root's at warning and above, so what a library or asyncio
+    reports (a task's lost exception, a warning) is a line in the same format, not a bare message that breaks
+    a log shipper's parser.
+    """
     formatter = "JsonFormatter" if log_format == "json" else "TextFormatter"
     stderr = {"handlers": ["stderr"], "level": level.upper(), "propagate": False}
     return {
@@ -224,4 +229,5 @@ def log_config(level: str, log_format: str) -> dict[str, Any]:
             "stderr": {"class": "logging.StreamHandler", "formatter": "gateway", "stream": "ext://sys.stderr"}
         },
         "loggers": {"gateway": stderr, "uvicorn": stderr, "uvicorn.access": stderr},
+        "root": {"handlers": ["stderr"], "level": "WARNING"},
     }

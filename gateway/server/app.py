@@ -51,6 +51,7 @@ from gateway.server.exchange import Endpoint, Handler, Incoming, Reply, error_re
 from gateway.server.forwarder import Forwarded, Outbound
 from gateway.server.hotpath import HotPath
 from gateway.server.limits import Ticket
+from gateway.server.logs import log_python_reports
 from gateway.server.metrics import multiprocess_mode
 from gateway.server.offload import off_loop
 from gateway.server.pipeline import admit, admitted, client_of, only_post
@@ -376,5 +377,6 @@ def create_app(
 
 def app_from_env() -> HotPath:
     """The factory uvicorn's workers call: the config named by ``GATEWAY_CONFIG``, else the default."""
+    log_python_reports()
     path = os.environ.get("GATEWAY_CONFIG")
     return create_app(load_config(path) if path else default_config())

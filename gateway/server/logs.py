@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import time
 from typing import Any, Final
 
 import orjson
 
-__all__ = ["MAX_VALUE_CHARS", "JsonFormatter", "TextFormatter", "capped"]
+__all__ = ["MAX_VALUE_CHARS", "JsonFormatter", "TextFormatter", "capped", "log_python_reports"]
 
 MAX_VALUE_CHARS: Final = 256
 # What a text line may hold unquoted: printable ASCII other than space, quotes, backslash and '='.
@@ -72,3 +73,22 @@ class TextFormatter(logging.Formatter):
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
         return line
+
+
+def _log_unraisable(unraisable: Any) -> None:
+    where = getattr(unraisable, "object", None)
+    message = unraisable.err_msg or "Exception ignored"
+    exc = unraisable.exc_value
+    logging.getLogger("gateway.python").error(
+        f"{message}: {where!r}" if where is not None else message,
+        exc_info=(type(exc), exc, unraisable.exc_traceback) if exc is not None else None,
+    )
+
+
+def log_python_reports() -> None:
+    """Python's own reports (warnings, exceptions ignored in ``__del__`` or a finaliser) as log records.
+
+    Python writes them to stderr bare; routed through logging they are lines in the one format.
+    """
+    logging.captureWarnings(True)
+    sys.unraisablehook = _log_unraisable

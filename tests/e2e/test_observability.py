@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -194,6 +196,40 @@ def test_log_lines_have_the_fields_and_never_content_or_keys(
         for formatted in (JsonFormatter().format(record), TextFormatter().format(record)):
             for secret in (SECRET_TEXT, THOUGHTS, "Visible answer", KEY, PROVIDER_KEY):
                 assert secret not in formatted
+
+
+PYTHON_REPORTS = """
+import asyncio, gc, logging.config, warnings
+from gateway.cli import log_config
+from gateway.server.logs import log_python_reports
+
+logging.config.dictConfig(log_config("info", "json"))
+log_python_reports()
+logging.getLogger("asyncio").warning("socket.send() raised exception.")
+logging.getLogger("httpx").info("below the root's level: not written")
+warnings.warn("a library's warning")
+
+class Finaliser:
+    def __del__(self) -> None:
+        raise RuntimeError("raised in __del__")
+
+Finaliser()
+gc.collect()
+"""
+
+
+def test_what_python_and_libraries_report_is_written_in_the_one_format() -> None:
+    """A library's record, a warning, an exception ignored in a finaliser: each a JSON line, as log shippers parse."""
+    done = subprocess.run([sys.executable, "-c", PYTHON_REPORTS], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in done.stderr.splitlines()]
+    assert [(line["logger"], line["level"]) for line in lines] == [
+        ("asyncio", "warning"),
+        ("py.warnings", "warning"),
+        ("gateway.python", "error"),
+    ]
+    assert "a library's warning" in lines[1]["message"] and "Finaliser" in lines[2]["message"]
+    assert "RuntimeError: raised in __del__" in lines[2]["exception"]
 
 
 def test_log_content_logs_the_request_body_at_debug_only_when_asked(caplog: pytest.LogCaptureFixture) -> None:

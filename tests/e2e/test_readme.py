@@ -108,10 +108,19 @@ def run_example(code: str, url: str) -> str:
     return out.getvalue()
 
 
+def json_line(line: str) -> dict[str, Any]:
+    try:
+        entry = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        pytest.fail(f"the gateway wrote a line that is not JSON: {line!r}")
+    assert isinstance(entry, dict), line
+    return entry
+
+
 def chat_log(running: Running, path: str = "/v1/chat/completions") -> list[dict[str, Any]]:
     """The gateway's access-log lines for chat completions (or another path) so far (stderr is JSON lines, one
     format)."""
-    lines = [orjson.loads(line) for line in running.stderr().splitlines()]
+    lines = [json_line(line) for line in running.stderr().splitlines()]
     return [line for line in lines if line.get("logger") == "gateway.access" and line.get("path") == path]
 
 
