@@ -28,7 +28,13 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from gateway.config.checks import SHA256_HEX, cross_problems, glob_problem, key_digest, path
-from gateway.core.forwarding import DEFAULT_FORWARD, DEFAULT_FORWARD_HEADERS, forwardable_header, parse_pattern
+from gateway.core.forwarding import (
+    DEFAULT_ANTHROPIC_FORWARD_HEADERS,
+    DEFAULT_FORWARD,
+    DEFAULT_FORWARD_HEADERS,
+    forwardable_header,
+    parse_pattern,
+)
 from gateway.core.options import Reasoning, RewriteOptions, Thoughts
 from gateway.core.think import DEFAULT_TAGS, ThinkFilter
 from gateway.state.base import Budget
@@ -314,7 +320,8 @@ class ProviderConfig(_Strict):
     cooldown: float = Field(default=30, ge=0)
     # Pass-through endpoints, below base_url: `*` is one path segment, a final `**` any number of them.
     forward: tuple[str, ...] = DEFAULT_FORWARD
-    # Client request headers a pass-through request carries besides content-type and accept.
+    # Client request headers a pass-through request carries besides content-type and accept. Default:
+    # [openai-beta]; on an `api: anthropic` provider [anthropic-beta].
     forward_headers: tuple[str, ...] = DEFAULT_FORWARD_HEADERS
     # "native": the provider serves the Responses API itself, so /v1/responses on a plain route to it is
     # forwarded unchanged (stored state, built-in tools). "translate": answered through chat completions.
@@ -360,6 +367,13 @@ class ProviderConfig(_Strict):
     def _base_url_unless_demo(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("api", "chat") != "demo" and "base_url" not in data:
             raise PydanticCustomError("missing_base_url", "base_url: required, but missing (or api: demo)")
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _anthropic_forward_headers(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("api") == "anthropic" and "forward_headers" not in data:
+            return {**data, "forward_headers": DEFAULT_ANTHROPIC_FORWARD_HEADERS}
         return data
 
     @field_validator("api_key", mode="before")

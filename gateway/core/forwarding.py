@@ -32,6 +32,7 @@ from typing import Final
 from gateway.core.errors import ErrorKind, GatewayError
 
 __all__ = [
+    "DEFAULT_ANTHROPIC_FORWARD_HEADERS",
     "DEFAULT_FORWARD",
     "DEFAULT_FORWARD_HEADERS",
     "HOP_BY_HOP",
@@ -66,8 +67,10 @@ DEFAULT_FORWARD: Final = (
     "/threads/**",
 )
 
-# Client request headers forwarded unless a provider says otherwise: the Assistants API needs this one.
+# Client request headers forwarded unless a provider says otherwise: the Assistants API needs this one; an
+# `api: anthropic` provider's Messages clients name the features they use in the other.
 DEFAULT_FORWARD_HEADERS: Final = ("openai-beta",)
+DEFAULT_ANTHROPIC_FORWARD_HEADERS: Final = ("anthropic-beta",)
 
 # Never forwarded in either direction (RFC 9110 §7.6.1), plus framing and the host, which the gateway sets itself.
 HOP_BY_HOP: Final = frozenset(

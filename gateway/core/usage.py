@@ -100,37 +100,50 @@ class UsageTail:
     """The last bytes of a forwarded answer, where its usage is: a JSON body's ``usage`` field, a stream's
     last usage chunk, or the ``response.usage`` of a Responses stream's ``response.completed`` event.
 
-    Only the tail is kept, so a large body (a batch of embeddings) costs no more than a small one.
+    Only the tail is kept, so a large body (a batch of embeddings) costs no more than a small one; and the
+    head, for a Messages stream, whose ``message_start`` has the input tokens that its last usage (in
+    ``message_delta``) may leave out.
     """
 
-    __slots__ = ("_size", "_tail")
+    __slots__ = ("_head", "_size", "_tail")
 
     def __init__(self, size: int = 64 * 1024) -> None:
         self._size = size
+        self._head = bytearray()
         self._tail = bytearray()
 
     def feed(self, data: bytes) -> None:
+        if len(self._head) < _MAX_USAGE_BYTES:
+            self._head += data[: 2 * _MAX_USAGE_BYTES - len(self._head)]
         self._tail += data
         if len(self._tail) > 2 * self._size:
             del self._tail[: -self._size]
 
     def usage(self) -> Mapping[str, Any] | None:
-        """The last ``"usage": {...}`` object in the tail. A key in a JSON string has its quotes escaped,
-        so every unescaped ``"usage"`` is a key; one whose value is not an object (null) is passed over."""
-        tail = bytes(self._tail[-self._size :])
-        end = len(tail)
-        while (at := tail.rfind(_KEY, 0, end)) >= 0:
-            end = at
-            rest = tail[at + len(_KEY) : at + _MAX_USAGE_BYTES].lstrip()
-            if not rest.startswith(b":"):
-                continue
-            try:
-                value, _ = _DECODER.raw_decode(rest[1:].lstrip().decode("utf-8", "replace"))
-            except ValueError:
-                continue
-            if isinstance(value, dict):
-                return value
-        return None
+        """The last usage object in the tail; with no input count in it, the head's first one's added under it."""
+        last = _usage_object(bytes(self._tail[-self._size :]), last=True)
+        if last is None or "input_tokens" in last or "prompt_tokens" in last:
+            return last
+        first = _usage_object(bytes(self._head), last=False)
+        return {**first, **last} if first is not None and "input_tokens" in first else last
+
+
+def _usage_object(data: bytes, *, last: bool) -> dict[str, Any] | None:
+    """The last (or first) ``"usage": {...}`` object in ``data``. A key in a JSON string has its quotes escaped,
+    so every unescaped ``"usage"`` is a key; one whose value is not an object (null) is passed over."""
+    start, end = 0, len(data)
+    while (at := data.rfind(_KEY, 0, end) if last else data.find(_KEY, start)) >= 0:
+        end, start = at, at + len(_KEY)
+        rest = data[at + len(_KEY) : at + _MAX_USAGE_BYTES].lstrip()
+        if not rest.startswith(b":"):
+            continue
+        try:
+            value, _ = _DECODER.raw_decode(rest[1:].lstrip().decode("utf-8", "replace"))
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return None
 
 
 def estimate_size(size: int) -> int:

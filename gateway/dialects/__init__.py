@@ -104,8 +104,8 @@ class FrontDoor(Generic[Parsed]):
     """A path the gateway answers itself, in one dialect.
 
     ``x_api_key``: its clients may send the key as ``x-api-key`` (Anthropic's SDKs do).
-    ``native``: the upstream path of the same API, for plain routes whose providers serve it
-    themselves (``providers.*.responses: native``): there the request is forwarded unchanged.
+    ``native``: the API its clients speak, as a provider's ``api`` names it: a plain route whose providers
+    all speak it needs nothing translated, so the request is passed through (``gateway.server.native``).
     ``stored``: its answers are stored and may be continued (``STORED``), and ``{path}/{id}`` retrieves them.
     """
 
@@ -128,8 +128,8 @@ class CountTokens(Generic[Parsed]):
 # Each door types its own requests; the shell iterates over doors of every request type.
 FRONT_DOORS: Final[tuple[FrontDoor[Any], ...]] = (
     FrontDoor("/v1/chat/completions", chat),
-    FrontDoor("/v1/responses", responses, native="/responses", stored=True),
-    FrontDoor("/v1/messages", anthropic, x_api_key=True),
+    FrontDoor("/v1/responses", responses, native="responses", stored=True),
+    FrontDoor("/v1/messages", anthropic, x_api_key=True, native="anthropic"),
 )
 COUNT_TOKENS: Final = CountTokens("/v1/messages/count_tokens", anthropic, anthropic.parse_count_tokens_request)
 # The pure half of the stored door's state: reading what a request refers to, resolving it, the stored records.

@@ -30,7 +30,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from gateway.config import Config, ModelRoute, default_config, load_config
-from gateway.core import forwarding, json_body
+from gateway.core import forwarding
 from gateway.core.agent import prepare
 from gateway.core.errors import ErrorKind, GatewayError
 from gateway.core.options import RewriteOptions
@@ -53,6 +53,7 @@ from gateway.server.hotpath import HotPath
 from gateway.server.limits import Ticket
 from gateway.server.logs import log_python_reports
 from gateway.server.metrics import multiprocess_mode
+from gateway.server.native import Native
 from gateway.server.offload import off_loop
 from gateway.server.pipeline import admit, admitted, client_of, only_post
 from gateway.server.protocol import CLIENT_LIMITS, ClientLimits
@@ -73,13 +74,13 @@ _SSE_HEADERS = {
 
 @dataclass(frozen=True, slots=True)
 class _Asked(Generic[Parsed]):
-    """A front door's target: its parsed request, or, for a provider that serves the door's API, what to forward,
-    or (a door whose answers are stored) what its request refers to, for the store to resolve once admitted."""
+    """A front door's target: its parsed request, or what to pass through (``native``), or (a door whose answers
+    are stored) what its request refers to, for the store to resolve once admitted."""
 
     route: ModelRoute
     model: str | None
     parsed: Parsed | None = None
-    native: Outbound | None = None
+    native: Native | None = None
     lookup: Lookup | None = None
 
 
@@ -88,9 +89,8 @@ def front_door(door: FrontDoor[Parsed]) -> Handler:
     dialect = door.dialect
 
     async def target_of(service: Service, body: bytes) -> _Asked[Parsed]:
-        if door.native is not None and (route := _native_route(service, body)) is not None:
-            outbound = await service.forwarder.prepare_native(route, body)
-            return _Asked(route, outbound.model, native=outbound)
+        if door.native is not None and (native := service.native.target(door.native, body)) is not None:
+            return _Asked(native.route, native.model, native=native)
         if door.stored:
             found = await off_loop(len(body), STORED.lookup, body)
             return _Asked(service.router.route(found.model), found.model, lookup=found)
@@ -102,9 +102,8 @@ def front_door(door: FrontDoor[Parsed]) -> Handler:
         service, record, ticket = asked.service, asked.record, asked.ticket
         target = asked.target
         if target.native is not None:
-            assert door.native is not None
-            sending = service.forwarder.send(target.native, "POST", door.native, "", incoming.header_items(), record)
-            return _forwarded(await admitted(sending, ticket), ticket, {"x-gateway-route": target.route.name})
+            forwarded = await admitted(service.native.send(target.native, incoming.header_items(), record), ticket)
+            return _forwarded(forwarded, ticket, {"x-gateway-route": record.route or target.route.name})
         parsed, stored = target.parsed, service.stored
         continued = stream_end = None
         owner = owner_of(ticket.client)
@@ -146,20 +145,6 @@ def _retrieval_routes(service: Service) -> list[Route]:
             routes.append(Route(path, Endpoint(service, response, door.dialect), methods=["GET", "DELETE"]))
             routes.append(Route(path + "/input_items", Endpoint(service, input_items, door.dialect), methods=["GET"]))
     return routes
-
-
-def _native_route(service: Service, body: bytes) -> ModelRoute | None:
-    """The route a body's ``model`` names, if it is plain and every provider behind it serves the API itself."""
-    if not service.native_responses:
-        return None
-    payload = json_body.loads(body)
-    model = payload.get("model") if isinstance(payload, dict) else None
-    if not isinstance(model, str):
-        return None
-    route = service.router.route(model)
-    if route.rewrite is None and service.native_responses.issuperset(route.providers):
-        return route
-    return None
 
 
 def count_tokens(door: CountTokens[Parsed]) -> Handler:

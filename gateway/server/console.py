@@ -170,14 +170,21 @@ class Console:
         )
 
 
+# A provider's ``api`` as the console names it.
+_WIRES: Final = {"chat": "chat completions", "responses": "Responses", "anthropic": "Messages", "demo": "demo"}
+
+
 def _route_row(route: ModelRoute, providers: Mapping[str, Any]) -> dict[str, Any]:
     rewrite = route.rewrite
-    native = [name for name in route.providers if providers[name].responses == "native"]
+    wires = {
+        _WIRES[providers[name].api] + (" (Responses native)" if providers[name].responses == "native" else "")
+        for name in route.providers
+    }
     return {
         "name": route.name,
         "providers": list(route.providers),
         "model": route.model or "(as asked)",
-        "wire": "chat completions" + (f"; responses native on {', '.join(native)}" if native else ""),
+        "wire": ", ".join(sorted(wires)),
         "rewrite": "none (pass-through)"
         if rewrite is None
         else "agent"

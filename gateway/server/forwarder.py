@@ -22,7 +22,7 @@ from gateway.server.retries import RetryPolicy
 from gateway.server.routing import Router
 from gateway.upstream.provider import RETRYABLE_STATUS, Provider, UpstreamResponse
 
-__all__ = ["Forwarded", "Forwarder", "Outbound"]
+__all__ = ["Forwarded", "Forwarder", "Outbound", "raw_body"]
 
 # Endpoints whose streams report usage when asked (stream_options.include_usage): the gateway always asks.
 _STREAM_USAGE: Final = frozenset(("/completions",))
@@ -103,13 +103,6 @@ class Forwarder:
             raise forwarding.not_forwarded(path)
         return Outbound(route, model, provider, body, hides_usage)
 
-    async def prepare_native(self, route: ModelRoute, body: bytes) -> Outbound:
-        """A front door's request, as the client sent it (the model replaced), for a provider that serves that API."""
-        payload = json_body.loads(body)
-        model = payload["model"]
-        body = json_body.dumps({**payload, "model": route.upstream_model(model)})
-        return Outbound(route, model, await self._pick(route), body)
-
     async def send(
         self,
         outbound: Outbound,
@@ -130,7 +123,7 @@ class Forwarder:
         return Forwarded(
             upstream.status,
             forwarding.response_headers(upstream.headers.items()),
-            _raw_body(upstream),
+            raw_body(upstream),
             len(outbound.body),
             outbound.hides_usage,
             self._max_event_bytes,
@@ -152,7 +145,7 @@ def _json_object(body: bytes) -> dict[str, Any] | None:
     return payload if isinstance(payload, dict) else None
 
 
-async def _raw_body(upstream: UpstreamResponse) -> AsyncIterator[bytes]:
+async def raw_body(upstream: UpstreamResponse) -> AsyncIterator[bytes]:
     """The upstream body as it came. A break mid-body propagates, so the client's connection
     is cut too rather than ending a body that would look complete."""
     try:

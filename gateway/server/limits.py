@@ -104,38 +104,45 @@ class Ticket:
         self, status: int, headers: Mapping[str, str], body: AsyncIterator[bytes], sent: int
     ) -> AsyncIterator[bytes]:
         """A forwarded answer's body, settling the ticket as it ends: charged the usage its end reports, else an
-        estimate, a token per three bytes of the request (``sent`` bytes) and of the answer.
+        estimate, a token per three bytes of the request (``sent`` bytes) and of the answer. The usage goes in
+        the request's record too, for its metrics and its log line.
 
         A whole body's last part goes out only once the ticket is charged, so a client that sends its next
         request on reading it finds the tokens counted; an event stream's parts go out as they come.
         """
-        tail = UsageTail() if self.charges_tokens and status < 400 and "content-encoding" not in headers else None
+        tail = UsageTail() if status < 400 and "content-encoding" not in headers else None
         if status < 400:
             self.answering(lambda: estimate_size(sent))
         size = 0
+
+        async def charge() -> None:
+            usage = usage_of(tail.usage()) if tail is not None and self._stage is not Stage.SETTLED else None
+            self._record.usage(usage)
+            await self.settle(usage, completion_estimate=estimate_size(size))
+
         try:
             if tail is None:
                 async for part in body:
                     size += len(part)
                     yield part
                 return
-            whole = not headers.get("content-type", "").startswith("text/event-stream")
+            # Held back for a key whose tokens count; otherwise nothing waits for the charge.
+            hold = self.charges_tokens and not headers.get("content-type", "").startswith("text/event-stream")
             held: bytes | None = None
             async for part in body:
                 size += len(part)
                 tail.feed(part)
-                if not whole:
+                if not hold:
                     yield part
                     continue
                 if held is not None:
                     yield held
                 held = part
-            await self.settle(usage_of(tail.usage()), completion_estimate=estimate_size(size))
+            await charge()
             if held is not None:
                 yield held
         finally:
-            usage = usage_of(tail.usage()) if tail is not None else None
-            await self.settle(usage, completion_estimate=estimate_size(size))
+            await charge()
 
 
 class Limiter:

@@ -57,6 +57,6 @@ def retrieval_handlers(elsewhere: Handler) -> tuple[Handler, Handler]:
 
 
 async def _missing(incoming: Incoming, elsewhere: Handler, response_id: str) -> Reply:
-    if incoming.service.native_responses:
+    if incoming.service.native.stateful_responses:
         return await elsewhere(incoming)
     raise STORED.not_found("Response", response_id)

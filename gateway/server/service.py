@@ -17,6 +17,7 @@ from gateway.server.forwarder import Forwarder
 from gateway.server.health import DeploymentHealth
 from gateway.server.limits import Limiter
 from gateway.server.metrics import Metrics
+from gateway.server.native import NativeApis
 from gateway.server.recent import Recent
 from gateway.server.retries import RetryPolicy
 from gateway.server.routing import Router
@@ -62,9 +63,8 @@ class Service:
             for name, provider in config.providers.items()
         }
         self.router = Router(config, self.providers, DeploymentHealth(self.store, config.providers))
-        # Providers that serve the Responses API themselves (``responses: native``).
-        self.native_responses = frozenset(name for name, p in config.providers.items() if p.responses == "native")
         policy = RetryPolicy(config.server, self.router, self.metrics)
+        self.native = NativeApis(config, self.router, policy)
         self.completions = Completions(config, policy, self.metrics)
         # The console's: its playground's answers (every route's reasoning shown), and the latest requests.
         self.playground = Completions(config.exposing_reasoning(), policy, self.metrics)

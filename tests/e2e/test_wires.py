@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import anthropic
+import httpx
+import httpx2
 import openai
 import orjson
 import pytest
@@ -61,6 +64,7 @@ models:
   - {name: agent-responses, provider: codex, model: codex-up, rewrite: {inject_tools: true}}
   - {name: plain-anthropic, provider: claude, model: claude-up, max_retries: 0}
   - {name: plain-responses, provider: codex, model: codex-up, max_retries: 0}
+  - {name: retried-anthropic, provider: claude, model: claude-up}
   - {name: thinker-responses, provider: codex, model: codex-up, rewrite: {inject_tools: true, reasoning: expose}}
   - {name: thinker-reasoning, provider: reasoner, model: codex-up, rewrite: {inject_tools: true, reasoning: expose}}
 """
@@ -181,7 +185,8 @@ class Upstream:
         if "messages" in body or "stream_options" in body:
             self.problems.append("chat-completions fields in a Responses request")
         tools = [tool["name"] for tool in body.get("tools", [])]
-        name, arguments = self.answer(tools, last_user_text(body["input"]))
+        asked = body["input"]  # a string is one user message (a client's own request, passed through)
+        name, arguments = self.answer(tools, asked if isinstance(asked, str) else last_user_text(asked))
         usage = {
             "input_tokens": 20,
             "input_tokens_details": {"cached_tokens": 5},
@@ -500,6 +505,127 @@ def test_a_failed_response_mid_stream_is_an_error(gateway: Gateway, door: str) -
     with pytest.raises((openai.APIError, anthropic.APIError, Failed)) as raised:
         DOORS[door](gateway, "plain-responses", "Hello", True)
     assert "The model broke" in str(raised.value)
+
+
+# Pass-through: a plain route whose providers speak the door's own API needs nothing translated.
+
+ANTHROPIC_EVENTS = [
+    {
+        "type": "message_start",
+        "message": {
+            "id": "msg_provider",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-up",
+            "content": [],
+            "usage": {"input_tokens": 20, "cache_read_input_tokens": 5, "output_tokens": 1},
+        },
+    },
+    {"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}},
+    {"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "Let me see."}},
+    {"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "c2lnbmVk"}},
+    {"type": "content_block_stop", "index": 0},
+    {"type": "content_block_start", "index": 1, "content_block": {"type": "text", "text": ""}},
+    {"type": "content_block_delta", "index": 1, "delta": {"type": "text_delta", "text": MESSAGE}},
+    {"type": "content_block_stop", "index": 1},
+    {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 9}},
+    {"type": "message_stop"},
+]
+
+
+def access_line(caplog: pytest.LogCaptureFixture, path: str) -> dict[str, Any]:
+    """The fields of the access-log line of the last request to ``path``."""
+    lines = [r.fields for r in caplog.records if r.name == "gateway.access" and r.fields.get("path") == path]  # type: ignore[attr-defined]
+    assert lines, f"no access-log line for {path}"
+    return lines[-1]  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_messages_client_on_a_plain_anthropic_route_gets_the_providers_bytes(
+    gateway: Gateway, stream: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Thinking, signatures, beta features: whatever the provider says, the client reads, and only the model
+    name changes on the way up; the key is still charged what the answer used, cache reads included."""
+    pieces = events_body(ANTHROPIC_EVENTS)
+    usage = {"input_tokens": 20, "cache_read_input_tokens": 5, "output_tokens": 9}
+    whole = {**ANTHROPIC_EVENTS[0]["message"], "content": [{"type": "text", "text": MESSAGE}], "usage": usage}  # type: ignore[dict-item]
+    gateway.upstream.reply(Reply(pieces) if stream else json_reply(whole))
+    request = {
+        "model": "plain-anthropic",
+        "max_tokens": 2048,
+        "stream": stream,
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+        "context_management": {"edits": [{"type": "clear_tool_uses_20250919"}]},
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "Hi", "cache_control": {"type": "ephemeral"}}]}
+        ],
+    }
+    headers = {
+        "x-api-key": GATEWAY_KEY,
+        "anthropic-version": "2099-01-01",
+        "anthropic-beta": "context-management-2025-06-27",
+    }
+    with caplog.at_level(logging.INFO, logger="gateway.access"):
+        response = httpx.post(gateway.url + "/v1/messages", json=request, headers=headers, timeout=10)
+        assert response.status_code == 200 and response.headers["x-gateway-route"] == "plain-anthropic"
+        if stream:
+            assert response.content == b"".join(pieces)
+        else:
+            assert response.json() == whole
+        [sent] = gateway.upstream.requests
+        assert sent.path == "/v1/messages" and sent.json == {**request, "model": "claude-up"}
+        assert sent.headers["anthropic-beta"] == "context-management-2025-06-27"
+        assert sent.headers["anthropic-version"] == "2023-06-01" and sent.headers["x-api-key"] == PROVIDER_KEY
+        logged = access_line(caplog, "/v1/messages")
+    assert (logged["upstream_model"], logged["prompt_tokens"], logged["completion_tokens"]) == ("claude-up", 25, 9)
+
+
+def test_a_messages_client_on_a_plain_anthropic_route_is_retried_on_an_overload(gateway: Gateway) -> None:
+    gateway.upstream.reply(overloaded())
+    message = anthropic_client(gateway).messages.create(
+        model="retried-anthropic", max_tokens=100, messages=[{"role": "user", "content": "Hello"}]
+    )
+    assert [block.text for block in message.content if block.type == "text"] == [MESSAGE]
+    assert len(gateway.upstream.requests) == 2
+
+
+def test_a_stateless_responses_request_on_a_plain_responses_route_gets_the_providers_bytes(gateway: Gateway) -> None:
+    """Codex's shape (``store: false``, reasoning sent back encrypted by the provider itself) is passed through;
+    a request that needs the gateway's stored state is translated and stored, the provider still told not to."""
+    request = {
+        "model": "plain-responses",
+        "input": "Hello",
+        "store": False,
+        "stream": True,
+        "include": ["reasoning.encrypted_content"],
+    }
+    headers = {"authorization": f"Bearer {GATEWAY_KEY}"}
+    with httpx.stream("POST", gateway.url + "/v1/responses", json=request, headers=headers, timeout=10) as answer:
+        body = b"".join(answer.iter_raw())
+    [sent] = gateway.upstream.requests
+    assert answer.status_code == 200 and sent.json == {**request, "model": "codex-up"}
+    assert b'"id":"resp_1"' in body and body.count(b"event: response.completed") == 1  # the provider's own
+    stored = openai_client(gateway).responses.create(model="plain-responses", input="Hello")
+    assert stored.output_text == MESSAGE and stored.id != "resp_1"
+    assert gateway.upstream.requests[-1].json["store"] is False
+    assert openai_client(gateway).responses.retrieve(stored.id).output_text == MESSAGE
+
+
+@pytest.mark.parametrize("door", sorted(DOORS))
+@pytest.mark.parametrize("wire", WIRES)
+def test_a_connection_cut_mid_stream_is_an_error_never_a_short_answer(gateway: Gateway, door: str, wire: str) -> None:
+    """The provider's connection breaks after some text: every door's client sees a failure, translated or
+    passed through, never an answer that looks complete."""
+    if wire == "anthropic":
+        events = [*ANTHROPIC_EVENTS[:1], *({**event, "index": 0} for event in ANTHROPIC_EVENTS[5:7])]
+    else:
+        response = {"id": "r", "object": "response", "model": "g", "created_at": 1, "status": "in_progress"}
+        delta = {"type": "response.output_text.delta", "output_index": 0, "content_index": 0, "item_id": "m"}
+        events = [{"type": "response.created", "response": {**response, "output": []}}, {**delta, "delta": "Half"}]
+    gateway.upstream.reply(Reply(events_body(events), then="break"))
+    # Passed through, the cut reaches the client as one: the anthropic SDK raises its HTTP library's error.
+    with pytest.raises((openai.APIError, anthropic.APIError, Failed, httpx2.RemoteProtocolError)):
+        DOORS[door](gateway, f"plain-{wire}", "Hello", True)
 
 
 def test_the_readme_config_of_upstream_wires_is_valid_and_says_what_it_shows() -> None:

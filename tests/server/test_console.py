@@ -91,6 +91,22 @@ def test_routes_show_their_rewrite(running: Running) -> None:
     assert routes["plain"]["rewrite"] == "none (pass-through)" and routes["plain"]["providers"] == ["spare"]
 
 
+def test_routes_name_the_wire_each_provider_speaks() -> None:
+    config = f"""
+server: {{admin_keys: ["{ADMIN}"]}}
+providers:
+  claude: {{api: anthropic, base_url: "http://127.0.0.1:9/v1"}}
+  openai: {{base_url: "http://127.0.0.1:9/v1", responses: native}}
+  codex: {{api: responses, base_url: "http://127.0.0.1:9/v1"}}
+models:
+  - {{name: claude, provider: claude}}
+  - {{name: mixed, provider: [openai, codex]}}
+"""
+    with serve(create_app(parse_config(config, "c.yaml", env={}))) as url:
+        routes = {route["name"]: route["wire"] for route in admin(url, "/console/api/routes").json()["routes"]}
+    assert routes == {"claude": "Messages", "mixed": "Responses, chat completions (Responses native)"}
+
+
 def test_a_keys_use_and_its_request_show_without_content(running: Running) -> None:
     body = {"model": "agent", "messages": [{"role": "user", "content": SECRET_TEXT}], "stream": True}
     for _ in range(2):
