@@ -18,14 +18,20 @@ import pytest
 from gateway.config import parse_config
 from gateway.server.app import create_app
 from tests.helpers.coding_agents import (
+    ENCRYPTED,
     FILE_TEXT,
     GATEWAY_KEY,
+    HELLO,
+    SIGNATURE,
     THINKING,
+    ClaudeModel,
     CodingModel,
+    ResponsesModel,
     answer_to,
     run_claude,
     run_codex,
 )
+from tests.helpers.readme import code_blocks, section
 from tests.helpers.servers import ScriptedUpstream, serve
 
 CONFIG = """
@@ -43,7 +49,6 @@ models:
     model: think-model
     rewrite: {{inject_tools: false, inner_thoughts: none, reasoning: expose}}
 """
-HELLO = "Hi from the scripted model."
 ANSWER = answer_to(FILE_TEXT)
 
 
@@ -115,6 +120,37 @@ def test_claude_code_shows_exposed_reasoning_and_sends_it_back(gateway: tuple[Co
     assert THINKING in assistant[0].get("reasoning_content", "")
 
 
+def test_claude_code_on_claude_itself_is_passed_through_thinking_signatures_and_all() -> None:
+    """On a plain route to an ``api: anthropic`` provider, Claude Code talks to Claude through the gateway as it
+    would directly: it shows the thinking, runs its tool, and sends the signed thinking block back first in its
+    turn, as Anthropic requires; its beta flags reach the provider, its key does not."""
+    model = ClaudeModel()
+    scripted = ScriptedUpstream(default=model)
+    with serve(scripted) as upstream:
+        config = f"""
+server: {{api_keys: ["{GATEWAY_KEY}"]}}
+providers:
+  anthropic: {{api: anthropic, base_url: "{upstream}/v1", api_key: "sk-ant-provider-key"}}
+models:
+  - {{name: "claude-*", provider: anthropic}}
+"""
+        with serve(create_app(parse_config(config, "claude.yaml", env={}))) as url:
+            args = ("-p", "show me hello.txt", "--model", "claude-sonnet-4-5", "--output-format", "stream-json")
+            run = run_claude(url, *args, "--verbose").check(reasoning_shown=True)
+    [result] = [e for e in run.events() if e["type"] == "result"]
+    assert (result["subtype"], result["result"]) == ("success", ANSWER)
+    blocks = [b for e in run.events() if e["type"] == "assistant" for b in e["message"]["content"]]
+    assert [b["thinking"] for b in blocks if b["type"] == "thinking"] == [THINKING, THINKING]
+    [answered] = [body for body in model.requests if "toolu_shell" in str(body["messages"][-1]["content"])]
+    [turn] = [m for m in answered["messages"] if m["role"] == "assistant"]
+    assert turn["content"][0] == {"type": "thinking", "thinking": THINKING, "signature": SIGNATURE}
+    assert [b["type"] for b in turn["content"][1:]] == ["text", "tool_use"]
+    assert FILE_TEXT in str(answered["messages"][-1]["content"]) and HELLO not in result["result"]
+    for sent in scripted.requests:
+        assert sent.headers["x-api-key"] == "sk-ant-provider-key" and GATEWAY_KEY not in str(sent.headers)
+        assert sent.headers.get("anthropic-beta"), "Claude Code's beta flags did not reach the provider"
+
+
 # Codex CLI, on the Responses door.
 
 
@@ -164,3 +200,38 @@ def test_codex_shows_exposed_reasoning_and_sends_it_back(gateway: tuple[CodingMo
     assert agent_messages(events)[-1] == ANSWER
     assistant = [m for m in model.requests[1]["messages"] if m["role"] == "assistant"]
     assert THINKING in assistant[0].get("reasoning_content", "")
+
+
+def test_codex_on_a_responses_provider_is_passed_through_encrypted_reasoning_and_all() -> None:
+    """Codex sends ``store: false`` and asks for encrypted reasoning: on a plain route to an ``api: responses``
+    provider nothing needs translating, so it talks to the provider through the gateway as it would directly,
+    and sends the provider's own encrypted reasoning back with its tool's output."""
+    model = ResponsesModel()
+    with serve(ScriptedUpstream(default=model)) as upstream:
+        config = f"""
+server: {{api_keys: ["{GATEWAY_KEY}"]}}
+providers:
+  openai: {{api: responses, base_url: "{upstream}/v1", api_key: "sk-openai-provider-key"}}
+models:
+  - {{name: gpt-5.5, provider: openai, model: gpt-5.5-upstream}}
+"""
+        with serve(create_app(parse_config(config, "codex.yaml", env={}))) as url:
+            run = run_codex(url, "gpt-5.5", "--json", "show me hello.txt").check(reasoning_shown=True)
+    assert agent_messages(run.events())[-1] == ANSWER
+    asked, answered = model.requests
+    assert asked["store"] is False and asked["model"] == "gpt-5.5-upstream"
+    # Its hosted tools reach a provider that runs them (a translated route drops them).
+    assert "web_search" in {tool["type"] for tool in asked["tools"]}
+    [reasoning] = [item for item in answered["input"] if item.get("type") == "reasoning"]
+    assert reasoning["encrypted_content"] == ENCRYPTED
+    [output] = [item for item in answered["input"] if item.get("type") == "function_call_output"]
+    assert output["call_id"] == "call_shell" and FILE_TEXT in str(output["output"])
+
+
+def test_the_readme_config_for_the_agents_own_vendors_passes_them_through() -> None:
+    [block] = code_blocks(section("Coding agents"), "yaml")
+    config = parse_config(block, "README.md", env={"ANTHROPIC_API_KEY": "sk-ant", "OPENAI_API_KEY": "sk-oai"})
+    for model, api in [("claude-sonnet-4-5", "anthropic"), ("gpt-5.5", "responses")]:
+        route = config.route(model)
+        assert route is not None and route.rewrite is None
+        assert [config.providers[name].api for name in route.providers] == [api]

@@ -10,6 +10,7 @@ into small pieces; every client must read the message, and none of the inner tho
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import logging
@@ -17,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import agents
 import anthropic
 import httpx
 import httpx2
@@ -65,6 +67,7 @@ models:
   - {name: plain-anthropic, provider: claude, model: claude-up, max_retries: 0}
   - {name: plain-responses, provider: codex, model: codex-up, max_retries: 0}
   - {name: retried-anthropic, provider: claude, model: claude-up}
+  - {name: retried-responses, provider: codex, model: codex-up}
   - {name: thinker-responses, provider: codex, model: codex-up, rewrite: {inject_tools: true, reasoning: expose}}
   - {name: thinker-reasoning, provider: reasoner, model: codex-up, rewrite: {inject_tools: true, reasoning: expose}}
 """
@@ -110,9 +113,10 @@ class Upstream:
         self.problems.append(f"unexpected path {request.path}")
         return json_reply({"error": {"message": "not found"}}, 404)
 
-    def answer(self, tools: list[str], user: str) -> tuple[str, dict[str, Any]]:
-        """The tool the model calls and its arguments, or ("", {}) for a plain text answer."""
-        if "get_weather" in tools and "weather" in user.lower():
+    def answer(self, tools: list[str], user: str, answered: bool = False) -> tuple[str, dict[str, Any]]:
+        """The tool the model calls and its arguments, or ("", {}) for a plain text answer; once a tool's result
+        came (``answered``), the answer."""
+        if "get_weather" in tools and "weather" in user.lower() and not answered:
             arguments: dict[str, Any] = {"city": "Paris"}
             if "send_message" in tools:
                 arguments = {"inner_thoughts": THOUGHTS, **arguments}
@@ -138,7 +142,9 @@ class Upstream:
             if set(tool) - {"name", "description", "input_schema"}:
                 self.problems.append(f"a tool Anthropic refuses: {tool}")
         tools = [tool["name"] for tool in body.get("tools", [])]
-        name, arguments = self.answer(tools, last_user_text(body["messages"]))
+        last = body["messages"][-1]["content"]
+        answered = isinstance(last, list) and any(block.get("type") == "tool_result" for block in last)
+        name, arguments = self.answer(tools, last_user_text(body["messages"]), answered)
         usage = {"input_tokens": 20, "cache_read_input_tokens": 5, "output_tokens": 9}
         stop = "tool_use" if name else "end_turn"
         if not body.get("stream"):
@@ -186,7 +192,8 @@ class Upstream:
             self.problems.append("chat-completions fields in a Responses request")
         tools = [tool["name"] for tool in body.get("tools", [])]
         asked = body["input"]  # a string is one user message (a client's own request, passed through)
-        name, arguments = self.answer(tools, asked if isinstance(asked, str) else last_user_text(asked))
+        answered = isinstance(asked, list) and asked[-1].get("type") == "function_call_output"
+        name, arguments = self.answer(tools, asked if isinstance(asked, str) else last_user_text(asked), answered)
         usage = {
             "input_tokens": 20,
             "input_tokens_details": {"cached_tokens": 5},
@@ -461,6 +468,36 @@ def test_an_anthropic_bad_request_keeps_its_status_and_words(gateway: Gateway, d
     assert "max_tokens: too large" in str(raised.value)
 
 
+def openai_error(status: int, message: str, kind: str) -> Reply:
+    return json_reply({"error": {"message": message, "type": kind, "param": None, "code": None}}, status)
+
+
+@pytest.mark.parametrize("door", sorted(DOORS))
+@pytest.mark.parametrize(
+    ("status", "kind", "raised"),
+    [
+        (400, "invalid_request_error", (openai.BadRequestError, anthropic.BadRequestError)),
+        (429, "rate_limit_error", (openai.RateLimitError, anthropic.RateLimitError)),
+    ],
+)
+def test_a_responses_error_status_keeps_its_status_and_words_in_every_door(
+    gateway: Gateway, door: str, status: int, kind: str, raised: tuple[type[Exception], ...]
+) -> None:
+    gateway.upstream.reply(openai_error(status, f"The provider says {status}", kind))
+    with pytest.raises(raised) as failed:
+        DOORS[door](gateway, "plain-responses", "Hello", True)
+    assert f"The provider says {status}" in str(failed.value) and len(gateway.upstream.requests) == 1
+
+
+@pytest.mark.parametrize("door", sorted(DOORS))
+def test_a_failing_responses_provider_is_retried_in_every_door(gateway: Gateway, door: str) -> None:
+    gateway.upstream.reply(
+        openai_error(500, "The server had an error", "server_error"), openai_error(429, "Slow down", "rate_limit_error")
+    )
+    assert DOORS[door](gateway, "retried-responses", "Hello", True).text == MESSAGE
+    assert len(gateway.upstream.requests) == 3
+
+
 @pytest.mark.parametrize("door", sorted(DOORS))
 def test_an_error_event_mid_stream_is_an_error_never_a_short_answer(gateway: Gateway, door: str) -> None:
     start = {
@@ -673,6 +710,42 @@ def test_langchain_chat_openai_on_every_wire(gateway: Gateway, wire: str) -> Non
     chat = ChatOpenAI(model=f"agent-{wire}", base_url=gateway.url + "/v1", api_key=GATEWAY_KEY, max_retries=0)
     assert chat.invoke("Hello").content == MESSAGE
     assert "".join(str(chunk.content) for chunk in chat.stream("Hello")) == MESSAGE
+
+
+@pytest.mark.parametrize("streaming", [False, True], ids=["run", "run_streamed"])
+@pytest.mark.parametrize("wire", WIRES)
+def test_an_agents_sdk_agent_runs_its_tool_loop_on_every_wire(gateway: Gateway, wire: str, streaming: bool) -> None:
+    """The Agents SDK on the Responses door: the model calls the agent's tool, the SDK runs it and sends its
+    result back (stored by the gateway, the provider told not to store), the model answers."""
+    calls: list[str] = []
+
+    @agents.function_tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        calls.append(city)
+        return "sunny"
+
+    async def run_agent() -> str:
+        client = openai.AsyncOpenAI(base_url=gateway.url + "/v1", api_key=GATEWAY_KEY, max_retries=0, timeout=10)
+        model = agents.OpenAIResponsesModel(model=f"agent-{wire}", openai_client=client)
+        agent = agents.Agent(name="Weather", instructions="Be brief.", tools=[get_weather], model=model)
+        config = agents.RunConfig(tracing_disabled=True)
+        if not streaming:
+            return str((await agents.Runner.run(agent, "What is the weather?", run_config=config)).final_output)
+        streamed = agents.Runner.run_streamed(agent, "What is the weather?", run_config=config)
+        async for _ in streamed.stream_events():
+            pass
+        return str(streamed.final_output)
+
+    assert asyncio.run(run_agent()) == MESSAGE and calls == ["Paris"]
+    asked, answered = gateway.upstream.requests
+    assert asked.path == answered.path == ("/v1/messages" if wire == "anthropic" else "/v1/responses")
+    if wire == "anthropic":
+        [result] = [b for m in answered.json["messages"] for b in m["content"] if b.get("type") == "tool_result"]
+        assert result["content"] in ("sunny", [{"type": "text", "text": "sunny"}])
+    else:
+        assert answered.json["input"][-1] == {"type": "function_call_output", "call_id": "call_1", "output": "sunny"}
+    assert THOUGHTS not in json.dumps(answered.json)  # what the client never saw does not go back either
 
 
 @pytest.mark.parametrize(("route", "summary"), [("thinker-responses", None), ("thinker-reasoning", "auto")])

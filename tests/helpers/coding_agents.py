@@ -41,6 +41,11 @@ FILE_TEXT = "hello world from hello.txt"
 INNER = "SECRET-INNER the user wants the file"
 THINKING = "SECRET-THINK reading the file first"
 GATEWAY_KEY = "sk-gateway-agents"
+HELLO = "Hi from the scripted model."
+# An Anthropic thinking block's signature and OpenAI's encrypted reasoning: opaque, checked by their
+# provider when the client sends them back.
+SIGNATURE = "EqQBCkgIARABGAIiQL2signed-by-the-provider"
+ENCRYPTED = "gAAAAABencrypted-by-the-provider"
 # A run that takes longer has hung (both agents answer these prompts in a few seconds).
 RUN_TIMEOUT = 120
 
@@ -233,7 +238,7 @@ class CodingModel:
         elif shell is not None and "hello.txt" in _text(last):
             text, calls = "Let me read it.", (shell, SHELL_CALLS[shell])
         else:
-            text, calls = "Hi from the scripted model.", None
+            text, calls = HELLO, None
         chunks = self._agent(text, calls) if agent else self._thinker(text, calls)
         return stream_reply([*chunks, chunk(usage={"prompt_tokens": 50, "completion_tokens": 9, "total_tokens": 59})])
 
@@ -257,6 +262,103 @@ class CodingModel:
         name, arguments = calls
         chunks.append(chunk(choice(tool_calls=[call(0, json.dumps(arguments), id="call_shell", name=name)])))
         return [*chunks, chunk(choice(finish="tool_calls"))]
+
+
+@dataclass
+class ClaudeModel:
+    """Claude itself, as Anthropic's Messages API streams it, for Claude Code on a route passed through.
+
+    The same script as ``CodingModel``'s: hello, or the ``Bash`` tool on ``hello.txt`` and then ``answer_to``
+    its result; each answer opens with a thinking block and its signature, which only an Anthropic client
+    reads and must send back as it came.
+    """
+
+    requests: list[dict[str, Any]] = field(default_factory=list)
+
+    def __call__(self, request: Received) -> Reply:
+        body = request.json
+        self.requests.append(body)
+        last = body["messages"][-1]
+        results = [b for b in last["content"] if isinstance(b, dict) and b.get("type") == "tool_result"]
+        tools = {tool.get("name") for tool in body.get("tools", ())}
+        if results:
+            text, use = answer_to(json.dumps(results)), False
+        else:
+            text, use = ("Let me read it.", True) if "Bash" in tools and "hello.txt" in _text(last) else (HELLO, False)
+        blocks: list[tuple[dict[str, Any], list[dict[str, Any]]]] = [
+            (
+                {"type": "thinking", "thinking": ""},
+                [{"type": "thinking_delta", "thinking": THINKING}, {"type": "signature_delta", "signature": SIGNATURE}],
+            ),
+            ({"type": "text", "text": ""}, [{"type": "text_delta", "text": piece} for piece in split_evenly(text, 4)]),
+        ]
+        if use:
+            arguments = json.dumps(SHELL_CALLS["Bash"])
+            deltas = [{"type": "input_json_delta", "partial_json": piece} for piece in split_evenly(arguments, 5)]
+            blocks.append(({"type": "tool_use", "id": "toolu_shell", "name": "Bash", "input": {}}, deltas))
+        message = {"id": "msg_1", "type": "message", "role": "assistant", "model": body["model"], "content": []}
+        usage = {"input_tokens": 50, "output_tokens": 1}
+        events: list[dict[str, Any]] = [{"type": "message_start", "message": {**message, "usage": usage}}]
+        for index, (block, deltas) in enumerate(blocks):
+            events.append({"type": "content_block_start", "index": index, "content_block": block})
+            events += [{"type": "content_block_delta", "index": index, "delta": delta} for delta in deltas]
+            events.append({"type": "content_block_stop", "index": index})
+        stop = {"stop_reason": "tool_use" if use else "end_turn", "stop_sequence": None}
+        events += [{"type": "message_delta", "delta": stop, "usage": {"output_tokens": 9}}, {"type": "message_stop"}]
+        return Reply([f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode() for e in events])
+
+
+@dataclass
+class ResponsesModel:
+    """A model of OpenAI's Responses API, as it streams, for Codex on a route passed through.
+
+    The same script again, for Codex's shell tool (``exec_command``); each answer opens with a reasoning item,
+    its summary and its ``encrypted_content`` (the provider's, opaque to everyone else), which Codex sends
+    back in its next request as it came.
+    """
+
+    requests: list[dict[str, Any]] = field(default_factory=list)
+
+    def __call__(self, request: Received) -> Reply:
+        body = request.json
+        self.requests.append(body)
+        items = body["input"]
+        results = [item for item in items if item.get("type") == "function_call_output"]
+        tools = {tool.get("name") for tool in body.get("tools", ())}
+        user = next(item for item in reversed(items) if item.get("role") == "user")
+        if results:
+            output = [_message(answer_to(json.dumps(results)))]
+        elif "exec_command" in tools and "hello.txt" in _text(user):
+            call = {"type": "function_call", "id": "fc_1", "call_id": "call_shell", "name": "exec_command"}
+            output = [{**call, "arguments": json.dumps(SHELL_CALLS["exec_command"]), "status": "completed"}]
+        else:
+            output = [_message(HELLO)]
+        summary = [{"type": "summary_text", "text": THINKING}]
+        reasoning = {"type": "reasoning", "id": "rs_1", "summary": summary, "encrypted_content": ENCRYPTED}
+        output = [reasoning, *output]
+        response = {"id": "resp_provider", "object": "response", "created_at": 1, "model": body["model"]}
+        events: list[dict[str, Any]] = [
+            {"type": "response.created", "response": {**response, "status": "in_progress", "output": []}}
+        ]
+        for index, item in enumerate(output):
+            events.append({"type": "response.output_item.added", "output_index": index, "item": item})
+            events.append({"type": "response.output_item.done", "output_index": index, "item": item})
+        usage = {
+            "input_tokens": 50,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": 9,
+            "output_tokens_details": {"reasoning_tokens": 3},
+            "total_tokens": 59,
+        }
+        done = {**response, "status": "completed", "output": output, "usage": usage}
+        events.append({"type": "response.completed", "response": done})
+        numbered = [{**event, "sequence_number": number} for number, event in enumerate(events)]
+        return Reply([f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode() for e in numbered])
+
+
+def _message(text: str) -> dict[str, Any]:
+    content = [{"type": "output_text", "text": text, "annotations": []}]
+    return {"type": "message", "id": "msg_1", "role": "assistant", "status": "completed", "content": content}
 
 
 def _text(message: dict[str, Any]) -> str:
