@@ -10,10 +10,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gateway.core.usage import TokenUsage, UsageTail, usage_of
+from tests.helpers.streams import typed_events
 
 
 def sse(events: list[dict[str, Any]]) -> bytes:
-    return b"".join(b"event: " + e["type"].encode() + b"\ndata: " + orjson.dumps(e) + b"\n\n" for e in events)
+    return b"".join(typed_events(events))
 
 
 def fed(body: bytes, cuts: list[int], size: int = 64 * 1024) -> UsageTail:

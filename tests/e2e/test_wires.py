@@ -23,7 +23,6 @@ import anthropic
 import httpx
 import httpx2
 import openai
-import orjson
 import pytest
 from langchain_anthropic import ChatAnthropic
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, ToolMessage
@@ -34,7 +33,7 @@ from gateway.config import parse_config
 from gateway.server.app import create_app
 from tests.helpers.readme import code_blocks, section
 from tests.helpers.servers import Received, Reply, ScriptedUpstream, json_reply, serve
-from tests.helpers.streams import split_evenly
+from tests.helpers.streams import split_evenly, typed_events
 
 GATEWAY_KEY = "gw-wires-key-0123456789abcdef"
 PROVIDER_KEY = "sk-provider-wires-0123456789abcdef"
@@ -77,11 +76,6 @@ WEATHER = {
     "description": "The weather in a city.",
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
 }
-
-
-def events_body(events: list[dict[str, Any]]) -> list[bytes]:
-    """An SSE body as both APIs send it: an ``event:`` line before each ``data:`` line, one event per write."""
-    return [b"event: " + e["type"].encode() + b"\ndata: " + orjson.dumps(e) + b"\n\n" for e in events]
 
 
 def last_user_text(messages: list[Any]) -> str:
@@ -180,7 +174,7 @@ class Upstream:
             {"type": "message_delta", "delta": {"stop_reason": stop}, "usage": {"output_tokens": 9}},
             {"type": "message_stop"},
         ]
-        return Reply(events_body(events))
+        return Reply(typed_events(events))
 
     def responses(self, request: Received) -> Reply:
         body = request.json
@@ -251,7 +245,7 @@ class Upstream:
             {"type": "response.output_item.done", "output_index": 0, "item": item},
             {"type": "response.completed", "response": done},
         ]
-        return Reply(events_body(events))
+        return Reply(typed_events(events))
 
 
 @dataclass
@@ -517,7 +511,7 @@ def test_an_error_event_mid_stream_is_an_error_never_a_short_answer(gateway: Gat
         {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Half an"}},
         {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
     ]
-    gateway.upstream.reply(Reply(events_body(events)))
+    gateway.upstream.reply(Reply(typed_events(events)))
     with pytest.raises((openai.APIError, anthropic.APIError, Failed)) as raised:
         DOORS[door](gateway, "plain-anthropic", "Hello", True)
     assert "Overloaded" in str(raised.value)
@@ -538,7 +532,7 @@ def test_a_failed_response_mid_stream_is_an_error(gateway: Gateway, door: str) -
             },
         },
     ]
-    gateway.upstream.reply(Reply(events_body(events)))
+    gateway.upstream.reply(Reply(typed_events(events)))
     with pytest.raises((openai.APIError, anthropic.APIError, Failed)) as raised:
         DOORS[door](gateway, "plain-responses", "Hello", True)
     assert "The model broke" in str(raised.value)
@@ -583,7 +577,7 @@ def test_a_messages_client_on_a_plain_anthropic_route_gets_the_providers_bytes(
 ) -> None:
     """Thinking, signatures, beta features: whatever the provider says, the client reads, and only the model
     name changes on the way up; the key is still charged what the answer used, cache reads included."""
-    pieces = events_body(ANTHROPIC_EVENTS)
+    pieces = typed_events(ANTHROPIC_EVENTS)
     usage = {"input_tokens": 20, "cache_read_input_tokens": 5, "output_tokens": 9}
     whole = {**ANTHROPIC_EVENTS[0]["message"], "content": [{"type": "text", "text": MESSAGE}], "usage": usage}  # type: ignore[dict-item]
     gateway.upstream.reply(Reply(pieces) if stream else json_reply(whole))
@@ -659,7 +653,7 @@ def test_a_connection_cut_mid_stream_is_an_error_never_a_short_answer(gateway: G
         response = {"id": "r", "object": "response", "model": "g", "created_at": 1, "status": "in_progress"}
         delta = {"type": "response.output_text.delta", "output_index": 0, "content_index": 0, "item_id": "m"}
         events = [{"type": "response.created", "response": {**response, "output": []}}, {**delta, "delta": "Half"}]
-    gateway.upstream.reply(Reply(events_body(events), then="break"))
+    gateway.upstream.reply(Reply(typed_events(events), then="break"))
     # Passed through, the cut reaches the client as one: the anthropic SDK raises its HTTP library's error.
     with pytest.raises((openai.APIError, anthropic.APIError, Failed, httpx2.RemoteProtocolError)):
         DOORS[door](gateway, f"plain-{wire}", "Hello", True)

@@ -31,7 +31,7 @@ import pytest
 from tests.helpers.paths import ROOT
 from tests.helpers.readme import code_blocks, section
 from tests.helpers.servers import Received, Reply, stream_reply
-from tests.helpers.streams import agent_stream, call, choice, chunk, split_evenly
+from tests.helpers.streams import agent_stream, call, choice, chunk, split_evenly, typed_events
 
 # Where .ci/run installs the pinned agents (tests/agents/package-lock.json); another directory of their
 # binaries (scripts/agents-latest installs the newest published ones) can be named instead.
@@ -305,7 +305,7 @@ class ClaudeModel:
             events.append({"type": "content_block_stop", "index": index})
         stop = {"stop_reason": "tool_use" if use else "end_turn", "stop_sequence": None}
         events += [{"type": "message_delta", "delta": stop, "usage": {"output_tokens": 9}}, {"type": "message_stop"}]
-        return Reply([f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode() for e in events])
+        return Reply(typed_events(events))
 
 
 @dataclass
@@ -353,7 +353,7 @@ class ResponsesModel:
         done = {**response, "status": "completed", "output": output, "usage": usage}
         events.append({"type": "response.completed", "response": done})
         numbered = [{**event, "sequence_number": number} for number, event in enumerate(events)]
-        return Reply([f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode() for e in numbered])
+        return Reply(typed_events(numbered))
 
 
 def _message(text: str) -> dict[str, Any]:

@@ -147,6 +147,12 @@ def translate(
     return b"".join(out), events
 
 
+def typed_events(events: list[dict[str, Any]]) -> list[bytes]:
+    """An SSE body as the Responses and Messages APIs send it: an ``event:`` line before each ``data:`` line,
+    one event a piece."""
+    return [b"event: " + e["type"].encode() + b"\ndata: " + orjson.dumps(e) + b"\n\n" for e in events]
+
+
 def sse(chunks: list[dict[str, Any]], done: bool = True) -> bytes:
     body = b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks)
     return body + b"data: [DONE]\n\n" if done else body
