@@ -28,7 +28,7 @@ from gateway.server.exchange import Endpoint, Incoming, Reply, json_reply
 from gateway.server.offload import off_loop
 from gateway.server.recent import CONSOLE_API, DOOR_NAMES, PLAYGROUND
 from gateway.server.service import Service
-from gateway.state import Admission
+from gateway.state.base import Observed
 
 __all__ = ["Console", "console_routes", "page"]
 
@@ -100,12 +100,12 @@ class Console:
 
     async def keys(self, incoming: Incoming) -> Reply:
         self.check(incoming)
-        checked = self._service.limits.checked
+        clients = self._clients.clients
+        seen = await self._service.store.observe({client.name: client.limits for client in clients})
         totals = _key_totals(self._service)
         rows = []
-        for client in self._clients.clients:
+        for client in clients:
             limits = client.limits
-            when, admission = checked.get(client.name, (None, None))
             rows.append(
                 {
                     "name": client.name,
@@ -114,8 +114,7 @@ class Console:
                     "tpm": limits.tpm,
                     "max_concurrency": limits.max_concurrency,
                     "budget": None if limits.budget is None else f"{limits.budget.tokens} per {limits.budget.period}",
-                    "checked_at": when,
-                    **_used(admission),
+                    **_used(seen.get(client.name)),
                     **totals.get(client.name, {"requests": 0, "tokens": 0}),
                 }
             )
@@ -198,21 +197,17 @@ def _route_row(route: ModelRoute, providers: Mapping[str, Any]) -> dict[str, Any
     }
 
 
-def _used(admission: Admission | None) -> dict[str, int | None]:
-    """What a key had used when it was last checked, from the limits' remaining quotas (shared by every worker)."""
-    used: dict[str, int | None] = {"requests_this_minute": None, "tokens_this_minute": None, "budget_used": None}
-    if admission is None:
-        return used
-    for field, quota in (
-        ("requests_this_minute", admission.requests),
-        ("tokens_this_minute", admission.tokens),
-        ("budget_used", admission.budget),
-    ):
-        if quota is not None:
-            used[field] = quota.limit - quota.remaining
-    if admission.concurrency is not None:
-        used["in_flight"] = admission.concurrency.limit - admission.concurrency.remaining
-    return used
+def _used(seen: Observed | None) -> dict[str, int | None]:
+    """What a key has used of each limit it has, read from the shared state now (None: no such limit, or the
+    state cannot be read)."""
+    if seen is None:
+        seen = Observed(0.0)
+    return {
+        "requests_this_minute": None if seen.requests is None else seen.requests.used,
+        "tokens_this_minute": None if seen.tokens is None else seen.tokens.used,
+        "budget_used": seen.budget_spent,
+        "in_flight": seen.slots_held,
+    }
 
 
 def _key_totals(service: Service) -> dict[str, dict[str, int]]:

@@ -13,7 +13,6 @@ given back.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from enum import Enum
 from typing import Final
@@ -152,8 +151,6 @@ class Limiter:
         self._routes = tuple(route.name for route in config.models)
         self._store = store
         self._metrics = metrics
-        # Each key's latest limit check (Unix time, what it read), as the shared state answered it: the console's view.
-        self.checked: dict[str, tuple[float, Admission]] = {}
 
     def permit(self, client: ClientKey | None, route: ModelRoute | None, model: str | None = None) -> None:
         """403 unless the key may use the route; a forwarded request that names no model is for keys that may
@@ -183,7 +180,6 @@ class Limiter:
             raise GatewayError(
                 ErrorKind.UNAVAILABLE, message, code="state_unavailable", headers={"retry-after": "1"}
             ) from None
-        self.checked[client.name] = (time.time(), admission)
         if admission.refusal is not None:
             self._metrics.key_rejections.labels(client.name, admission.refusal.value).inc()
             raise _refused(client, admission, admission.refusal)

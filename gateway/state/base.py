@@ -320,6 +320,11 @@ class StateStore(ResponseStore, ABC):
         """Check every limit of ``key`` and, when all have room, count the request and take a slot: one step."""
 
     @abstractmethod
+    async def observe(self, keys: Mapping[str, Limits]) -> dict[str, Observed]:
+        """What each key has used of its limits now, as a check would read it, counting nothing: the console's
+        view, shared by every worker; a key whose state cannot be read now is left out."""
+
+    @abstractmethod
     async def finish(self, key: str, limits: Limits, tokens: int, lease: Lease | None) -> None:
         """A request's end, in one step: add its tokens to the key's minute window and budget period (those the
         key has), and give its slot back."""

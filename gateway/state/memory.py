@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from gateway.state.base import (
@@ -87,30 +87,21 @@ class MemoryStore(StateStore):
         now = self.clock()
         current = math.floor(now)
         state = self._keys.setdefault(key, _KeyState())
-        requests = tokens = None
-        spent = held = None
-        end = None
-        if limits.rpm is not None:
-            _prune(state.requests, current)
-            requests = summarize(state.requests, current, limits.rpm)
-        if limits.tpm is not None:
-            _prune(state.tokens, current)
-            tokens = summarize(state.tokens, current, limits.tpm)
-        if limits.budget is not None:
-            label, end = period_bounds(now, limits.budget.period)
-            spent = state.budget_spent if state.budget_period == label else 0
-        if limits.max_concurrency is not None:
-            state.leases = {lease: expiry for lease, expiry in state.leases.items() if expiry > now}
-            held = len(state.leases)
-        seen = Observed(now, requests, tokens, spent, end, held)
+        _prune(state.requests, current)
+        _prune(state.tokens, current)
+        state.leases = {lease: expiry for lease, expiry in state.leases.items() if expiry > now}
         lease = new_lease(key) if limits.max_concurrency is not None else None
-        answer = admission(limits, seen, lease)
+        answer = admission(limits, _observed(state, limits, now), lease)
         if answer.allowed:
             if limits.rpm is not None:
                 state.requests[current] = state.requests.get(current, 0) + 1
             if lease is not None:
                 state.leases[lease.id] = now + self.lease_seconds
         return answer
+
+    async def observe(self, keys: Mapping[str, Limits]) -> dict[str, Observed]:
+        now = self.clock()
+        return {key: _observed(self._keys.get(key) or _KeyState(), limits, now) for key, limits in keys.items()}
 
     def count(self, key: str, limits: Limits, lease: Lease | None) -> None:
         """Count a request admitted elsewhere (the shared state), with its slot, without checking: as the
@@ -201,6 +192,23 @@ class MemoryStore(StateStore):
             return False
         shelf.prune(self.clock())
         return shelf.drop(response_id)
+
+
+def _observed(state: _KeyState, limits: Limits, now: float) -> Observed:
+    """What a check of ``limits`` reads in ``state`` now (stale buckets and lapsed slots left out)."""
+    current = math.floor(now)
+    budget = end = None
+    if limits.budget is not None:
+        label, end = period_bounds(now, limits.budget.period)
+        budget = state.budget_spent if state.budget_period == label else 0
+    return Observed(
+        now,
+        summarize(state.requests, current, limits.rpm) if limits.rpm is not None else None,
+        summarize(state.tokens, current, limits.tpm) if limits.tpm is not None else None,
+        budget,
+        end,
+        sum(expiry > now for expiry in state.leases.values()) if limits.max_concurrency is not None else None,
+    )
 
 
 def _prune(buckets: dict[int, int], current: int) -> None:

@@ -32,7 +32,7 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from enum import Enum, StrEnum
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -56,6 +56,7 @@ from gateway.state.base import (
     admission,
     new_lease,
     period_bounds,
+    summarize,
 )
 from gateway.state.memory import MemoryStore
 from gateway.state.stored import Entry, Fetched, Retention
@@ -367,11 +368,7 @@ class RedisStore(StateStore):
             return Admission(None)
         now = self.clock()
         lease = new_lease(key) if limits.max_concurrency is not None else None
-        budget_end = None
-        budget_key = self._key(key, "budget")
-        if limits.budget is not None:
-            label, budget_end = period_bounds(now, limits.budget.period)
-            budget_key = self._key(key, f"budget:{limits.budget.period}:{label}")
+        budget_key, budget_end = self._budget(key, limits, now)
         keys = [self._key(key, "requests"), self._key(key, "tokens"), budget_key, self._key(key, "slots")]
         args: list[int | str] = [
             math.floor(now),
@@ -415,11 +412,8 @@ class RedisStore(StateStore):
         if not tokens and lease is None:
             return
         now = self.clock()
-        budget_key, budget_ttl = self._key(key, "budget"), 0
-        if limits.budget is not None:
-            label, end = period_bounds(now, limits.budget.period)
-            budget_key = self._key(key, f"budget:{limits.budget.period}:{label}")
-            budget_ttl = math.ceil((end - now + _BUDGET_SLACK) * 1000)
+        budget_key, end = self._budget(key, limits, now)
+        budget_ttl = math.ceil((end - now + _BUDGET_SLACK) * 1000) if end is not None else 0
         keys = [self._key(key, "tokens"), budget_key, self._key(key, "slots")]
         args: list[int | str] = [
             tokens,
@@ -429,6 +423,38 @@ class RedisStore(StateStore):
             lease.id if lease is not None else "",
         ]
         await self._try("finish", _Call.BOOKKEEPING, _FINISH_SCRIPT, keys, args)
+
+    async def observe(self, keys: Mapping[str, Limits]) -> dict[str, Observed]:
+        now = self.clock()
+        current = math.floor(now)
+        commands: list[tuple[Any, ...]] = []
+        ends: dict[str, float | None] = {}
+        for key, limits in keys.items():
+            budget_key, ends[key] = self._budget(key, limits, now)
+            commands += [
+                ("HGETALL", self._key(key, "requests")),
+                ("HGETALL", self._key(key, "tokens")),
+                ("GET", budget_key),
+                ("ZCOUNT", self._key(key, "slots"), f"({now!r}", "+inf"),
+            ]
+        if not commands:
+            return {}
+        try:
+            replies = await self._round_trip("observe", _Call.ADVICE, commands)
+        except _Unanswered:
+            return {}
+        seen: dict[str, Observed] = {}
+        for (key, limits), at in zip(keys.items(), range(0, len(replies), 4), strict=True):
+            requests, tokens, spent, held = replies[at : at + 4]
+            seen[key] = Observed(
+                now,
+                summarize(_buckets(requests), current, limits.rpm) if limits.rpm is not None else None,
+                summarize(_buckets(tokens), current, limits.tpm) if limits.tpm is not None else None,
+                int(spent or 0) if limits.budget is not None else None,
+                ends[key],
+                int(held) if limits.max_concurrency is not None else None,
+            )
+        return seen
 
     async def renew(self, leases: Sequence[Lease]) -> None:
         await self.guard.renew(leases)
@@ -512,6 +538,13 @@ class RedisStore(StateStore):
 
     def _stored(self, owner: str, what: str) -> str:
         return f"{self._prefix}responses:{{{owner}}}:{what}"
+
+    def _budget(self, key: str, limits: Limits, now: float) -> tuple[str, float | None]:
+        """The key of ``key``'s budget counter for the period ``now`` is in, and when that period ends."""
+        if limits.budget is None:
+            return self._key(key, "budget"), None
+        label, end = period_bounds(now, limits.budget.period)
+        return self._key(key, f"budget:{limits.budget.period}:{label}"), end
 
     def _key(self, key: str, what: str) -> str:
         return f"{self._prefix}key:{{{key}}}:{what}"
@@ -623,6 +656,13 @@ def _host_of(url: str) -> str:
     """``host:port`` of a Redis URL, for the log (never its password)."""
     parts = urlsplit(url)
     return f"{parts.hostname}:{parts.port or 6379}"
+
+
+def _buckets(reply: dict[bytes, bytes] | list[bytes]) -> dict[int, int]:
+    """A window's hash as HGETALL answers it (a map under RESP3, field, value, field... under RESP2), bucket to
+    count."""
+    pairs = reply.items() if isinstance(reply, dict) else zip(reply[::2], reply[1::2], strict=True)
+    return {int(bucket): int(count) for bucket, count in pairs}
 
 
 def _window(used: int, newest: int, release: int) -> Window:

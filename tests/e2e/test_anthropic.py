@@ -18,8 +18,7 @@ import json
 import shlex
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +39,7 @@ from gateway.server.app import create_app
 from gateway.server.service import Service
 from tests.helpers.agent_model import AgentModel
 from tests.helpers.anthropic import ERROR_TYPES, Stream, parse_sse, read
+from tests.helpers.polling import eventually
 from tests.helpers.readme import PROVIDER_KEY as README_PROVIDER_KEY
 from tests.helpers.readme import REPLY as README_REPLY
 from tests.helpers.readme import THOUGHTS as README_THOUGHTS
@@ -139,14 +139,6 @@ def gateway(running: Gateway) -> Iterator[Gateway]:
     yield running
     assert eventually(lambda: upstream.active == 0), "an upstream request was left open"
     assert running.model.problems == []
-
-
-def eventually(condition: Callable[[], Any], seconds: float = 5) -> bool:
-    """Poll: what the upstream notices happens on its own thread, a moment later."""
-    deadline = time.monotonic() + seconds
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return bool(condition())
 
 
 class Recording(httpx2.BaseTransport):

@@ -108,16 +108,24 @@ def test_the_tables_and_the_playground(gateway_url: str, page: Page, artifacts: 
     agent = routes.get_by_role("row").filter(has_text="gpt-4o-mini")
     expect(agent).to_contain_text("openai, backup")
     expect(agent).to_contain_text("hidden")
-    keys = page.get_by_role("table", name="Limits, and what each key used")
+    keys = page.get_by_role("table", name="Limits, and what each key has used")
     team = keys.get_by_role("row").filter(has_text="support-bot")
     expect(team.get_by_role("cell").nth(2)).to_have_text("60")  # its rpm, as text
     expect(team.get_by_role("cell").nth(3)).to_have_text("2")  # used this minute
+    expect(team.get_by_role("cell").nth(5)).to_have_text("146")  # both answers' tokens, charged
+    # The key's use, live: a request made while the console is open shows within its refresh.
+    body = {"model": "agent", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    sent = httpx.post(gateway_url + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {TEAM}"})
+    assert sent.status_code == 200
+    expect(team.get_by_role("cell").nth(3)).to_have_text("3", timeout=10_000)
+    expect(team.get_by_role("cell").nth(5)).to_have_text("219", timeout=10_000)
+    expect(team.get_by_role("cell").nth(7)).to_have_text("219")  # the month's budget used
     deployments = page.get_by_role("table", name="Providers, requests in flight")
     expect(deployments.get_by_role("row").filter(has_text="backup")).to_contain_text("30")
     assert "sk-provider-secret" not in page.content()
 
     recent = page.get_by_role("table", name="The latest requests of this worker")
-    expect(recent.get_by_role("row")).to_have_count(3)
+    expect(recent.get_by_role("row")).to_have_count(4)
     # A request made while the console is open shows within its refresh.
     body = {"model": "plain", "messages": [{"role": "user", "content": "hi"}], "stream": True}
     sent = httpx.post(gateway_url + "/v1/chat/completions", json=body, headers={"authorization": f"Bearer {CLIENT}"})

@@ -29,6 +29,7 @@ from gateway.core.translator import StreamTranslator
 from gateway.core.usage import estimate_prompt
 from gateway.dialects import chat
 from gateway.server.app import create_app
+from tests.helpers.polling import eventually
 from tests.helpers.servers import Received, Reply, ScriptedUpstream, completion_of, json_reply, serve, sse
 from tests.helpers.streams import agent_stream, choice, chunk, split_evenly
 
@@ -171,14 +172,6 @@ CASES = [
     for stream in ((False, True) if door.streams else (False,))
 ]
 DOOR_IDS = [door.name for door in DOORS]
-
-
-def eventually(condition: Callable[[], bool], seconds: float = 5) -> bool:
-    """Poll: the server settles a request a moment after the client has seen its end."""
-    deadline = time.monotonic() + seconds
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return condition()
 
 
 # Routes a key may use.

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.helpers.polling import eventually
 from tests.helpers.redis_server import RedisServer
 from tests.helpers.servers import Received, Reply, Running, ScriptedUpstream, gateway_process, json_reply, serve, sse
 from tests.helpers.streams import agent_stream, chunk, split_evenly
@@ -113,13 +114,6 @@ def post(gateway: Running, model: str = "assistant", stream: bool = False, key: 
     )
 
 
-def eventually(condition: Callable[[], bool], seconds: float = 20) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return condition()
-
-
 def test_a_rate_limit_holds_exactly_across_two_gateways(gateways: Gateways) -> None:
     first, second = gateways(2, {"rpm": 10})
     with ThreadPoolExecutor(20) as pool:
@@ -185,7 +179,9 @@ def test_the_slot_of_a_gateway_killed_mid_stream_comes_back_when_its_lease_ends(
             assert post(second).status_code == 429
             first.process.kill()  # SIGKILL: nothing is given back
             first.process.wait()
-        assert eventually(lambda: post(second).status_code == 200), "the dead gateway's slot came back"
+        assert eventually(lambda: post(second).status_code == 200, seconds=20, every=0.1), (
+            "the dead gateway's slot came back"
+        )
     finally:
         gate.set()
 

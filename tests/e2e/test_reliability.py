@@ -18,6 +18,7 @@ from gateway.server.app import create_app
 from gateway.server.health import DeploymentHealth
 from gateway.server.service import Service
 from gateway.state import MemoryStore
+from tests.helpers.polling import eventually
 from tests.helpers.servers import Reply, ScriptedUpstream, json_reply, serve, sse
 from tests.helpers.streams import agent_stream, split_evenly
 
@@ -90,14 +91,6 @@ def env(
     a.script.clear()
     b.script.clear()
     assert stream_text(url, "solo") == MESSAGE, "a normal request still works"
-
-
-def eventually(condition: Any, seconds: float = 3) -> bool:
-    """Poll: what the upstream notices happens on its own thread, a moment later."""
-    deadline = time.monotonic() + seconds
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return bool(condition())
 
 
 def events_of(url: str, model: str, **body: Any) -> tuple[httpx.Response, list[Any]]:

@@ -16,7 +16,6 @@ import asyncio
 import itertools
 import json
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from gateway.config import parse_config
 from gateway.server.app import create_app
 from gateway.server.service import Service
 from tests.helpers.metrics import scrape, value
+from tests.helpers.polling import eventually
 from tests.helpers.responses import (
     HIDDEN,
     RESPONSES,
@@ -244,14 +244,6 @@ def gateway(running: Gateway) -> Iterator[Gateway]:
     assert eventually(lambda: running.upstream.active == 0 and running.native.active == 0), "an upstream left open"
     for answer in running.tap.answers:
         check_answer(answer)
-
-
-def eventually(condition: Callable[[], bool], seconds: float = 5) -> bool:
-    """Poll: what the upstream notices happens on its own thread, a moment later."""
-    deadline = time.monotonic() + seconds
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return condition()
 
 
 def check_answer(answer: Recorded) -> None:

@@ -30,7 +30,7 @@ from gateway.state import (
     StateUnavailable,
     create_store,
 )
-from gateway.state.base import Window, duration, period_bounds, summarize
+from gateway.state.base import Observed, Window, duration, period_bounds, summarize
 from tests.helpers.redis_server import RedisServer
 
 T = TypeVar("T")
@@ -390,6 +390,35 @@ def test_a_kept_slot_is_renewed_while_the_request_runs_and_given_back_at_its_fin
     stores.run(scenario)
 
 
+def test_observe_reads_what_each_key_used_and_counts_nothing(stores: Stores) -> None:
+    clock = FakeClock()
+    store = stores(clock)
+    limits = Limits(rpm=5, tpm=100, max_concurrency=3, budget=Budget(1000, Period.DAY))
+    other = Limits(rpm=2)
+
+    async def scenario() -> None:
+        first, second = await admit_many(store, "app", limits, 2)
+        await store.finish("app", limits, 70, first.lease)
+        clock.advance(1)
+        keys = {"app": limits, "other": other, "plain": Limits()}
+        seen = await store.observe(keys)
+        assert seen == await store.observe(keys)  # reading twice counted nothing
+        app = seen["app"]
+        assert app.requests is not None and app.requests.used == 2
+        assert app.tokens is not None and app.tokens.used == 70
+        assert app.budget_spent == 70 and app.slots_held == 1  # the second request still runs
+        assert seen["other"].requests is not None and seen["other"].requests.used == 0  # never seen: nothing used
+        assert seen["plain"] == Observed(clock())  # no limits: nothing to read
+        assert (await store.admit("app", limits)).requests == near(5, 2, 59.75)  # the two, and this one
+        clock.advance(60)
+        later = (await store.observe({"app": limits}))["app"]
+        assert later.requests is not None and later.requests.used == 0 and later.tokens is not None
+        assert later.tokens.used == 0 and later.budget_spent == 70  # the minute is over, not the day
+        assert second.lease is not None
+
+    stores.run(scenario)
+
+
 # Deployments
 
 
@@ -473,6 +502,9 @@ def test_both_backends_give_the_same_answers_to_the_same_history(redis_url: str)
                         tokens = rng.randrange(1, 200)
                         await memory.finish(key, key_limits, tokens, None)
                         await redis.finish(key, key_limits, tokens, None)
+                    elif step < 0.8:
+                        every = {f"k{index}": key_limits for index, key_limits in enumerate(limits)}
+                        assert await memory.observe(every) == await redis.observe(every)
                     elif step < 0.85 and held:
                         here_lease, there_lease = held.pop(rng.randrange(len(held)))
                         await memory.finish(here_lease.key, Limits(), 0, here_lease)
@@ -513,6 +545,21 @@ def test_a_budget_spent_through_one_worker_is_refused_through_the_other(redis_st
         assert refused.refusal is Refusal.BUDGET
         first_of_december = datetime(2023, 12, 1, tzinfo=UTC).timestamp()
         assert refused.retry_after == pytest.approx(first_of_december - START)
+
+    redis_stores.run(scenario)
+
+
+def test_what_one_worker_counted_is_observed_through_the_other(redis_stores: Stores) -> None:
+    clock = FakeClock()
+    first, second = redis_stores(clock), redis_stores(clock)
+    limits = Limits(rpm=10, tpm=500, max_concurrency=4)
+
+    async def scenario() -> None:
+        admitted = await admit_many(first, "app", limits, 3)
+        await first.finish("app", limits, 120, admitted[0].lease)
+        seen = (await second.observe({"app": limits}))["app"]
+        assert seen.requests is not None and seen.requests.used == 3
+        assert seen.tokens is not None and seen.tokens.used == 120 and seen.slots_held == 2
 
     redis_stores.run(scenario)
 
@@ -587,16 +634,17 @@ def test_redis_stopped_open_holds_each_key_to_what_this_worker_counted_then_limi
             with caplog.at_level(logging.WARNING, logger="gateway.state"):
                 answers = await admit_many(store, "app", limits, 5)
                 assert await store.cooling_down(["east"]) == {}
+                assert await store.observe({"app": limits}) == {}  # not known now: left out, never a failure
                 await store.finish("app", Limits(tpm=10), 5, None)
             assert [a.allowed for a in answers] == [True, False, False, False, False]
             assert answers[0].headers()["x-ratelimit-remaining-requests"] == "0"
-            assert failures == ["admit"] * 5 + ["cooling_down", "finish"]
+            assert failures == ["admit"] * 5 + ["cooling_down", "observe", "finish"]
             warnings = [r.getMessage() for r in caplog.records if r.name == "gateway.state"]
             assert len(warnings) == 1, warnings  # one warning per interval, not one per request
             assert f"127.0.0.1:{own_redis.port}" in warnings[0] and "state_failure: open" in warnings[0]
             own_redis.start()  # empty again: no persistence
             assert [a.allowed for a in await admit_many(store, "app", limits, 4)] == [True, True, True, False]
-            assert failures == ["admit"] * 5 + ["cooling_down", "finish"]
+            assert failures == ["admit"] * 5 + ["cooling_down", "observe", "finish"]
         finally:
             await store.aclose()
 

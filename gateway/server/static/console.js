@@ -60,7 +60,7 @@ async function loadRoutes() {
 async function loadKeys() {
   const { keys } = await (await api("keys")).json();
   fill("keys", keys.map((k) => [k.name, k.models, k.rpm, k.requests_this_minute, k.tpm, k.tokens_this_minute,
-    k.budget, k.budget_used, k.max_concurrency, k.requests, k.tokens]));
+    k.budget, k.budget_used, k.max_concurrency, k.in_flight, k.requests, k.tokens]));
 }
 
 async function loadDeployments() {
