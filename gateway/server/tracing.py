@@ -19,19 +19,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import httpx
 from opentelemetry import context, trace
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.propagators.textmap import Getter
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, TraceIdRatioBased
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from opentelemetry.util.types import AttributeValue
 from starlette.types import Scope
 
 from gateway import __version__
@@ -41,6 +35,9 @@ from gateway.dialects import FRONT_DOORS
 from gateway.server.logs import capped as _capped
 from gateway.server.metrics import RequestRecord
 from gateway.server.recent import PLAYGROUND
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 __all__ = ["Attempt", "ServerSpan", "Tracing", "tracing_of"]
 
@@ -61,31 +58,9 @@ def tracing_of(server: ServerConfig, env: Mapping[str, str] = os.environ) -> Tra
     named = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
     if otel is None and not named:
         return None
-    endpoint = otel.endpoint if otel is not None else None
-    exporter = OTLPSpanExporter(endpoint=endpoint.rstrip("/") + "/v1/traces" if endpoint else None)
-    resource = Resource.create({"service.version": __version__})
-    service_name = otel.service_name if otel is not None else None
-    if service_name is not None or str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
-        resource = resource.merge(Resource({"service.name": service_name or "agent-gateway"}))
-    sampler: Sampler | None = None
-    if otel is not None and otel.sample_ratio is not None:
-        sampler = ParentBased(TraceIdRatioBased(otel.sample_ratio))
-    resource = _ProcessResource(resource.attributes, resource.schema_url)
-    provider = TracerProvider(sampler=sampler, resource=resource, shutdown_on_exit=False)
-    provider.add_span_processor(BatchSpanProcessor(exporter))
-    return Tracing(provider)
+    from gateway.server.trace_export import tracer_provider  # the SDK, imported only for a gateway that traces
 
-
-class _ProcessResource(Resource):
-    """The process's resource, hashed once: the OTLP encoder groups every span it exports by its resource, and
-    the SDK's ``Resource`` serialises its attributes to JSON for each hash (about a tenth of a span's cost)."""
-
-    def __init__(self, attributes: Mapping[str, AttributeValue], schema_url: str | None = None) -> None:
-        super().__init__(attributes, schema_url)
-        self._hash = super().__hash__()
-
-    def __hash__(self) -> int:
-        return self._hash
+    return Tracing(tracer_provider(otel))
 
 
 class _ScopeHeaders(Getter[Scope]):

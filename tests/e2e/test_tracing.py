@@ -8,6 +8,8 @@ import json
 import os
 import secrets
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -272,6 +274,27 @@ def test_without_a_collector_nothing_is_traced_and_no_trace_context_crosses(
             response = chat(url, stream=True, traceparent=f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01")
             assert response.status_code == 200
     assert "traceparent" not in upstream.requests[-1].headers  # the client's header is not forwarded
+
+
+def test_a_gateway_that_does_not_trace_does_not_load_the_sdk_or_its_exporter() -> None:
+    """Nothing costs without a collector: not even the SDK's and the OTLP exporter's memory in each worker."""
+    script = (
+        "import sys; from gateway.server.app import app_from_env; app_from_env(); "
+        "print(sorted(m for m in sys.modules if m.startswith(('opentelemetry.sdk.trace', 'opentelemetry.exporter'))))"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", script], env=clean_env(), capture_output=True, text=True, timeout=60, check=True
+    )
+    assert loaded.stdout.strip() == "[]", loaded.stdout
+    traced = subprocess.run(
+        [sys.executable, "-c", script],
+        env=clean_env(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "opentelemetry.exporter.otlp.proto.http.trace_exporter" in traced.stdout  # the check can see it
 
 
 def test_the_sdk_switches_win_over_a_named_collector() -> None:
