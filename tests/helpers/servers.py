@@ -272,8 +272,16 @@ class Running:
     log: IO[bytes]
 
     def stderr(self) -> str:
-        self.log.seek(0)
-        return self.log.read().decode()
+        """What the process has written to stderr so far, in whole lines while it runs.
+
+        The file's offset is shared with the child, so it is read with ``pread``: a
+        ``seek(0)`` here would make the child's next line overwrite its first.
+        """
+        fd = self.log.fileno()
+        written = os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
+        if self.process.poll() is None:
+            return written[: written.rfind("\n") + 1]
+        return written
 
 
 @contextlib.contextmanager
