@@ -14,7 +14,9 @@ alike and the sizes compare like for like.
 
 The wires case streams the same ``send_message`` call from an Anthropic Messages and an OpenAI
 Responses upstream (``gateway/core/wires/``) to each front door, against the chat upstream, per
-chunk in CPU time: the cost of reading another API's events into the rewrite.
+chunk in CPU time: the cost of reading another API's events into the rewrite, and of each door's
+events; then again with the doors' encoders on their general path (``Shortcuts.OFF``), the
+figures their shortcuts are measured against. ``--wires-only`` runs this case alone.
 
 The baseline re-parses the accumulated buffer with ``partial-json-parser``
 after every fragment, as earlier proxies did (``pip install partial-json-parser``).
@@ -37,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gateway.core.arguments import ArgumentsParser
 from gateway.core.options import Reasoning, RewriteOptions
+from gateway.core.passthrough import Shortcuts
 from gateway.core.sse import SSEDecoder
 from gateway.core.translator import StreamTranslator
 from gateway.core.wires import WIRES
@@ -216,23 +219,20 @@ def responses_events(fragments: list[str]) -> list[bytes]:
     return framed(events)
 
 
-DOORS: dict[str, Callable[[], StreamEncoder]] = {
-    "chat": ChatStreamEncoder,
-    "responses": lambda: responses_door.encoder(
-        responses_door.parse_request(b'{"model":"m","input":"hi","stream":true}'), created=1
-    ),
-    "messages": lambda: messages_door.encoder(
-        messages_door.parse_request(
-            b'{"model":"m","max_tokens":9,"stream":true,"messages":[{"role":"user","content":"hi"}]}'
-        ),
-        created=1,
-    ),
+RESPONSES_REQUEST = responses_door.parse_request(b'{"model":"m","input":"hi","stream":true}')
+MESSAGES_REQUEST = messages_door.parse_request(
+    b'{"model":"m","max_tokens":9,"stream":true,"messages":[{"role":"user","content":"hi"}]}'
+)
+DOORS: dict[str, Callable[[Shortcuts], StreamEncoder]] = {
+    "chat": lambda shortcuts: ChatStreamEncoder(shortcuts=shortcuts),
+    "responses": lambda shortcuts: responses_door.encoder(RESPONSES_REQUEST, created=1, shortcuts=shortcuts),
+    "messages": lambda shortcuts: messages_door.encoder(MESSAGES_REQUEST, created=1, shortcuts=shortcuts),
 }
 
 
-def door_relay(reads: list[bytes], wire: str, door: str) -> int:
-    """``relay`` from a provider of ``wire`` to a client of ``door``."""
-    encoder = DOORS[door]()
+def door_relay(reads: list[bytes], wire: str, door: str, shortcuts: Shortcuts = Shortcuts.ON) -> int:
+    """``relay`` from a provider of ``wire`` to a client of ``door``, its encoder's shortcuts taken or not."""
+    encoder = DOORS[door](shortcuts)
     reader = WIRES[wire].reader("bench", 1) if wire != "chat" else None
     translator = StreamTranslator(RewriteOptions(), "bench", raw_chunks=encoder.raw_chunks, wire=reader)
     sent = sum(len(encoder.encode(translator.feed(read))) for read in reads)
@@ -240,21 +240,48 @@ def door_relay(reads: list[bytes], wire: str, door: str) -> int:
     return sent + len(encoder.encode(translator.end()))
 
 
-def wire_us_per_chunk(fragments: list[str], samples: int) -> dict[tuple[str, str], float]:
-    """Best CPU µs per chunk of every door over every wire, in samples taken in turn."""
+def wire_us_per_chunk(fragments: list[str], samples: int) -> dict[tuple[str, str, Shortcuts], float]:
+    """Best CPU µs per chunk of every door over every wire, the doors' encoders with their shortcuts and
+    without, in samples taken in turn."""
     streams = {"chat": wire_events(fragments), "anthropic": anthropic_events(fragments)}
     streams["responses"] = responses_events(fragments)
-    best: dict[tuple[str, str], float] = {}
+    best: dict[tuple[str, str, Shortcuts], float] = {}
     for _ in range(samples):
-        for door in DOORS:
-            for wire, reads in streams.items():
-                runs = max(1, SAMPLE_CHUNKS // len(reads))
-                start = time.process_time()
-                for _ in range(runs):
-                    door_relay(reads, wire, door)
-                seconds = (time.process_time() - start) / (runs * len(reads))
-                best[door, wire] = min(best.get((door, wire), float("inf")), seconds * 1e6)
+        for shortcuts in (Shortcuts.ON, Shortcuts.OFF):
+            for door in DOORS:
+                for wire, reads in streams.items():
+                    runs = max(1, SAMPLE_CHUNKS // len(reads))
+                    start = time.process_time()
+                    for _ in range(runs):
+                        door_relay(reads, wire, door, shortcuts)
+                    seconds = (time.process_time() - start) / (runs * len(reads))
+                    cell = (door, wire, shortcuts)
+                    best[cell] = min(best.get(cell, float("inf")), seconds * 1e6)
     return best
+
+
+def print_wires(repeats: int) -> dict[str, float]:
+    """The wires table: every door over every wire against the chat-to-chat path, then the doors without their
+    encoders' shortcuts."""
+    fragments = fragments_of(message_of(SIZES["16 KB"]))
+    for wire, reads in (("anthropic", anthropic_events(fragments)), ("responses", responses_events(fragments))):
+        for door in DOORS:
+            for shortcuts in (Shortcuts.CHECK, Shortcuts.OFF):
+                assert door_relay(reads, wire, door, shortcuts) > len(fragments), (wire, door)
+    wires = wire_us_per_chunk(fragments, repeats)
+    base = wires["chat", "chat", Shortcuts.ON]
+    print(f"wires: CPU µs per chunk, a 16 KB send_message in {FRAGMENT}-character fragments, best of {repeats}")
+    print(
+        f"{'door':>10} {'chat wire':>10} {'anthropic':>10} {'responses':>10} {'worst / chat-to-chat':>21}"
+        f" {'no encoder shortcuts':>21}"
+    )
+    for door in DOORS:
+        row = [wires[door, wire, Shortcuts.ON] for wire in ("chat", "anthropic", "responses")]
+        general = max(wires[door, wire, Shortcuts.OFF] for wire in ("chat", "anthropic", "responses")) / base
+        print(f"{door:>10} {row[0]:>10.2f} {row[1]:>10.2f} {row[2]:>10.2f} {max(row) / base:>20.2f}x {general:>20.2f}x")
+    worst = max(us for (door, wire, shortcuts), us in wires.items() if shortcuts is Shortcuts.ON) / base
+    print(f"wires: the costliest cell costs {worst:.2f}x the chat-to-chat path per chunk (target <= 1.2x)")
+    return {f"{door}/{wire}/{shortcuts.name.lower()}": us for (door, wire, shortcuts), us in wires.items()}
 
 
 def cpu_us_per_chunk(cases: dict[str, tuple[list[bytes], RewriteOptions]], samples: int) -> dict[str, float]:
@@ -280,7 +307,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--baseline-max-kb", type=int, default=16, help="skip the quadratic baseline above this size")
+    parser.add_argument("--wires-only", action="store_true", help="only the wires table")
     options = parser.parse_args()
+    if options.wires_only:
+        print(json.dumps({"bench": "core", "fragment_chars": FRAGMENT, "wires": print_wires(options.repeats)}))
+        return
 
     rows = []
     # size, chunks, CPU µs per chunk: think tags hidden, exposed, and the answer alone as content
@@ -364,17 +395,7 @@ def main() -> None:
     worst = max(think / content for _, _, think, _, content in think_rows)
     print(f"think tags: hidden reasoning costs at most {worst:.2f}x plain content per chunk (target <= 1.2x)")
     print()
-    fragments = fragments_of(message_of(SIZES["16 KB"]))
-    wires = wire_us_per_chunk(fragments, options.repeats)
-    base = wires["chat", "chat"]
-    print(f"wires: CPU µs per chunk, a 16 KB send_message in {FRAGMENT}-character fragments, best of {options.repeats}")
-    print(f"{'door':>10} {'chat wire':>10} {'anthropic':>10} {'responses':>10} {'worst / chat-to-chat':>21}")
-    for door in DOORS:
-        row = [wires[door, wire] for wire in ("chat", "anthropic", "responses")]
-        print(f"{door:>10} {row[0]:>10.2f} {row[1]:>10.2f} {row[2]:>10.2f} {max(row[1:]) / base:>20.2f}x")
-    worst = max(wires["chat", wire] for wire in ("anthropic", "responses")) / base
-    print(f"wires: a chat client over another wire costs {worst:.2f}x the chat-to-chat path per chunk (target <= 1.2x)")
-    table = {f"{door}/{wire}": us for (door, wire), us in wires.items()}
+    table = print_wires(options.repeats)
     print(json.dumps({"bench": "core", "fragment_chars": FRAGMENT, "rows": rows, "wires": table}))
 
 

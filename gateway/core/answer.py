@@ -214,13 +214,32 @@ class Answer:
             self._finish, self._finish_fields = event.reason, self._choice_fields
             self._close_all(out)
 
-    def _text(self, kind: ItemKind, text: str, out: list[AnswerEvent]) -> None:
+    def growing(self, kind: ItemKind, choice: Hashable, text: str) -> Item | None:
+        """The open item that a delta of ``text`` of this kind and choice would only grow: feeding it would make
+        one ``ItemDelta`` of that item and nothing else (``grow`` is the rest of what it would do). None where it
+        would do more, or nothing. Changes nothing."""
+        if self.ended or not text or choice != self._choice:
+            return None
+        return self._open(kind)
+
+    def grow(self, item: Item, text: str, choice_fields: Mapping[str, Any] | None) -> None:
+        """What feeding the delta ``growing`` answered for (after its chunk's ``ChoiceStart`` with these
+        ``fields``) does besides its ``ItemDelta``."""
+        item.pieces.append(text)
+        if choice_fields is not None:
+            self._choice_fields = choice_fields
+
+    def _open(self, kind: ItemKind) -> Item | None:
+        """The item the last text went to, if it is open and of this kind: more of that kind only grows it."""
         current = self._current
-        held = current is not None and current.kind is ItemKind.TOOL_CALL and current.stage is _Stage.OPEN
-        if kind is ItemKind.REASONING and held:
+        return current if current is not None and current.kind is kind and current.stage is _Stage.OPEN else None
+
+    def _text(self, kind: ItemKind, text: str, out: list[AnswerEvent]) -> None:
+        if kind is ItemKind.REASONING and self._open(ItemKind.TOOL_CALL) is not None:
             self._held.append(text)
             return
-        if current is None or current.kind is not kind or current.stage is not _Stage.OPEN:
+        current = self._open(kind)
+        if current is None:
             current = Item(kind)
             self._switch(current, out)
             self._start(current, out)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Final, NamedTuple
 
-__all__ = ["SSEComment", "SSEDecoder", "SSEError", "SSEEvent", "encode_comment", "encode_event"]
+__all__ = ["SSEComment", "SSEDecoder", "SSEError", "SSEEvent", "encode_comment", "encode_event", "line_safe"]
 
 
 class SSEComment(NamedTuple):
@@ -109,11 +109,17 @@ class SSEDecoder:
 _LINE_LIKE: Final = ((b"\xe2\x80\xa8", b"\\u2028"), (b"\xe2\x80\xa9", b"\\u2029"), (b"\xc2\x85", b"\\u0085"))
 
 
-def encode_event(data: bytes, event: bytes | None = None) -> bytes:
-    """One event for the client. ``data`` is JSON, which holds no line break; characters that some clients take
-    for one anyway are escaped (they can only be inside its strings, where an escape means the same)."""
+def line_safe(data: bytes) -> bytes:
+    """JSON with the characters some clients take for a line break escaped: they can only be inside its strings,
+    where an escape means the same."""
     if b"\xe2\x80" in data or b"\xc2\x85" in data:
-        data = _escaped(data)
+        return _escaped(data)
+    return data
+
+
+def encode_event(data: bytes, event: bytes | None = None) -> bytes:
+    """One event for the client. ``data`` is JSON, which holds no line break, and is made ``line_safe``."""
+    data = line_safe(data)
     if event is None:
         return b"data: " + data + b"\n\n"
     return b"event: " + event + b"\ndata: " + data + b"\n\n"

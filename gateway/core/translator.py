@@ -192,7 +192,7 @@ class StreamTranslator:
             for item in wire.read(event):
                 if isinstance(item, Fragment):
                     if self._fragments:
-                        out += rewriter.feed_fragment(item.chunk, item.arguments, item.frame)
+                        out += rewriter.feed_fragment(item.like, item.arguments, item.frame)
                         self.chunks += 1
                         continue
                     chunk = item.chunk

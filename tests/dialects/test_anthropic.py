@@ -39,6 +39,7 @@ from gateway.core.events import (
     ToolCallStart,
 )
 from gateway.core.options import Reasoning, RewriteOptions
+from gateway.core.passthrough import Shortcuts
 from gateway.core.rewriter import replay_completion
 from gateway.core.translator import StreamTranslator
 from gateway.core.usage import estimate_prompt
@@ -112,7 +113,9 @@ def run(
     reads: list[bytes], options: RewriteOptions | None = None, request: MessagesRequest = STREAMING
 ) -> tuple[bytes, list[Event]]:
     """What an Anthropic client receives for these upstream reads, and the events behind it."""
-    return translate(reads, options or RewriteOptions(), AnthropicStreamEncoder(request, created=0))
+    return translate(
+        reads, options or RewriteOptions(), AnthropicStreamEncoder(request, created=0, shortcuts=Shortcuts.CHECK)
+    )
 
 
 def built(request: MessagesRequest, events: list[Event]) -> dict[str, Any]:
@@ -123,7 +126,7 @@ def built(request: MessagesRequest, events: list[Event]) -> dict[str, Any]:
 
 
 def encode_events(events: list[Event], request: MessagesRequest = STREAMING) -> bytes:
-    return AnthropicStreamEncoder(request, created=0).encode(events)
+    return AnthropicStreamEncoder(request, created=0, shortcuts=Shortcuts.CHECK).encode(events)
 
 
 def sdk_client(respond: Callable[[httpx2.Request], httpx2.Response]) -> anthropic.Anthropic:

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from gateway.core.events import Done, ReasoningDelta, TextDelta
 from gateway.core.options import RewriteOptions
+from gateway.core.passthrough import Shortcuts
 from gateway.core.rewriter import StreamRewriter, replay_completion
 from gateway.dialects import anthropic as anthropic_dialect
 from gateway.dialects import chat as chat_dialect
@@ -146,7 +147,9 @@ def test_each_reasoning_field_reaches_the_other_front_doors_as_reasoning(shape: 
     assert responses_helpers.deltas(events) == ANSWER
     assert responses_helpers.reasoning_of(final) == (REASONING_TEXT if exposed else "")
     assert [item["type"] for item in final["output"]] == (["reasoning", "message"] if exposed else ["message"])
-    messages_body, _ = translate([body], options, anthropic_dialect.encoder(MESSAGES_REQUEST, created=0))
+    messages_body, _ = translate(
+        [body], options, anthropic_dialect.encoder(MESSAGES_REQUEST, created=0, shortcuts=Shortcuts.CHECK)
+    )
     stream = anthropic_helpers.read(messages_body)
     assert stream.joined("text") == ANSWER
     assert stream.joined("thinking") == (REASONING_TEXT if exposed else "")
@@ -432,7 +435,9 @@ def test_recorded_reasoning_streams_on_the_responses_front_door(path: Path, expo
 def test_recorded_reasoning_streams_on_the_anthropic_front_door(path: Path, exposed: bool) -> None:
     expected = recording(path)
     options = route("expose" if exposed else "hide")
-    body, _ = translate([expected.body], options, anthropic_dialect.encoder(MESSAGES_REQUEST, created=0))
+    body, _ = translate(
+        [expected.body], options, anthropic_dialect.encoder(MESSAGES_REQUEST, created=0, shortcuts=Shortcuts.CHECK)
+    )
     stream = anthropic_helpers.read(body)
     assert stream.joined("text") == expected.answer
     assert stream.joined("thinking") == (expected.reasoning if exposed else "")
@@ -442,7 +447,11 @@ def test_recorded_reasoning_streams_on_the_anthropic_front_door(path: Path, expo
     if not exposed:
         assert all(block.type != "thinking" for block in stream.blocks)
         assert not leaked(body, expected.reasoning, expected.answer + arguments_text(expected.calls))
-    split, _ = translate(pieces_of(expected.body, 61), options, anthropic_dialect.encoder(MESSAGES_REQUEST, created=0))
+    split, _ = translate(
+        pieces_of(expected.body, 61),
+        options,
+        anthropic_dialect.encoder(MESSAGES_REQUEST, created=0, shortcuts=Shortcuts.CHECK),
+    )
     assert [(b.type, b.text) for b in anthropic_helpers.read(split).blocks] == [(b.type, b.text) for b in stream.blocks]
 
 
@@ -717,7 +726,9 @@ def test_a_stream_that_ends_inside_a_think_block_has_emitted_only_reasoning(fini
         answer = read_chat(client)
         assert_chat(answer, thought, exposed, "")
         assert answer.finish == [finish] and isinstance(events[-1], Done)
-        messages, _ = translate([sse(chunks)], options, anthropic_dialect.encoder(MESSAGES_REQUEST, created=0))
+        messages, _ = translate(
+            [sse(chunks)], options, anthropic_dialect.encoder(MESSAGES_REQUEST, created=0, shortcuts=Shortcuts.CHECK)
+        )
         stream = anthropic_helpers.read(messages)
         assert [(b.type, b.text) for b in stream.blocks] == ([("thinking", thought)] if exposed else [])
         assert stream.delta is not None

@@ -12,6 +12,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from gateway.core.events import Event
 from gateway.core.options import RewriteOptions
+from gateway.core.passthrough import Shortcuts
 from gateway.dialects.responses import (
     ResponsesRequest,
     ResponsesStreamEncoder,
@@ -70,7 +71,7 @@ def run(
     reads: list[bytes], request: ResponsesRequest | None = None, options: RewriteOptions | None = None
 ) -> tuple[list[dict[str, Any]], list[Event], bytes]:
     """What a Responses client receives for these upstream reads (SDK-checked), the core's events, the bytes."""
-    encoder = ResponsesStreamEncoder(request or request_of(stream=True), created=1700000000)
+    encoder = ResponsesStreamEncoder(request or request_of(stream=True), created=1700000000, shortcuts=Shortcuts.CHECK)
     body, events = translate(reads, options or RewriteOptions(), encoder)
     return [sdk_checked(e) for e in parse_sse(body)], events, body
 

@@ -60,27 +60,37 @@ def openai_error(
 class Fragment(NamedTuple):
     """A chunk that only carries the next piece of a started tool call's arguments.
 
-    The translator hands it to ``StreamRewriter.feed_fragment``, which gives what ``feed`` of
-    ``chunk`` would, without reading the chunk again: the most frequent chunk of an agent's stream.
+    The translator hands it to ``StreamRewriter.feed_fragment``, which gives what ``feed`` of the chunk
+    would, without reading the chunk again: the most frequent chunk of an agent's stream. ``like`` is a
+    chunk of the same call (its first fragment's, made once), which is all ``feed_fragment`` reads of it;
+    ``chunk`` is this one, made for the general path.
     """
 
-    chunk: dict[str, Any]
+    like: dict[str, Any]
     arguments: str
     # The chunk's bytes around its delta, so that a chat client's chunk is them around the new delta.
     frame: tuple[bytes, bytes]
+
+    @property
+    def chunk(self) -> dict[str, Any]:
+        choice = self.like["choices"][0]
+        call = choice["delta"]["tool_calls"][0]
+        delta = {**choice["delta"], "tool_calls": [{**call, "function": {"arguments": self.arguments}}]}
+        return {**self.like, "choices": [{**choice, "delta": delta}]}
 
 
 class ChunkMaker:
     """``chat.completion.chunk`` objects of one answer, with its id, model and creation time."""
 
-    __slots__ = ("id", "model", "created", "_role_sent", "_frame")
+    __slots__ = ("id", "model", "created", "_role_sent", "_fragment")
 
     def __init__(self, created: int) -> None:
         self.id = ""
         self.model = ""
         self.created = created
         self._role_sent = False
-        self._frame: tuple[str, str, tuple[bytes, bytes]] | None = None  # for this id and model
+        # The last fragment's chunk and frame, for its id, model and call.
+        self._fragment: tuple[str, str, int, dict[str, Any], tuple[bytes, bytes]] | None = None
 
     def chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         if not self._role_sent:
@@ -96,16 +106,19 @@ class ChunkMaker:
         }
 
     def fragment(self, call: int, arguments: str) -> Fragment:
-        """The next piece of the arguments of the tool call numbered ``call``, whose header went out before."""
-        fragment = {"index": call, "function": {"arguments": arguments}}
-        chunk = self.chunk({"tool_calls": [fragment]})
-        cached = self._frame
-        if cached is None or cached[0] != self.id or cached[1] != self.model:
+        """The next piece of the arguments of the tool call numbered ``call``, whose header went out before.
+
+        Its ``like`` is made once per call, id and model, as the chat wire's shortcut reuses the first
+        fragment's chunk: ``feed_fragment`` reads the arguments it is given, not the chunk's.
+        """
+        cached = self._fragment
+        if cached is None or cached[0] != self.id or cached[1] != self.model or cached[2] != call:
+            chunk = self.chunk({"tool_calls": [{"index": call, "function": {"arguments": arguments}}]})
             # The key is found unescaped only where it is a key: in a string every quote is escaped.
             data = orjson.dumps({**chunk, "choices": [{"index": 0, "delta": 0, "finish_reason": None}]})
             at = data.index(b'"delta":0,') + len(b'"delta":')
-            cached = self._frame = (self.id, self.model, (data[:at], data[at + 1 :]))
-        return Fragment(chunk, arguments, cached[2])
+            cached = self._fragment = (self.id, self.model, call, chunk, (data[:at], data[at + 1 :]))
+        return Fragment(cached[3], arguments, cached[4])
 
     def usage(self, usage: dict[str, Any]) -> dict[str, Any]:
         """The chunk that carries an answer's usage, after its finish, as a chat upstream sends it."""

@@ -21,6 +21,7 @@ from gateway.core import json_body
 from gateway.core.answer import Answer, AnswerDone, AnswerFailed, Item, ItemDelta, ItemDone, ItemKind, ItemStarted
 from gateway.core.errors import ErrorKind, GatewayError
 from gateway.core.events import Comment, Done, Event
+from gateway.core.passthrough import ItemBytes, Shortcuts
 from gateway.core.sse import encode_event
 from gateway.core.usage import TokenUsage
 from gateway.dialects.anthropic.request import MessagesRequest
@@ -230,19 +231,24 @@ class AnthropicStreamEncoder:
 
     The first ``encode`` sends ``message_start``; the answer's end sends ``message_delta`` (stop reason, usage)
     and ``message_stop``; a failure ends it with one ``event: error`` and nothing after, so a truncated answer
-    never looks whole. Upstream keep-alives become ``ping``. ``created`` is accepted for the front doors'
-    common signature: Anthropic's messages carry no timestamp.
+    never looks whole. Upstream keep-alives become ``ping``. A chunk that only adds to the open block's text
+    is that block's delta event from a template (``gateway.core.passthrough``): ``shortcuts``. ``created`` is
+    accepted for the front doors' common signature: Anthropic's messages carry no timestamp.
     """
 
-    __slots__ = ("_message", "_phase")
+    __slots__ = ("_message", "_phase", "_items")
 
     raw_chunks = False
 
-    def __init__(self, request: MessagesRequest, *, created: int) -> None:
+    def __init__(self, request: MessagesRequest, *, created: int, shortcuts: Shortcuts = Shortcuts.ON) -> None:
         self._message = _Message(request)
         self._phase = _Phase.NEW
+        self._items = ItemBytes(self._message.answer, _delta_bytes, self._encode, shortcuts=shortcuts)
 
     def encode(self, events: Iterable[Event]) -> bytes:
+        return self._items.encode(events)
+
+    def _encode(self, events: Iterable[Event]) -> bytes:
         if self._phase is _Phase.ENDED:
             return b""
         raw: list[dict[str, Any]] = []
@@ -258,14 +264,23 @@ class AnthropicStreamEncoder:
             if error is not None or self._message.answer.ended:
                 self._phase = _Phase.ENDED
                 break
-        out = [encode_event(json_body.encode(item), _EVENT_NAMES[item["type"]]) for item in raw]
+        out = [_sse(item) for item in raw]
         if error is not None:
             out.append(encode_event(error_body(error), b"error"))
         return b"".join(out)
 
 
-def encoder(request: MessagesRequest, *, created: int) -> AnthropicStreamEncoder:
-    return AnthropicStreamEncoder(request, created=created)
+def _sse(event: dict[str, Any]) -> bytes:
+    return encode_event(json_body.encode(event), _EVENT_NAMES[event["type"]])
+
+
+def _delta_bytes(item: Item, text: str, number: int | str) -> bytes:
+    """A delta's event (Anthropic numbers none)."""
+    return _sse(_delta(item, text))
+
+
+def encoder(request: MessagesRequest, *, created: int, shortcuts: Shortcuts = Shortcuts.ON) -> AnthropicStreamEncoder:
+    return AnthropicStreamEncoder(request, created=created, shortcuts=shortcuts)
 
 
 def build(request: MessagesRequest, events: Iterable[Event], *, created: int) -> bytes:

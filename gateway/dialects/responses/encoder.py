@@ -38,6 +38,7 @@ from gateway.core.answer import (
 )
 from gateway.core.errors import GatewayError
 from gateway.core.events import Comment, Done, Error, Event
+from gateway.core.passthrough import ItemBytes, Shortcuts
 from gateway.core.sse import encode_comment, encode_event
 from gateway.core.usage import TokenUsage
 from gateway.dialects.responses.request import ClientTool, ResponsesRequest, ToolKind
@@ -80,7 +81,7 @@ class _Response:
         self._ids: dict[Item, str] = {}
         self._status: dict[Item, str] = {}
         self._sealed: dict[Item, str] = {}
-        self._sequence = 0
+        self.sequence = 0  # the next event's sequence_number
         # The response object of the last event, once the answer has ended.
         self.final: dict[str, Any] | None = None
 
@@ -154,8 +155,8 @@ class _Response:
         return response
 
     def _event(self, kind: str, **fields: Any) -> dict[str, Any]:
-        event = {"type": kind, "sequence_number": self._sequence, **fields}
-        self._sequence += 1
+        event = {"type": kind, "sequence_number": self.sequence, **fields}
+        self.sequence += 1
         return event
 
     def _id(self, item: Item) -> str:
@@ -207,13 +208,26 @@ class _Response:
             )
 
     def _delta(self, item: Item, text: str, out: list[dict[str, Any]]) -> None:
-        where = {"item_id": self._id(item), "output_index": item.index}
+        event = self.delta_event(item, text, self.sequence)
+        if event is not None:
+            self.sequence += 1
+            out.append(event)
+
+    def delta_event(self, item: Item, text: str, number: int | str) -> dict[str, Any] | None:
+        """The event of ``text`` added to ``item``, numbered ``number``; None for a call that streams no deltas."""
         if item.kind is ItemKind.TEXT:
-            out.append(self._event("response.output_text.delta", **where, content_index=0, delta=text, logprobs=[]))
+            kind, place = "response.output_text.delta", {"content_index": 0}
         elif item.kind is ItemKind.REASONING:
-            out.append(self._event("response.reasoning_summary_text.delta", **where, summary_index=0, delta=text))
+            kind, place = "response.reasoning_summary_text.delta", {"summary_index": 0}
         elif self._request.client_tool(item.name).kind is ToolKind.FUNCTION:
-            out.append(self._event("response.function_call_arguments.delta", **where, delta=text))
+            kind, place = "response.function_call_arguments.delta", {}
+        else:
+            return None
+        where = {"item_id": self._id(item), "output_index": item.index}
+        event: dict[str, Any] = {"type": kind, "sequence_number": number, **where, **place, "delta": text}
+        if item.kind is ItemKind.TEXT:
+            event["logprobs"] = []
+        return event
 
     def _done(self, item: Item, out: list[dict[str, Any]]) -> None:
         finish = self.answer.finish
@@ -304,14 +318,17 @@ class ResponsesStreamEncoder:
     The first ``encode`` starts with ``response.created`` and
     ``response.in_progress``; the stream ends with exactly one of
     ``response.completed``, ``response.incomplete`` or ``response.failed``.
+    In between, a chunk that only adds to the open item's text is that
+    item's delta event from a template (``gateway.core.passthrough``): ``shortcuts``.
     """
 
-    __slots__ = ("_response",)
+    __slots__ = ("_response", "_items")
 
     raw_chunks = False
 
-    def __init__(self, request: ResponsesRequest, *, created: int) -> None:
-        self._response = _Response(request, created)
+    def __init__(self, request: ResponsesRequest, *, created: int, shortcuts: Shortcuts = Shortcuts.ON) -> None:
+        self._response = response = _Response(request, created)
+        self._items = ItemBytes(response.answer, self._delta, self._encode, response, shortcuts)
 
     @property
     def final(self) -> dict[str, Any] | None:
@@ -319,6 +336,9 @@ class ResponsesStreamEncoder:
         return self._response.final
 
     def encode(self, events: Iterable[Event]) -> bytes:
+        return self._items.encode(events)
+
+    def _encode(self, events: Iterable[Event]) -> bytes:
         response = self._response
         out: list[bytes] = []
         if response.phase is _Phase.NEW:
@@ -332,13 +352,17 @@ class ResponsesStreamEncoder:
                 out += map(_sse, response.feed((event,)))
         return b"".join(out)
 
+    def _delta(self, item: Item, text: str, number: int | str) -> bytes:
+        event = self._response.delta_event(item, text, number)
+        return _sse(event) if event is not None else b""
+
 
 def _sse(event: dict[str, Any]) -> bytes:
     return encode_event(json_body.encode(event), event=event["type"].encode())
 
 
-def encoder(request: ResponsesRequest, *, created: int) -> ResponsesStreamEncoder:
-    return ResponsesStreamEncoder(request, created=created)
+def encoder(request: ResponsesRequest, *, created: int, shortcuts: Shortcuts = Shortcuts.ON) -> ResponsesStreamEncoder:
+    return ResponsesStreamEncoder(request, created=created, shortcuts=shortcuts)
 
 
 def build(request: ResponsesRequest, events: Iterable[Event], *, created: int) -> bytes:
