@@ -19,6 +19,8 @@ two doors share, written once:
 - reasoning that arrives while a call is open (inner thoughts written after the
   other arguments) is held, and becomes a reasoning item as soon as the call is
   done, so no item's pieces arrive inside another's;
+- a signature ends the reasoning item it signs, and a redacted block is an item
+  of its own, so that each goes back to the provider as the block it was;
 - the answer ends in exactly one ``AnswerDone`` (its finish reason, the
   upstream's choice object, its usage) or ``AnswerFailed``, every item done first.
 
@@ -45,6 +47,8 @@ from gateway.core.events import (
     Finish,
     FinishReason,
     ReasoningDelta,
+    ReasoningRedacted,
+    ReasoningSigned,
     TextDelta,
     ToolCallDelta,
     ToolCallEnd,
@@ -85,6 +89,8 @@ class Item:
     """One item of the answer; ``index`` is its place among the started ones (-1 until it starts).
 
     ``call_id`` and ``name`` are a tool call's. ``text`` is its text, reasoning or arguments so far.
+    ``signature`` is a reasoning block's, once it is signed (the signature ends it); ``redacted`` the whole of
+    a block the provider sent only encrypted.
     """
 
     kind: ItemKind
@@ -93,6 +99,8 @@ class Item:
     index: int = -1
     pieces: list[str] = field(default_factory=list)
     stage: _Stage = _Stage.PENDING
+    signature: str | None = None
+    redacted: str | None = None
 
     @property
     def text(self) -> str:
@@ -209,6 +217,12 @@ class Answer:
             assert isinstance(event, ChoiceStart)
             if event.fields is not None:
                 self._choice_fields = event.fields
+        elif kind is ReasoningSigned:
+            assert isinstance(event, ReasoningSigned)
+            self._sealed(Item(ItemKind.REASONING), event.signature, out)
+        elif kind is ReasoningRedacted:
+            assert isinstance(event, ReasoningRedacted)
+            self._sealed(Item(ItemKind.REASONING, redacted=event.data), None, out)
         elif kind is Finish:
             assert isinstance(event, Finish)
             self._finish, self._finish_fields = event.reason, self._choice_fields
@@ -245,6 +259,21 @@ class Answer:
             self._start(current, out)
         current.pieces.append(text)
         out.append(ItemDelta(current, text))
+
+    def _sealed(self, block: Item, signature: str | None, out: list[AnswerEvent]) -> None:
+        """A reasoning block ends, signed (the open reasoning, or an empty block when there is none) or whole and
+        encrypted (``block``): a client sends it back as it came, so nothing may be added to it."""
+        if self._open(ItemKind.TOOL_CALL) is not None:
+            # Reasoning inside a call is held, unsigned; the provider would refuse it back with this seal.
+            logger.debug("answer: a reasoning block's seal inside a tool call was not sent")
+            return
+        if signature is not None and (open_reasoning := self._open(ItemKind.REASONING)) is not None:
+            block = open_reasoning
+        else:
+            self._switch(block, out)
+            self._start(block, out)
+        block.signature = signature
+        self._close(block, out)
 
     def _call_delta(self, event: ToolCallDelta, out: list[AnswerEvent]) -> None:
         call = self._calls[event.call]

@@ -35,6 +35,8 @@ __all__ = [
     "Finish",
     "FinishReason",
     "ReasoningDelta",
+    "ReasoningRedacted",
+    "ReasoningSigned",
     "TextDelta",
     "ToolCallDelta",
     "ToolCallEnd",
@@ -86,6 +88,27 @@ class ReasoningDelta:
 
     choice: Hashable
     text: str
+
+
+@dataclass(slots=True)
+class ReasoningSigned:
+    """The exposed reasoning since the last signature is one signed block (Anthropic's thinking ``signature``).
+
+    The provider checks the signature against the block's text when a client sends the block back, so the
+    block ends here, and its text is exactly what came before.
+    """
+
+    choice: Hashable
+    signature: str
+
+
+@dataclass(slots=True)
+class ReasoningRedacted:
+    """A block of exposed reasoning the provider sends only encrypted (Anthropic's ``redacted_thinking``),
+    for a client to send back as it came."""
+
+    choice: Hashable
+    data: str
 
 
 @dataclass(slots=True)
@@ -167,6 +190,8 @@ Event = (
     | ChoiceStart
     | TextDelta
     | ReasoningDelta
+    | ReasoningSigned
+    | ReasoningRedacted
     | ToolCallStart
     | ToolCallDelta
     | ToolCallEnd

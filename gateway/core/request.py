@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Final, Literal
 
+from gateway.core import details
 from gateway.core.options import Reasoning as ReasoningPolicy
 
 __all__ = [
@@ -80,9 +81,12 @@ class ToolResult:
 @dataclass(frozen=True, slots=True)
 class Reasoning:
     """Reasoning the client sends back with an assistant turn; it reaches the upstream only where the route
-    exposes reasoning."""
+    exposes reasoning. ``signature`` is the provider's for the block (Anthropic's thinking signature);
+    ``redacted`` a block the provider sent only encrypted, whose ``text`` is empty."""
 
     text: str
+    signature: str | None = None
+    redacted: str | None = None
 
 
 Part = Text | Image | ToolCall | ToolResult | Reasoning
@@ -226,19 +230,26 @@ def _assistant(parts: tuple[Part, ...], reasoning: ReasoningPolicy, dropped: set
         for part in parts
         if isinstance(part, ToolCall)
     ]
-    thoughts = [part.text for part in parts if isinstance(part, Reasoning)]
-    if thoughts and reasoning is not ReasoningPolicy.EXPOSE:
+    blocks = [part for part in parts if isinstance(part, Reasoning)]
+    if blocks and reasoning is not ReasoningPolicy.EXPOSE:
         dropped.add("reasoning of earlier turns (the route hides reasoning)")
-        thoughts = []
-    if not (texts or calls or thoughts):
+        blocks = []
+    if not (texts or calls or blocks):
         return None
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None}
     if calls:
         message["tool_calls"] = calls
     elif message["content"] is None:
         message["content"] = ""
-    if thoughts:
-        message["reasoning_content"] = "".join(thoughts)
+    if blocks:
+        message["reasoning_content"] = "".join(block.text for block in blocks)
+    if any(block.signature is not None or block.redacted is not None for block in blocks):
+        message["reasoning_details"] = [
+            details.encrypted(block.redacted)
+            if block.redacted is not None
+            else details.signed(block.text, block.signature)
+            for block in blocks
+        ]
     return message
 
 

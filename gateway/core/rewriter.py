@@ -20,12 +20,15 @@ from typing import Any, Final
 import orjson
 
 from gateway.core.arguments import ArgumentsParser, Captured
+from gateway.core.details import TEXT_KEYS, seal_of
 from gateway.core.events import (
     ChoiceStart,
     ChunkStart,
     Event,
     Finish,
     ReasoningDelta,
+    ReasoningRedacted,
+    ReasoningSigned,
     TextDelta,
     ToolCallDelta,
     ToolCallEnd,
@@ -57,8 +60,6 @@ _TOOL_CALL_KEYS: Final = frozenset(("index", "id", "type", "function"))
 _TOOL_FINISHES: Final = frozenset(("tool_calls", "function_call", "stop"))
 # The provider reasoning fields that carry text, in the order they are read; the first non-empty one counts.
 _REASONING_FIELDS: Final = ("reasoning_content", "reasoning")
-# OpenRouter's reasoning_details items that carry readable text, and the key holding it.
-_DETAIL_TEXT_KEYS: Final = {"reasoning.text": "text", "reasoning.summary": "summary"}
 # Events that leave a chunk as the upstream sent it, so its bytes can go to a chat client as they are.
 _KEEPS_CHUNK: Final = frozenset((Finish, ToolCallEnd))
 
@@ -84,6 +85,11 @@ def finish_label(reason: Any) -> str:
     return (reason if isinstance(reason, str) else orjson.dumps(reason).decode())[:64]
 
 
+def _sealed(details: list[Any]) -> bool:
+    """Whether ``reasoning_details`` hold a signed or an encrypted block."""
+    return any(isinstance(detail, dict) and seal_of(detail) is not None for detail in details)
+
+
 def _upstream_reasoning(delta: Mapping[str, Any]) -> str:
     """The reasoning text a delta (or a non-streaming message) carries in the provider reasoning fields.
 
@@ -102,7 +108,7 @@ def _upstream_reasoning(delta: Mapping[str, Any]) -> str:
     texts = []
     for item in details:
         kind = item.get("type") if isinstance(item, dict) else None
-        field = _DETAIL_TEXT_KEYS.get(kind) if isinstance(kind, str) else None
+        field = TEXT_KEYS.get(kind) if isinstance(kind, str) else None
         text = item.get(field) if field is not None else None
         if isinstance(text, str):
             texts.append(text)
@@ -318,6 +324,15 @@ class StreamRewriter:
         # A choice without a delta is sent with an empty one: stock clients read choice.delta.
         changed = not isinstance(upstream_delta, dict)
         delta: Chunk = upstream_delta if isinstance(upstream_delta, dict) else {}
+        if "reasoning_content" in delta or "reasoning" in delta or "reasoning_details" in delta:
+            # The fields never reach a chat client as they came: their text is reasoning, hidden or exposed,
+            # before the content (in a whole message, reasoning comes first).
+            changed = True
+            details = delta.get("reasoning_details")
+            if self._expose and isinstance(details, list) and _sealed(details):
+                self._reason_blocks(index, state, details, events)
+            elif reasoning := _upstream_reasoning(delta):
+                self._reason(index, state, reasoning, _Segment.UPSTREAM_REASONING, events)
         content = delta.get("content")
         if isinstance(content, str) and content:
             if self._content_is_reasoning:
@@ -325,12 +340,6 @@ class StreamRewriter:
                 self._visible(index, state, content, _Segment.THOUGHT_CONTENT, events)
             else:
                 self._visible(index, state, content, _Segment.CONTENT, events)
-        if "reasoning_content" in delta or "reasoning" in delta or "reasoning_details" in delta:
-            # The fields never reach a chat client as they came: their text is reasoning, hidden or exposed.
-            changed = True
-            reasoning = _upstream_reasoning(delta)
-            if reasoning:
-                self._reason(index, state, reasoning, _Segment.UPSTREAM_REASONING, events)
         tool_calls = delta.get("tool_calls")
         if tool_calls is not None:
             changed = True
@@ -407,6 +416,23 @@ class StreamRewriter:
                 text = "\n\n" + text
             state.reasoning = segment
         events.append(ReasoningDelta(index, text))
+
+    def _reason_blocks(self, index: Hashable, state: _Choice, details: list[Any], events: list[Event]) -> None:
+        """Exposed reasoning whose blocks are signed or encrypted: each block's text, then its seal, in order,
+        so that the blocks come back to the provider whole. The details repeat the other fields' text."""
+        for detail in details:
+            if not isinstance(detail, dict):
+                continue
+            kind = detail.get("type")
+            key = TEXT_KEYS.get(kind) if isinstance(kind, str) else None
+            text = detail.get(key) if key is not None else None
+            if isinstance(text, str) and text:
+                self._reason(index, state, text, _Segment.UPSTREAM_REASONING, events)
+            seal = seal_of(detail)
+            if seal is not None and seal.signature is not None:
+                events.append(ReasoningSigned(index, seal.signature))
+            elif seal is not None and seal.encrypted is not None:
+                events.append(ReasoningRedacted(index, seal.encrypted))
 
     def _tool_call(self, index: Hashable, state: _Choice, position: int, tool_call: Chunk, events: list[Event]) -> None:
         slot = tool_call.get("index")

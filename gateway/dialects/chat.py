@@ -267,7 +267,8 @@ class ChatStreamEncoder:
                     out.append(encode_event(orjson.dumps(error_object(event.error))))
                 elif type(event) is Comment:
                     out.append(encode_comment(event.text))
-            # Usage and ToolCallEnd say nothing new to a chat client: usage is in the chunk's fields.
+            # Usage and ToolCallEnd say nothing new to a chat client (usage is in the chunk's fields), nor do
+            # reasoning seals, which only the Messages door gives its clients to send back.
         if chunk is not None:
             self._emit(chunk, choices, chunk_bytes, out)
         return out

@@ -27,13 +27,14 @@ from gateway.core.wires import WIRES
 from gateway.core.wires.anthropic import anthropic_completion, anthropic_request
 from gateway.core.wires.responses import responses_completion, responses_request
 from gateway.dialects.anthropic import AnthropicStreamEncoder
+from gateway.dialects.anthropic import build as anthropic_build
 from gateway.dialects.chat import ChatStreamEncoder, fold_completion
 from gateway.dialects.responses import ResponsesStreamEncoder
 from tests.helpers import anthropic as anthropic_door
 from tests.helpers import responses as responses_door
 from tests.helpers.chat import read_chat
 from tests.helpers.paths import FIXTURES
-from tests.helpers.streams import options_of, partitions, splits, sse_payloads, translate
+from tests.helpers.streams import options_of, partitions, split_evenly, splits, sse_payloads, translate
 
 ANTHROPIC = FIXTURES / "anthropic"
 RESPONSES = FIXTURES / "responses"
@@ -565,3 +566,119 @@ def test_the_fragment_shortcut_gives_what_the_general_path_gives(wire: str, data
     # the general encoding (and raises where a client could tell), under the client's model name too.
     for model in (None, "client-model"):
         ChatStreamEncoder(model=model, shortcuts=Shortcuts.CHECK).encode(fast)
+
+
+# Anthropic's thinking signatures and redacted thinking: kept for an Anthropic client, block by block.
+
+SIGNED_BLOCKS = [('First, the sum: 2+2 is 4 "quoted" é 😀.', "c2lnLW9uZQ=="), ("Then check it.", "c2lnLXR3bw==")]
+
+
+def signed_stream(pieces: int) -> bytes:
+    """Two signed thinking blocks with a redacted one between them, then the answer, each text in ``pieces``."""
+    events: list[dict[str, Any]] = [
+        {"type": "message_start", "message": {"id": "msg_1", "model": "claude", "usage": {"input_tokens": 9}}}
+    ]
+    blocks: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
+    for position, (thinking, signature) in enumerate(SIGNED_BLOCKS):
+        deltas = [{"type": "thinking_delta", "thinking": piece} for piece in split_evenly(thinking, pieces)]
+        blocks.append(({"type": "thinking", "thinking": "", "signature": ""}, [*deltas, signature_delta(signature)]))
+        if position == 0:
+            blocks.append(({"type": "redacted_thinking", "data": "EncryptedBlob=="}, []))
+    text = [{"type": "text_delta", "text": piece} for piece in split_evenly("4.", pieces)]
+    blocks.append(({"type": "text", "text": ""}, text))
+    for index, (block, deltas) in enumerate(blocks):
+        events.append({"type": "content_block_start", "index": index, "content_block": block})
+        events += [{"type": "content_block_delta", "index": index, "delta": delta} for delta in deltas]
+        events.append({"type": "content_block_stop", "index": index})
+    events += [
+        {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 5}},
+        {"type": "message_stop"},
+    ]
+    return b"".join(b"event: " + e["type"].encode() + b"\ndata: " + orjson.dumps(e) + b"\n\n" for e in events)
+
+
+def signature_delta(signature: str) -> dict[str, Any]:
+    return {"type": "signature_delta", "signature": signature}
+
+
+EXPECTED_BLOCKS = [
+    ("thinking", SIGNED_BLOCKS[0][0], SIGNED_BLOCKS[0][1]),
+    ("redacted_thinking", "", None),
+    ("thinking", SIGNED_BLOCKS[1][0], SIGNED_BLOCKS[1][1]),
+    ("text", "4.", None),
+]
+
+
+@settings(max_examples=60, deadline=None)
+@given(pieces=st.integers(min_value=1, max_value=12), data=st.data())
+def test_signed_thinking_reaches_an_anthropic_client_block_by_block_under_any_split(
+    pieces: int, data: st.DataObject
+) -> None:
+    """Each thinking block keeps its exact text and its own signature, a redacted block its data, however
+    the provider's bytes are cut: what Anthropic checks when the client sends the blocks back."""
+    reads = data.draw(partitions(signed_stream(pieces)))
+    encoder = AnthropicStreamEncoder(anthropic_door.STREAMING, created=0, shortcuts=Shortcuts.CHECK)
+    body, _ = translate(reads, options_of(reasoning="expose"), encoder, wire="anthropic")
+    stream = anthropic_door.read(body)
+    assert [(b.type, b.text, b.signature) for b in stream.blocks] == EXPECTED_BLOCKS
+    assert stream.blocks[1].start == {"type": "redacted_thinking", "data": "EncryptedBlob=="}
+
+
+def test_seals_never_leave_a_route_that_hides_reasoning_nor_reach_a_chat_or_responses_client() -> None:
+    hidden = through_doors([signed_stream(5)], AGENT, "anthropic")
+    exposed = through_doors([signed_stream(5)], options_of(reasoning="expose"), "anthropic")
+    for body in [*hidden.bytes.values(), exposed.bytes["chat"], exposed.bytes["responses"]]:
+        assert b"c2lnLW9uZQ" not in body and b"EncryptedBlob" not in body
+    assert [(b.type, b.text) for b in hidden.anthropic.blocks] == [("text", "4.")]
+    assert exposed.chat.reasoning == SIGNED_BLOCKS[0][0] + SIGNED_BLOCKS[1][0]
+
+
+def test_a_whole_anthropic_message_keeps_its_signed_blocks_for_an_anthropic_client() -> None:
+    message = {
+        "id": "msg_1",
+        "type": "message",
+        "model": "claude",
+        "content": [
+            {"type": "thinking", "thinking": SIGNED_BLOCKS[0][0], "signature": SIGNED_BLOCKS[0][1]},
+            {"type": "redacted_thinking", "data": "EncryptedBlob=="},
+            {"type": "thinking", "thinking": SIGNED_BLOCKS[1][0], "signature": SIGNED_BLOCKS[1][1]},
+            {"type": "text", "text": "4."},
+        ],
+        "stop_reason": "end_turn",
+        "usage": {"input_tokens": 5, "output_tokens": 6},
+    }
+    completion = anthropic_completion(message, "up", 1)
+    events = replay_completion(completion, options_of(reasoning="expose"))
+    built = orjson.loads(anthropic_build(anthropic_door.request_of(), events, created=0))
+    assert built["content"] == [
+        {"type": "thinking", "thinking": SIGNED_BLOCKS[0][0], "signature": SIGNED_BLOCKS[0][1]},
+        {"type": "redacted_thinking", "data": "EncryptedBlob=="},
+        {"type": "thinking", "thinking": SIGNED_BLOCKS[1][0], "signature": SIGNED_BLOCKS[1][1]},
+        {"type": "text", "text": "4."},
+    ]
+    hidden = orjson.loads(anthropic_build(anthropic_door.request_of(), replay_completion(completion, AGENT), created=0))
+    assert hidden["content"] == [{"type": "text", "text": "4."}]
+
+
+def test_sealed_reasoning_goes_back_to_an_anthropic_provider_first_in_its_turn() -> None:
+    """What the Messages door makes of a client's signed blocks (``reasoning_details``) is thinking blocks again,
+    before the turn's text and calls; unsigned reasoning Anthropic would refuse, so it is not sent."""
+    turn = {
+        "role": "assistant",
+        "content": "4.",
+        "reasoning_content": "ignored: the details say it block by block",
+        "reasoning_details": [
+            {"type": "reasoning.text", "text": SIGNED_BLOCKS[0][0], "signature": SIGNED_BLOCKS[0][1]},
+            {"type": "reasoning.encrypted", "data": "EncryptedBlob=="},
+            {"type": "reasoning.text", "text": "unsigned: not sent"},
+        ],
+        "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+    }
+    chat = {"model": "m", "messages": [{"role": "user", "content": "2+2?"}, turn]}
+    request = anthropic_request(chat, stream=False, max_tokens=4096)
+    assert request["messages"][1]["content"] == [
+        {"type": "thinking", "thinking": SIGNED_BLOCKS[0][0], "signature": SIGNED_BLOCKS[0][1]},
+        {"type": "redacted_thinking", "data": "EncryptedBlob=="},
+        {"type": "text", "text": "4."},
+        {"type": "tool_use", "id": "c1", "name": "f", "input": {}},
+    ]

@@ -399,19 +399,35 @@ THINKING_TURNS = [
 ]
 
 
-def test_thinking_is_dropped_upstream_unless_the_route_exposes_reasoning() -> None:
+def test_thinking_goes_upstream_with_its_seals_only_where_the_route_exposes_reasoning() -> None:
     hidden = chat_of(messages=THINKING_TURNS)["messages"]
     assert hidden == [
         {"role": "user", "content": "2+2?"},
         {"role": "assistant", "content": "4"},
         {"role": "user", "content": "And 3+3?"},
     ]
+    assert "EncryptedBlob" not in orjson.dumps(hidden).decode()
     exposed = chat_of(Reasoning.EXPOSE, messages=THINKING_TURNS)["messages"]
+    anthropic = "anthropic-claude-v1"
     assert exposed[1:3] == [
-        {"role": "assistant", "content": "4", "reasoning_content": "Add them."},
-        {"role": "assistant", "content": "", "reasoning_content": "Only a thought."},
+        {
+            "role": "assistant",
+            "content": "4",
+            "reasoning_content": "Add them.",
+            "reasoning_details": [
+                {"type": "reasoning.text", "text": "Add them.", "format": anthropic},
+                {"type": "reasoning.encrypted", "data": "EncryptedBlob", "format": anthropic},
+            ],
+        },
+        {
+            "role": "assistant",
+            "content": "",
+            "reasoning_content": "Only a thought.",
+            "reasoning_details": [
+                {"type": "reasoning.text", "text": "Only a thought.", "format": anthropic, "signature": "x"}
+            ],
+        },
     ]
-    assert "EncryptedBlob" not in orjson.dumps(exposed).decode()
 
 
 def test_client_tools_become_function_tools() -> None:

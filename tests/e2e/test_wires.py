@@ -69,7 +69,11 @@ models:
   - {name: retried-responses, provider: codex, model: codex-up}
   - {name: thinker-responses, provider: codex, model: codex-up, rewrite: {inject_tools: true, reasoning: expose}}
   - {name: thinker-reasoning, provider: reasoner, model: codex-up, rewrite: {inject_tools: true, reasoning: expose}}
+  - {name: thinker-anthropic, provider: claude, model: claude-thinker, rewrite: {inject_tools: true, reasoning: expose}}
 """
+# The upstream model that thinks first, in a block Anthropic signs and must get back before a tool's result.
+THINKER = "claude-thinker"
+SIGNED = {"type": "thinking", "thinking": 'Weather needs the tool: Paris, "now".', "signature": "RXZpZGVuY2UtMQ=="}
 WIRES = ("anthropic", "responses")
 WEATHER = {
     "name": "get_weather",
@@ -141,10 +145,15 @@ class Upstream:
         name, arguments = self.answer(tools, last_user_text(body["messages"]), answered)
         usage = {"input_tokens": 20, "cache_read_input_tokens": 5, "output_tokens": 9}
         stop = "tool_use" if name else "end_turn"
+        thinks = body["model"] == THINKER
+        if thinks and any(m["role"] == "assistant" and m["content"][:1] != [SIGNED] for m in body["messages"]):
+            self.problems.append("an assistant turn without its signed thinking block first")
         if not body.get("stream"):
             content: list[dict[str, Any]] = [{"type": "text", "text": MESSAGE}]
             if name:
                 content = [{"type": "tool_use", "id": "toolu_1", "name": name, "input": arguments}]
+            if thinks:
+                content.insert(0, SIGNED)
             message = {
                 "id": "msg_1",
                 "type": "message",
@@ -167,10 +176,16 @@ class Upstream:
         else:
             block = {"type": "text", "text": ""}
             deltas = [{"type": "text_delta", "text": p} for p in split_evenly(MESSAGE, 5)]
-        events.append({"type": "content_block_start", "index": 0, "content_block": block})
-        events += [{"type": "content_block_delta", "index": 0, "delta": delta} for delta in deltas]
+        blocks = [(block, deltas)]
+        if thinks:
+            thinking = [{"type": "thinking_delta", "thinking": p} for p in split_evenly(SIGNED["thinking"], 6)]
+            signature = {"type": "signature_delta", "signature": SIGNED["signature"]}
+            blocks.insert(0, ({"type": "thinking", "thinking": "", "signature": ""}, [*thinking, signature]))
+        for index, (block, deltas) in enumerate(blocks):
+            events.append({"type": "content_block_start", "index": index, "content_block": block})
+            events += [{"type": "content_block_delta", "index": index, "delta": delta} for delta in deltas]
+            events.append({"type": "content_block_stop", "index": index})
         events += [
-            {"type": "content_block_stop", "index": 0},
             {"type": "message_delta", "delta": {"stop_reason": stop}, "usage": {"output_tokens": 9}},
             {"type": "message_stop"},
         ]
@@ -430,6 +445,41 @@ def test_a_plain_route_relays_the_answer(gateway: Gateway, door: str, wire: str,
     said = DOORS[door](gateway, f"plain-{wire}", "Hello", stream)
     assert said.text == MESSAGE and said.stop == STOPS[door][0]
     assert "tools" not in gateway.upstream.requests[-1].json
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_signed_thinking_goes_back_to_an_anthropic_provider_on_the_next_turn(gateway: Gateway, stream: bool) -> None:
+    """An agent route that exposes reasoning, to Claude: the anthropic SDK gets the thinking block with its
+    signature beside the tool call, sends the turn back with the tool's result, and the provider gets the
+    signed block first in that turn, as Anthropic requires when thinking precedes a tool call."""
+    client = anthropic_client(gateway)
+    weather = {"name": WEATHER["name"], "description": WEATHER["description"], "input_schema": WEATHER["parameters"]}
+    question = {"role": "user", "content": "What is the weather in Paris?"}
+
+    def ask(messages: list[Any]) -> anthropic.types.Message:
+        arguments: dict[str, Any] = {"model": "thinker-anthropic", "max_tokens": 300, "messages": messages}
+        if stream:
+            with client.messages.stream(**arguments, tools=[weather]) as events:
+                return events.get_final_message()
+        return client.messages.create(**arguments, tools=[weather])
+
+    first = ask([question])
+    # The provider's signed block, then the call's inner thoughts (exposed, the gateway's: unsigned), the call.
+    assert [(b.type, getattr(b, "signature", None)) for b in first.content] == [
+        ("thinking", SIGNED["signature"]),
+        ("thinking", ""),
+        ("tool_use", None),
+    ]
+    thinking, thoughts, use = first.content
+    assert thinking.type == "thinking" and thinking.thinking == SIGNED["thinking"]
+    assert thoughts.type == "thinking" and thoughts.thinking == "\n\n" + THOUGHTS  # set off from the block before
+    assert use.type == "tool_use" and use.input == {"city": "Paris"}
+    result = {"type": "tool_result", "tool_use_id": use.id, "content": "Sunny"}
+    second = ask([question, {"role": "assistant", "content": first.content}, {"role": "user", "content": [result]}])
+    assert [block.text for block in second.content if block.type == "text"] == [MESSAGE]
+    turn = gateway.upstream.requests[-1].json["messages"][1]
+    call = {"type": "tool_use", "id": use.id, "name": "get_weather", "input": {"city": "Paris"}}
+    assert turn == {"role": "assistant", "content": [SIGNED, call]}  # the unsigned thoughts Anthropic would refuse
 
 
 def overloaded() -> Reply:

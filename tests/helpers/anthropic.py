@@ -104,6 +104,7 @@ class Block:
     start: dict[str, Any]
     deltas: list[str] = field(default_factory=list)
     text: str = ""  # text, thinking or partial_json, joined
+    signature: str | None = None  # a thinking block's, from its signature_delta
 
 
 @dataclass
@@ -122,6 +123,7 @@ DELTAS_OF = {
     "text": ("text_delta", "citations_delta"),
     "thinking": ("thinking_delta", "signature_delta"),
     "tool_use": ("input_json_delta",),
+    "redacted_thinking": (),
 }
 
 
@@ -153,8 +155,11 @@ def structure(events: list[tuple[str | None, Any]]) -> Stream:
             assert open_block is not None and data["index"] == len(stream.blocks) - 1, "a delta outside its block"
             delta = data["delta"]
             assert delta["type"] in DELTAS_OF[open_block.type], (open_block.type, delta["type"])
+            assert open_block.signature is None, "a signature is a thinking block's last delta"
             open_block.deltas.append(delta["type"])
             open_block.text += delta.get("text") or delta.get("thinking") or delta.get("partial_json") or ""
+            if delta["type"] == "signature_delta":
+                open_block.signature = delta["signature"]
         elif name == "content_block_stop":
             assert open_block is not None and data["index"] == len(stream.blocks) - 1
             open_block = None

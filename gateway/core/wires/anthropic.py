@@ -17,6 +17,7 @@ from typing import Any, Final
 
 import orjson
 
+from gateway.core import details
 from gateway.core.errors import GatewayError
 from gateway.core.rewriter import InvalidChunk
 from gateway.core.wires.common import (
@@ -165,7 +166,15 @@ def _image_source(url: str) -> dict[str, Any]:
 
 
 def _assistant_blocks(message: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """An assistant turn's blocks: its sealed thinking first, as Anthropic requires it back (unsigned reasoning
+    it refuses, so that is not sent), then its text and its tool calls."""
     blocks: list[dict[str, Any]] = []
+    for detail in as_list(message.get("reasoning_details")):
+        seal = details.seal_of(detail) if isinstance(detail, dict) else None
+        if seal is not None and seal.encrypted is not None:
+            blocks.append({"type": "redacted_thinking", "data": seal.encrypted})
+        elif seal is not None and isinstance(text := detail.get("text"), str):
+            blocks.append({"type": "thinking", "thinking": text, "signature": seal.signature})
     if text := text_of(message.get("content")):
         blocks.append({"type": "text", "text": text})
     for call in as_list(message.get("tool_calls")):
@@ -269,7 +278,9 @@ class AnthropicReader:
                 return [maker.fragment(call, _string(delta, "partial_json"))]
             if delta_type == "thinking_delta":
                 return [maker.chunk({"reasoning_content": _string(delta, "thinking")})]
-            return []  # signature_delta, citations_delta: nothing a chat answer carries
+            if delta_type == "signature_delta":
+                return [maker.chunk({"reasoning_details": [details.signed("", _string(delta, "signature"))]})]
+            return []  # citations_delta: nothing a chat answer carries
         if kind == "content_block_start":
             return self._block(event)
         if kind == "message_delta":
@@ -305,6 +316,8 @@ class AnthropicReader:
             return [maker.chunk({"content": block["text"]})]
         if block_type == "thinking" and isinstance(block.get("thinking"), str) and block["thinking"]:
             return [maker.chunk({"reasoning_content": block["thinking"]})]
+        if block_type == "redacted_thinking" and isinstance(block.get("data"), str):
+            return [maker.chunk({"reasoning_details": [details.encrypted(block["data"])]})]
         if block_type != "tool_use":
             return []
         call = self._calls[index] = len(self._calls)
@@ -345,6 +358,7 @@ def anthropic_completion(message: Mapping[str, Any], provider: str, created: int
         raise InvalidChunk("the message has no content")
     texts: list[str] = []
     thinking: list[str] = []
+    blocks: list[dict[str, Any]] = []  # each thinking block with its signature, and the redacted ones
     calls: list[dict[str, Any]] = []
     for block in content:
         if not isinstance(block, dict):
@@ -354,6 +368,10 @@ def anthropic_completion(message: Mapping[str, Any], provider: str, created: int
             texts.append(block["text"])
         elif kind == "thinking" and isinstance(block.get("thinking"), str):
             thinking.append(block["thinking"])
+            signature = block.get("signature")
+            blocks.append(details.signed(block["thinking"], signature if isinstance(signature, str) else None))
+        elif kind == "redacted_thinking" and isinstance(block.get("data"), str):
+            blocks.append(details.encrypted(block["data"]))
         elif kind == "tool_use":
             arguments = orjson.dumps(block.get("input") if isinstance(block.get("input"), dict) else {}).decode()
             function = {"name": str(block.get("name") or ""), "arguments": arguments}
@@ -361,6 +379,8 @@ def anthropic_completion(message: Mapping[str, Any], provider: str, created: int
     answer: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts else None}
     if thinking:
         answer["reasoning_content"] = "\n\n".join(thinking)
+    if blocks:
+        answer["reasoning_details"] = blocks
     if calls:
         answer["tool_calls"] = calls
     reason = message.get("stop_reason")

@@ -1,8 +1,10 @@
 """The Anthropic Messages answer: neutral events in, Anthropic's content blocks and stream events out.
 
 One block is open at a time, as Anthropic sends them: ``text`` for visible
-text, ``thinking`` for reasoning the route exposes, ``tool_use`` for the
-client's own calls with their arguments streamed as ``input_json_delta``. The
+text, ``thinking`` for reasoning the route exposes (with the provider's
+``signature``, where it signed the block, for the client to send back), a
+``redacted_thinking`` block as it came, ``tool_use`` for the client's own
+calls with their arguments streamed as ``input_json_delta``. The
 stream encoder and the non-streaming builder share that block logic, so both
 give the same message. Errors take Anthropic's shape and types.
 """
@@ -180,8 +182,12 @@ class _Message:
         return None
 
     def _stop(self, out: list[dict[str, Any]]) -> None:
-        if self._open is not None:
-            out.append({"type": "content_block_stop", "index": self._open.index})
+        item = self._open
+        if item is not None:
+            if item.signature is not None:
+                signed = {"type": "signature_delta", "signature": item.signature}
+                out.append({"type": "content_block_delta", "index": item.index, "delta": signed})
+            out.append({"type": "content_block_stop", "index": item.index})
             self._open = None
 
 
@@ -190,6 +196,8 @@ def _block(item: Item) -> dict[str, Any]:
     if item.kind is ItemKind.TEXT:
         return {"type": "text", "text": ""}
     if item.kind is ItemKind.REASONING:
+        if item.redacted is not None:
+            return {"type": "redacted_thinking", "data": item.redacted}
         return {"type": "thinking", "thinking": "", "signature": ""}
     return {"type": "tool_use", "id": item.call_id, "name": item.name, "input": {}}
 
@@ -302,9 +310,9 @@ def build(request: MessagesRequest, events: Iterable[Event], *, created: int) ->
         block = _block(item)
         if item.kind is ItemKind.TEXT:
             block["text"] = item.text
-        elif item.kind is ItemKind.REASONING:
-            block["thinking"] = item.text
-        else:
+        elif item.kind is ItemKind.REASONING and item.redacted is None:
+            block["thinking"], block["signature"] = item.text, item.signature or ""
+        elif item.kind is ItemKind.TOOL_CALL:
             block["input"] = _object(item.text)
         body["content"].append(block)
     body["stop_reason"], body["stop_sequence"] = stop_reason_of(done.finish, done.choice, request.stop_sequences)

@@ -327,12 +327,12 @@ def _assistant_blocks(content: Field, dropped: set[str]) -> tuple[Part, ...]:
             parts.append(ToolCall(call_id, name, json_body.dumps(arguments).decode()))
         elif kind == "thinking":
             thought = block.get("thinking").string(required=True)
-            block.get("signature").string()
             assert thought is not None
-            parts.append(Reasoning(thought))
+            parts.append(Reasoning(thought, signature=block.get("signature").string() or None))
         else:
-            block.get("data").string(required=True)
-            dropped.add("redacted_thinking block")
+            data = block.get("data").string(required=True)
+            assert data is not None
+            parts.append(Reasoning("", redacted=data))
     return tuple(parts)
 
 
