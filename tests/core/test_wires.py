@@ -633,29 +633,27 @@ def test_seals_never_leave_a_route_that_hides_reasoning_nor_reach_a_chat_or_resp
     assert exposed.chat.reasoning == SIGNED_BLOCKS[0][0] + SIGNED_BLOCKS[1][0]
 
 
+SIGNED_CONTENT = [
+    {"type": "thinking", "thinking": SIGNED_BLOCKS[0][0], "signature": SIGNED_BLOCKS[0][1]},
+    {"type": "redacted_thinking", "data": "EncryptedBlob=="},
+    {"type": "thinking", "thinking": SIGNED_BLOCKS[1][0], "signature": SIGNED_BLOCKS[1][1]},
+    {"type": "text", "text": "4."},
+]
+
+
 def test_a_whole_anthropic_message_keeps_its_signed_blocks_for_an_anthropic_client() -> None:
     message = {
         "id": "msg_1",
         "type": "message",
         "model": "claude",
-        "content": [
-            {"type": "thinking", "thinking": SIGNED_BLOCKS[0][0], "signature": SIGNED_BLOCKS[0][1]},
-            {"type": "redacted_thinking", "data": "EncryptedBlob=="},
-            {"type": "thinking", "thinking": SIGNED_BLOCKS[1][0], "signature": SIGNED_BLOCKS[1][1]},
-            {"type": "text", "text": "4."},
-        ],
+        "content": SIGNED_CONTENT,
         "stop_reason": "end_turn",
         "usage": {"input_tokens": 5, "output_tokens": 6},
     }
     completion = anthropic_completion(message, "up", 1)
     events = replay_completion(completion, options_of(reasoning="expose"))
     built = orjson.loads(anthropic_build(anthropic_door.request_of(), events, created=0))
-    assert built["content"] == [
-        {"type": "thinking", "thinking": SIGNED_BLOCKS[0][0], "signature": SIGNED_BLOCKS[0][1]},
-        {"type": "redacted_thinking", "data": "EncryptedBlob=="},
-        {"type": "thinking", "thinking": SIGNED_BLOCKS[1][0], "signature": SIGNED_BLOCKS[1][1]},
-        {"type": "text", "text": "4."},
-    ]
+    assert built["content"] == SIGNED_CONTENT
     hidden = orjson.loads(anthropic_build(anthropic_door.request_of(), replay_completion(completion, AGENT), created=0))
     assert hidden["content"] == [{"type": "text", "text": "4."}]
 
