@@ -631,6 +631,10 @@ def test_seals_never_leave_a_route_that_hides_reasoning_nor_reach_a_chat_or_resp
         assert b"c2lnLW9uZQ" not in body and b"EncryptedBlob" not in body
     assert [(b.type, b.text) for b in hidden.anthropic.blocks] == [("text", "4.")]
     assert exposed.chat.reasoning == SIGNED_BLOCKS[0][0] + SIGNED_BLOCKS[1][0]
+    # A Responses client reads each block as a reasoning item; the encrypted one has no summary, as OpenAI's.
+    summaries = [item["summary"] for item in exposed.responses["output"] if item["type"] == "reasoning"]
+    summary = [[{"type": "summary_text", "text": text}] for text, _ in SIGNED_BLOCKS]
+    assert summaries == [summary[0], [], summary[1]]
 
 
 SIGNED_CONTENT = [

@@ -176,7 +176,8 @@ class _Response:
             content = [] if added else [_text_part(text)]
             return {"id": self._id(item), "type": "message", "status": status, "content": content, "role": "assistant"}
         if item.kind is ItemKind.REASONING:
-            reasoning = {"id": self._id(item), "type": "reasoning", "summary": [] if added else [_summary_part(text)]}
+            summary = [] if added or item.redacted is not None else [_summary_part(text)]
+            reasoning = {"id": self._id(item), "type": "reasoning", "summary": summary}
             if self._request.seal is not None and not added:
                 # What a stateless client sends back for the gateway to open (asked for with ``include``).
                 if item not in self._sealed:  # once, as it is done: the item and the response carry the same
@@ -202,7 +203,7 @@ class _Response:
         )
         if item.kind is ItemKind.TEXT:
             out.append(self._event("response.content_part.added", **where, content_index=0, part=_text_part("")))
-        elif item.kind is ItemKind.REASONING:
+        elif item.kind is ItemKind.REASONING and item.redacted is None:
             out.append(
                 self._event("response.reasoning_summary_part.added", **where, summary_index=0, part=_summary_part(""))
             )
@@ -239,9 +240,10 @@ class _Response:
             out.append(self._event("response.output_text.done", **where, content_index=0, text=text, logprobs=[]))
             out.append(self._event("response.content_part.done", **where, content_index=0, part=_text_part(text)))
         elif item.kind is ItemKind.REASONING:
-            out.append(self._event("response.reasoning_summary_text.done", **where, summary_index=0, text=text))
-            part = _summary_part(text)
-            out.append(self._event("response.reasoning_summary_part.done", **where, summary_index=0, part=part))
+            if item.redacted is None:  # a block the provider sent encrypted has no summary, as OpenAI's
+                out.append(self._event("response.reasoning_summary_text.done", **where, summary_index=0, text=text))
+                part = _summary_part(text)
+                out.append(self._event("response.reasoning_summary_part.done", **where, summary_index=0, part=part))
         else:
             self._call_done(item, self._request.client_tool(item.name), where, out)
         out.append(self._event("response.output_item.done", output_index=item.index, item=self._body(item)))
