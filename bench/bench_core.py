@@ -73,8 +73,8 @@ def message_of(size: int) -> str:
     return " ".join(out)[:size]
 
 
-def fragments_of(message: str) -> list[str]:
-    document = json.dumps({"inner_thoughts": "Let me answer the question carefully.", "message": message})
+def fragments_of(message: str, thoughts: str = "Let me answer the question carefully.") -> list[str]:
+    document = json.dumps({"inner_thoughts": thoughts, "message": message})
     return [document[i : i + FRAGMENT] for i in range(0, len(document), FRAGMENT)]
 
 
@@ -260,17 +260,16 @@ def wire_us_per_chunk(fragments: list[str], samples: int) -> dict[tuple[str, str
     return best
 
 
-def print_wires(repeats: int) -> dict[str, float]:
-    """The wires table: every door over every wire against the chat-to-chat path, then the doors without their
-    encoders' shortcuts."""
-    fragments = fragments_of(message_of(SIZES["16 KB"]))
+def print_wires(repeats: int, fragments: list[str], call: str) -> dict[str, float]:
+    """The wires table for ``fragments`` of a send_message ``call``: every door over every wire against the
+    chat-to-chat path, then the doors without their encoders' shortcuts."""
     for wire, reads in (("anthropic", anthropic_events(fragments)), ("responses", responses_events(fragments))):
         for door in DOORS:
             for shortcuts in (Shortcuts.CHECK, Shortcuts.OFF):
                 assert door_relay(reads, wire, door, shortcuts) > len(fragments), (wire, door)
     wires = wire_us_per_chunk(fragments, repeats)
     base = wires["chat", "chat", Shortcuts.ON]
-    print(f"wires: CPU µs per chunk, a 16 KB send_message in {FRAGMENT}-character fragments, best of {repeats}")
+    print(f"wires: CPU µs per chunk, {call} in {FRAGMENT}-character fragments, best of {repeats}")
     print(
         f"{'door':>10} {'chat wire':>10} {'anthropic':>10} {'responses':>10} {'worst / chat-to-chat':>21}"
         f" {'no encoder shortcuts':>21}"
@@ -282,6 +281,17 @@ def print_wires(repeats: int) -> dict[str, float]:
     worst = max(us for (door, wire, shortcuts), us in wires.items() if shortcuts is Shortcuts.ON) / base
     print(f"wires: the costliest cell costs {worst:.2f}x the chat-to-chat path per chunk (target <= 1.2x)")
     return {f"{door}/{wire}/{shortcuts.name.lower()}": us for (door, wire, shortcuts), us in wires.items()}
+
+
+def wires(repeats: int) -> dict[str, dict[str, float]]:
+    """Both wires tables: the usual call (a sentence of inner thoughts, a 16 KB message), and one whose hidden
+    inner thoughts are as long as its message (8 KB each), the chunks an agent route's client never sees."""
+    message = message_of(SIZES["16 KB"])
+    usual = print_wires(repeats, fragments_of(message), "a 16 KB send_message")
+    print()
+    half, thoughts = message[: len(message) // 2], message_of(len(message) // 2 + 1)[: len(message) // 2]
+    hidden = print_wires(repeats, fragments_of(half, thoughts), "an 8 KB message after 8 KB of inner thoughts")
+    return {"usual": usual, "hidden thoughts": hidden}
 
 
 def cpu_us_per_chunk(cases: dict[str, tuple[list[bytes], RewriteOptions]], samples: int) -> dict[str, float]:
@@ -310,7 +320,7 @@ def main() -> None:
     parser.add_argument("--wires-only", action="store_true", help="only the wires table")
     options = parser.parse_args()
     if options.wires_only:
-        print(json.dumps({"bench": "core", "fragment_chars": FRAGMENT, "wires": print_wires(options.repeats)}))
+        print(json.dumps({"bench": "core", "fragment_chars": FRAGMENT, "wires": wires(options.repeats)}))
         return
 
     rows = []
@@ -395,7 +405,7 @@ def main() -> None:
     worst = max(think / content for _, _, think, _, content in think_rows)
     print(f"think tags: hidden reasoning costs at most {worst:.2f}x plain content per chunk (target <= 1.2x)")
     print()
-    table = print_wires(options.repeats)
+    table = wires(options.repeats)
     print(json.dumps({"bench": "core", "fragment_chars": FRAGMENT, "rows": rows, "wires": table}))
 
 

@@ -192,6 +192,10 @@ class Answer:
             self.ended = True
             out.append(AnswerFailed(event.error, self.usage))
             return
+        if kind is ChoiceStart:
+            assert isinstance(event, ChoiceStart)
+            self.chose(event.choice, event.fields)
+            return
         choice = getattr(event, "choice", None)
         if choice is None:
             return  # ChunkStart, Comment: nothing of the answer's items
@@ -213,10 +217,6 @@ class Answer:
         elif kind is ToolCallEnd:
             assert isinstance(event, ToolCallEnd)
             self._close(self._calls[event.call], out)
-        elif kind is ChoiceStart:
-            assert isinstance(event, ChoiceStart)
-            if event.fields is not None:
-                self._choice_fields = event.fields
         elif kind is ReasoningSigned:
             assert isinstance(event, ReasoningSigned)
             self._sealed(Item(ItemKind.REASONING), event.signature, out)
@@ -235,6 +235,18 @@ class Answer:
         if self.ended or not text or choice != self._choice:
             return None
         return self._open(kind)
+
+    def chose(self, choice: Hashable, fields: Mapping[str, Any] | None) -> None:
+        """What feeding a chunk's ``ChunkStart`` and ``ChoiceStart`` (and nothing else) does: the answered choice
+        is the first one seen, and its fields are kept."""
+        if self.ended:
+            return
+        if self._choice is None:
+            self._choice = choice
+        elif choice != self._choice:
+            return
+        if fields is not None:
+            self._choice_fields = fields
 
     def grow(self, item: Item, text: str, choice_fields: Mapping[str, Any] | None) -> None:
         """What feeding the delta ``growing`` answered for (after its chunk's ``ChoiceStart`` with these

@@ -11,7 +11,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.core.answer import Answer
 from gateway.core.options import RewriteOptions
 from gateway.core.passthrough import ShortcutMismatch, Shortcuts
 from gateway.core.passthrough import items as item_shortcut
@@ -96,21 +95,23 @@ def read(body: bytes) -> tuple[str, str]:
 
 
 @pytest.mark.parametrize("door", sorted(DOORS))
-def test_the_shortcut_is_taken_for_the_answers_deltas(door: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    feeds = 0
-    feed = Answer.feed
+def test_the_shortcut_is_taken_for_the_answers_deltas_and_its_hidden_thoughts(
+    door: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    general = 0
+    door_class = type(DOORS[door](Shortcuts.ON))
+    encode = door_class._encode  # type: ignore[attr-defined]
 
-    def counted(answer: Answer, events: Any) -> Any:
-        nonlocal feeds
-        feeds += 1
-        return feed(answer, events)
+    def counted(encoder: Any, events: Any) -> Any:
+        nonlocal general
+        general += 1
+        return encode(encoder, events)
 
-    monkeypatch.setattr(Answer, "feed", counted)
-    message = "word " * 200
-    body = sse(agent_answer("hm", message, size=4))
+    monkeypatch.setattr(door_class, "_encode", counted)
+    body = sse(agent_answer("thinking it over " * 40, "word " * 200, size=4))
     translate([body[i : i + 64] for i in range(0, len(body), 64)], options_of(), DOORS[door](Shortcuts.ON))
     chunks = len(body.split(b"\n\n"))
-    assert feeds < chunks / 4, f"{feeds} of {chunks} chunks took the general path"
+    assert general < chunks / 20, f"{general} of {chunks} chunks took the door's general path"
 
 
 @pytest.mark.parametrize("door", sorted(DOORS))

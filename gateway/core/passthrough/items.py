@@ -8,8 +8,10 @@ encoding it costs more than the rest of the chunk's way, and the event's bytes
 differ from the last one's only in the delta and, on the Responses door, the
 sequence number. ``ItemBytes`` keeps each item's delta event as a template,
 made once by the door's own general path with markers where the delta and the
-number go, and fills it in. Under ``Shortcuts.CHECK`` every filled template is
-compared with what the general path sends for the same events.
+number go, and fills it in. A chunk that shows nothing (an agent's hidden inner
+thoughts) is only read by the answer. Under ``Shortcuts.CHECK`` every filled
+template, and every silence, is compared with what the general path sends for
+the same events.
 """
 
 from __future__ import annotations
@@ -73,7 +75,7 @@ class ItemBytes:
     started, until it ends.
     """
 
-    __slots__ = ("_answer", "_event", "_general", "_numbering", "_templates", "_taken", "_check")
+    __slots__ = ("_answer", "_event", "_general", "_numbering", "_templates", "_taken", "_check", "_started")
 
     def __init__(
         self,
@@ -90,6 +92,7 @@ class ItemBytes:
         self._templates: dict[Item, _Template | None] = {}
         self._taken = shortcuts is not Shortcuts.OFF
         self._check = shortcuts is Shortcuts.CHECK
+        self._started = False  # whether the door's general path has encoded anything: its stream has begun
 
     def encode(self, events: Iterable[Event]) -> bytes:
         """The events of one upstream read: each chunk's in turn (the door encodes events one after another, so
@@ -110,27 +113,32 @@ class ItemBytes:
     def _chunk(self, events: list[Event]) -> bytes:
         # A hot path: the usual chunk's three events (``ChunkStart``, ``ChoiceStart``, a text or reasoning delta)
         # told by their types, and one question to the answer: whether the delta only grows its open item.
-        if len(events) != 3:
-            return self._general(events)
+        size = len(events)
+        if size != 3:
+            if self._started and (size == 0 or (size == 2 and type(events[0]) is ChunkStart)):
+                choice = events[1] if size else None
+                if choice is None or type(choice) is ChoiceStart:
+                    return self._quiet(events, choice)
+            return self._general_path(events)
         start, choice, delta = events
         if type(delta) is TextDelta:
             kind = ItemKind.TEXT
         elif type(delta) is ReasoningDelta:
             kind = ItemKind.REASONING
         else:
-            return self._general(events)
+            return self._general_path(events)
         if type(start) is not ChunkStart or type(choice) is not ChoiceStart:
-            return self._general(events)
+            return self._general_path(events)
         text = delta.text
         item = self._answer.growing(kind, choice.choice, text) if choice.choice == delta.choice else None
         if item is None:
-            return self._general(events)
+            return self._general_path(events)
         try:
             template = self._templates[item]
         except KeyError:
             template = self._templates[item] = self._template(item)
         if template is None:
-            return self._general(events)
+            return self._general_path(events)
         data = line_safe(orjson.dumps(text))
         numbering = self._numbering
         if numbering is None:
@@ -138,7 +146,7 @@ class ItemBytes:
         else:
             filled = b"".join((template.head, b"%d" % numbering.sequence, template.middle or b"", data, template.tail))
         if self._check:
-            said = self._general(events)
+            said = self._general_path(events)
             if said != filled:
                 raise ShortcutMismatch(f"the item template sent {filled!r} where the general path sends {said!r}")
             return said
@@ -146,6 +154,23 @@ class ItemBytes:
         if numbering is not None:
             numbering.sequence += 1
         return filled
+
+    def _quiet(self, events: list[Event], choice: ChoiceStart | None) -> bytes:
+        """A chunk that shows nothing (an agent's hidden inner thoughts), or a read that ends no chunk, once the
+        stream has started: the answer reads the choice, the client gets no event."""
+        if self._check:
+            said = self._general_path(events)
+            if said:
+                raise ShortcutMismatch(f"a chunk that shows nothing sent {said!r} on the general path")
+            return said
+        if choice is not None:
+            self._answer.chose(choice.choice, choice.fields)
+        return b""
+
+    def _general_path(self, events: list[Event]) -> bytes:
+        """The door's own encoding; once it has run, the door's stream has begun (its first events went out)."""
+        self._started = True
+        return self._general(events)
 
     def _template(self, item: Item) -> _Template | None:
         return _Template.of(self._event(item, _TEXT, _NUMBER), numbered=self._numbering is not None)
