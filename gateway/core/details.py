@@ -14,10 +14,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final, NamedTuple
 
-__all__ = ["TEXT_KEYS", "Seal", "encrypted", "seal_of", "signed"]
+__all__ = ["Seal", "encrypted", "seal_of", "signed", "text_of"]
 
 # The items that carry readable text, and the key holding it.
-TEXT_KEYS: Final = {"reasoning.text": "text", "reasoning.summary": "summary"}
+_TEXT_KEYS: Final = {"reasoning.text": "text", "reasoning.summary": "summary"}
 # The format OpenRouter names Anthropic's reasoning with.
 _ANTHROPIC: Final = "anthropic-claude-v1"
 
@@ -40,6 +40,15 @@ def signed(text: str, signature: str | None) -> dict[str, Any]:
 def encrypted(data: str) -> dict[str, Any]:
     """A block the provider sent only encrypted (Anthropic's ``redacted_thinking``)."""
     return {"type": "reasoning.encrypted", "data": data, "format": _ANTHROPIC}
+
+
+def text_of(detail: Mapping[str, Any]) -> str:
+    """An item's readable text (a ``reasoning.text`` item's ``text``, a ``reasoning.summary`` item's
+    ``summary``); an encrypted item, or one of another type, has none."""
+    kind = detail.get("type")
+    key = _TEXT_KEYS.get(kind) if isinstance(kind, str) else None
+    text = detail.get(key) if key is not None else None
+    return text if isinstance(text, str) else ""
 
 
 def seal_of(detail: Mapping[str, Any]) -> Seal | None:

@@ -20,7 +20,7 @@ from typing import Any, Final
 import orjson
 
 from gateway.core.arguments import ArgumentsParser, Captured
-from gateway.core.details import TEXT_KEYS, seal_of
+from gateway.core.details import seal_of, text_of
 from gateway.core.events import (
     ChoiceStart,
     ChunkStart,
@@ -105,14 +105,7 @@ def _upstream_reasoning(delta: Mapping[str, Any]) -> str:
     details = delta.get("reasoning_details")
     if not isinstance(details, list):
         return ""
-    texts = []
-    for item in details:
-        kind = item.get("type") if isinstance(item, dict) else None
-        field = TEXT_KEYS.get(kind) if isinstance(kind, str) else None
-        text = item.get(field) if field is not None else None
-        if isinstance(text, str):
-            texts.append(text)
-    return "".join(texts)
+    return "".join(text_of(item) for item in details if isinstance(item, dict))
 
 
 @dataclass(slots=True)
@@ -423,10 +416,7 @@ class StreamRewriter:
         for detail in details:
             if not isinstance(detail, dict):
                 continue
-            kind = detail.get("type")
-            key = TEXT_KEYS.get(kind) if isinstance(kind, str) else None
-            text = detail.get(key) if key is not None else None
-            if isinstance(text, str) and text:
+            if text := text_of(detail):
                 self._reason(index, state, text, _Segment.UPSTREAM_REASONING, events)
             seal = seal_of(detail)
             if seal is not None and seal.signature is not None:
